@@ -1,0 +1,137 @@
+// `flowtracer capture`: trace for a while, print each span as it completes, then a
+// caller -> callee table and any losses.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/cli/commands.h"
+#include "agent/cli/tracer_session.h"
+#include "agent/conntrack/connection_tracker.h"
+#include "agent/process/process_info.h"
+#include "agent/spans/call_summary.h"
+#include "agent/spans/span_assembler.h"
+#include "exporters/capture_output.h"
+
+namespace flowtracer::cli {
+namespace {
+
+// Forwards the tracker's copy instructions to the kernel once the tracer is running.
+class TracerControl : public conntrack::KernelControl {
+ public:
+  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override {
+    if (tracer_) tracer_->SetConnControl(conn_id, control);
+  }
+  void ForgetConnControl(uint64_t conn_id) override {
+    if (tracer_) tracer_->ForgetConnControl(conn_id);
+  }
+  loader::SocketTracer* tracer_ = nullptr;
+};
+
+}  // namespace
+
+Runner AddCaptureCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand(
+      "capture", "Trace requests between services for a while and print the spans");
+  struct Flags {
+    SessionOptions session;
+    std::vector<std::string> services;
+    std::string format = "text";
+    std::string output;
+  };
+  auto flags = std::make_shared<Flags>();
+  AddSessionFlags(command, &flags->session);
+  command->add_option("--service", flags->services,
+                      "Name a service: NAME=PID or NAME=EXECUTABLE (repeatable); "
+                      "default OTEL_SERVICE_NAME or the program/script name");
+  command->add_option("-f,--format", flags->format, "Span output: text or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  command->add_option("-o,--output", flags->output, "Write spans to this file instead of stdout");
+
+  return [flags] {
+    process::ProcessRegistry processes;
+    for (const std::string& mapping : flags->services) {
+      size_t equals = mapping.find('=');
+      if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size()) {
+        spdlog::error("--service '{}' is not NAME=PID or NAME=EXECUTABLE", mapping);
+        return 2;
+      }
+      processes.SetOverride(mapping.substr(equals + 1), mapping.substr(0, equals));
+    }
+    FILE* out = stdout;
+    if (!flags->output.empty()) {
+      out = fopen(flags->output.c_str(), "w");
+      if (!out) {
+        spdlog::error("cannot write {}: {}", flags->output, strerror(errno));
+        return 1;
+      }
+    }
+    bool json = flags->format == "json";
+    // A live count on the terminal's status line, when spans go elsewhere.
+    bool live_count = isatty(STDERR_FILENO) && (out != stdout || !isatty(STDOUT_FILENO));
+    if (!json && out == stdout) fmt::print(out, "{}\n", exporters::SpanTextHeader());
+
+    spans::CallSummary summary;
+    uint64_t span_count = 0;
+    spans::AssemblerOptions assembler_options;
+    assembler_options.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
+    spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
+      ++span_count;
+      summary.Add(span);
+      std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
+      fmt::print(out, "{}\n", line);
+      fflush(out);
+    });
+    TracerControl control;
+    conntrack::ConnectionTracker tracker({}, &assembler, &control);
+
+    SessionCallbacks callbacks;
+    callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    callbacks.on_started = [&](loader::SocketTracer& tracer) { control.tracer_ = &tracer; };
+    callbacks.on_tick = [&](uint64_t now) {
+      tracker.Tick(now);
+      if (live_count) fmt::print(stderr, "\r{} spans", span_count);
+    };
+    loader::CounterValues counters{};
+    int status = RunSession(flags->session, callbacks, &counters);
+    if (live_count) fmt::print(stderr, "\r");
+    uint64_t in_flight = 0;
+    tracker.Flush(&in_flight);
+    if (out != stdout) fclose(out);
+    if (status != 0) return status;
+
+    // The closing report goes to stderr so stdout stays pure spans for pipes.
+    fmt::print(stderr, "\n{} spans\n", span_count);
+    std::vector<spans::CallSummaryRow> rows = summary.Rows();
+    if (!rows.empty()) fmt::print(stderr, "\n{}", exporters::SummaryTable(rows));
+    const conntrack::TrackerStats& stats = tracker.stats();
+    std::vector<std::pair<std::string, uint64_t>> losses = {
+        {"requests in flight at exit (not printed)", in_flight},
+        {"kernel: events lost, ring buffer full", counters[FT_CTR_DROP_RINGBUF_FULL]},
+        {"kernel: connections not tracked, table full", counters[FT_CTR_DROP_CONN_MAP_FULL]},
+        {"kernel: payloads lost, user memory unreadable", counters[FT_CTR_DROP_READ_USER]},
+        {"kernel: calls lost, syscall stash full", counters[FT_CTR_DROP_STASH_MAP_FULL]},
+        {"malformed records", stats.malformed_records},
+        {"data for connections never announced", stats.data_for_unknown_connection},
+        {"bytes missing from streams (gaps)", stats.gap_bytes},
+        {"stream buffer overflows", stats.stream_overflow_drops},
+        {"HTTP resynchronisations", stats.http_resyncs},
+        {"HTTP responses without a request", stats.http_orphan_responses},
+        {"connections evicted (table full)", stats.connections_evicted_full},
+        {"routes folded into {overflow}", assembler.routes().overflow_count()},
+    };
+    bool header = false;
+    for (const auto& [what, value] : losses) {
+      if (!value) continue;
+      if (!header) fmt::print(stderr, "\nlosses and oddities:\n");
+      header = true;
+      fmt::print(stderr, "  {:<48} {}\n", what, value);
+    }
+    return 0;
+  };
+}
+
+}  // namespace flowtracer::cli

@@ -1,0 +1,95 @@
+#include "agent/conntrack/byte_stream.h"
+
+#include <algorithm>
+
+namespace flowtracer::conntrack {
+
+void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset,
+                     std::string_view payload, uint64_t timestamp_ns, uint32_t tid) {
+  if (length == 0) return;
+  if (!started_) {
+    // The first call seen fixes where the stream starts (the agent may join mid-connection).
+    read_position_ = position;
+    started_ = true;
+  }
+  uint64_t end = position + length;
+  uint64_t known_end = end_position();
+  if (end <= known_end) return;  // a duplicate or a reordered call already covered
+  if (position > known_end) gap_bytes_ += position - known_end;
+  Segment segment{std::max(position, known_end), end, position + payload_offset, {}, timestamp_ns, tid};
+  // Keep only captured bytes at or after the segment's start.
+  if (segment.data_start < segment.start) {
+    uint64_t cut = segment.start - segment.data_start;
+    payload = cut < payload.size() ? payload.substr(cut) : std::string_view();
+    segment.data_start = segment.start;
+  }
+  if (buffered_bytes_ + payload.size() > max_buffered_bytes_) {
+    // The reader is stuck (e.g. a head that never completes): keep offsets and times but
+    // not the bytes, so the bound holds and the parser resynchronises after the hole.
+    ++overflow_drops_;
+    payload = {};
+  }
+  segment.data.assign(payload);
+  buffered_bytes_ += segment.data.size();
+  segments_.push_back(std::move(segment));
+}
+
+std::string_view ByteStream::Contiguous() {
+  auto it = std::find_if(segments_.begin(), segments_.end(),
+                         [&](const Segment& s) { return s.end > read_position_; });
+  if (it == segments_.end() || it->start > read_position_) return {};
+  auto data_from = [&](const Segment& s, uint64_t from) -> std::string_view {
+    if (from < s.data_start || from >= s.data_start + s.data.size()) return {};
+    return std::string_view(s.data).substr(from - s.data_start);
+  };
+  std::string_view first = data_from(*it, read_position_);
+  if (first.empty()) return {};
+  uint64_t next = read_position_ + first.size();
+  if (next < it->end || std::next(it) == segments_.end() || std::next(it)->data_start != next ||
+      std::next(it)->start != next) {
+    return first;
+  }
+  joined_.assign(first);
+  for (auto seg = std::next(it); seg != segments_.end(); ++seg) {
+    if (seg->start != next || seg->data_start != next || seg->data.empty()) break;
+    joined_.append(seg->data);
+    next += seg->data.size();
+    if (next < seg->end) break;  // the rest of this call was not captured
+  }
+  return joined_;
+}
+
+void ByteStream::Consume(uint64_t bytes) { SkipTo(read_position_ + bytes); }
+
+void ByteStream::SkipTo(uint64_t position) {
+  if (position <= read_position_) return;
+  read_position_ = position;
+  DropConsumedSegments();
+}
+
+void ByteStream::DropConsumedSegments() {
+  while (!segments_.empty() && segments_.front().end <= read_position_) {
+    buffered_bytes_ -= segments_.front().data.size();
+    last_timestamp_ns_ = segments_.front().timestamp_ns;
+    segments_.pop_front();
+  }
+}
+
+const ByteStream::Segment* ByteStream::SegmentAt(uint64_t position) const {
+  for (const Segment& s : segments_) {
+    if (position >= s.start && position < s.end) return &s;
+  }
+  return nullptr;
+}
+
+uint64_t ByteStream::TimestampAt(uint64_t position) const {
+  const Segment* segment = SegmentAt(position);
+  return segment ? segment->timestamp_ns : last_timestamp_ns();
+}
+
+uint32_t ByteStream::TidAt(uint64_t position) const {
+  const Segment* segment = SegmentAt(position);
+  return segment ? segment->tid : 0;
+}
+
+}  // namespace flowtracer::conntrack

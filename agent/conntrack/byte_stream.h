@@ -1,0 +1,71 @@
+// One direction of a connection, reassembled by stream offset. Calls whose bytes were
+// not copied (skipped bodies, truncation, unsupported calls) leave holes: the stream
+// still knows their offsets and times, so framing by length and span timing work
+// without the bytes.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+
+namespace flowtracer::conntrack {
+
+class ByteStream {
+ public:
+  explicit ByteStream(size_t max_buffered_bytes = 256 * 1024)
+      : max_buffered_bytes_(max_buffered_bytes) {}
+
+  // A call moved [position, position + length); its captured bytes start at
+  // position + payload_offset. Overlaps with what is already known are trimmed.
+  void Add(uint64_t position, uint64_t length, uint64_t payload_offset, std::string_view payload,
+           uint64_t timestamp_ns, uint32_t tid = 0);
+
+  uint64_t read_position() const { return read_position_; }
+  uint64_t end_position() const { return segments_.empty() ? read_position_ : segments_.back().end; }
+  bool empty() const { return read_position_ >= end_position(); }
+
+  // Captured bytes contiguous from read_position() (empty when a hole starts there).
+  // Valid until the next non-const call.
+  std::string_view Contiguous();
+
+  // Advances the read position (across holes too), dropping what is behind it.
+  void Consume(uint64_t bytes);
+  void SkipTo(uint64_t position);
+  void SkipAll() { SkipTo(end_position()); }
+
+  // Time of the call that moved the byte at `position` (0 if unknown).
+  uint64_t TimestampAt(uint64_t position) const;
+  // Thread that made that call (0 if unknown).
+  uint32_t TidAt(uint64_t position) const;
+  uint64_t last_timestamp_ns() const { return segments_.empty() ? last_timestamp_ns_ : segments_.back().timestamp_ns; }
+
+  // Bytes lost to gaps (offsets never seen) and to the buffer bound.
+  uint64_t gap_bytes() const { return gap_bytes_; }
+  uint64_t overflow_drops() const { return overflow_drops_; }
+  size_t buffered_bytes() const { return buffered_bytes_; }
+
+ private:
+  struct Segment {
+    uint64_t start;
+    uint64_t end;
+    uint64_t data_start;  // bytes in `data` cover [data_start, data_start + data.size())
+    std::string data;
+    uint64_t timestamp_ns;
+    uint32_t tid;
+  };
+  const Segment* SegmentAt(uint64_t position) const;
+  void DropConsumedSegments();
+
+  std::deque<Segment> segments_;
+  uint64_t read_position_ = 0;
+  bool started_ = false;
+  size_t buffered_bytes_ = 0;
+  size_t max_buffered_bytes_;
+  uint64_t gap_bytes_ = 0;
+  uint64_t overflow_drops_ = 0;
+  uint64_t last_timestamp_ns_ = 0;
+  std::string joined_;  // Contiguous() across segment boundaries
+};
+
+}  // namespace flowtracer::conntrack

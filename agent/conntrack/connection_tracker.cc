@@ -1,0 +1,239 @@
+#include "agent/conntrack/connection_tracker.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace flowtracer::conntrack {
+
+struct ConnectionTracker::Connection {
+  ConnectionInfo info;
+  ByteStream streams[2];  // indexed by ft_direction
+  Http1Conversation http;
+  uint64_t last_activity_ns = 0;
+  uint64_t bytes_moved[2] = {0, 0};
+  uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
+  bool control_ignore = false;
+
+  explicit Connection(size_t max_buffered)
+      : streams{ByteStream(max_buffered), ByteStream(max_buffered)} {}
+
+  ByteStream& requests() {
+    return streams[info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS];
+  }
+  ByteStream& responses() {
+    return streams[info.role == FT_ROLE_CLIENT ? FT_DIR_INGRESS : FT_DIR_EGRESS];
+  }
+};
+
+ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control)
+    : options_(options), sink_(sink), control_(control) {}
+
+ConnectionTracker::~ConnectionTracker() = default;
+
+void ConnectionTracker::OnRecord(const void* data, size_t size) {
+  RawEvent event = DecodeRawEvent(data, size);
+  if (auto* conn = std::get_if<ft_conn_event>(&event)) {
+    OnConnEvent(*conn);
+  } else if (auto* io = std::get_if<DataEvent>(&event)) {
+    OnData(*io);
+  } else {
+    ++stats_.malformed_records;
+  }
+}
+
+ConnectionTracker::Connection* ConnectionTracker::Find(uint64_t conn_id) {
+  auto it = connections_.find(conn_id);
+  return it == connections_.end() ? nullptr : it->second.get();
+}
+
+void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
+  if (event.header.type == FT_EVENT_CONN_OPEN) {
+    if (Find(event.header.conn_id)) return;
+    if (connections_.size() >= options_.max_connections) {
+      // Evict the least recently active connection: bounded memory beats completeness.
+      auto oldest = std::min_element(connections_.begin(), connections_.end(), [](auto& a, auto& b) {
+        return a.second->last_activity_ns < b.second->last_activity_ns;
+      });
+      ++stats_.connections_evicted_full;
+      Remove(oldest->first);
+    }
+    auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
+    ConnectionInfo& info = connection->info;
+    info.conn_id = event.header.conn_id;
+    info.pid = event.header.pid;
+    info.comm.assign(event.comm, strnlen(event.comm, sizeof(event.comm)));
+    info.tuple = event.tuple;
+    info.role = static_cast<ft_role>(event.role);
+    info.open_ns = event.header.timestamp_ns;
+    connection->last_activity_ns = event.header.timestamp_ns;
+    connections_.emplace(info.conn_id, std::move(connection));
+    return;
+  }
+  Connection* connection = Find(event.header.conn_id);
+  if (!connection) return;
+  Process(*connection, /*closing=*/true);
+  if (sink_) sink_->OnConnectionClosed(connection->info, event.bytes_sent, event.bytes_received);
+  Remove(event.header.conn_id);
+}
+
+void ConnectionTracker::OnData(const DataEvent& event) {
+  Connection* connection = Find(event.header.header.conn_id);
+  if (!connection) {
+    ++stats_.data_for_unknown_connection;
+    return;
+  }
+  const ft_data_event& data = event.header;
+  int direction = data.direction & 1;
+  connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
+                                     data.header.timestamp_ns, data.header.tid);
+  connection->bytes_moved[direction] += data.length;
+  connection->last_activity_ns = data.header.timestamp_ns;
+  Process(*connection, /*closing=*/false);
+}
+
+namespace {
+
+// True when `data` begins a request or response of HTTP/1.x (what detection looks for).
+bool StartsHttp1(std::string_view data, protocols::MessageType type) {
+  if (data.empty()) return false;
+  http1::Message head;
+  auto state = http1::ParseHead(type, data, &head);
+  return state == protocols::ParseState::kSuccess ||
+         (state == protocols::ParseState::kNeedsMoreData && http1::FindMessageStart(type, data) == 0);
+}
+
+}  // namespace
+
+void ConnectionTracker::Process(Connection& connection, bool closing) {
+  ConnectionInfo& info = connection.info;
+  if (info.protocol == Protocol::kOpaque) {
+    connection.streams[0].SkipAll();
+    connection.streams[1].SkipAll();
+    return;
+  }
+  if (info.protocol == Protocol::kUnknown) {
+    std::string_view egress = connection.streams[FT_DIR_EGRESS].Contiguous();
+    std::string_view ingress = connection.streams[FT_DIR_INGRESS].Contiguous();
+    // Whoever sends a request is the client: this also resolves the role of connections
+    // opened before the agent started.
+    if (StartsHttp1(egress, protocols::MessageType::kRequest) ||
+        StartsHttp1(ingress, protocols::MessageType::kRequest)) {
+      ft_role role = StartsHttp1(egress, protocols::MessageType::kRequest) ? FT_ROLE_CLIENT : FT_ROLE_SERVER;
+      if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
+      info.role = role;
+      info.protocol = Protocol::kHttp1;
+    } else if (connection.streams[0].end_position() - connection.streams[0].read_position() +
+                       connection.streams[1].end_position() - connection.streams[1].read_position() >=
+                   options_.detect_bytes ||
+               closing) {
+      info.protocol = Protocol::kOpaque;
+      ++stats_.connections_ignored;
+      UpdateKernelControl(connection);
+      connection.streams[0].SkipAll();
+      connection.streams[1].SkipAll();
+      return;
+    } else {
+      return;  // wait for more bytes
+    }
+  }
+
+  std::vector<HttpExchange> exchanges;
+  std::vector<HttpMessageRecord> started;
+  if (closing) {
+    connection.http.Close(connection.requests(), connection.responses(), &exchanges, &started);
+  } else {
+    connection.http.Process(connection.requests(), connection.responses(), &exchanges, &started);
+  }
+  if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
+  Emit(connection, started, exchanges);
+  if (!closing) UpdateKernelControl(connection);
+}
+
+void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
+                             const std::vector<HttpExchange>& exchanges) {
+  if (!sink_) return;
+  for (const HttpMessageRecord& request : started) sink_->OnHttpRequestStarted(connection.info, request);
+  for (const HttpExchange& exchange : exchanges) sink_->OnHttpExchange(connection.info, exchange);
+}
+
+void ConnectionTracker::UpdateKernelControl(Connection& connection) {
+  if (!control_) return;
+  ft_conn_control control{};
+  bool ignore = connection.info.protocol == Protocol::kOpaque;
+  uint64_t wanted[2] = {0, 0};
+  if (!ignore) {
+    auto request_end = connection.http.RequestBodyEnd();
+    auto response_end = connection.http.ResponseBodyEnd();
+    int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
+    if (request_end) wanted[request_dir] = *request_end;
+    if (response_end) wanted[request_dir ^ 1] = *response_end;
+  }
+  bool worth_it = ignore != connection.control_ignore;
+  for (int dir = 0; dir < 2; ++dir) {
+    if (wanted[dir] >= connection.streams[dir].end_position() + options_.min_skip_bytes &&
+        wanted[dir] > connection.control_skip_until[dir])
+      worth_it = true;
+  }
+  if (!worth_it) return;
+  for (int dir = 0; dir < 2; ++dir) {
+    control.skip_until[dir] = std::max(wanted[dir], connection.control_skip_until[dir]);
+    connection.control_skip_until[dir] = control.skip_until[dir];
+  }
+  control.flags = ignore ? FT_CONTROL_IGNORE : 0;
+  connection.control_ignore = ignore;
+  control_->SetConnControl(connection.info.conn_id, control);
+}
+
+void ConnectionTracker::Account(const Connection& connection) {
+  for (const ByteStream& stream : connection.streams) {
+    stats_.gap_bytes += stream.gap_bytes();
+    stats_.stream_overflow_drops += stream.overflow_drops();
+  }
+  const Http1Stats& http = connection.http.stats();
+  stats_.http_resyncs += http.resyncs;
+  stats_.http_orphan_responses += http.orphan_responses;
+  stats_.http_pending_overflow += http.pending_overflow;
+}
+
+void ConnectionTracker::Remove(uint64_t conn_id) {
+  auto it = connections_.find(conn_id);
+  if (it == connections_.end()) return;
+  Account(*it->second);
+  if (control_ && (it->second->control_ignore || it->second->control_skip_until[0] ||
+                   it->second->control_skip_until[1]))
+    control_->ForgetConnControl(conn_id);
+  connections_.erase(it);
+}
+
+void ConnectionTracker::Tick(uint64_t now_ns) {
+  std::vector<uint64_t> idle;
+  for (auto& [id, connection] : connections_) {
+    if (now_ns > options_.response_timeout_ns) {
+      std::vector<HttpExchange> expired;
+      connection->http.ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
+      Emit(*connection, {}, expired);
+    }
+    if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) idle.push_back(id);
+  }
+  for (uint64_t id : idle) {
+    ++stats_.connections_evicted_idle;
+    Remove(id);
+  }
+}
+
+void ConnectionTracker::Flush(uint64_t* in_flight) {
+  for (auto& [id, connection] : connections_) {
+    // Parse what arrived; exchanges still open are in flight, not failed.
+    if (connection->info.protocol == Protocol::kHttp1) {
+      std::vector<HttpExchange> exchanges;
+      std::vector<HttpMessageRecord> started;
+      connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
+      Emit(*connection, started, exchanges);
+      if (in_flight) *in_flight += connection->http.pending_requests();
+    }
+    Account(*connection);
+  }
+  connections_.clear();
+}
+
+}  // namespace flowtracer::conntrack

@@ -1,0 +1,113 @@
+// Turns ring buffer records into per-connection byte streams and hands them to the
+// protocol parser; emits finished HTTP exchanges. Owns every per-connection table of
+// the agent, each bounded by count and by idle age.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/conntrack/byte_stream.h"
+#include "agent/conntrack/http1_stream.h"
+#include "agent/conntrack/raw_event.h"
+#include "flowtracer/events.h"
+
+namespace flowtracer::conntrack {
+
+enum class Protocol { kUnknown, kHttp1, kOpaque };
+
+struct ConnectionInfo {
+  uint64_t conn_id = 0;
+  uint32_t pid = 0;
+  std::string comm;
+  ft_tuple tuple{};
+  ft_role role = FT_ROLE_UNKNOWN;  // resolved from the traffic when the kernel did not know
+  bool role_inferred = false;
+  uint64_t open_ns = 0;
+  Protocol protocol = Protocol::kUnknown;
+};
+
+// Receives what the tracker finishes. Called synchronously from OnRecord/Tick/Flush.
+class TrackerSink {
+ public:
+  virtual ~TrackerSink() = default;
+  // A request's head was parsed (before its exchange finishes): ids are decided here.
+  virtual void OnHttpRequestStarted(const ConnectionInfo&, const HttpMessageRecord&) {}
+  virtual void OnHttpExchange(const ConnectionInfo& connection, const HttpExchange& exchange) = 0;
+  virtual void OnConnectionClosed(const ConnectionInfo&, uint64_t /*bytes_sent*/,
+                                  uint64_t /*bytes_received*/) {}
+};
+
+// The kernel side of copy control (SocketTracer in production, a fake in tests).
+class KernelControl {
+ public:
+  virtual ~KernelControl() = default;
+  virtual void SetConnControl(uint64_t conn_id, const ft_conn_control& control) = 0;
+  virtual void ForgetConnControl(uint64_t conn_id) = 0;
+};
+
+struct TrackerOptions {
+  size_t max_connections = 65536;
+  uint64_t idle_timeout_ns = 300ull * 1000 * 1000 * 1000;     // no I/O for this long: forgotten
+  uint64_t response_timeout_ns = 30ull * 1000 * 1000 * 1000;  // request unanswered: span ends
+  size_t max_buffered_bytes_per_stream = 256 * 1024;
+  // Captured bytes per direction without a recognisable protocol before the
+  // connection is handed back to the kernel as "ignore".
+  size_t detect_bytes = 4096;
+  // Skip hints smaller than this are not worth a map update.
+  uint64_t min_skip_bytes = 4096;
+};
+
+struct TrackerStats {
+  uint64_t malformed_records = 0;
+  uint64_t data_for_unknown_connection = 0;  // its CONN_OPEN was lost
+  uint64_t connections_evicted_full = 0;
+  uint64_t connections_evicted_idle = 0;
+  uint64_t gap_bytes = 0;
+  uint64_t stream_overflow_drops = 0;
+  uint64_t http_resyncs = 0;
+  uint64_t http_orphan_responses = 0;
+  uint64_t http_pending_overflow = 0;
+  uint64_t connections_ignored = 0;  // no known protocol
+};
+
+class ConnectionTracker {
+ public:
+  ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control = nullptr);
+  ~ConnectionTracker();
+
+  // One ring buffer record, as the kernel wrote it.
+  void OnRecord(const void* data, size_t size);
+  void OnConnEvent(const ft_conn_event& event);
+  void OnData(const DataEvent& event);
+
+  // Timeouts and idle eviction; `now_ns` on the kernel's clock (CLOCK_MONOTONIC).
+  void Tick(uint64_t now_ns);
+
+  // Ends every connection as if closed (agent shutdown). Requests still awaiting a
+  // response are counted in `in_flight` and not emitted.
+  void Flush(uint64_t* in_flight = nullptr);
+
+  const TrackerStats& stats() const { return stats_; }
+  size_t connection_count() const { return connections_.size(); }
+
+ private:
+  struct Connection;
+  Connection* Find(uint64_t conn_id);
+  void Process(Connection& connection, bool closing);
+  void Remove(uint64_t conn_id);
+  void Account(const Connection& connection);
+  void Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
+            const std::vector<HttpExchange>& exchanges);
+  void UpdateKernelControl(Connection& connection);
+
+  TrackerOptions options_;
+  TrackerSink* sink_;
+  KernelControl* control_;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  TrackerStats stats_;
+};
+
+}  // namespace flowtracer::conntrack

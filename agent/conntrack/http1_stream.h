@@ -1,0 +1,96 @@
+// HTTP/1.x over one connection: frames messages out of the two byte streams and pairs
+// each response with its request (FIFO, so pipelining works). Protocol-specific code
+// only; reassembly, gaps and timing live in ByteStream.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/conntrack/byte_stream.h"
+#include "agent/protocols/http1/parse.h"
+
+namespace flowtracer::conntrack {
+
+struct HttpMessageRecord {
+  http1::Message head;
+  uint64_t start_ns = 0;       // the call that moved the message's first byte
+  uint64_t end_ns = 0;         // the call that moved its last byte
+  uint64_t body_bytes = 0;     // payload bytes (decoded for chunked bodies)
+  bool body_complete = true;   // false when a gap or the close cut the body short
+  uint32_t tid = 0;            // thread that moved the first byte
+  uint64_t request_index = 0;  // requests: 0, 1, 2... in order on the connection
+};
+
+struct HttpExchange {
+  HttpMessageRecord request;
+  std::optional<HttpMessageRecord> response;
+  std::string error_type;  // "" or why the exchange is incomplete ("connection_closed", "timeout")
+};
+
+struct Http1Stats {
+  uint64_t resyncs = 0;            // parse errors or gaps that forced a search for the next message
+  uint64_t orphan_responses = 0;   // responses with no request seen (joined mid-connection)
+  uint64_t pending_overflow = 0;   // requests dropped because too many awaited responses
+};
+
+class Http1Conversation {
+ public:
+  static constexpr size_t kMaxPendingRequests = 64;
+
+  // Parses what both streams hold and appends finished exchanges to `done`, and each
+  // request whose head was just parsed to `started` (span ids are decided then).
+  void Process(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
+               std::vector<HttpMessageRecord>* started = nullptr);
+
+  // The connection closed: a body delimited by the close ends now, and requests still
+  // waiting for a response end with error_type "connection_closed".
+  void Close(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
+             std::vector<HttpMessageRecord>* started = nullptr);
+
+  // Requests waiting longer than `timeout_ns` (by their start) end with "timeout".
+  void ExpireOlderThan(uint64_t deadline_ns, std::vector<HttpExchange>* done);
+
+  // Where the body being read in each direction ends, when it is known and ahead: the
+  // kernel need not copy bytes before it.
+  std::optional<uint64_t> RequestBodyEnd() const { return BodyEnd(request_side_); }
+  std::optional<uint64_t> ResponseBodyEnd() const { return BodyEnd(response_side_); }
+
+  // A 101 Switching Protocols response: the rest of the connection is not HTTP/1.
+  bool upgraded() const { return upgraded_; }
+  const Http1Stats& stats() const { return stats_; }
+  size_t pending_requests() const { return pending_.size(); }
+
+ private:
+  enum class Stage { kSeek, kHead, kBody, kChunked, kUntilClose };
+  struct Side {
+    explicit Side(protocols::MessageType message_type) : type(message_type) {}
+    protocols::MessageType type;
+    Stage stage = Stage::kSeek;
+    HttpMessageRecord message;
+    uint64_t body_end = 0;  // kBody: stream offset just past the body; kUntilClose: its start
+    http1::ChunkedBodyDecoder chunked;
+  };
+  static std::optional<uint64_t> BodyEnd(const Side& side) {
+    if (side.stage == Stage::kBody) return side.body_end;
+    return std::nullopt;
+  }
+
+  // Advances one side by at most one parsing step; false when it must wait for bytes.
+  bool Step(Side& side, ByteStream& stream, std::vector<HttpExchange>* done,
+            std::vector<HttpMessageRecord>* started);
+  // The message on `side` ends just before `end_position`.
+  void Finish(Side& side, ByteStream& stream, uint64_t end_position, std::vector<HttpExchange>* done);
+  void Resync(Side& side, ByteStream& stream);
+
+  Side request_side_{protocols::MessageType::kRequest};
+  Side response_side_{protocols::MessageType::kResponse};
+  std::deque<HttpMessageRecord> pending_;
+  bool upgraded_ = false;
+  uint64_t next_request_index_ = 0;
+  Http1Stats stats_;
+};
+
+}  // namespace flowtracer::conntrack

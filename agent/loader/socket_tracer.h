@@ -1,0 +1,82 @@
+// Loads the kernel programs, picks the cheapest hook family that works on this kernel,
+// and delivers ring buffer records. The only place (with kernel_probe) that calls libbpf.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "flowtracer/events.h"
+
+struct flowtracer_bpf;
+struct ring_buffer;
+
+namespace flowtracer::loader {
+
+enum class HookFamily { kSocketTracepoints, kSyscallTracepoints };
+
+std::string_view HookFamilyName(HookFamily family);
+// "socket", "syscall" -> family; nullopt otherwise.
+std::optional<HookFamily> ParseHookFamily(std::string_view name);
+
+struct SocketTracerOptions {
+  std::vector<uint32_t> pids;    // empty: every process
+  std::vector<uint16_t> ports;   // empty: every port (local or remote)
+  uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
+  uint32_t ring_buffer_bytes = 8u << 20;
+  uint32_t max_connections = 65536;
+  // Wake the agent once this much is queued; it also polls every poll interval.
+  uint64_t wakeup_data_bytes = 64u << 10;
+  std::optional<HookFamily> force_hooks;  // unset: cheapest that loads and attaches
+};
+
+using CounterValues = std::array<uint64_t, FT_CTR_MAX>;
+using RecordHandler = std::function<void(const void* data, size_t size)>;
+
+class SocketTracer {
+ public:
+  // Loads and attaches. On failure returns null and sets `error` to one actionable sentence.
+  static std::unique_ptr<SocketTracer> Start(const SocketTracerOptions& options,
+                                             RecordHandler handler, std::string* error);
+  ~SocketTracer();
+  SocketTracer(const SocketTracer&) = delete;
+  SocketTracer& operator=(const SocketTracer&) = delete;
+
+  HookFamily hooks() const { return hooks_; }
+
+  // Delivers queued records to the handler; waits up to timeout_ms when none are queued.
+  // Returns records delivered, or a negative errno.
+  int Poll(int timeout_ms);
+
+  // Kernel counters summed over CPUs, indexed by enum ft_counter.
+  CounterValues ReadCounters() const;
+
+  // Tells the kernel how much of a connection to copy (see ft_conn_control).
+  void SetConnControl(uint64_t conn_id, const ft_conn_control& control);
+  void ForgetConnControl(uint64_t conn_id);
+
+ private:
+  SocketTracer() = default;
+
+  struct SkeletonDeleter {
+    void operator()(flowtracer_bpf* skeleton) const;
+  };
+  struct RingBufferDeleter {
+    void operator()(ring_buffer* ring) const;
+  };
+
+  std::unique_ptr<flowtracer_bpf, SkeletonDeleter> skeleton_;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> ring_;
+  RecordHandler handler_;
+  HookFamily hooks_ = HookFamily::kSocketTracepoints;
+};
+
+// Routes libbpf's messages to spdlog: warnings at debug level unless `verbose`.
+void InstallLibbpfLogger(bool verbose);
+
+}  // namespace flowtracer::loader

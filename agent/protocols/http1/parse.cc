@@ -1,0 +1,563 @@
+#include "agent/protocols/http1/parse.h"
+
+#include <algorithm>
+#include <array>
+
+namespace flowtracer::http1 {
+namespace {
+
+// Only these methods are recognised, so that binary data is not mistaken for HTTP.
+constexpr std::array<std::string_view, 9> kMethods = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+
+constexpr std::string_view kVersionPrefix = "HTTP/1.";
+constexpr size_t kMaxChunkSizeDigits = 16;  // 16 hex digits fill a uint64_t
+constexpr size_t kMaxTrailerBytes = 64 * 1024;
+
+// Matching a start-line prefix: kPrefix means the buffer ended while it still matched.
+enum class Match { kNo, kPrefix, kYes };
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+bool IsAlnum(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+// RFC 9110 section 5.6.2 tchar: the characters of field names and method tokens.
+bool IsTchar(char c) {
+  if (IsAlnum(c)) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Control characters other than HTAB; obs-text (>= 0x80) is allowed in values.
+bool IsForbiddenCtl(char c) {
+  const auto byte = static_cast<unsigned char>(c);
+  return (byte < 0x20 && c != '\t') || byte == 0x7f;
+}
+
+int HexValue(char c) {
+  if (IsDigit(c)) return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+char ToLowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (ToLowerAscii(a[i]) != ToLowerAscii(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls `fn` with each trimmed element of a comma-separated field value, empty ones
+// included; stops early when `fn` returns false.
+template <typename Fn>
+void ForEachListElement(std::string_view value, Fn fn) {
+  while (true) {
+    const size_t comma = value.find(',');
+    if (!fn(TrimOws(value.substr(0, comma)))) return;
+    if (comma == std::string_view::npos) return;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+// "METHOD SP" with a known method at the start of `s`.
+Match MatchMethod(std::string_view s, std::string_view* method) {
+  bool prefix = false;
+  for (std::string_view m : kMethods) {
+    if (s.size() > m.size()) {
+      if (s.substr(0, m.size()) == m && s[m.size()] == ' ') {
+        *method = m;
+        return Match::kYes;
+      }
+    } else if (m.substr(0, s.size()) == s) {
+      prefix = true;
+    }
+  }
+  return prefix ? Match::kPrefix : Match::kNo;
+}
+
+// origin-form "/", asterisk-form "*", absolute-form "http://"; CONNECT takes
+// authority-form "host:port" (or "[v6]:port").
+bool PlausibleTargetStart(std::string_view method, char c) {
+  if (c == '/' || c == '*' || c == 'h' || c == 'H') return true;
+  return method == "CONNECT" && (IsAlnum(c) || c == '[');
+}
+
+Match MatchRequestStart(std::string_view s) {
+  std::string_view method;
+  const Match match = MatchMethod(s, &method);
+  if (match != Match::kYes) return match;
+  if (s.size() == method.size() + 1) return Match::kPrefix;
+  return PlausibleTargetStart(method, s[method.size() + 1]) ? Match::kYes : Match::kNo;
+}
+
+// "HTTP/1.0 " or "HTTP/1.1 " and the first digit of a status code.
+Match MatchResponseStart(std::string_view s) {
+  constexpr size_t kMatchBytes = 10;
+  for (size_t i = 0; i < std::min(s.size(), kMatchBytes); ++i) {
+    const char c = s[i];
+    bool ok;
+    if (i < kVersionPrefix.size()) {
+      ok = c == kVersionPrefix[i];
+    } else if (i == kVersionPrefix.size()) {
+      ok = c == '0' || c == '1';
+    } else if (i == kVersionPrefix.size() + 1) {
+      ok = c == ' ';
+    } else {
+      ok = c >= '1' && c <= '9';
+    }
+    if (!ok) return Match::kNo;
+  }
+  return s.size() >= kMatchBytes ? Match::kYes : Match::kPrefix;
+}
+
+bool IsNoBodyStatus(int status_code) {
+  return (status_code >= 100 && status_code < 200) || status_code == 204 || status_code == 304;
+}
+
+// Walks a head once to validate it (out == nullptr, no allocation, used on every
+// incremental call), then once more to fill `out` after it is known to be complete.
+class HeadParser {
+ public:
+  HeadParser(std::string_view buf, const ParseLimits& limits, Message* out)
+      : buf_(buf), limits_(limits), out_(out) {}
+
+  ParseState Parse(MessageType type) {
+    ParseState state =
+        type == MessageType::kRequest ? ParseRequestLine() : ParseStatusLine();
+    if (state != ParseState::kSuccess) return state;
+    state = ParseHeaderLines();
+    if (state != ParseState::kSuccess || out_ == nullptr) return state;
+    out_->type = type;
+    out_->head_bytes = pos_;
+    return ComputeFraming(out_);
+  }
+
+ private:
+  bool AtEnd() const { return pos_ >= buf_.size(); }
+
+  // Matches `literal` at pos_; a truncated match is kNeedsMoreData.
+  ParseState ExpectLiteral(std::string_view literal) {
+    const size_t available = std::min(literal.size(), buf_.size() - pos_);
+    if (buf_.substr(pos_, available) != literal.substr(0, available)) {
+      return ParseState::kInvalid;
+    }
+    pos_ += available;
+    return available == literal.size() ? ParseState::kSuccess : ParseState::kNeedsMoreData;
+  }
+
+  // CRLF or a bare LF.
+  ParseState ExpectLineEnd() {
+    if (AtEnd()) return ParseState::kNeedsMoreData;
+    if (buf_[pos_] == '\n') {
+      ++pos_;
+      return ParseState::kSuccess;
+    }
+    if (buf_[pos_] != '\r') return ParseState::kInvalid;
+    if (pos_ + 1 >= buf_.size()) return ParseState::kNeedsMoreData;
+    if (buf_[pos_ + 1] != '\n') return ParseState::kInvalid;
+    pos_ += 2;
+    return ParseState::kSuccess;
+  }
+
+  // "HTTP/1.0" or "HTTP/1.1".
+  ParseState ParseVersion(int* minor_version) {
+    const ParseState state = ExpectLiteral(kVersionPrefix);
+    if (state != ParseState::kSuccess) return state;
+    if (AtEnd()) return ParseState::kNeedsMoreData;
+    const char minor = buf_[pos_];
+    if (minor != '0' && minor != '1') return ParseState::kInvalid;
+    ++pos_;
+    *minor_version = minor - '0';
+    return ParseState::kSuccess;
+  }
+
+  // Advances pos_ to the CR or LF that ends the current line, rejecting control bytes.
+  ParseState ScanToLineEnd() {
+    while (!AtEnd()) {
+      const char c = buf_[pos_];
+      if (c == '\r' || c == '\n') return ParseState::kSuccess;
+      if (IsForbiddenCtl(c)) return ParseState::kInvalid;
+      ++pos_;
+    }
+    return ParseState::kNeedsMoreData;
+  }
+
+  ParseState ParseRequestLine() {
+    std::string_view method;
+    const Match match = MatchMethod(buf_, &method);
+    if (match == Match::kNo) return ParseState::kInvalid;
+    if (match == Match::kPrefix) return ParseState::kNeedsMoreData;
+    pos_ = method.size() + 1;
+
+    const size_t target_begin = pos_;
+    if (AtEnd()) return ParseState::kNeedsMoreData;
+    if (!PlausibleTargetStart(method, buf_[pos_])) return ParseState::kInvalid;
+    while (true) {
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      const char c = buf_[pos_];
+      if (c == ' ') break;
+      if (IsForbiddenCtl(c) || c == '\t') return ParseState::kInvalid;
+      ++pos_;
+    }
+    const std::string_view target = buf_.substr(target_begin, pos_ - target_begin);
+    ++pos_;  // the SP
+
+    int minor_version = 0;
+    ParseState state = ParseVersion(&minor_version);
+    if (state != ParseState::kSuccess) return state;
+    state = ExpectLineEnd();
+    if (state != ParseState::kSuccess) return state;
+
+    if (out_ != nullptr) {
+      out_->minor_version = minor_version;
+      out_->method.assign(method);
+      out_->target.assign(target);
+      out_->status_code = 0;
+      out_->reason.clear();
+    }
+    return ParseState::kSuccess;
+  }
+
+  ParseState ParseStatusLine() {
+    int minor_version = 0;
+    ParseState state = ParseVersion(&minor_version);
+    if (state != ParseState::kSuccess) return state;
+    state = ExpectLiteral(" ");
+    if (state != ParseState::kSuccess) return state;
+
+    int status_code = 0;
+    for (int i = 0; i < 3; ++i) {
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      const char c = buf_[pos_];
+      if (!IsDigit(c) || (i == 0 && c == '0')) return ParseState::kInvalid;
+      status_code = status_code * 10 + (c - '0');
+      ++pos_;
+    }
+
+    // The SP before an empty reason phrase is often omitted: "HTTP/1.1 200\r\n".
+    if (AtEnd()) return ParseState::kNeedsMoreData;
+    if (buf_[pos_] == ' ') {
+      ++pos_;
+    } else if (buf_[pos_] != '\r' && buf_[pos_] != '\n') {
+      return ParseState::kInvalid;
+    }
+    const size_t reason_begin = pos_;
+    state = ScanToLineEnd();
+    if (state != ParseState::kSuccess) return state;
+    const std::string_view reason = buf_.substr(reason_begin, pos_ - reason_begin);
+    state = ExpectLineEnd();
+    if (state != ParseState::kSuccess) return state;
+
+    if (out_ != nullptr) {
+      out_->minor_version = minor_version;
+      out_->method.clear();
+      out_->target.clear();
+      out_->status_code = status_code;
+      out_->reason.assign(reason);
+    }
+    return ParseState::kSuccess;
+  }
+
+  ParseState ParseHeaderLines() {
+    if (out_ != nullptr) out_->headers.clear();
+    size_t header_count = 0;
+    while (true) {
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      const char first = buf_[pos_];
+      if (first == '\r' || first == '\n') return ExpectLineEnd();  // the blank line
+
+      // Leading whitespace is an obs-fold continuation (or junk before a name): rejected
+      // rather than unfolded, as RFC 9112 section 5.2 allows.
+      const size_t name_begin = pos_;
+      while (true) {
+        if (AtEnd()) return ParseState::kNeedsMoreData;
+        const char c = buf_[pos_];
+        if (c == ':') break;
+        if (!IsTchar(c)) return ParseState::kInvalid;
+        ++pos_;
+      }
+      if (pos_ == name_begin) return ParseState::kInvalid;
+      const std::string_view name = buf_.substr(name_begin, pos_ - name_begin);
+      ++pos_;  // the colon
+
+      const size_t value_begin = pos_;
+      ParseState state = ScanToLineEnd();
+      if (state != ParseState::kSuccess) return state;
+      const std::string_view value = TrimOws(buf_.substr(value_begin, pos_ - value_begin));
+      state = ExpectLineEnd();
+      if (state != ParseState::kSuccess) return state;
+
+      if (++header_count > limits_.max_headers) return ParseState::kInvalid;
+      if (out_ != nullptr) out_->headers.emplace_back(name, value);
+    }
+  }
+
+  // RFC 9112 section 6.3, from the start line and headers alone.
+  static ParseState ComputeFraming(Message* m) {
+    const bool is_request = m->type == MessageType::kRequest;
+    bool has_transfer_encoding = false;
+    std::string_view last_coding;
+    bool has_content_length = false;
+    bool content_length_valid = true;
+    uint64_t content_length = 0;
+
+    for (const auto& [name, value] : m->headers) {
+      if (EqualsIgnoreCase(name, "Transfer-Encoding")) {
+        has_transfer_encoding = true;
+        ForEachListElement(value, [&](std::string_view coding) {
+          if (!coding.empty()) last_coding = coding;
+          return true;
+        });
+      } else if (EqualsIgnoreCase(name, "Content-Length")) {
+        // "5, 5" (a list of equal values) is allowed; anything else conflicting is not.
+        ForEachListElement(value, [&](std::string_view element) {
+          uint64_t parsed = 0;
+          bool ok = !element.empty();
+          for (char c : element) {
+            if (!IsDigit(c) || parsed > (UINT64_MAX - static_cast<uint64_t>(c - '0')) / 10) {
+              ok = false;
+              break;
+            }
+            parsed = parsed * 10 + static_cast<uint64_t>(c - '0');
+          }
+          if (!ok || (has_content_length && parsed != content_length)) {
+            content_length_valid = false;
+            return false;
+          }
+          has_content_length = true;
+          content_length = parsed;
+          return true;
+        });
+      }
+    }
+
+    m->framing = BodyFraming::kNone;
+    m->content_length = 0;
+    // Transfer-Encoding overrides Content-Length, so a bad Content-Length beside it is
+    // ignored.
+    if (has_transfer_encoding) {
+      if (EqualsIgnoreCase(last_coding, "chunked")) {
+        m->framing = BodyFraming::kChunked;
+      } else if (is_request) {
+        return ParseState::kInvalid;  // a request body must end in chunked to be delimited
+      } else {
+        m->framing = BodyFraming::kUntilClose;
+      }
+    } else if (!content_length_valid) {
+      return ParseState::kInvalid;
+    } else if (has_content_length) {
+      m->framing = BodyFraming::kContentLength;
+      m->content_length = content_length;
+    } else if (!is_request) {
+      m->framing = BodyFraming::kUntilClose;
+    }
+
+    if (!is_request && IsNoBodyStatus(m->status_code)) {
+      m->framing = BodyFraming::kNone;
+      m->content_length = 0;
+    }
+    return ParseState::kSuccess;
+  }
+
+  std::string_view buf_;
+  const ParseLimits& limits_;
+  Message* out_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string_view Message::Header(std::string_view name) const {
+  for (const auto& [header_name, value] : headers) {
+    if (EqualsIgnoreCase(header_name, name)) return value;
+  }
+  return {};
+}
+
+bool Message::HasHeader(std::string_view name) const {
+  return std::any_of(headers.begin(), headers.end(),
+                     [&](const auto& header) { return EqualsIgnoreCase(header.first, name); });
+}
+
+size_t FindMessageStart(MessageType type, std::string_view buf, size_t from) {
+  for (size_t i = from; i < buf.size(); ++i) {
+    const std::string_view rest = buf.substr(i);
+    const Match match =
+        type == MessageType::kRequest ? MatchRequestStart(rest) : MatchResponseStart(rest);
+    if (match != Match::kNo) return i;  // a truncated candidate may still complete
+  }
+  return std::string_view::npos;
+}
+
+ParseState ParseHead(MessageType type, std::string_view buf, Message* out,
+                     const ParseLimits& limits) {
+  if (type == MessageType::kRequest && !buf.empty() && (buf[0] == '\r' || buf[0] == '\n')) {
+    if (buf[0] == '\n') {
+      out->head_bytes = 1;
+      return ParseState::kIgnored;
+    }
+    if (buf.size() < 2) return ParseState::kNeedsMoreData;
+    if (buf[1] != '\n') return ParseState::kInvalid;
+    out->head_bytes = 2;
+    return ParseState::kIgnored;
+  }
+
+  // Parsing only the allowed prefix bounds the work and makes an oversized head kInvalid.
+  const std::string_view bounded = buf.substr(0, std::min(buf.size(), limits.max_head_bytes));
+  const ParseState state = HeadParser(bounded, limits, nullptr).Parse(type);
+  if (state == ParseState::kNeedsMoreData && buf.size() > limits.max_head_bytes) {
+    return ParseState::kInvalid;
+  }
+  if (state != ParseState::kSuccess) return state;
+  return HeadParser(bounded, limits, out).Parse(type);
+}
+
+BodyFraming ResponseFraming(const Message& response, std::string_view request_method) {
+  if (IsNoBodyStatus(response.status_code) || request_method == "HEAD") {
+    return BodyFraming::kNone;
+  }
+  // A 2xx answer to CONNECT turns the connection into a tunnel: the rest is not HTTP.
+  if (request_method == "CONNECT" && response.status_code >= 200 &&
+      response.status_code < 300) {
+    return BodyFraming::kUntilClose;
+  }
+  return response.framing;
+}
+
+bool WantsClose(const Message& message) {
+  bool close = false;
+  bool keep_alive = false;
+  for (const auto& [name, value] : message.headers) {
+    if (!EqualsIgnoreCase(name, "Connection")) continue;
+    ForEachListElement(value, [&](std::string_view option) {
+      close = close || EqualsIgnoreCase(option, "close");
+      keep_alive = keep_alive || EqualsIgnoreCase(option, "keep-alive");
+      return true;
+    });
+  }
+  return close || (message.minor_version == 0 && !keep_alive);
+}
+
+ParseState ChunkedBodyDecoder::Feed(std::string_view data, size_t* consumed) {
+  size_t pos = 0;
+  // On kInvalid, *consumed is the offset of the offending byte.
+  const auto fail = [&]() {
+    *consumed = pos - 1;
+    return ParseState::kInvalid;
+  };
+  // An LF ended a chunk-size line or a trailer line. Trailer bytes are counted from the
+  // byte after the last chunk's size line, so a non-zero count means we are in the
+  // trailer section, where an empty line ends the body.
+  const auto end_line = [&]() {
+    const bool in_trailer = trailer_total_bytes_ > 0;
+    if (!in_trailer) {
+      stage_ = chunk_remaining_ == 0 ? Stage::kTrailer : Stage::kData;
+    } else {
+      stage_ = trailer_line_bytes_ == 0 ? Stage::kDone : Stage::kTrailer;
+    }
+    trailer_line_bytes_ = 0;
+  };
+  const auto start_size_line = [&]() {
+    stage_ = Stage::kSize;
+    size_digits_ = 0;
+    chunk_remaining_ = 0;
+  };
+
+  while (pos < data.size() && stage_ != Stage::kDone) {
+    if (stage_ == Stage::kData) {
+      const uint64_t n = std::min<uint64_t>(chunk_remaining_, data.size() - pos);
+      pos += n;
+      chunk_remaining_ -= n;
+      body_bytes_ += n;
+      if (chunk_remaining_ == 0) stage_ = Stage::kDataCr;
+      continue;
+    }
+
+    const char c = data[pos++];
+    switch (stage_) {
+      case Stage::kSize: {
+        const int digit = HexValue(c);
+        if (digit >= 0) {
+          if (++size_digits_ > kMaxChunkSizeDigits) return fail();
+          chunk_remaining_ = (chunk_remaining_ << 4) | static_cast<uint64_t>(digit);
+        } else if (size_digits_ == 0) {
+          return fail();
+        } else if (c == ';' || c == ' ' || c == '\t') {
+          stage_ = Stage::kSizeExtension;  // extensions (and BWS before them) are skipped
+        } else if (c == '\r') {
+          stage_ = Stage::kSizeLf;
+        } else if (c == '\n') {
+          end_line();
+        } else {
+          return fail();
+        }
+        break;
+      }
+      case Stage::kSizeExtension:
+        if (c == '\r') {
+          stage_ = Stage::kSizeLf;
+        } else if (c == '\n') {
+          end_line();
+        } else if (IsForbiddenCtl(c)) {
+          return fail();
+        }
+        break;
+      case Stage::kSizeLf:  // also the LF after a CR in the trailer section
+        if (c != '\n') return fail();
+        if (trailer_total_bytes_ > 0 && ++trailer_total_bytes_ > kMaxTrailerBytes) {
+          return fail();
+        }
+        end_line();
+        break;
+      case Stage::kDataCr:
+        if (c == '\r') {
+          stage_ = Stage::kDataLf;
+        } else if (c == '\n') {
+          start_size_line();
+        } else {
+          return fail();
+        }
+        break;
+      case Stage::kDataLf:
+        if (c != '\n') return fail();
+        start_size_line();
+        break;
+      case Stage::kTrailer:
+        if (++trailer_total_bytes_ > kMaxTrailerBytes) return fail();
+        if (c == '\r') {
+          stage_ = Stage::kSizeLf;
+        } else if (c == '\n') {
+          end_line();
+        } else if (trailer_line_bytes_ == 0 ? !IsTchar(c) : IsForbiddenCtl(c)) {
+          return fail();  // a trailer field starts with its name; no obs-fold
+        } else {
+          ++trailer_line_bytes_;
+        }
+        break;
+      case Stage::kData:
+      case Stage::kDone:
+        break;  // handled before the switch
+    }
+  }
+  *consumed = pos;
+  return stage_ == Stage::kDone ? ParseState::kSuccess : ParseState::kNeedsMoreData;
+}
+
+}  // namespace flowtracer::http1

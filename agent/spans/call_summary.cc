@@ -1,0 +1,76 @@
+#include "agent/spans/call_summary.h"
+
+#include <algorithm>
+
+#include "agent/spans/span_assembler.h"
+
+namespace flowtracer::spans {
+namespace {
+
+std::string Endpoint(const uint8_t address[16], uint16_t port) {
+  std::string text = FormatAddress(address);
+  if (text.find(':') != std::string::npos) text = "[" + text + "]";
+  return text + ":" + std::to_string(port);
+}
+
+double PercentileMs(std::vector<uint64_t> samples, double quantile) {
+  if (samples.empty()) return 0;
+  size_t index = std::min(samples.size() - 1, static_cast<size_t>(quantile * samples.size()));
+  std::nth_element(samples.begin(), samples.begin() + index, samples.end());
+  return samples[index] / 1e6;
+}
+
+}  // namespace
+
+void CallSummary::AddSample(Edge& edge, uint64_t duration_ns, bool error) {
+  ++edge.count;
+  if (error) ++edge.errors;
+  if (edge.durations_ns.size() < kMaxSamplesPerEdge) {
+    edge.durations_ns.push_back(duration_ns);
+  } else {
+    // Reservoir sampling keeps a uniform sample of every call seen.
+    std::uniform_int_distribution<uint64_t> pick(0, edge.count - 1);
+    uint64_t slot = pick(random_);
+    if (slot < kMaxSamplesPerEdge) edge.durations_ns[slot] = duration_ns;
+  }
+}
+
+void CallSummary::Add(const Span& span) {
+  bool server = span.kind == SpanKind::kServer;
+  if (service_by_endpoint_.size() < 4 * kMaxEdges)
+    service_by_endpoint_[Endpoint(span.tuple.local_addr, span.tuple.local_port)] = span.service;
+  EdgeKey key{span.service, server, Endpoint(span.tuple.remote_addr, span.tuple.remote_port)};
+  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, "(other)"};
+  AddSample(edges_[key], span.end_unix_ns - span.start_unix_ns, span.status == StatusCode::kError);
+}
+
+std::vector<CallSummaryRow> CallSummary::Rows() const {
+  std::map<std::pair<std::string, std::string>, Edge> merged;
+  for (const auto& [key, edge] : edges_) {
+    auto peer = service_by_endpoint_.find(key.peer_endpoint);
+    bool peer_traced = peer != service_by_endpoint_.end();
+    std::string caller, callee;
+    if (key.server) {
+      // A remote caller is named by its address: its port is ephemeral.
+      caller = peer_traced ? peer->second : key.peer_endpoint.substr(0, key.peer_endpoint.rfind(':'));
+      callee = key.service;
+    } else {
+      if (peer_traced) continue;  // the traced server's spans count this call
+      caller = key.service;
+      callee = key.peer_endpoint;
+    }
+    Edge& target = merged[{caller, callee}];
+    target.count += edge.count;
+    target.errors += edge.errors;
+    target.durations_ns.insert(target.durations_ns.end(), edge.durations_ns.begin(), edge.durations_ns.end());
+  }
+  std::vector<CallSummaryRow> rows;
+  for (auto& [names, edge] : merged) {
+    rows.push_back({names.first, names.second, edge.count, edge.errors,
+                    PercentileMs(edge.durations_ns, 0.50), PercentileMs(edge.durations_ns, 0.99)});
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.count > b.count; });
+  return rows;
+}
+
+}  // namespace flowtracer::spans

@@ -1,0 +1,123 @@
+#include "agent/spans/route.h"
+
+#include <algorithm>
+
+namespace flowtracer::spans {
+namespace {
+
+constexpr std::string_view kIdPlaceholder = "{id}";
+
+// Services beyond this many get only the overflow route: service names come from the
+// traced processes, so an unbounded map would let a host with many short-lived,
+// differently named services grow memory without limit.
+constexpr size_t kMaxServices = 10000;
+
+// Shorter hex runs are too often words or short codes ("cafe", "facade", "c0ffee").
+constexpr size_t kMinHexIdChars = 16;
+// Shorter mixed tokens are too often names ("v1", "2fa", "h2c", "oauth2").
+constexpr size_t kMinTokenIdChars = 20;
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool IsHex(char c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+bool AllOf(std::string_view s, bool (*pred)(char)) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), pred);
+}
+
+// 8-4-4-4-12 hex digits.
+bool IsUuid(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_position ? s[i] != '-' : !IsHex(s[i])) return false;
+  }
+  return true;
+}
+
+// Long base64url-alphabet tokens with both letters and digits: opaque ids, not words.
+bool IsOpaqueToken(std::string_view s) {
+  if (s.size() < kMinTokenIdChars) return false;
+  bool has_alpha = false;
+  bool has_digit = false;
+  for (char c : s) {
+    if (IsAlpha(c)) {
+      has_alpha = true;
+    } else if (IsDigit(c)) {
+      has_digit = true;
+    } else if (c != '-' && c != '_') {
+      return false;
+    }
+  }
+  return has_alpha && has_digit;
+}
+
+bool IsIdSegment(std::string_view s) {
+  return AllOf(s, IsDigit) || IsUuid(s) || (s.size() >= kMinHexIdChars && AllOf(s, IsHex)) ||
+         IsOpaqueToken(s);
+}
+
+// RFC 3986 scheme ":" "//": ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ). Returns the
+// offset just past "://", or 0 when `target` is not absolute-form.
+size_t AuthorityStart(std::string_view target) {
+  if (target.empty() || !IsAlpha(target[0])) return 0;
+  for (size_t i = 1; i < target.size(); ++i) {
+    const char c = target[i];
+    if (c == ':') return target.substr(i).starts_with("://") ? i + 3 : 0;
+    if (!IsAlpha(c) && !IsDigit(c) && c != '+' && c != '-' && c != '.') return 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string_view PathOf(std::string_view target) {
+  if (target == "*") return target;
+  if (const size_t authority = AuthorityStart(target); authority != 0) {
+    const size_t path = target.find_first_of("/?#", authority);
+    if (path == std::string_view::npos || target[path] != '/') return "/";
+    target.remove_prefix(path);
+  }
+  // Origin-form; authority-form ("host:443") has no '?' or '#' and comes back unchanged.
+  return target.substr(0, target.find_first_of("?#"));
+}
+
+std::string TemplatePath(std::string_view target) {
+  const std::string_view path = PathOf(target);
+  if (path.empty()) return "/";
+  std::string templated;
+  templated.reserve(path.size());
+  size_t start = 0;
+  while (true) {
+    const size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view segment = path.substr(start, end - start);
+    templated += IsIdSegment(segment) ? kIdPlaceholder : segment;
+    if (end == path.size()) break;
+    templated += '/';
+    start = end + 1;
+  }
+  return templated;
+}
+
+std::string RouteLimiter::Admit(std::string_view service, std::string_view route) {
+  auto service_it = routes_by_service_.find(std::string(service));
+  if (service_it == routes_by_service_.end()) {
+    if (routes_by_service_.size() >= kMaxServices) {
+      ++overflow_count_;
+      return std::string(kOverflowRoute);
+    }
+    service_it = routes_by_service_.emplace(std::string(service), std::unordered_set<std::string>{})
+                     .first;
+  }
+  std::unordered_set<std::string>& routes = service_it->second;
+  std::string route_string(route);
+  if (routes.contains(route_string)) return route_string;
+  if (routes.size() >= max_routes_per_service_) {
+    ++overflow_count_;
+    return std::string(kOverflowRoute);
+  }
+  routes.insert(route_string);
+  return route_string;
+}
+
+}  // namespace flowtracer::spans

@@ -1,0 +1,41 @@
+// Low-cardinality routes: ids in URL paths become placeholders, and each service keeps
+// a bounded set of distinct routes (the rest share one overflow value).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace flowtracer::spans {
+
+// "/users/123/orders/9f1c...?x=1" -> "/users/{id}/orders/{id}". The query string and
+// fragment are dropped. Segments that look like ids (all digits, UUIDs, long hex, and
+// other long mixed alphanumeric tokens) become "{id}". An empty path becomes "/".
+std::string TemplatePath(std::string_view target);
+
+// The path part of a request-target: "/a/b?x" -> "/a/b"; absolute-form
+// "http://h:1/a?x" -> "/a"; "*" stays "*".
+std::string_view PathOf(std::string_view target);
+
+class RouteLimiter {
+ public:
+  static constexpr std::string_view kOverflowRoute = "{overflow}";
+
+  explicit RouteLimiter(size_t max_routes_per_service = 200)
+      : max_routes_per_service_(max_routes_per_service) {}
+
+  // Returns `route` while the service has fewer than the cap of distinct routes (or the
+  // route is already known), else kOverflowRoute. Counts overflows.
+  std::string Admit(std::string_view service, std::string_view route);
+
+  size_t overflow_count() const { return overflow_count_; }
+
+ private:
+  size_t max_routes_per_service_;
+  size_t overflow_count_ = 0;
+  std::unordered_map<std::string, std::unordered_set<std::string>> routes_by_service_;
+};
+
+}  // namespace flowtracer::spans

@@ -1,0 +1,81 @@
+#include "exporters/capture_output.h"
+
+#include <ctime>
+
+#include <spdlog/fmt/fmt.h>
+
+#include "agent/spans/ids.h"
+#include "agent/spans/span_assembler.h"
+
+namespace flowtracer::exporters {
+namespace {
+
+std::string Fit(std::string_view text, size_t width) {
+  if (text.size() <= width) return std::string(text);
+  return std::string(text.substr(0, width - 1)) + "~";
+}
+
+std::string ClockTime(uint64_t unix_ns) {
+  time_t seconds = static_cast<time_t>(unix_ns / 1000000000ull);
+  tm local{};
+  localtime_r(&seconds, &local);
+  char text[16];
+  strftime(text, sizeof(text), "%H:%M:%S", &local);
+  return fmt::format("{}.{:03}", text, (unix_ns / 1000000ull) % 1000);
+}
+
+std::string Duration(uint64_t ns) {
+  double ms = ns / 1e6;
+  if (ms < 10) return fmt::format("{:.2f}ms", ms);
+  if (ms < 10000) return fmt::format("{:.0f}ms", ms);
+  return fmt::format("{:.1f}s", ms / 1000);
+}
+
+}  // namespace
+
+nlohmann::json SpanToJson(const spans::Span& span) {
+  nlohmann::json attributes = nlohmann::json::object();
+  for (const spans::Attribute& attribute : span.attributes) {
+    std::visit([&](const auto& value) { attributes[attribute.key] = value; }, attribute.value);
+  }
+  return {
+      {"trace_id", spans::ToHex(span.trace_id)},
+      {"span_id", spans::ToHex(span.span_id)},
+      {"parent_span_id", spans::IsZero(span.parent_span_id) ? "" : spans::ToHex(span.parent_span_id)},
+      {"kind", spans::SpanKindName(span.kind)},
+      {"name", span.name},
+      {"service", span.service},
+      {"start_time_unix_nano", span.start_unix_ns},
+      {"end_time_unix_nano", span.end_unix_ns},
+      {"status", spans::StatusCodeName(span.status)},
+      {"attributes", attributes},
+  };
+}
+
+std::string SpanTextHeader() {
+  return fmt::format("{:<12} {:<10} {:<6} {:<22} {:>3} {:>7} {}", "TIME", "SERVICE", "KIND", "REQUEST",
+                     "ST", "DURATION", "PEER");
+}
+
+std::string SpanToText(const spans::Span& span) {
+  std::string status = "-";
+  if (const auto* code = span.Find("http.response.status_code")) status = std::to_string(std::get<int64_t>(*code));
+  else if (span.status == spans::StatusCode::kError) status = "ERR";
+  std::string peer = spans::FormatAddress(span.tuple.remote_addr) + ":" + std::to_string(span.tuple.remote_port);
+  std::string kind = span.kind == spans::SpanKind::kServer ? "server" : "client";
+  return fmt::format("{:<12} {:<10} {:<6} {:<22} {:>3} {:>8} {}", ClockTime(span.start_unix_ns),
+                     Fit(span.service, 10), kind, Fit(span.name, 22), status,
+                     Duration(span.end_unix_ns - span.start_unix_ns), Fit(peer, 15));
+}
+
+std::string SummaryTable(const std::vector<spans::CallSummaryRow>& rows) {
+  std::string out = fmt::format("{:<20} {:<22} {:>7} {:>6} {:>9} {:>9}\n", "CALLER", "CALLEE", "CALLS",
+                                "ERRORS", "P50", "P99");
+  for (const spans::CallSummaryRow& row : rows) {
+    out += fmt::format("{:<20} {:<22} {:>7} {:>6} {:>7.2f}ms {:>7.2f}ms\n", Fit(row.caller, 20),
+                       Fit(row.callee, 22), row.count, row.errors, row.p50_ms, row.p99_ms);
+  }
+  return out;
+}
+
+}  // namespace flowtracer::exporters
