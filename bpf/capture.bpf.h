@@ -13,6 +13,7 @@
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 #define PF_KTHREAD 0x00200000
+#define RCV_SHUTDOWN 1
 
 enum trace_state {
   TRACE_UNDECIDED = 0,
@@ -139,6 +140,11 @@ static __always_inline __u64 call_position(struct sock *sk, struct ft_conn_state
   __u64 position = state->next_position[direction & 1];
   if (state->seen[direction & 1]) {
     __u32 gap = seq_start - state->last_seq_end[direction & 1];
+    /* A read that also consumes the peer's FIN advances copied_seq one past the data
+     * (the FIN takes a sequence number): that is not a missing byte. */
+    if (gap == 1 && direction == FT_DIR_INGRESS &&
+        (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN))
+      gap = 0;
     /* Two threads racing on one socket can make the sequence step back; that is not
      * a gap, and an implausible jump must not poison the stream offset. */
     if (gap < (1u << 30)) position += gap;
@@ -155,8 +161,7 @@ static __always_inline __u32 copy_payload(struct data_event_scratch *scratch,
                                           const struct io_args *args, __u32 skip, __u32 want) {
   if (args->io_call == FT_IO_WRITE || args->io_call == FT_IO_READ ||
       args->io_call == FT_IO_SENDTO || args->io_call == FT_IO_RECVFROM) {
-    __u32 n = want;
-    if (n > FT_MAX_PAYLOAD) n = FT_MAX_PAYLOAD;
+    __u32 n = want & (2 * FT_MAX_PAYLOAD - 1); /* want <= FT_MAX_PAYLOAD already */
     if (bpf_probe_read_user(scratch->payload, n, (const void *)(args->buf + skip))) {
       count(FT_CTR_DROP_READ_USER, 1);
       return 0;
@@ -195,9 +200,10 @@ static __always_inline __u32 copy_payload(struct data_event_scratch *scratch,
     len -= skip_left;
     skip_left = 0;
     if (len > want - copied) len = want - copied;
-    __u32 offset = copied;
-    __u32 n = len;
-    if (offset >= FT_MAX_PAYLOAD || n > FT_MAX_PAYLOAD) break;
+    /* Masks, not comparisons: they survive compiler reordering and give the verifier
+     * offset < FT_MAX_PAYLOAD and n < 2 * FT_MAX_PAYLOAD, inside the 3x scratch. */
+    __u32 offset = copied & (FT_MAX_PAYLOAD - 1);
+    __u32 n = len & (2 * FT_MAX_PAYLOAD - 1);
     if (bpf_probe_read_user(&scratch->payload[offset], n, (const void *)base)) {
       count(FT_CTR_DROP_READ_USER, 1);
       break;
@@ -262,10 +268,10 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
   if (skip) count(FT_CTR_PAYLOAD_SKIPPED_BYTES, skip);
   if (payload_bytes < length - skip && args && args->io_call != FT_IO_UNKNOWN)
     count(FT_CTR_PAYLOAD_TRUNCATED, 1);
-  if (payload_bytes > FT_MAX_PAYLOAD) payload_bytes = FT_MAX_PAYLOAD;
   event->payload_bytes = payload_bytes;
 
-  if (bpf_ringbuf_output(&events, event, sizeof(*event) + payload_bytes, wakeup_flags()))
+  if (bpf_ringbuf_output(&events, event, sizeof(*event) + (payload_bytes & (2 * FT_MAX_PAYLOAD - 1)),
+                         wakeup_flags()))
     count(FT_CTR_DROP_RINGBUF_FULL, 1);
   else
     count(FT_CTR_DATA_EVENTS, 1);

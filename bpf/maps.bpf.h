@@ -61,13 +61,14 @@ struct {
   __type(value, __u8);
 } port_filter SEC(".maps") __weak;
 
-/* One event under construction per CPU; twice the payload bound so the verifier can
- * prove every copy at offset < FT_MAX_PAYLOAD of length <= FT_MAX_PAYLOAD fits.
+/* One event under construction per CPU; three times the payload bound so the verifier
+ * can prove that a copy at a masked offset (< FT_MAX_PAYLOAD) with a masked length
+ * (< 2 * FT_MAX_PAYLOAD) fits. Only FT_MAX_PAYLOAD bytes are ever used.
  * Indexed by CPU (too large for a per-CPU map); max_entries is set to the number of
  * possible CPUs by the agent. */
 struct data_event_scratch {
   struct ft_data_event event;
-  __u8 payload[2 * FT_MAX_PAYLOAD];
+  __u8 payload[3 * FT_MAX_PAYLOAD];
 };
 _Static_assert(__builtin_offsetof(struct data_event_scratch, payload) == sizeof(struct ft_data_event),
                "the payload must follow the event header with no gap: both go out in one copy");

@@ -20,9 +20,11 @@ namespace {
 bool g_libbpf_verbose = false;
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  char line[1024];
-  vsnprintf(line, sizeof(line), format, args);
-  std::string_view text(line);
+  // Verifier logs arrive as one long message: format it whole.
+  char* formatted = nullptr;
+  if (vasprintf(&formatted, format, args) < 0) return 0;
+  std::unique_ptr<char, decltype(&free)> owned(formatted, &free);
+  std::string_view text(formatted);
   while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
   if (level == LIBBPF_DEBUG) {
     if (g_libbpf_verbose) spdlog::trace("libbpf: {}", text);
@@ -163,7 +165,14 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
 
 SocketTracer::~SocketTracer() = default;
 
-int SocketTracer::Poll(int timeout_ms) { return ring_buffer__poll(ring_.get(), timeout_ms); }
+int SocketTracer::Poll(int timeout_ms) {
+  int delivered = ring_buffer__poll(ring_.get(), timeout_ms);
+  if (delivered < 0) return delivered;
+  // Records submitted without a wake-up (the kernel batches them) do not make epoll
+  // ready: collect them on every timer tick too.
+  int more = ring_buffer__consume(ring_.get());
+  return more < 0 ? more : delivered + more;
+}
 
 CounterValues SocketTracer::ReadCounters() const {
   CounterValues totals{};

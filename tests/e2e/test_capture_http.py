@@ -1,0 +1,191 @@
+"""HTTP/1.x spans, end to end: `flowtracer capture --format json` while real servers
+(python3, nginx) answer real clients (curl, python, raw sockets, wrk) on loopback."""
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import E2ETest, Process, Tracer, curl, free_port, start_test_server, wait_for_port
+
+
+def spans_of(records, kind, **attributes):
+    return [s for s in records if s["kind"] == kind
+            and all(s["attributes"].get(k) == v for k, v in attributes.items())]
+
+
+def duration_ms(span):
+    return (span["end_time_unix_nano"] - span["start_time_unix_nano"]) / 1e6
+
+
+class CaptureHttpTest(E2ETest):
+    def test_python_service_statuses(self):
+        port = free_port()
+        server = start_test_server(self, port, name="billing")
+        tracer = Tracer(self, "capture", "--port", str(port))
+        for path in ("/ok", "/status/404", "/status/500", "/users/123", "/users/456"):
+            curl(f"http://127.0.0.1:{port}{path}")
+        records, log = tracer.stop()
+
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        self.assertEqual(sorted(s["attributes"]["url.path"] for s in servers),
+                         ["/ok", "/status/404", "/status/500", "/users/123", "/users/456"], log)
+        for span in servers:
+            self.assertEqual(span["service"], "billing")
+            self.assertEqual(span["attributes"]["process.pid"], server.pid)
+            self.assertEqual(span["attributes"]["http.request.method"], "GET")
+            self.assertEqual(len(span["trace_id"]), 32)
+            self.assertEqual(len(span["span_id"]), 16)
+        by_path = {s["attributes"]["url.path"]: s for s in servers}
+        self.assertEqual(by_path["/status/404"]["attributes"]["http.response.status_code"], 404)
+        self.assertEqual(by_path["/status/404"]["status"], "UNSET")  # 4xx is not a server error
+        self.assertEqual(by_path["/status/500"]["status"], "ERROR")
+        self.assertEqual(by_path["/status/500"]["attributes"]["error.type"], "500")
+        self.assertEqual(by_path["/users/123"]["name"], "GET /users/{id}")
+        self.assertEqual(by_path["/users/123"]["attributes"]["http.route"], "/users/{id}")
+
+        clients = spans_of(records, "CLIENT", **{"server.port": port})
+        self.assertEqual(len(clients), 5)
+        client_404 = [c for c in clients if c["attributes"]["http.response.status_code"] == 404][0]
+        self.assertEqual(client_404["status"], "ERROR")  # 4xx is an error for the client
+        self.assertEqual(client_404["service"], "curl")
+        # Same host: each server span's parent is the curl span on the other end.
+        client_ids = {c["span_id"]: c for c in clients}
+        for span in servers:
+            parent = client_ids[span["parent_span_id"]]
+            self.assertEqual(parent["trace_id"], span["trace_id"])
+            self.assertEqual(parent["attributes"]["url.path"], span["attributes"]["url.path"])
+
+    def test_bodies_cookies_chunked_and_delay(self):
+        port = free_port()
+        start_test_server(self, port, name="ledger")
+        tracer = Tracer(self, "capture", "--port", str(port))
+        cookie = "session=" + "c" * 8192
+        curl("-H", f"Cookie: {cookie}", f"http://127.0.0.1:{port}/cookie")
+        curl("-X", "POST", "--data-binary", "x" * 5000, f"http://127.0.0.1:{port}/echo")
+        curl(f"http://127.0.0.1:{port}/chunked")
+        curl(f"http://127.0.0.1:{port}/big/200000")
+        curl(f"http://127.0.0.1:{port}/delay/200")
+        curl("-I", f"http://127.0.0.1:{port}/head")
+        records, log = tracer.stop()
+        servers = {s["attributes"]["url.path"]: s for s in spans_of(records, "SERVER", **{"server.port": port})}
+        self.assertEqual(set(servers), {"/cookie", "/echo", "/chunked", "/big/200000", "/delay/200", "/head"}, log)
+        self.assertEqual(servers["/echo"]["attributes"]["http.request.method"], "POST")
+        self.assertEqual(servers["/echo"]["attributes"]["http.request.body.size"], 5000)
+        self.assertEqual(servers["/chunked"]["attributes"]["http.response.body.size"], len("first,second,third\n"))
+        self.assertEqual(servers["/big/200000"]["attributes"]["http.response.body.size"], 200000)
+        self.assertEqual(servers["/head"]["attributes"]["http.request.method"], "HEAD")
+        self.assertEqual(servers["/head"]["attributes"]["http.response.body.size"], 0)
+        delayed = duration_ms(servers["/delay/200"])
+        self.assertGreaterEqual(delayed, 200)
+        self.assertLess(delayed, 400)
+        for path, span in servers.items():
+            if path != "/delay/200":
+                self.assertLess(duration_ms(span), 200, path)
+
+    def test_keep_alive_and_pipelining(self):
+        port = free_port()
+        start_test_server(self, port, name="gateway")
+        tracer = Tracer(self, "capture", "--port", str(port))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(100):
+            conn.request("GET", f"/keepalive/{i}")
+            conn.getresponse().read()
+        conn.close()
+        # Three requests in one write: the server answers them in order on one connection.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"".join(b"GET /pipelined/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+            received = b""
+            deadline = time.monotonic() + 10
+            while received.count(b"HTTP/1.1 200") < 3 and time.monotonic() < deadline:
+                received += s.recv(65536)
+        records, log = tracer.stop()
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        keepalive = [s for s in servers if s["attributes"]["url.path"].startswith("/keepalive/")]
+        self.assertEqual(len(keepalive), 100, log)
+        self.assertEqual(len({s["attributes"]["client.port"] for s in keepalive}), 1)
+        self.assertEqual({s["name"] for s in keepalive}, {"GET /keepalive/{id}"})
+        pipelined = sorted(s["attributes"]["url.path"] for s in servers if "/pipelined/" in s["attributes"]["url.path"])
+        self.assertEqual(pipelined, ["/pipelined/0", "/pipelined/1", "/pipelined/2"])
+
+    def _nginx(self, conf_body):
+        if not shutil.which("nginx"):
+            self.skipTest("nginx is not installed (scripts/install-deps.sh installs it)")
+        prefix = tempfile.mkdtemp(prefix="flowtracer-nginx-")
+        self.addCleanup(shutil.rmtree, prefix, True)
+        os.makedirs(os.path.join(prefix, "logs"))
+        with open(os.path.join(prefix, "index.html"), "w") as f:
+            f.write("hello from nginx\n")
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}; proxy_temp_path {prefix};
+  fastcgi_temp_path {prefix}; uwsgi_temp_path {prefix}; scgi_temp_path {prefix};
+  {conf_body.replace('PREFIX', prefix)}
+}}""")
+        server = Process(["nginx", "-p", prefix, "-c", conf, "-g", "daemon off;"])
+        self.addCleanup(server.stop)
+        return server
+
+    def test_nginx_static_and_reverse_proxy(self):
+        backend, front = free_port(), free_port()
+        start_test_server(self, backend, name="backend")
+        self._nginx(f"""
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 4; }}
+  server {{
+    listen 127.0.0.1:{front};
+    location /static/ {{ alias PREFIX/; }}
+    location /api/ {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""")
+        wait_for_port(front)
+        tracer = Tracer(self, "capture", "--port", str(front), "--port", str(backend))
+        curl(f"http://127.0.0.1:{front}/static/index.html")
+        curl(f"http://127.0.0.1:{front}/api/orders/42")
+        curl(f"http://127.0.0.1:{front}/api/status/500")
+        records, log = tracer.stop()
+
+        nginx_servers = spans_of(records, "SERVER", **{"server.port": front})
+        self.assertEqual(sorted(s["attributes"]["url.path"] for s in nginx_servers),
+                         ["/api/orders/42", "/api/status/500", "/static/index.html"], log)
+        self.assertEqual({s["service"] for s in nginx_servers}, {"nginx"})
+        statuses = {s["attributes"]["url.path"]: s["attributes"]["http.response.status_code"] for s in nginx_servers}
+        self.assertEqual(statuses["/static/index.html"], 200)
+        self.assertEqual(statuses["/api/status/500"], 500)
+        proxied = spans_of(records, "CLIENT", **{"server.port": backend})
+        self.assertEqual(sorted(s["attributes"]["url.path"] for s in proxied), ["/api/orders/42", "/api/status/500"])
+        self.assertEqual({s["service"] for s in proxied}, {"nginx"})
+        backend_servers = spans_of(records, "SERVER", **{"server.port": backend})
+        self.assertEqual(len(backend_servers), 2)
+        self.assertEqual({s["service"] for s in backend_servers}, {"backend"})
+
+    def test_wrk_load_is_counted_exactly(self):
+        if not shutil.which("wrk"):
+            self.skipTest("wrk is not installed")
+        port = free_port()
+        self._nginx(f"""
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}""")
+        wait_for_port(port)
+        tracer = Tracer(self, "capture", "--port", str(port))
+        out = subprocess.run(["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/wrk"], capture_output=True,
+                             text=True, timeout=60).stdout
+        records, log = tracer.stop(settle_s=1.0)
+        completed = int(out.split(" requests in ")[0].split()[-1])
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        # wrk counts responses it read; requests still in flight when it stopped are
+        # answered by nginx (server spans) but not counted by wrk: at most one per connection.
+        self.assertGreaterEqual(len(servers), completed, log)
+        self.assertLessEqual(len(servers), completed + 4, log)
+        self.assertTrue(all(s["attributes"]["http.response.status_code"] == 200 for s in servers))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,53 @@
+"""Error paths a user meets: clear one-line messages and non-zero exits, never a crash."""
+import subprocess
+import unittest
+
+from harness import FLOWTRACER
+
+
+def run(*args, user=None):
+    command = [FLOWTRACER, *args]
+    if user:
+        command = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+class CliErrorsTest(unittest.TestCase):
+    def test_not_root(self):
+        for command in (["capture", "--duration", "1s"], ["sockets", "--duration", "1s"], ["check"]):
+            result = run(*command, user="65534")
+            self.assertNotEqual(result.returncode, 0, command)
+            self.assertIn("root", result.stderr + result.stdout, command)
+            self.assertNotIn("Segmentation", result.stderr)
+
+    def test_bad_flags(self):
+        cases = [
+            (["capture", "--format", "xml"], "format"),
+            (["capture", "--duration", "soon"], "duration"),
+            (["capture", "--hooks", "kprobe"], "hooks"),
+            (["capture", "--max-payload-bytes", "999999"], "max-payload-bytes"),
+            (["capture", "--service", "no-equals-sign"], "--service"),
+            (["capture", "--pid", "abc"], "pid"),
+            (["nonsense"], "nonsense"),
+            ([], "subcommand"),
+        ]
+        for args, mentioned in cases:
+            result = run(*args)
+            self.assertNotEqual(result.returncode, 0, args)
+            self.assertIn(mentioned, result.stderr + result.stdout, args)
+            self.assertLess(result.returncode, 128, f"{args}: killed by a signal")
+
+    def test_check_explains_this_machine(self):
+        result = run("check")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
+        table = result.stdout
+        self.assertRegex(table, r"syscall tracepoints.*\byes\s+yes\b")
+        self.assertRegex(table, r"uprobes\s+yes\s+yes\b")
+        self.assertRegex(table, r"socket tracepoints.*\byes\s+yes\b")
+        self.assertIn("capture works", table)
+        self.assertTrue(lines)
+
+
+if __name__ == "__main__":
+    unittest.main()
