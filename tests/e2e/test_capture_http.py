@@ -144,7 +144,7 @@ http {{
   server {{
     listen 127.0.0.1:{front};
     location /static/ {{ alias PREFIX/; }}
-    location /api/ {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    location /api/ {{ proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}""")
         wait_for_port(front)
         tracer = Tracer(self, "capture", "--port", str(front), "--port", str(backend))
@@ -161,11 +161,22 @@ http {{
         self.assertEqual(statuses["/static/index.html"], 200)
         self.assertEqual(statuses["/api/status/500"], 500)
         proxied = spans_of(records, "CLIENT", **{"server.port": backend})
-        self.assertEqual(sorted(s["attributes"]["url.path"] for s in proxied), ["/api/orders/42", "/api/status/500"])
+        # nginx strips the /api/ prefix on the way to the backend.
+        self.assertEqual(sorted(s["attributes"]["url.path"] for s in proxied), ["/orders/42", "/status/500"])
+        self.assertEqual({s["attributes"]["url.path"]: s["status"] for s in proxied},
+                         {"/orders/42": "UNSET", "/status/500": "ERROR"})
         self.assertEqual({s["service"] for s in proxied}, {"nginx"})
         backend_servers = spans_of(records, "SERVER", **{"server.port": backend})
         self.assertEqual(len(backend_servers), 2)
         self.assertEqual({s["service"] for s in backend_servers}, {"backend"})
+        # One trace per request through the proxy: curl -> nginx -> backend.
+        for path in ("/orders/42", "/status/500"):
+            backend_span = [s for s in backend_servers if s["attributes"]["url.path"] == path][0]
+            proxy_client = [s for s in proxied if s["attributes"]["url.path"] == path][0]
+            nginx_server = [s for s in nginx_servers if s["attributes"]["url.path"] == "/api" + path][0]
+            self.assertEqual(backend_span["parent_span_id"], proxy_client["span_id"])
+            self.assertEqual(proxy_client["parent_span_id"], nginx_server["span_id"])
+            self.assertEqual(len({backend_span["trace_id"], proxy_client["trace_id"], nginx_server["trace_id"]}), 1)
 
     def test_wrk_load_is_counted_exactly(self):
         if not shutil.which("wrk"):

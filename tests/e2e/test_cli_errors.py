@@ -28,7 +28,7 @@ class CliErrorsTest(unittest.TestCase):
             (["capture", "--max-payload-bytes", "999999"], "max-payload-bytes"),
             (["capture", "--service", "no-equals-sign"], "--service"),
             (["capture", "--pid", "abc"], "pid"),
-            (["nonsense"], "nonsense"),
+            (["nonsense"], "subcommand"),
             ([], "subcommand"),
         ]
         for args, mentioned in cases:
