@@ -20,7 +20,7 @@ Runner AddCheckCommand(CLI::App& app) {
     fmt::print("lockdown         {}\n", facts.lockdown);
     fmt::print("root             {}\n", yes_no(facts.root));
     fmt::print("capabilities     {}\n", facts.capabilities);
-    fmt::print("cgroup v2        {}\n", yes_no(facts.cgroup_v2));
+    fmt::print("cgroup v2        {}\n", facts.cgroup_v2_root.empty() ? "no" : "yes (" + facts.cgroup_v2_root + ")");
     fmt::print("tracefs          {}\n\n", facts.tracefs);
 
     if (!facts.root) {

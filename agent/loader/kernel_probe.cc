@@ -1,10 +1,8 @@
 #include "agent/loader/kernel_probe.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <net/if.h>
 #include <sys/mount.h>
-#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -124,13 +122,33 @@ HookProbe Probe(const std::string& family, const char* program_name, const Attac
 
 std::string AttachDefault(bpf_program* program, bpf_link** link) {
   *link = bpf_program__attach(program);
-  if (!*link) return "attach failed (" + ErrnoText(errno) + ")";
+  if (*link) return "";
+  int err = errno;
+  // Without CONFIG_KPROBES the kernel has no kprobe PMU and tracefs no kprobe_events.
+  if (std::string_view(bpf_program__section_name(program)).starts_with("kprobe") &&
+      access("/sys/bus/event_source/devices/kprobe", F_OK) != 0 &&
+      access((TracefsPath() + "/kprobe_events").c_str(), F_OK) != 0)
+    return "kernel has no kprobe support (built without CONFIG_KPROBES)";
+  return "attach failed (" + ErrnoText(err) + ")";
+}
+
+// The cgroup2 mount: /sys/fs/cgroup on unified hosts, elsewhere (e.g. .../unified) on
+// hybrid ones.
+std::string CgroupV2Root() {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string device, path, type;
+  std::string rest;
+  while (mounts >> device >> path >> type && std::getline(mounts, rest)) {
+    if (type == "cgroup2") return path;
+  }
   return "";
 }
 
 std::string AttachToRootCgroup(bpf_program* program, bpf_link** link) {
-  int fd = open("/sys/fs/cgroup", O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return "no cgroup v2 root at /sys/fs/cgroup (" + ErrnoText(errno) + ")";
+  std::string root = CgroupV2Root();
+  if (root.empty()) return "no cgroup v2 hierarchy is mounted";
+  int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return "cannot open " + root + " (" + ErrnoText(errno) + ")";
   *link = bpf_program__attach_cgroup(program, fd);
   int err = errno;
   close(fd);
@@ -180,8 +198,7 @@ KernelFacts ReadKernelFacts() {
   facts.root = geteuid() == 0;
   bool has_bpf = false;
   facts.capabilities = ReadCapabilities(&has_bpf);
-  struct statfs fs{};
-  facts.cgroup_v2 = statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+  facts.cgroup_v2_root = CgroupV2Root();
   std::string tracefs_error = EnsureTracefs();
   facts.tracefs = tracefs_error.empty() ? TracefsPath() : tracefs_error;
   return facts;

@@ -20,7 +20,7 @@ struct KernelFacts {
   std::string lockdown;          // "none", "integrity", "confidentiality" or why unknown
   bool root = false;
   std::string capabilities;      // the relevant effective capabilities, readable
-  bool cgroup_v2 = false;
+  std::string cgroup_v2_root;    // where cgroup2 is mounted ("" when it is not)
   std::string tracefs;           // mount point, or why unavailable
 };
 
