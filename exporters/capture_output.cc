@@ -53,7 +53,8 @@ nlohmann::json SpanToJson(const spans::Span& span) {
 }
 
 std::string SpanTextHeader() {
-  return fmt::format("{:<12} {:<10} {:<6} {:<22} {:>3} {:>7} {}", "TIME", "SERVICE", "KIND", "REQUEST",
+  // 12 + 10 + 6 + 20 + 3 + 8 + 15 (peer) + 6 separators = 80 columns.
+  return fmt::format("{:<12} {:<10} {:<6} {:<20} {:>3} {:>7} {}", "TIME", "SERVICE", "KIND", "REQUEST",
                      "ST", "DURATION", "PEER");
 }
 
@@ -63,8 +64,8 @@ std::string SpanToText(const spans::Span& span) {
   else if (span.status == spans::StatusCode::kError) status = "ERR";
   std::string peer = spans::FormatAddress(span.tuple.remote_addr) + ":" + std::to_string(span.tuple.remote_port);
   std::string kind = span.kind == spans::SpanKind::kServer ? "server" : "client";
-  return fmt::format("{:<12} {:<10} {:<6} {:<22} {:>3} {:>8} {}", ClockTime(span.start_unix_ns),
-                     Fit(span.service, 10), kind, Fit(span.name, 22), status,
+  return fmt::format("{:<12} {:<10} {:<6} {:<20} {:>3} {:>8} {}", ClockTime(span.start_unix_ns),
+                     Fit(span.service, 10), kind, Fit(span.name, 20), status,
                      Duration(span.end_unix_ns - span.start_unix_ns), Fit(peer, 15));
 }
 

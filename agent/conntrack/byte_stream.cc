@@ -67,6 +67,18 @@ void ByteStream::SkipTo(uint64_t position) {
   DropConsumedSegments();
 }
 
+void ByteStream::SkipHole() {
+  for (const Segment& s : segments_) {
+    if (s.end <= read_position_) continue;
+    uint64_t from = std::max({read_position_, s.start, s.data_start});
+    if (from < s.data_start + s.data.size()) {
+      SkipTo(from);
+      return;
+    }
+  }
+  SkipAll();
+}
+
 void ByteStream::DropConsumedSegments() {
   while (!segments_.empty() && segments_.front().end <= read_position_) {
     buffered_bytes_ -= segments_.front().data.size();

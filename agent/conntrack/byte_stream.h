@@ -33,6 +33,9 @@ class ByteStream {
   void Consume(uint64_t bytes);
   void SkipTo(uint64_t position);
   void SkipAll() { SkipTo(end_position()); }
+  // When no byte was captured at read_position(): advances to the next captured byte
+  // (or the end), so a hole costs one step whatever its size.
+  void SkipHole();
 
   // Time of the call that moved the byte at `position` (0 if unknown).
   uint64_t TimestampAt(uint64_t position) const;

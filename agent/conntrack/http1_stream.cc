@@ -61,12 +61,19 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
         if (side.stage == Stage::kHead) ++stats_.resyncs;
         side.stage = Stage::kSeek;
         uint64_t before = stream.read_position();
-        stream.Consume(1);
+        stream.SkipHole();
         return stream.read_position() != before;
       }
       if (side.stage == Stage::kSeek) {
         size_t start = http1::FindMessageStart(side.type, data);
         if (start == std::string_view::npos) {
+          // Kept bytes can only complete a method token if more bytes follow them; before
+          // a hole they never will.
+          bool hole_follows = stream.read_position() + data.size() < stream.end_position();
+          if (hole_follows) {
+            stream.Consume(data.size());
+            return true;
+          }
           if (data.size() <= kSeekKeepBytes) return false;
           stream.Consume(data.size() - kSeekKeepBytes);
           return true;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace flowtracer::spans {
 namespace {
@@ -51,6 +52,16 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
                                                          const conntrack::HttpMessageRecord& request) {
   RequestIds ids;
   ids.span_id = NewSpanId();
+  // The same-host client request this one answers is taken off its queue even when the
+  // traceparent decides the parent: the queue must stay in step with the connection.
+  const ft_tuple& t = connection.tuple;
+  std::optional<RequestIds> client;
+  auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
+  if (it != unmatched_client_requests_.end() && !it->second.empty()) {
+    client = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) unmatched_client_requests_.erase(it);
+  }
   if (auto context = ParseTraceparent(request.head.Header("traceparent"))) {
     ids.trace_id = context->trace_id;
     ids.parent_span_id = context->parent_id;
@@ -58,16 +69,11 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
     ++stats_.parent_from_traceparent;
     return ids;
   }
-  const ft_tuple& t = connection.tuple;
-  auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
-  if (it != unmatched_client_requests_.end() && !it->second.empty()) {
-    const RequestIds& client = it->second.front();
-    ids.trace_id = client.trace_id;
-    ids.parent_span_id = client.span_id;
+  if (client) {
+    ids.trace_id = client->trace_id;
+    ids.parent_span_id = client->span_id;
     ids.parent_source = "same_host";
     ++stats_.parent_from_same_host;
-    it->second.pop_front();
-    if (it->second.empty()) unmatched_client_requests_.erase(it);
     return ids;
   }
   ids.trace_id = NewTraceId();

@@ -1,0 +1,679 @@
+#include "agent/spans/span_assembler.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agent/conntrack/connection_tracker.h"
+#include "agent/process/process_info.h"
+#include "agent/spans/ids.h"
+
+namespace flowtracer::spans {
+namespace {
+
+using conntrack::ConnectionInfo;
+using conntrack::HttpExchange;
+using conntrack::HttpMessageRecord;
+
+constexpr std::string_view kTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+constexpr std::string_view kParent = "00f067aa0ba902b7";
+
+struct Endpoint {
+  std::array<uint8_t, 16> address;
+  uint16_t port;
+};
+
+Endpoint V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
+  return {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d}, port};
+}
+
+ft_tuple Tuple(const Endpoint& local, const Endpoint& remote) {
+  ft_tuple tuple{};
+  std::memcpy(tuple.local_addr, local.address.data(), 16);
+  std::memcpy(tuple.remote_addr, remote.address.data(), 16);
+  tuple.local_port = local.port;
+  tuple.remote_port = remote.port;
+  tuple.family = 2;
+  return tuple;
+}
+
+std::optional<std::string> Str(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  if (!value || !std::holds_alternative<std::string>(*value)) return std::nullopt;
+  return std::get<std::string>(*value);
+}
+
+std::optional<int64_t> Int(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  if (!value || !std::holds_alternative<int64_t>(*value)) return std::nullopt;
+  return std::get<int64_t>(*value);
+}
+
+std::vector<std::string> Keys(const Span& span) {
+  std::vector<std::string> keys;
+  for (const Attribute& a : span.attributes) keys.push_back(a.key);
+  return keys;
+}
+
+bool Has(const Span& span, const std::string& key) { return span.Find(key) != nullptr; }
+
+// An empty directory standing in for /proc: service names fall back to the comm.
+class TempProcRoot {
+ public:
+  TempProcRoot() {
+    char pattern[] = "/tmp/flowtracer-proc-XXXXXX";
+    const char* dir = mkdtemp(pattern);
+    EXPECT_NE(dir, nullptr);
+    path_ = dir ? dir : "/nonexistent-flowtracer-proc";
+  }
+  ~TempProcRoot() {
+    std::error_code error;
+    std::filesystem::remove_all(path_, error);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Ring buffer records -> ConnectionTracker -> SpanAssembler -> spans.
+class Pipeline {
+ public:
+  explicit Pipeline(AssemblerOptions options = {}, conntrack::TrackerOptions tracker_options = {})
+      : processes(proc_root_.path()),
+        assembler(options, &processes, [this](const Span& span) { spans.push_back(span); }),
+        tracker(tracker_options, &assembler) {}
+
+  void Open(uint64_t conn_id, ft_role role, uint32_t pid, std::string_view comm, const ft_tuple& tuple,
+            uint64_t ts = 1) {
+    ft_conn_event event{};
+    event.header.type = FT_EVENT_CONN_OPEN;
+    event.header.pid = pid;
+    event.header.tid = pid;
+    event.header.timestamp_ns = ts;
+    event.header.conn_id = conn_id;
+    event.tuple = tuple;
+    event.role = static_cast<uint8_t>(role);
+    std::memcpy(event.comm, comm.data(), std::min(comm.size(), sizeof(event.comm)));
+    tracker.OnRecord(&event, sizeof(event));
+  }
+  void Close(uint64_t conn_id, uint64_t ts) {
+    ft_conn_event event{};
+    event.header.type = FT_EVENT_CONN_CLOSE;
+    event.header.timestamp_ns = ts;
+    event.header.conn_id = conn_id;
+    tracker.OnRecord(&event, sizeof(event));
+  }
+  void Write(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
+    Data(conn_id, FT_DIR_EGRESS, tid, bytes, ts);
+  }
+  void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
+    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts);
+  }
+
+  TempProcRoot proc_root_;  // before `processes`, which is built from it
+  process::ProcessRegistry processes;
+  SpanAssembler assembler;
+  conntrack::ConnectionTracker tracker;
+  std::vector<Span> spans;
+
+ private:
+  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts) {
+    ft_data_event event{};
+    event.header.type = FT_EVENT_DATA;
+    event.header.tid = tid;
+    event.header.timestamp_ns = ts;
+    event.header.conn_id = conn_id;
+    uint64_t& position = positions_[{conn_id, direction}];
+    event.position = position;
+    event.length = static_cast<uint32_t>(bytes.size());
+    event.payload_bytes = static_cast<uint32_t>(bytes.size());
+    event.direction = static_cast<uint8_t>(direction);
+    std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
+    record.append(bytes);
+    tracker.OnRecord(record.data(), record.size());
+    position += bytes.size();
+  }
+
+  std::map<std::pair<uint64_t, int>, uint64_t> positions_;
+};
+
+constexpr std::string_view kOk = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+std::string RequestWithTraceparent(std::string_view target, std::string_view traceparent) {
+  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: svc\r\nTraceparent: " +
+         std::string(traceparent) + "\r\n\r\n";
+}
+
+const Endpoint kGatewayEphemeral = V4(127, 0, 0, 1, 40000);
+const Endpoint kBilling = V4(127, 0, 0, 1, 8080);
+const Endpoint kRemoteClient = V4(10, 9, 9, 9, 5000);
+const Endpoint kRemoteServer = V4(10, 1, 1, 1, 9090);
+
+// ---- Server spans and traceparent.
+
+TEST(SpanAssemblerTest, ServerSpanAdoptsValidTraceparent) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+  p.Read(1, 101, RequestWithTraceparent("/pay", "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01"),
+         1000);
+  p.Write(1, 101, kOk, 2000);
+  ASSERT_EQ(p.spans.size(), 1u);
+  const Span& span = p.spans[0];
+  EXPECT_EQ(span.kind, SpanKind::kServer);
+  EXPECT_EQ(ToHex(span.trace_id), kTrace);
+  EXPECT_EQ(ToHex(span.parent_span_id), kParent);
+  EXPECT_FALSE(IsZero(span.span_id));
+  EXPECT_NE(span.span_id, span.parent_span_id);
+  EXPECT_EQ(Str(span, "flowtracer.parent.source"), "traceparent");
+  EXPECT_FALSE(Has(span, "flowtracer.parent.unresolved"));
+  EXPECT_EQ(p.assembler.stats().parent_from_traceparent, 1u);
+  EXPECT_EQ(p.assembler.stats().spans, 1u);
+}
+
+TEST(SpanAssemblerTest, InvalidTraceparentsAreIgnored) {
+  const std::string trace(kTrace), parent(kParent);
+  const std::vector<std::string> invalid = {
+      "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",  // uppercase
+      "00-" + trace + "-00F067AA0BA902B7-01",                      // uppercase parent
+      "00-00000000000000000000000000000000-" + parent + "-01",     // zero trace id
+      "00-" + trace + "-0000000000000000-01",                      // zero parent id
+      "ff-" + trace + "-" + parent + "-01",                        // version ff
+      "00-" + trace + "-" + parent + "-01-extra",                  // version 00 with more
+      "00-" + trace.substr(1) + "-" + parent + "-01",              // short trace id
+      "00-" + trace + "-" + parent + "-1",                         // short flags
+      "00-" + trace.substr(1) + "-0" + parent + "-01",             // misplaced dash
+      "00_" + trace + "-" + parent + "-01",                        // bad separator
+      "0g-" + trace + "-" + parent + "-01",                        // non-hex version
+      "",                                                          // empty
+  };
+  for (const std::string& value : invalid) {
+    SCOPED_TRACE(value);
+    Pipeline p;
+    p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+    p.Read(1, 101, RequestWithTraceparent("/pay", value), 1000);
+    p.Write(1, 101, kOk, 2000);
+    ASSERT_EQ(p.spans.size(), 1u);
+    const Span& span = p.spans[0];
+    EXPECT_TRUE(IsZero(span.parent_span_id));
+    EXPECT_FALSE(IsZero(span.trace_id));
+    EXPECT_NE(ToHex(span.trace_id), kTrace);
+    EXPECT_FALSE(Has(span, "flowtracer.parent.source"));
+    EXPECT_EQ(p.assembler.stats().parent_from_traceparent, 0u);
+  }
+}
+
+// ---- Client spans.
+
+TEST(SpanAssemblerTest, ClientSpanCarryingTraceparentUsesItsIds) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  const std::string request = RequestWithTraceparent("/charge", traceparent);
+  p.Write(1, 201, request, 100);
+  p.Read(2, 301, request, 110);
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 2u);
+  const Span& server = p.spans[0];
+  const Span& client = p.spans[1];
+  EXPECT_EQ(client.kind, SpanKind::kClient);
+  EXPECT_EQ(client.service, "gateway");
+  EXPECT_EQ(ToHex(client.trace_id), kTrace);
+  EXPECT_EQ(ToHex(client.span_id), kParent);
+  EXPECT_TRUE(IsZero(client.parent_span_id));
+  EXPECT_FALSE(Has(client, "flowtracer.parent.source"));
+  // The callee links to it through the header.
+  EXPECT_EQ(server.kind, SpanKind::kServer);
+  EXPECT_EQ(server.service, "billing");
+  EXPECT_EQ(ToHex(server.trace_id), kTrace);
+  EXPECT_EQ(server.parent_span_id, client.span_id);
+  EXPECT_EQ(Str(server, "flowtracer.parent.source"), "traceparent");
+}
+
+// ---- Same-host pairing.
+
+TEST(SpanAssemblerTest, SameHostServerSpanIsChildOfClientSpan) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  for (int round = 0; round < 2; ++round) {
+    uint64_t t = 1000 * (round + 1);
+    std::string request = "GET /charge/" + std::to_string(round) + " HTTP/1.1\r\nHost: billing\r\n\r\n";
+    p.Write(1, 201, request, t);
+    p.Read(2, 301, request, t + 10);
+    p.Write(2, 301, kOk, t + 20);
+    p.Read(1, 201, kOk, t + 30);
+  }
+  // Pipelined: two requests in one write, matched in order.
+  const std::string two = "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+  p.Write(1, 201, two, 5000);
+  p.Read(2, 301, two, 5010);
+  p.Write(2, 301, std::string(kOk) + std::string(kOk), 5020);
+  p.Read(1, 201, std::string(kOk) + std::string(kOk), 5030);
+
+  ASSERT_EQ(p.spans.size(), 8u);
+  // Per round: the server span finishes first, then the client span.
+  std::vector<const Span*> servers, clients;
+  for (const Span& span : p.spans) (span.kind == SpanKind::kServer ? servers : clients).push_back(&span);
+  ASSERT_EQ(servers.size(), 4u);
+  ASSERT_EQ(clients.size(), 4u);
+  const char* names[] = {"GET /charge/{id}", "GET /charge/{id}", "GET /a", "GET /b"};
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(servers[i]->name, names[i]);
+    EXPECT_EQ(clients[i]->name, names[i]);
+    EXPECT_EQ(servers[i]->trace_id, clients[i]->trace_id);
+    EXPECT_EQ(servers[i]->parent_span_id, clients[i]->span_id);
+    EXPECT_EQ(Str(*servers[i], "flowtracer.parent.source"), "same_host");
+    EXPECT_TRUE(IsZero(clients[i]->parent_span_id));
+    EXPECT_FALSE(Has(*clients[i], "flowtracer.parent.source"));
+  }
+  EXPECT_EQ(Str(*servers[2], "url.path"), "/a");
+  EXPECT_EQ(Str(*servers[3], "url.path"), "/b");
+  EXPECT_NE(clients[0]->trace_id, clients[1]->trace_id);
+  EXPECT_NE(clients[2]->trace_id, clients[3]->trace_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 4u);
+}
+
+TEST(SpanAssemblerTest, SameHostNeedsTheReversedTuple) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  // Another client's connection to the same server.
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, V4(127, 0, 0, 1, 40001)));
+  const std::string request = "GET / HTTP/1.1\r\n\r\n";
+  p.Write(1, 201, request, 100);
+  p.Read(2, 301, request, 110);
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 2u);
+  EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+  EXPECT_NE(p.spans[0].trace_id, p.spans[1].trace_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 0u);
+}
+
+TEST(SpanAssemblerTest, SameHostPairingStaysInOrderWhenClientSendsTraceparent) {
+  // The client propagates on its first request only: the second server span must pair
+  // with the second client span, not with the first one.
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  const std::string first = RequestWithTraceparent("/first", traceparent);
+  const std::string second = "GET /second HTTP/1.1\r\n\r\n";
+  p.Write(1, 201, first, 100);
+  p.Read(2, 301, first, 110);
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  p.Write(1, 201, second, 200);
+  p.Read(2, 301, second, 210);
+  p.Write(2, 301, kOk, 220);
+  p.Read(1, 201, kOk, 230);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& server1 = p.spans[0];
+  const Span& client1 = p.spans[1];
+  const Span& server2 = p.spans[2];
+  const Span& client2 = p.spans[3];
+  EXPECT_EQ(server1.parent_span_id, client1.span_id);
+  EXPECT_EQ(Str(server1, "flowtracer.parent.source"), "traceparent");
+  EXPECT_EQ(server2.parent_span_id, client2.span_id);
+  EXPECT_EQ(server2.trace_id, client2.trace_id);
+  EXPECT_NE(ToHex(server2.trace_id), kTrace);
+  EXPECT_EQ(Str(server2, "flowtracer.parent.source"), "same_host");
+}
+
+// ---- Thread rule.
+
+TEST(SpanAssemblerTest, ClientRequestOnServingThreadIsChild) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Open(3, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 41001), kRemoteServer));
+  p.Open(4, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 41002), kRemoteServer));
+  p.Read(1, 301, "GET /orders/7 HTTP/1.1\r\n\r\n", 100);
+  p.Write(2, 301, "GET /rates HTTP/1.1\r\n\r\n", 110);  // the serving thread
+  p.Write(3, 302, "GET /other HTTP/1.1\r\n\r\n", 112);  // another thread
+  p.Read(2, 301, kOk, 120);
+  p.Read(3, 302, kOk, 122);
+  p.Write(1, 301, kOk, 130);
+  p.Write(4, 301, "GET /later HTTP/1.1\r\n\r\n", 140);  // after the answer
+  p.Read(4, 301, kOk, 150);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& child = p.spans[0];
+  const Span& other = p.spans[1];
+  const Span& server = p.spans[2];
+  const Span& later = p.spans[3];
+  EXPECT_EQ(child.name, "GET /rates");
+  EXPECT_EQ(server.name, "GET /orders/{id}");
+  EXPECT_EQ(child.trace_id, server.trace_id);
+  EXPECT_EQ(child.parent_span_id, server.span_id);
+  EXPECT_EQ(Str(child, "flowtracer.parent.source"), "thread");
+  EXPECT_TRUE(IsZero(server.parent_span_id));
+  EXPECT_EQ(other.name, "GET /other");
+  EXPECT_TRUE(IsZero(other.parent_span_id));
+  EXPECT_NE(other.trace_id, server.trace_id);
+  EXPECT_FALSE(Has(other, "flowtracer.parent.source"));
+  EXPECT_FALSE(Has(other, "flowtracer.parent.unresolved"));
+  EXPECT_EQ(later.name, "GET /later");
+  EXPECT_TRUE(IsZero(later.parent_span_id));
+  EXPECT_NE(later.trace_id, server.trace_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_thread, 1u);
+  EXPECT_EQ(p.assembler.stats().parent_ambiguous, 0u);
+}
+
+TEST(SpanAssemblerTest, TwoServerRequestsOnThreadAreAmbiguous) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "loop", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_SERVER, 300, "loop", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Open(3, FT_ROLE_CLIENT, 300, "loop", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /a HTTP/1.1\r\n\r\n", 100);
+  p.Read(2, 301, "GET /b HTTP/1.1\r\n\r\n", 105);
+  p.Write(3, 301, "GET /backend HTTP/1.1\r\n\r\n", 110);
+  p.Read(3, 301, kOk, 120);
+  ASSERT_EQ(p.spans.size(), 1u);
+  const Span client = p.spans[0];  // a copy: more spans follow
+  EXPECT_TRUE(IsZero(client.parent_span_id));
+  EXPECT_FALSE(IsZero(client.trace_id));
+  EXPECT_EQ(Str(client, "flowtracer.parent.unresolved"), "ambiguous");
+  EXPECT_FALSE(Has(client, "flowtracer.parent.source"));
+  EXPECT_EQ(p.assembler.stats().parent_ambiguous, 1u);
+  EXPECT_EQ(p.assembler.stats().parent_from_thread, 0u);
+  p.Write(1, 301, kOk, 130);
+  p.Write(2, 301, kOk, 140);
+  ASSERT_EQ(p.spans.size(), 3u);
+  EXPECT_NE(p.spans[1].trace_id, client.trace_id);
+  EXPECT_NE(p.spans[2].trace_id, client.trace_id);
+}
+
+TEST(SpanAssemblerTest, OnlyRequestsOfTheSendingThreadCount) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "pool", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_SERVER, 300, "pool", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Open(3, FT_ROLE_CLIENT, 300, "pool", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Open(4, FT_ROLE_CLIENT, 999, "other", Tuple(V4(127, 0, 0, 1, 41001), kRemoteServer));
+  p.Read(1, 301, "GET /a HTTP/1.1\r\n\r\n", 100);
+  p.Read(2, 302, "GET /b HTTP/1.1\r\n\r\n", 105);
+  p.Write(3, 302, "GET /backend HTTP/1.1\r\n\r\n", 110);
+  p.Write(4, 301, "GET /elsewhere HTTP/1.1\r\n\r\n", 111);  // same tid, another process
+  p.Read(3, 302, kOk, 120);
+  p.Read(4, 301, kOk, 121);
+  p.Write(2, 302, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 3u);
+  const Span& client = p.spans[0];
+  const Span& elsewhere = p.spans[1];
+  const Span& server_b = p.spans[2];
+  EXPECT_EQ(server_b.name, "GET /b");
+  EXPECT_EQ(client.parent_span_id, server_b.span_id);
+  EXPECT_EQ(client.trace_id, server_b.trace_id);
+  EXPECT_TRUE(IsZero(elsewhere.parent_span_id));
+  EXPECT_FALSE(Has(elsewhere, "flowtracer.parent.unresolved"));
+}
+
+TEST(SpanAssemblerTest, ThreadParentAndClientTraceparentOfAnotherTrace) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /in HTTP/1.1\r\n\r\n", 100);
+  p.Write(2, 301, RequestWithTraceparent("/out", traceparent), 110);
+  p.Read(2, 301, kOk, 120);
+  ASSERT_EQ(p.spans.size(), 1u);
+  // The SDK's ids win; a parent from another trace would be inconsistent.
+  EXPECT_EQ(ToHex(p.spans[0].trace_id), kTrace);
+  EXPECT_EQ(ToHex(p.spans[0].span_id), kParent);
+  EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+  EXPECT_EQ(p.assembler.stats().parent_from_thread, 0u);
+}
+
+// ---- Status.
+
+TEST(SpanAssemblerTest, StatusRules) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  const int statuses[] = {200, 404, 500, 503};
+  for (int status : statuses) {
+    std::string response = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: 0\r\n\r\n";
+    p.Read(1, 301, "GET / HTTP/1.1\r\n\r\n", 100);
+    p.Write(1, 301, response, 110);
+    p.Write(2, 302, "GET / HTTP/1.1\r\n\r\n", 120);
+    p.Read(2, 302, response, 130);
+  }
+  ASSERT_EQ(p.spans.size(), 8u);
+  const StatusCode server_expected[] = {StatusCode::kUnset, StatusCode::kUnset, StatusCode::kError,
+                                        StatusCode::kError};
+  const StatusCode client_expected[] = {StatusCode::kUnset, StatusCode::kError, StatusCode::kError,
+                                        StatusCode::kError};
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(statuses[i]);
+    const Span& server = p.spans[2 * i];
+    const Span& client = p.spans[2 * i + 1];
+    ASSERT_EQ(server.kind, SpanKind::kServer);
+    ASSERT_EQ(client.kind, SpanKind::kClient);
+    EXPECT_EQ(Int(server, "http.response.status_code"), statuses[i]);
+    EXPECT_EQ(Int(client, "http.response.status_code"), statuses[i]);
+    EXPECT_EQ(server.status, server_expected[i]);
+    EXPECT_EQ(client.status, client_expected[i]);
+    std::optional<std::string> code = std::to_string(statuses[i]);
+    EXPECT_EQ(Str(server, "error.type"), server.status == StatusCode::kError ? code : std::nullopt);
+    EXPECT_EQ(Str(client, "error.type"), client.status == StatusCode::kError ? code : std::nullopt);
+  }
+}
+
+TEST(SpanAssemblerTest, MissingResponseIsAnError) {
+  conntrack::TrackerOptions tracker_options;
+  tracker_options.response_timeout_ns = 1000;
+  AssemblerOptions options;
+  options.monotonic_to_unix_ns = 1'000'000;
+  Pipeline p(options, tracker_options);
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Read(1, 301, "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n", 100);
+  p.Read(1, 301, "{}", 150);
+  p.Close(1, 900);
+  p.Open(2, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Read(2, 302, "GET /b HTTP/1.1\r\n\r\n", 2000);
+  p.tracker.Tick(3001);
+  ASSERT_EQ(p.spans.size(), 2u);
+  const Span& closed = p.spans[0];
+  EXPECT_EQ(closed.status, StatusCode::kError);
+  EXPECT_EQ(Str(closed, "error.type"), "connection_closed");
+  EXPECT_FALSE(Has(closed, "http.response.status_code"));
+  EXPECT_FALSE(Has(closed, "http.response.body.size"));
+  EXPECT_EQ(Int(closed, "http.request.body.size"), 2);
+  // Without a response the span ends with the request.
+  EXPECT_EQ(closed.start_unix_ns, 1'000'100u);
+  EXPECT_EQ(closed.end_unix_ns, 1'000'150u);
+  const Span& timed_out = p.spans[1];
+  EXPECT_EQ(timed_out.status, StatusCode::kError);
+  EXPECT_EQ(Str(timed_out, "error.type"), "timeout");
+  EXPECT_EQ(timed_out.start_unix_ns, 1'002'000u);
+  EXPECT_EQ(timed_out.end_unix_ns, 1'002'000u);
+}
+
+// ---- Attributes, name, timing.
+
+TEST(SpanAssemblerTest, ServerSpanAttributes) {
+  AssemblerOptions options;
+  options.monotonic_to_unix_ns = 1'700'000'000'000'000'000;
+  Pipeline p(options);
+  p.Open(1, FT_ROLE_SERVER, 4321, "billing", Tuple(V4(10, 0, 0, 1, 8080), V4(10, 0, 0, 2, 51000)));
+  p.Read(1, 777,
+         "GET /users/42?expand=1 HTTP/1.1\r\nHost: api.example.com:8443\r\nUser-Agent: curl/8.5.0\r\n"
+         "Content-Length: 3\r\n\r\n",
+         1000);
+  p.Read(1, 778, "abc", 1100);
+  p.Write(1, 779, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 2000);
+  p.Write(1, 779, "hello", 2500);
+  ASSERT_EQ(p.spans.size(), 1u);
+  const Span& span = p.spans[0];
+  EXPECT_EQ(span.name, "GET /users/{id}");
+  EXPECT_EQ(span.service, "billing");
+  EXPECT_EQ(span.kind, SpanKind::kServer);
+  EXPECT_EQ(span.pid, 4321u);
+  EXPECT_EQ(span.status, StatusCode::kUnset);
+  EXPECT_EQ(span.start_unix_ns, 1'700'000'000'000'001'000u);
+  EXPECT_EQ(span.end_unix_ns, 1'700'000'000'000'002'500u);
+  EXPECT_EQ(span.tuple.local_port, 8080);
+  EXPECT_EQ(span.tuple.remote_port, 51000);
+  EXPECT_EQ(Keys(span), (std::vector<std::string>{
+                            "http.request.method", "url.path", "http.route", "server.address",
+                            "server.port", "client.address", "client.port", "network.peer.address",
+                            "network.peer.port", "network.protocol.version", "http.request.body.size",
+                            "user_agent.original", "process.pid", "thread.id",
+                            "http.response.status_code", "http.response.body.size"}));
+  EXPECT_EQ(Str(span, "http.request.method"), "GET");
+  EXPECT_EQ(Str(span, "url.path"), "/users/42");
+  EXPECT_EQ(Str(span, "http.route"), "/users/{id}");
+  EXPECT_EQ(Str(span, "server.address"), "api.example.com");
+  EXPECT_EQ(Int(span, "server.port"), 8080);
+  EXPECT_EQ(Str(span, "client.address"), "10.0.0.2");
+  EXPECT_EQ(Int(span, "client.port"), 51000);
+  EXPECT_EQ(Str(span, "network.peer.address"), "10.0.0.2");
+  EXPECT_EQ(Int(span, "network.peer.port"), 51000);
+  EXPECT_EQ(Str(span, "network.protocol.version"), "1.1");
+  EXPECT_EQ(Int(span, "http.request.body.size"), 3);
+  EXPECT_EQ(Str(span, "user_agent.original"), "curl/8.5.0");
+  EXPECT_EQ(Int(span, "process.pid"), 4321);
+  EXPECT_EQ(Int(span, "thread.id"), 777);
+  EXPECT_EQ(Int(span, "http.response.status_code"), 200);
+  EXPECT_EQ(Int(span, "http.response.body.size"), 5);
+}
+
+TEST(SpanAssemblerTest, ClientSpanAttributesIpv6AndInferredRole) {
+  Pipeline p;
+  Endpoint local{{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 45678};                      // ::1
+  Endpoint remote{{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5}, 443};        // 2001:db8::5
+  p.Open(1, FT_ROLE_UNKNOWN, 55, "gateway", Tuple(local, remote));
+  p.Write(1, 56,
+          "POST /api/v1/orders/550e8400-e29b-41d4-a716-446655440000 HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
+          10);
+  p.Read(1, 56, "HTTP/1.0 201 Created\r\nContent-Length: 4\r\n\r\nabcd", 20);
+  ASSERT_EQ(p.spans.size(), 1u);
+  const Span& span = p.spans[0];
+  EXPECT_EQ(span.kind, SpanKind::kClient);
+  EXPECT_EQ(span.name, "POST /api/v1/orders/{id}");
+  EXPECT_EQ(span.service, "gateway");
+  EXPECT_EQ(Keys(span), (std::vector<std::string>{
+                            "http.request.method", "url.path", "http.route", "server.address",
+                            "server.port", "network.peer.address", "network.peer.port",
+                            "network.protocol.version", "http.request.body.size", "process.pid",
+                            "thread.id", "http.response.status_code", "http.response.body.size",
+                            "flowtracer.role_inferred"}));
+  EXPECT_EQ(Str(span, "url.path"), "/api/v1/orders/550e8400-e29b-41d4-a716-446655440000");
+  EXPECT_EQ(Str(span, "server.address"), "2001:db8::5");
+  EXPECT_EQ(Int(span, "server.port"), 443);
+  EXPECT_EQ(Str(span, "network.peer.address"), "2001:db8::5");
+  EXPECT_EQ(Int(span, "network.peer.port"), 443);
+  EXPECT_EQ(Str(span, "network.protocol.version"), "1.0");
+  EXPECT_EQ(Int(span, "http.request.body.size"), 2);
+  EXPECT_EQ(Int(span, "http.response.body.size"), 4);
+  EXPECT_EQ(Int(span, "process.pid"), 55);
+  EXPECT_EQ(Int(span, "thread.id"), 56);
+  const AttributeValue* inferred = span.Find("flowtracer.role_inferred");
+  ASSERT_NE(inferred, nullptr);
+  ASSERT_TRUE(std::holds_alternative<bool>(*inferred));
+  EXPECT_TRUE(std::get<bool>(*inferred));
+}
+
+TEST(SpanAssemblerTest, ServerAddressFromHostHeader) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 1, "svc", Tuple(V4(192, 168, 1, 10, 80), kRemoteClient));
+  p.Read(1, 2, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", 10);
+  p.Write(1, 2, kOk, 11);
+  p.Read(1, 2, "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 12);
+  p.Write(1, 2, kOk, 13);
+  p.Read(1, 2, "GET / HTTP/1.1\r\n\r\n", 14);
+  p.Write(1, 2, kOk, 15);
+  ASSERT_EQ(p.spans.size(), 3u);
+  EXPECT_EQ(Str(p.spans[0], "server.address"), "example.com");
+  EXPECT_EQ(Str(p.spans[1], "server.address"), "::1");
+  EXPECT_EQ(Str(p.spans[2], "server.address"), "192.168.1.10");
+  EXPECT_EQ(Int(p.spans[2], "server.port"), 80);
+  EXPECT_FALSE(Has(p.spans[2], "user_agent.original"));
+}
+
+// ---- Fed directly, without a tracker.
+
+TEST(SpanAssemblerTest, ExchangeWithoutStartGetsFreshIds) {
+  TempProcRoot root;
+  process::ProcessRegistry processes(root.path());
+  std::vector<Span> spans;
+  AssemblerOptions options;
+  options.max_routes_per_service = 1;
+  SpanAssembler assembler(options, &processes, [&](const Span& s) { spans.push_back(s); });
+  ConnectionInfo connection;
+  connection.conn_id = 9;
+  connection.pid = 77;
+  connection.comm = "direct";
+  connection.role = FT_ROLE_SERVER;
+  connection.tuple = Tuple(kBilling, kRemoteClient);
+  HttpExchange exchange;
+  exchange.request.head.method = "GET";
+  exchange.request.head.target = "/one";
+  exchange.request.start_ns = 50;
+  exchange.request.end_ns = 60;
+  exchange.request.tid = 78;
+  HttpMessageRecord response;
+  response.head.type = protocols::MessageType::kResponse;
+  response.head.status_code = 200;
+  response.start_ns = 70;
+  response.end_ns = 40;  // before the request started (clock skew): clamped
+  exchange.response = response;
+  assembler.OnHttpExchange(connection, exchange);
+  exchange.request.request_index = 1;
+  exchange.request.head.target = "/two";
+  assembler.OnHttpExchange(connection, exchange);
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_FALSE(IsZero(spans[0].trace_id));
+  EXPECT_FALSE(IsZero(spans[0].span_id));
+  EXPECT_TRUE(IsZero(spans[0].parent_span_id));
+  EXPECT_NE(spans[0].trace_id, spans[1].trace_id);
+  EXPECT_EQ(spans[0].service, "direct");
+  EXPECT_EQ(spans[0].name, "GET /one");
+  EXPECT_EQ(spans[0].start_unix_ns, 50u);
+  EXPECT_EQ(spans[0].end_unix_ns, 50u);
+  // One route per service allowed: the second is the overflow route.
+  EXPECT_EQ(spans[1].name, "GET {overflow}");
+  EXPECT_EQ(Str(spans[1], "http.route"), "{overflow}");
+  EXPECT_EQ(Str(spans[1], "url.path"), "/two");
+  EXPECT_EQ(assembler.routes().overflow_count(), 1u);
+  EXPECT_EQ(assembler.stats().spans, 2u);
+}
+
+TEST(SpanAssemblerTest, OpenRequestsAreBounded) {
+  AssemblerOptions options;
+  options.max_open_requests = 1;
+  Pipeline p(options);
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /in HTTP/1.1\r\n\r\n", 100);
+  p.Write(2, 301, "GET /out HTTP/1.1\r\n\r\n", 110);  // no room: no ids decided
+  EXPECT_EQ(p.assembler.stats().open_requests_dropped, 1u);
+  p.Read(2, 301, kOk, 120);
+  p.Write(1, 301, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 2u);
+  EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+  EXPECT_FALSE(IsZero(p.spans[0].trace_id));
+  EXPECT_EQ(p.assembler.stats().parent_from_thread, 0u);
+}
+
+TEST(FormatAddressTest, MappedV4AndV6) {
+  EXPECT_EQ(FormatAddress(V4(127, 0, 0, 1, 0).address.data()), "127.0.0.1");
+  EXPECT_EQ(FormatAddress(V4(255, 255, 255, 255, 0).address.data()), "255.255.255.255");
+  const uint8_t v6[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 0xab, 0xcd};
+  EXPECT_EQ(FormatAddress(v6), "fe80::1234:0:0:abcd");
+  const uint8_t any[16] = {};
+  EXPECT_EQ(FormatAddress(any), "::");
+}
+
+}  // namespace
+}  // namespace flowtracer::spans
