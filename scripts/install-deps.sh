@@ -8,9 +8,11 @@ packages=(
   build-essential cmake pkg-config clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   protobuf-compiler libprotobuf-dev libcurl4-openssl-dev libnghttp2-dev libcpp-httplib-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev libgrpc++-dev protobuf-compiler-grpc
   # end-to-end tests and the demo: real servers and clients on loopback
-  python3 curl nginx-light wrk iproute2
+  python3 curl nginx-light wrk iproute2 nats-server prometheus nghttp2-client
+  # benchmarks and profiling
+  linux-perf
 )
 # The machine image may ship its own Node.js (which bundles npm and conflicts with Debian's npm).
 command -v npm >/dev/null || packages+=(nodejs npm)
@@ -30,7 +32,19 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# nginx-light's package starts a system nginx on port 80; tests start their own instances.
-if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-  systemctl stop nginx || true
+# Packaged services must not hold the ports and data the tests use; tests start their own.
+for service in nginx prometheus nats-server; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
+
+# Independent OpenTelemetry implementations for the tests (Node SDK, OTLP decoders), pinned
+# by tests/node/package-lock.json. Reinstalled only when the lock file changes.
+node_dir="$(dirname "$0")/../tests/node"
+lock_hash=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+if [[ "$(cat "$node_dir/node_modules/.flowtracer-lock-hash" 2>/dev/null)" != "$lock_hash" ]]; then
+  echo "install-deps: npm ci in tests/node"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_hash" > "$node_dir/node_modules/.flowtracer-lock-hash"
 fi
