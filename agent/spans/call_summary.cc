@@ -1,6 +1,7 @@
 #include "agent/spans/call_summary.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "agent/spans/span_assembler.h"
 
@@ -13,9 +14,11 @@ std::string Endpoint(const uint8_t address[16], uint16_t port) {
   return text + ":" + std::to_string(port);
 }
 
+// Nearest-rank percentile: the smallest sample with at least `quantile` of samples at or below it.
 double PercentileMs(std::vector<uint64_t> samples, double quantile) {
   if (samples.empty()) return 0;
-  size_t index = std::min(samples.size() - 1, static_cast<size_t>(quantile * samples.size()));
+  size_t rank = static_cast<size_t>(std::ceil(quantile * samples.size()));
+  size_t index = std::clamp<size_t>(rank, 1, samples.size()) - 1;
   std::nth_element(samples.begin(), samples.begin() + index, samples.end());
   return samples[index] / 1e6;
 }

@@ -423,6 +423,16 @@ TEST(CallSummaryTest, ErrorsAndPercentiles) {
   ExpectRow(rows[1], "billing", "10.0.0.50:5432", 1, 0, 0.5, 0.5);
 }
 
+TEST(CallSummaryTest, EvenSampleCountTakesLowerMedian) {
+  // Nearest rank: of two samples the median is the first, not the larger one.
+  CallSummary summary;
+  summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 0, 0, 9}, 30000}, 9'000'000));
+  summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 0, 0, 9}, 30001}, 1'000'000));
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 1u);
+  ExpectRow(rows[0], "10.0.0.9", "billing", 2, 0, 1.0, 9.0);
+}
+
 TEST(CallSummaryTest, ChainOfLocalServices) {
   // client -> gateway -> billing, all traced on this host; curl is not traced.
   CallSummary summary;
