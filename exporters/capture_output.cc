@@ -1,6 +1,8 @@
 #include "exporters/capture_output.h"
 
 #include <ctime>
+#include <string_view>
+#include <vector>
 
 #include <spdlog/fmt/fmt.h>
 
@@ -10,9 +12,32 @@
 namespace flowtracer::exporters {
 namespace {
 
+// Length of the UTF-8 sequence starting at text[i], or 0 when it is not valid UTF-8.
+size_t Utf8SequenceLength(std::string_view text, size_t i) {
+  auto byte = static_cast<unsigned char>(text[i]);
+  size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xe ? 3 : (byte >> 3) == 0x1e ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  for (size_t k = 1; k < length; ++k) {
+    if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  return length;
+}
+
+// At most `width` characters (code points), "~" marking a cut. Fields come from network
+// bytes, so control characters and invalid UTF-8 become '?' rather than reach a terminal.
 std::string Fit(std::string_view text, size_t width) {
-  if (text.size() <= width) return std::string(text);
-  return std::string(text.substr(0, width - 1)) + "~";
+  std::vector<std::string_view> characters;
+  for (size_t i = 0; i < text.size();) {
+    size_t length = Utf8SequenceLength(text, i);
+    auto byte = static_cast<unsigned char>(text[i]);
+    characters.push_back(length == 0 || byte < 0x20 || byte == 0x7f ? "?" : text.substr(i, length));
+    i += length ? length : 1;
+  }
+  bool cut = characters.size() > width;
+  if (cut) characters.resize(width - 1);
+  std::string out;
+  for (std::string_view character : characters) out.append(character);
+  return cut ? out + "~" : out;
 }
 
 std::string ClockTime(uint64_t unix_ns) {

@@ -120,6 +120,8 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"stream buffer overflows", stats.stream_overflow_drops},
         {"HTTP resynchronisations", stats.http_resyncs},
         {"HTTP responses without a request", stats.http_orphan_responses},
+        {"HTTP responses after their request timed out", stats.http_late_responses},
+        {"HTTP requests dropped (too many awaiting responses)", stats.http_pending_overflow},
         {"connections evicted (table full)", stats.connections_evicted_full},
         {"routes folded into {overflow}", assembler.routes().overflow_count()},
     };

@@ -37,7 +37,8 @@ class ByteStream {
   // (or the end), so a hole costs one step whatever its size.
   void SkipHole();
 
-  // Time of the call that moved the byte at `position` (0 if unknown).
+  // Time of the call that moved the byte at `position`; for a position no longer held
+  // (consumed or never captured), the latest time known on the stream.
   uint64_t TimestampAt(uint64_t position) const;
   // Thread that made that call (0 if unknown).
   uint32_t TidAt(uint64_t position) const;

@@ -95,6 +95,10 @@ namespace {
 
 // True when `data` begins a request or response of HTTP/1.x (what detection looks for).
 bool StartsHttp1(std::string_view data, protocols::MessageType type) {
+  // RFC 9112 2.2: a server ignores empty lines received before a request line.
+  if (type == protocols::MessageType::kRequest) {
+    while (data.starts_with("\r\n")) data.remove_prefix(2);
+  }
   if (data.empty()) return false;
   http1::Message head;
   auto state = http1::ParseHead(type, data, &head);
@@ -193,6 +197,7 @@ void ConnectionTracker::Account(const Connection& connection) {
   stats_.http_resyncs += http.resyncs;
   stats_.http_orphan_responses += http.orphan_responses;
   stats_.http_pending_overflow += http.pending_overflow;
+  stats_.http_late_responses += http.late_responses;
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {

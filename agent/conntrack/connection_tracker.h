@@ -53,8 +53,8 @@ struct TrackerOptions {
   uint64_t idle_timeout_ns = 300ull * 1000 * 1000 * 1000;     // no I/O for this long: forgotten
   uint64_t response_timeout_ns = 30ull * 1000 * 1000 * 1000;  // request unanswered: span ends
   size_t max_buffered_bytes_per_stream = 256 * 1024;
-  // Captured bytes per direction without a recognisable protocol before the
-  // connection is handed back to the kernel as "ignore".
+  // Captured bytes (both directions together) without a recognisable protocol before
+  // the connection is handed back to the kernel as "ignore".
   size_t detect_bytes = 4096;
   // Skip hints smaller than this are not worth a map update.
   uint64_t min_skip_bytes = 4096;
@@ -70,6 +70,7 @@ struct TrackerStats {
   uint64_t http_resyncs = 0;
   uint64_t http_orphan_responses = 0;
   uint64_t http_pending_overflow = 0;
+  uint64_t http_late_responses = 0;  // came after their request had timed out
   uint64_t connections_ignored = 0;  // no known protocol
 };
 

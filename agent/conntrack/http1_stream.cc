@@ -37,6 +37,13 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
   }
   int status = message.head.status_code;
   if (status >= 100 && status < 200 && status != 101) return;  // interim (100 Continue)
+  if (expired_awaiting_response_ > 0) {
+    // HTTP/1 answers in order: this answers a request already ended by the timeout, and
+    // pairing it with the next request would give that request the wrong response.
+    --expired_awaiting_response_;
+    ++stats_.late_responses;
+    return;
+  }
   if (pending_.empty()) {
     ++stats_.orphan_responses;
     return;
@@ -202,6 +209,13 @@ void Http1Conversation::Close(ByteStream& requests, ByteStream& responses,
                               std::vector<HttpExchange>* done,
                               std::vector<HttpMessageRecord>* started) {
   Process(requests, responses, done, started);
+  if (request_side_.stage == Stage::kBody || request_side_.stage == Stage::kChunked) {
+    // The close cut a request body short: the request still gets its span.
+    if (request_side_.stage == Stage::kChunked) request_side_.message.body_bytes = request_side_.chunked.body_bytes();
+    request_side_.message.body_complete = false;
+    uint64_t end = requests.end_position();
+    Finish(request_side_, requests, end > 0 ? end : 1, done);
+  }
   if (response_side_.stage == Stage::kUntilClose || response_side_.stage == Stage::kChunked ||
       response_side_.stage == Stage::kBody) {
     // The close ends the body; a length-delimited one that stopped short is incomplete.
@@ -228,6 +242,7 @@ void Http1Conversation::ExpireOlderThan(uint64_t deadline_ns, std::vector<HttpEx
     pending_.pop_front();
     exchange.error_type = "timeout";
     done->push_back(std::move(exchange));
+    ++expired_awaiting_response_;
   }
 }
 

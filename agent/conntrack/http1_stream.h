@@ -34,6 +34,7 @@ struct Http1Stats {
   uint64_t resyncs = 0;            // parse errors or gaps that forced a search for the next message
   uint64_t orphan_responses = 0;   // responses with no request seen (joined mid-connection)
   uint64_t pending_overflow = 0;   // requests dropped because too many awaited responses
+  uint64_t late_responses = 0;     // responses that came after their request timed out
 };
 
 class Http1Conversation {
@@ -50,7 +51,8 @@ class Http1Conversation {
   void Close(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
              std::vector<HttpMessageRecord>* started = nullptr);
 
-  // Requests waiting longer than `timeout_ns` (by their start) end with "timeout".
+  // Requests that started before `deadline_ns` and are still unanswered end with
+  // "timeout"; their responses, should they come later, are dropped and counted.
   void ExpireOlderThan(uint64_t deadline_ns, std::vector<HttpExchange>* done);
 
   // Where the body being read in each direction ends, when it is known and ahead: the
@@ -90,6 +92,7 @@ class Http1Conversation {
   std::deque<HttpMessageRecord> pending_;
   bool upgraded_ = false;
   uint64_t next_request_index_ = 0;
+  uint64_t expired_awaiting_response_ = 0;  // timed-out requests whose responses may still come
   Http1Stats stats_;
 };
 

@@ -810,12 +810,42 @@ TEST(ConnectionTrackerTest, TickExpiresUnansweredRequest) {
   EXPECT_EQ(h.tracker.connection_count(), 1u);
   EXPECT_TRUE(h.sink.closed.empty());
 
+  // The late answer to /never is dropped (HTTP/1 answers in order), not given to /fast.
+  h.Response(1, "HTTP/1.1 504 Late\r\nContent-Length: 0\r\n\r\n", 7500);
+  EXPECT_EQ(h.sink.exchanges.size(), 1u);
   // A request answered in time is not touched by later ticks.
   h.Request(1, "GET /fast HTTP/1.1\r\n\r\n", 8000);
   h.Response(1, kOk2, 8100);
   h.tracker.Tick(20000);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
   EXPECT_EQ(h.exchange(1).error_type, "");
+  EXPECT_EQ(h.exchange(1).request.head.target, "/fast");
+  ASSERT_TRUE(h.exchange(1).response.has_value());
+  EXPECT_EQ(h.exchange(1).response->head.status_code, 200);
+  h.Close(1, 21000);
+  EXPECT_EQ(h.tracker.stats().http_late_responses, 1u);
+}
+
+TEST(ConnectionTrackerTest, CloseCutsRequestBodyShort) {
+  Harness h;
+  h.Open(1, FT_ROLE_SERVER);
+  h.Request(1, "POST /upload HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial", 10);
+  h.Close(1, 20);
+  ASSERT_EQ(h.sink.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchange(0).request.head.target, "/upload");
+  EXPECT_EQ(h.exchange(0).error_type, "connection_closed");
+  EXPECT_FALSE(h.exchange(0).request.body_complete);
+  EXPECT_EQ(h.sink.order, (std::vector<std::string>{"started", "exchange", "closed"}));
+}
+
+TEST(ConnectionTrackerTest, EmptyLinesBeforeRequestStillDetectHttp) {
+  Harness h;
+  h.Open(1, FT_ROLE_UNKNOWN);
+  h.Request(1, "\r\n\r\nGET /after-blank HTTP/1.1\r\n\r\n", 10);
+  h.Response(1, kOk2, 20);
+  ASSERT_EQ(h.sink.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchange(0).request.head.target, "/after-blank");
+  EXPECT_EQ(h.exchange(0).response->head.status_code, 200);
 }
 
 TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {

@@ -458,5 +458,16 @@ TEST(CallSummaryTest, Ipv6RemoteCaller) {
   EXPECT_EQ(rows[0].caller, "[2001:db8::1]");
 }
 
+TEST(CaptureOutputTest, TextCutsWholeCharactersAndHidesControlBytes) {
+  Span span = SampleSpan();
+  span.service = "caf\xc3\xa9-\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9";  // 11 characters, 17 bytes
+  span.name = "GET /a\x1b[2Jb\xff";
+  std::string line = exporters::SpanToText(span);
+  // The cut lands after the ninth character, never inside a two-byte sequence.
+  EXPECT_NE(line.find(" caf\xc3\xa9-\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9~ "), std::string::npos) << line;
+  EXPECT_EQ(line.find('\x1b'), std::string::npos) << line;
+  EXPECT_NE(line.find("GET /a?[2Jb?"), std::string::npos) << line;
+}
+
 }  // namespace
 }  // namespace flowtracer
