@@ -62,9 +62,10 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
     it->second.pop_front();
     if (it->second.empty()) unmatched_client_requests_.erase(it);
   }
-  if (auto context = ParseTraceparent(request.head.Header("traceparent"))) {
+  if (auto context = ExtractTraceContext(request.head.headers)) {
     ids.trace_id = context->trace_id;
     ids.parent_span_id = context->parent_id;
+    ids.trace_state = std::move(context->trace_state);
     ids.parent_source = "traceparent";
     ++stats_.parent_from_traceparent;
     return ids;
@@ -97,11 +98,12 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
       }
     }
   }
-  auto context = ParseTraceparent(request.head.Header("traceparent"));
+  auto context = ExtractTraceContext(request.head.headers);
   if (context) {
     // The application propagates (an SDK): its ids are the ones the callee will see.
     ids.trace_id = context->trace_id;
     ids.span_id = context->parent_id;
+    ids.trace_state = context->trace_state;
   } else {
     ids.span_id = NewSpanId();
   }
@@ -188,6 +190,7 @@ Span SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.trace_id = ids.trace_id;
   span.span_id = ids.span_id;
   span.parent_span_id = ids.parent_span_id;
+  span.trace_state = ids.trace_state;
   span.kind = server ? SpanKind::kServer : SpanKind::kClient;
   span.service = process.service_name;
   span.pid = connection.pid;

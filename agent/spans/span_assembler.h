@@ -58,6 +58,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     TraceId trace_id{};
     SpanId span_id{};
     SpanId parent_span_id{};
+    std::string trace_state;
     std::string parent_source;  // "traceparent", "same_host", "thread" or ""
     bool ambiguous = false;
     uint32_t pid = 0;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -118,6 +119,10 @@ class Pipeline {
   void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
     Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts);
   }
+  // A read whose copy the kernel cut at `copied_bytes` (the payload cap).
+  void ReadCut(uint64_t conn_id, uint32_t tid, std::string_view bytes, size_t copied_bytes, uint64_t ts) {
+    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts, copied_bytes);
+  }
 
   TempProcRoot proc_root_;  // before `processes`, which is built from it
   process::ProcessRegistry processes;
@@ -126,7 +131,8 @@ class Pipeline {
   std::vector<Span> spans;
 
  private:
-  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts) {
+  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts,
+            size_t copied_bytes = SIZE_MAX) {
     ft_data_event event{};
     event.header.type = FT_EVENT_DATA;
     event.header.tid = tid;
@@ -135,10 +141,11 @@ class Pipeline {
     uint64_t& position = positions_[{conn_id, direction}];
     event.position = position;
     event.length = static_cast<uint32_t>(bytes.size());
-    event.payload_bytes = static_cast<uint32_t>(bytes.size());
+    std::string_view copied = bytes.substr(0, copied_bytes);
+    event.payload_bytes = static_cast<uint32_t>(copied.size());
     event.direction = static_cast<uint8_t>(direction);
     std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
-    record.append(bytes);
+    record.append(copied);
     tracker.OnRecord(record.data(), record.size());
     position += bytes.size();
   }
@@ -209,6 +216,68 @@ TEST(SpanAssemblerTest, InvalidTraceparentsAreIgnored) {
     EXPECT_FALSE(Has(span, "flowtracer.parent.source"));
     EXPECT_EQ(p.assembler.stats().parent_from_traceparent, 0u);
   }
+}
+
+TEST(SpanAssemblerTest, TraceparentAtTheEndOf16KiBHeadAcrossWrites) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  std::string head = "GET /big-head HTTP/1.1\r\nHost: svc\r\n";
+  for (int i = 0; head.size() < 16 * 1024 - 400; ++i) head += "X-Filler-" + std::to_string(i) + ": " + std::string(100, 'f') + "\r\n";
+  head += "tracestate: vendor=opaque\r\ntraceparent: " + traceparent + "\r\ntracestate: other@sys=2\r\n\r\n";
+  ASSERT_LE(head.size(), 16u * 1024);
+  ASSERT_GT(head.size(), 16u * 1024 - 400);
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+  // Five reads, split mid-line and inside the traceparent value.
+  size_t cut_points[] = {0, 1000, 7777, head.size() - 60, head.size() - 3, head.size()};
+  for (int i = 0; i < 5; ++i)
+    p.Read(1, 101, std::string_view(head).substr(cut_points[i], cut_points[i + 1] - cut_points[i]), 1000 + i);
+  p.Write(1, 101, kOk, 2000);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(ToHex(p.spans[0].trace_id), kTrace);
+  EXPECT_EQ(ToHex(p.spans[0].parent_span_id), kParent);
+  EXPECT_EQ(p.spans[0].trace_state, "vendor=opaque,other@sys=2");
+  EXPECT_EQ(p.spans[0].start_unix_ns, 1000u);
+}
+
+TEST(SpanAssemblerTest, HeadCutByTheCopyCapIsNotTrusted) {
+  // One read larger than the kernel's copy: the head runs into bytes never copied, so
+  // its traceparent (past the cut) is unknown. The request is dropped and counted as a
+  // resync, not given a trace it may not belong to.
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  std::string head = "GET /cut HTTP/1.1\r\nHost: svc\r\nX-Filler: " + std::string(600, 'f') +
+                     "\r\ntraceparent: " + traceparent + "\r\n\r\n";
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+  p.ReadCut(1, 101, head, 256, 1000);
+  p.Write(1, 101, kOk, 2000);
+  p.Read(1, 101, "GET /next HTTP/1.1\r\n\r\n", 3000);
+  p.Write(1, 101, kOk, 4000);
+  p.Close(1, 5000);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(Str(p.spans[0], "url.path"), "/next");
+  EXPECT_NE(ToHex(p.spans[0].trace_id), kTrace);
+  EXPECT_GE(p.tracker.stats().http_resyncs + p.tracker.stats().http_orphan_responses, 1u);
+}
+
+TEST(SpanAssemblerTest, TracestateTravelsWithTheTraceparent) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kRemoteServer));
+  p.Write(1, 201, "GET /x HTTP/1.1\r\ntraceparent: " + traceparent + "\r\ntracestate: congo=t61rcWkgMzE\r\n\r\n", 100);
+  p.Read(1, 201, kOk, 110);
+  // Without a valid traceparent the tracestate means nothing.
+  p.Write(1, 201, "GET /y HTTP/1.1\r\ntraceparent: junk\r\ntracestate: congo=t61rcWkgMzE\r\n\r\n", 200);
+  p.Read(1, 201, kOk, 210);
+  // Two traceparent fields: ignored.
+  p.Write(1, 201, "GET /z HTTP/1.1\r\ntraceparent: " + traceparent + "\r\ntraceparent: " + traceparent + "\r\n\r\n", 300);
+  p.Read(1, 201, kOk, 310);
+  ASSERT_EQ(p.spans.size(), 3u);
+  EXPECT_EQ(ToHex(p.spans[0].span_id), kParent);
+  EXPECT_EQ(p.spans[0].trace_state, "congo=t61rcWkgMzE");
+  EXPECT_EQ(p.spans[1].trace_state, "");
+  EXPECT_NE(ToHex(p.spans[1].trace_id), kTrace);
+  EXPECT_NE(ToHex(p.spans[2].trace_id), kTrace);
+  EXPECT_NE(ToHex(p.spans[2].span_id), kParent);
 }
 
 // ---- Client spans.
