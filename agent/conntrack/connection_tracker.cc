@@ -55,6 +55,7 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
         return a.second->last_activity_ns < b.second->last_activity_ns;
       });
       ++stats_.connections_evicted_full;
+      if (sink_) sink_->OnConnectionForgotten(oldest->second->info);
       Remove(oldest->first);
     }
     auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
@@ -217,6 +218,7 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   }
   for (uint64_t id : idle) {
     ++stats_.connections_evicted_idle;
+    if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
     Remove(id);
   }
 }
