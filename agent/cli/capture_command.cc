@@ -129,6 +129,7 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"spans sent before their trace settled: too many", assembler.stats().held_spans_forced_out_count},
         {"spans held until exit", assembler.stats().held_spans_released_at_exit},
         {"event-loop processes not remembered (table full)", assembler.stats().event_loop_table_full},
+        {"same-host pairs not linked (ends in two traces)", assembler.stats().same_host_not_linked},
     };
     bool header = false;
     for (const auto& [what, value] : losses) {

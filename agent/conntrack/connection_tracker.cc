@@ -86,7 +86,7 @@ void ConnectionTracker::OnData(const DataEvent& event) {
   const ft_data_event& data = event.header;
   int direction = data.direction & 1;
   connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
-                                     data.header.timestamp_ns, data.header.tid);
+                                     data.header.timestamp_ns, data.header.tid, data.seq_start);
   connection->bytes_moved[direction] += data.length;
   connection->last_activity_ns = data.header.timestamp_ns;
   Process(*connection, /*closing=*/false);

@@ -60,14 +60,21 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
   RequestIds ids;
   ids.span_id = NewSpanId();
   // The same-host client request this one answers is taken off its queue even when the
-  // traceparent decides the parent: the queue must stay in step with the connection.
+  // traceparent decides the parent. Requests before it will never be read: dropped.
   const ft_tuple& t = connection.tuple;
   std::optional<RequestIds> client;
-  auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
-  if (it != unmatched_client_requests_.end() && !it->second.empty()) {
-    client = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) unmatched_client_requests_.erase(it);
+  if (request.start_seq) {
+    auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
+    if (it != unmatched_client_requests_.end()) {
+      auto& queue = it->second;
+      auto match = std::find_if(queue.begin(), queue.end(),
+                                [&](const UnmatchedClient& c) { return c.seq == *request.start_seq; });
+      if (match != queue.end()) {
+        client = std::move(match->ids);
+        queue.erase(queue.begin(), match + 1);
+      }
+      if (queue.empty()) unmatched_client_requests_.erase(it);
+    }
   }
   if (auto context = ExtractTraceContext(request.head.headers)) {
     ids.group = NewGroup(context->trace_id, /*settled=*/true);
@@ -79,13 +86,14 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
     return ids;
   }
   if (client) {
-    ids.group = client->group;
+    ids.group = Root(client->group);
     ids.parent_span_id = client->span_id;
     ids.parent_source = "same_host";
     ++stats_.parent_from_same_host;
     return ids;
   }
-  // May still take the trace id of a child call that carries a traceparent.
+  // May still take the trace id of a child call that carries a traceparent, or join
+  // its same-host client when that one's event comes later.
   ids.group = NewGroup(NewTraceId(), /*settled=*/false);
   return ids;
 }
@@ -131,20 +139,21 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
   } else {
     ids.span_id = NewSpanId();
   }
-  if (parent && context && parent->group->trace_id != context->trace_id) {
-    if (parent->group->settled) {
+  GroupPtr parent_group = parent ? Root(parent->group) : nullptr;
+  if (parent && context && parent_group->trace_id != context->trace_id) {
+    if (parent_group->settled) {
       parent = nullptr;  // the SDK's trace is another one: linking would mix two traces
     } else {
       // Mixed services: the server request has no traceparent but the SDK inside the
       // service started a trace for it. The group (and all linked to it) takes that id.
-      parent->group->trace_id = context->trace_id;
-      parent->group->adopted = true;
+      parent_group->trace_id = context->trace_id;
+      parent_group->adopted = true;
       ++stats_.traces_adopted;
-      Settle(parent->group);
+      Settle(parent_group);
     }
   }
   if (parent) {
-    ids.group = parent->group;
+    ids.group = parent_group;
     ids.parent_span_id = parent->span_id;
     ids.parent_source = event_loop ? "event_loop" : "thread";
     ++(event_loop ? stats_.parent_from_event_loop : stats_.parent_from_thread);
@@ -168,6 +177,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
   ids.pid = connection.pid;
   ids.tid = request.tid;
   ++ids.group->open_requests;
+  const ft_tuple& t = connection.tuple;
   if (server) {
     auto& in_flight = server_in_flight_[connection.pid];
     // A thread reading a new request on another connection while one it read is still
@@ -185,12 +195,89 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       }
     }
     in_flight.push_back(key);
-  } else {
-    const ft_tuple& t = connection.tuple;
-    auto& queue = unmatched_client_requests_[EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port)];
-    if (queue.size() < 64) queue.push_back(ids);
+    if (request.start_seq && ids.parent_source.empty()) {
+      auto& waiting = unmatched_server_requests_[EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port)];
+      if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.pop_front();
+      waiting.push_back({*request.start_seq, key});
+    }
+    open_requests_[key] = std::move(ids);
+    return;
+  }
+  std::string endpoints = EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port);
+  if (request.start_seq) {
+    // The server on this host may have read this request before its write reached us.
+    if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) {
+      auto& waiting = it->second;
+      auto match = std::find_if(waiting.begin(), waiting.end(),
+                                [&](const UnmatchedServer& w) { return w.seq == *request.start_seq; });
+      std::optional<RequestKey> server_key;
+      if (match != waiting.end()) server_key = match->key;
+      if (match != waiting.end()) waiting.erase(match);
+      if (waiting.empty()) unmatched_server_requests_.erase(it);
+      if (server_key) {
+        LinkLateServer(*server_key, ids);
+        open_requests_[key] = std::move(ids);
+        return;
+      }
+    }
+    auto& queue = unmatched_client_requests_[endpoints];
+    if (queue.size() >= kMaxUnmatchedPerConnection) queue.pop_front();
+    queue.push_back({*request.start_seq, ids});
   }
   open_requests_[key] = std::move(ids);
+}
+
+SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
+  while (group->merged_into) group = group->merged_into;
+  return group;
+}
+
+bool SpanAssembler::Merge(const GroupPtr& from_any, const GroupPtr& into_any) {
+  GroupPtr from = Root(from_any), into = Root(into_any);
+  if (from == into) return true;
+  if (from->settled && into->settled && from->trace_id != into->trace_id) return false;
+  if (from->settled && !into->settled) {
+    into->trace_id = from->trace_id;
+    into->adopted = from->adopted;
+    into->settled = true;
+  }
+  into->open_requests += from->open_requests;
+  from->open_requests = 0;
+  if (!from->held.empty()) {
+    if (into->held.empty()) {
+      into->first_held_ns = from->first_held_ns;
+      holding_[into.get()] = into;
+    } else {
+      into->first_held_ns = std::min(into->first_held_ns, from->first_held_ns);
+    }
+    for (auto& entry : from->held) into->held.push_back(std::move(entry));
+    from->held.clear();
+    holding_.erase(from.get());
+  }
+  from->merged_into = into;
+  if (into->settled) Settle(into);
+  return true;
+}
+
+void SpanAssembler::LinkLateServer(const RequestKey& server_key, const RequestIds& client) {
+  auto server = open_requests_.find(server_key);
+  if (server == open_requests_.end() || !server->second.parent_source.empty()) return;
+  if (!Merge(server->second.group, client.group)) {
+    ++stats_.same_host_not_linked;
+    return;
+  }
+  server->second.group = Root(client.group);
+  server->second.parent_span_id = client.span_id;
+  server->second.parent_source = "same_host";
+  ++stats_.parent_from_same_host;
+  ++stats_.parent_from_same_host_late;
+}
+
+void SpanAssembler::ForgetWaitingServer(const std::string& endpoints, const RequestKey& key) {
+  auto it = unmatched_server_requests_.find(endpoints);
+  if (it == unmatched_server_requests_.end()) return;
+  std::erase_if(it->second, [&](const UnmatchedServer& w) { return w.key == key; });
+  if (it->second.empty()) unmatched_server_requests_.erase(it);
 }
 
 void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
@@ -223,7 +310,8 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   for (auto& [span, from_header] : held) Emit(span, from_header, *group);
 }
 
-void SpanAssembler::CloseRequest(const GroupPtr& group) {
+void SpanAssembler::CloseRequest(const GroupPtr& any) {
+  GroupPtr group = Root(any);
   if (group->open_requests > 0) --group->open_requests;
   // Nothing of the group is open: no child call can join it and change its trace id.
   if (group->open_requests == 0 && !group->settled) Settle(group);
@@ -260,10 +348,14 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
     ids.group = NewGroup(NewTraceId(), /*settled=*/true);
     ids.span_id = NewSpanId();
   }
-  if (connection.role == FT_ROLE_SERVER) ForgetInFlight(connection.pid, key);
+  if (connection.role == FT_ROLE_SERVER) {
+    ForgetInFlight(connection.pid, key);
+    const ft_tuple& t = connection.tuple;
+    ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
+  }
   Span span = BuildSpan(connection, exchange, ids);
-  GroupPtr group = ids.group;
-  CloseRequest(group);  // may settle it, releasing the spans it held
+  CloseRequest(ids.group);  // may settle it, releasing the spans it held
+  GroupPtr group = Root(ids.group);
   if (group->settled) {
     Emit(span, ids.trace_from_header, *group);
   } else {
@@ -277,6 +369,8 @@ void SpanAssembler::Forget(const conntrack::ConnectionInfo& connection) {
   if (connection.role == FT_ROLE_CLIENT) {
     // Requests the server side never read (or a remote server): nothing will match them.
     unmatched_client_requests_.erase(EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port));
+  } else {
+    unmatched_server_requests_.erase(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
   }
   // Requests whose exchange will never come (the tracker dropped them): they no longer
   // keep their group open, nor count as in flight.

@@ -43,6 +43,8 @@ struct AssemblerStats {
   uint64_t spans = 0;
   uint64_t parent_from_traceparent = 0;
   uint64_t parent_from_same_host = 0;
+  uint64_t parent_from_same_host_late = 0;     // the server's event reached the agent first
+  uint64_t same_host_not_linked = 0;           // the two ends were in different settled traces
   uint64_t parent_from_thread = 0;
   uint64_t parent_from_event_loop = 0;
   uint64_t parent_ambiguous = 0;               // several server requests on the sending thread
@@ -90,6 +92,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     size_t open_requests = 0; // started, exchange not yet ended
     std::vector<std::pair<Span, bool>> held;  // with: its trace id came from its own header
     uint64_t first_held_ns = 0;
+    std::shared_ptr<TraceGroup> merged_into;  // set when joined to another group
   };
   using GroupPtr = std::shared_ptr<TraceGroup>;
 
@@ -123,6 +126,10 @@ class SpanAssembler : public conntrack::TrackerSink {
   void Forget(const conntrack::ConnectionInfo& connection);
   void CloseRequest(const GroupPtr& group);
   void Settle(const GroupPtr& group);
+  static GroupPtr Root(GroupPtr group);
+  bool Merge(const GroupPtr& from, const GroupPtr& into);
+  void LinkLateServer(const RequestKey& server_key, const RequestIds& client);
+  void ForgetWaitingServer(const std::string& endpoints, const RequestKey& key);
   void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
   void Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns);
   static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
@@ -136,9 +143,21 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::unordered_map<RequestKey, RequestIds, RequestKeyHash> open_requests_;
   // Server requests read but not yet answered, per process.
   std::unordered_map<uint32_t, std::vector<RequestKey>> server_in_flight_;
-  // Client requests not yet matched to a same-host server span, by the client's
-  // (local, remote) endpoints; the server looks them up by its (remote, local).
-  std::unordered_map<std::string, std::deque<RequestIds>> unmatched_client_requests_;
+  // Same-host pairing, by the client's (local, remote) endpoints (the server's
+  // (remote, local)) and the TCP sequence number of the request's first byte, which
+  // both ends share. Either end's event may reach the agent first: a client request
+  // waits for its server, or a server request without a parent for its client.
+  struct UnmatchedClient {
+    uint32_t seq;
+    RequestIds ids;
+  };
+  struct UnmatchedServer {
+    uint32_t seq;
+    RequestKey key;
+  };
+  static constexpr size_t kMaxUnmatchedPerConnection = 64;
+  std::unordered_map<std::string, std::deque<UnmatchedClient>> unmatched_client_requests_;
+  std::unordered_map<std::string, std::deque<UnmatchedServer>> unmatched_server_requests_;
   // Processes seen serving several connections' requests at once on one thread.
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.

@@ -151,6 +151,8 @@ class Pipeline {
     event.header.conn_id = conn_id;
     uint64_t& position = positions_[{conn_id, direction}];
     event.position = position;
+    // Both ends of a test connection start their sequence numbers at 0.
+    event.seq_start = static_cast<uint32_t>(position);
     event.length = static_cast<uint32_t>(bytes.size());
     std::string_view copied = bytes.substr(0, copied_bytes);
     event.payload_bytes = static_cast<uint32_t>(copied.size());
@@ -409,6 +411,84 @@ TEST(SpanAssemblerTest, SameHostPairingStaysInOrderWhenClientSendsTraceparent) {
   EXPECT_EQ(server2.trace_id, client2.trace_id);
   EXPECT_NE(ToHex(server2.trace_id), kTrace);
   EXPECT_EQ(Str(server2, "flowtracer.parent.source"), "same_host");
+}
+
+TEST(SpanAssemblerTest, SameHostPairingWhenTheServersReadArrivesFirst) {
+  // The kernel queues the bytes for the reader before the writer's event is recorded,
+  // so the server's read can reach the agent first. Pairing is by the TCP sequence
+  // number of the request's first byte, not by arrival order, and stays in step.
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  p.Open(3, FT_ROLE_SERVER, 200, "gateway", Tuple(V4(127, 0, 0, 1, 8000), kRemoteClient));
+  p.Open(4, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 42000), kRemoteServer));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  const std::string second = "GET /second HTTP/1.1\r\n\r\n";
+  p.Read(3, 201, "GET /in HTTP/1.1\r\n\r\n", 10);  // gateway serves /in
+  p.Read(2, 301, first, 110);                      // billing reads before...
+  p.Write(4, 301, "GET /rates HTTP/1.1\r\n\r\n", 112);  // (billing's own child call)
+  p.Read(4, 301, kOk, 114);
+  p.Write(1, 201, first, 100);                     // ...gateway's write event arrives
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  p.Write(1, 201, second, 200);                    // in order this time
+  p.Read(2, 301, second, 210);
+  p.Write(2, 301, kOk, 220);
+  p.Read(1, 201, kOk, 230);
+  p.Write(3, 201, kOk, 300);
+  ASSERT_EQ(p.spans.size(), 6u);
+  const Span& in = ByPath(p.spans, "/in");
+  const Span& rates = ByPath(p.spans, "/rates");
+  std::vector<const Span*> firsts, seconds;
+  for (const Span& span : p.spans) {
+    if (Str(span, "url.path") == "/first") firsts.push_back(&span);
+    if (Str(span, "url.path") == "/second") seconds.push_back(&span);
+  }
+  ASSERT_EQ(firsts.size(), 2u);
+  ASSERT_EQ(seconds.size(), 2u);
+  for (auto* pair : {&firsts, &seconds}) {
+    const Span* server = (*pair)[0]->kind == SpanKind::kServer ? (*pair)[0] : (*pair)[1];
+    const Span* client = (*pair)[0]->kind == SpanKind::kServer ? (*pair)[1] : (*pair)[0];
+    EXPECT_EQ(server->parent_span_id, client->span_id) << server->name;
+    EXPECT_EQ(Str(*server, "flowtracer.parent.source"), "same_host");
+    EXPECT_EQ(client->parent_span_id, in.span_id);
+  }
+  // One trace for all, including the call billing made before its parent was known.
+  for (const Span& span : p.spans) EXPECT_EQ(span.trace_id, in.trace_id) << span.name;
+  EXPECT_EQ(rates.parent_span_id, (firsts[0]->kind == SpanKind::kServer ? firsts[0] : firsts[1])->span_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host_late, 1u);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 2u);
+}
+
+TEST(SpanAssemblerTest, SameHostLateLinkNeverMixesTwoSettledTraces) {
+  // Billing's SDK settled its group on trace A before gateway's write (carrying no
+  // header, in another settled trace) reached the agent: no link rather than a mix.
+  const std::string sdk = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  const std::string other = "00-11111111111111111111111111111111-2222222222222222-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  p.Open(3, FT_ROLE_SERVER, 200, "gateway", Tuple(V4(127, 0, 0, 1, 8000), kRemoteClient));
+  p.Open(4, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 42000), kRemoteServer));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  p.Read(3, 201, RequestWithTraceparent("/in", other), 10);
+  p.Read(2, 301, first, 110);
+  p.Write(4, 301, RequestWithTraceparent("/sdk", sdk), 112);  // billing adopts trace A
+  p.Write(1, 201, first, 100);
+  p.Read(4, 301, kOk, 114);
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  p.Write(3, 201, kOk, 300);
+  const Span& billing = [&]() -> const Span& {
+    for (const Span& s : p.spans) if (s.kind == SpanKind::kServer && s.service == "billing") return s;
+    return p.spans.front();
+  }();
+  EXPECT_EQ(ToHex(billing.trace_id), kTrace);
+  EXPECT_TRUE(IsZero(billing.parent_span_id));
+  EXPECT_EQ(p.assembler.stats().same_host_not_linked, 1u);
+  for (const Span& span : p.spans) {
+    if (span.service == "gateway") EXPECT_EQ(ToHex(span.trace_id), "11111111111111111111111111111111");
+  }
 }
 
 // ---- Thread rule.
