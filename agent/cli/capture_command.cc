@@ -130,6 +130,7 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"spans held until exit", assembler.stats().held_spans_released_at_exit},
         {"event-loop processes not remembered (table full)", assembler.stats().event_loop_table_full},
         {"same-host pairs not linked (ends in two traces)", assembler.stats().same_host_not_linked},
+        {"requests forgotten unanswered after 60 s", assembler.stats().open_requests_expired},
     };
     bool header = false;
     for (const auto& [what, value] : losses) {

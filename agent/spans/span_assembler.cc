@@ -70,7 +70,9 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
       auto match = std::find_if(queue.begin(), queue.end(),
                                 [&](const UnmatchedClient& c) { return c.seq == *request.start_seq; });
       if (match != queue.end()) {
-        client = std::move(match->ids);
+        client = RequestIds{};
+        client->span_id = match->span_id;
+        client->group = std::move(match->group);
         queue.erase(queue.begin(), match + 1);
       }
       if (queue.empty()) unmatched_client_requests_.erase(it);
@@ -176,8 +178,12 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
   RequestIds ids = server ? DecideServerIds(connection, request) : DecideClientIds(connection, request);
   ids.pid = connection.pid;
   ids.tid = request.tid;
+  ids.start_ns = request.start_ns;
+  ids.server = server;
   ++ids.group->open_requests;
   const ft_tuple& t = connection.tuple;
+  ids.endpoints = server ? EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port)
+                         : EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port);
   if (server) {
     auto& in_flight = server_in_flight_[connection.pid];
     // A thread reading a new request on another connection while one it read is still
@@ -222,7 +228,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     }
     auto& queue = unmatched_client_requests_[endpoints];
     if (queue.size() >= kMaxUnmatchedPerConnection) queue.pop_front();
-    queue.push_back({*request.start_seq, ids});
+    queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
   open_requests_[key] = std::move(ids);
 }
@@ -395,7 +401,28 @@ void SpanAssembler::OnConnectionForgotten(const conntrack::ConnectionInfo& conne
   Forget(connection);
 }
 
+void SpanAssembler::ExpireOpenRequests(uint64_t now_ns) {
+  std::vector<std::pair<RequestKey, RequestIds>> expired;
+  for (const auto& [key, ids] : open_requests_) {
+    if (ids.start_ns + options_.max_open_age_ns <= now_ns) expired.emplace_back(key, ids);
+  }
+  for (const auto& [key, ids] : expired) {
+    open_requests_.erase(key);
+    if (ids.server) {
+      ForgetInFlight(ids.pid, key);
+      ForgetWaitingServer(ids.endpoints, key);
+    }
+    CloseRequest(ids.group);
+    ++stats_.open_requests_expired;
+  }
+}
+
 void SpanAssembler::Tick(uint64_t now_ns) {
+  // A sweep of every open request: once a second is enough for a 60 s bound.
+  if (now_ns >= last_open_sweep_ns_ + 1000ull * 1000 * 1000) {
+    last_open_sweep_ns_ = now_ns;
+    ExpireOpenRequests(now_ns);
+  }
   std::vector<GroupPtr> expired;
   for (const auto& [raw, group] : holding_) {
     if (now_ns >= group->first_held_ns + options_.max_hold_ns) expired.push_back(group);

@@ -37,6 +37,9 @@ struct AssemblerOptions {
   size_t max_held_spans = 16384;
   uint64_t max_hold_ns = 5ull * 1000 * 1000 * 1000;
   size_t max_event_loop_processes = 65536;
+  // Requests still open this long after they started are forgotten (their exchange was
+  // lost: the tracker ends unanswered requests after 30 s).
+  uint64_t max_open_age_ns = 60ull * 1000 * 1000 * 1000;
 };
 
 struct AssemblerStats {
@@ -55,6 +58,7 @@ struct AssemblerStats {
   uint64_t held_spans_forced_out_count = 0;    // ... too many held
   uint64_t held_spans_released_at_exit = 0;
   uint64_t event_loop_table_full = 0;          // event-loop process not remembered
+  uint64_t open_requests_expired = 0;          // open past max_open_age_ns: exchange lost
 };
 
 class SpanAssembler : public conntrack::TrackerSink {
@@ -106,6 +110,9 @@ class SpanAssembler : public conntrack::TrackerSink {
     std::string unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
     uint32_t pid = 0;
     uint32_t tid = 0;
+    uint64_t start_ns = 0;
+    std::string endpoints;  // EndpointKey of the connection, client side first
+    bool server = false;
   };
   struct RequestKey {
     uint64_t conn_id;
@@ -123,6 +130,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   Span BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
                  const RequestIds& ids);
   void ForgetInFlight(uint32_t pid, const RequestKey& key);
+  void ExpireOpenRequests(uint64_t now_ns);
   void Forget(const conntrack::ConnectionInfo& connection);
   void CloseRequest(const GroupPtr& group);
   void Settle(const GroupPtr& group);
@@ -149,13 +157,16 @@ class SpanAssembler : public conntrack::TrackerSink {
   // waits for its server, or a server request without a parent for its client.
   struct UnmatchedClient {
     uint32_t seq;
-    RequestIds ids;
+    SpanId span_id;
+    GroupPtr group;
   };
   struct UnmatchedServer {
     uint32_t seq;
     RequestKey key;
   };
-  static constexpr size_t kMaxUnmatchedPerConnection = 64;
+  // Only requests not yet read by the other end wait here (pipelining depth): a request
+  // that finds no entry is left without a same-host parent, never given a wrong one.
+  static constexpr size_t kMaxUnmatchedPerConnection = 16;
   std::unordered_map<std::string, std::deque<UnmatchedClient>> unmatched_client_requests_;
   std::unordered_map<std::string, std::deque<UnmatchedServer>> unmatched_server_requests_;
   // Processes seen serving several connections' requests at once on one thread.
@@ -163,6 +174,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   // Groups holding finished spans, and how many spans they hold in all.
   std::unordered_map<TraceGroup*, GroupPtr> holding_;
   size_t held_span_count_ = 0;
+  uint64_t last_open_sweep_ns_ = 0;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).

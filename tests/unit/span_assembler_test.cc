@@ -828,6 +828,29 @@ TEST(SpanAssemblerTest, EvictedConnectionLeavesNoStaleInFlightRequest) {
   }
 }
 
+TEST(SpanAssemblerTest, RequestsOpenTooLongAreForgotten) {
+  // An exchange that never comes (its response lost) must not stay "in flight" and
+  // parent later calls of the thread.
+  AssemblerOptions options;
+  options.max_open_age_ns = 60000 * kMs;
+  Pipeline p(options);
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /lost HTTP/1.1\r\n\r\n", 1000 * kMs);
+  p.assembler.Tick(60999 * kMs);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 1u);
+  p.assembler.Tick(61000 * kMs);  // sweeps run once a second
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 1u);
+  p.assembler.Tick(62000 * kMs);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 0u);
+  EXPECT_EQ(p.assembler.open_requests(), 0u);
+  EXPECT_EQ(p.assembler.stats().open_requests_expired, 1u);
+  p.Write(2, 301, "GET /later HTTP/1.1\r\n\r\n", 62001 * kMs);
+  p.Read(2, 301, kOk, 62002 * kMs);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+}
+
 // ---- Event loops.
 
 TEST(SpanAssemblerTest, EventLoopLinksOnlyWithOneRequestInTheProcess) {
