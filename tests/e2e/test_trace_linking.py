@@ -216,6 +216,10 @@ class TraceLinkingTest(E2ETest):
         ids = [f"sdk{n}" for n in range(10)]
         for rid in ids:
             self.assertEqual(get(gateway_port, f"/call/{rid}"), 200)
+        # Then concurrent requests: the gateway's event loop serves several at once, so
+        # its server span can only adopt the SDK's trace when the link is certain.
+        concurrent, failures = drive_concurrently(gateway_port, "sdkc", clients=5, seconds=2.0)
+        self.assertEqual(failures, [])
         records, log = tracer.stop()
         self.assertEqual(tracer.exit_code, 0, log)
 
@@ -252,7 +256,37 @@ class TraceLinkingTest(E2ETest):
             # The client spans carry the SDK's client span ids.
             sdk_clients = {s["span_id"] for s in sdk[rid] if s["kind"] == 2}
             self.assertEqual({gateway_call["span_id"], billing_call["span_id"]}, sdk_clients, rid)
-        print(f"\nnode SDK chain: {len(ids)} requests, agent trace ids equal the SDK's", file=sys.stderr)
+        adopted = 0
+        for rid in concurrent:
+            self.assertEqual(len(spans[rid]), 5, spans[rid])
+            sdk_trace = {s["trace_id"] for s in sdk[rid]}
+            self.assertEqual(len(sdk_trace), 1, sdk[rid])
+            sdk_trace = sdk_trace.pop()
+            gateway_span = one(spans[rid], "gateway", "SERVER")
+            gateway_call = one(spans[rid], "gateway", "CLIENT")
+            # Spans the SDK's headers decide always carry its ids.
+            for span in spans[rid]:
+                if span is not gateway_span:
+                    self.assertEqual(span["trace_id"], sdk_trace, span)
+            for server, caller in ((one(spans[rid], "billing", "SERVER"), "billing"),
+                                   (one(spans[rid], "ledger", "SERVER"), "ledger")):
+                self.assertEqual(server["parent_span_id"], received[(caller, rid)].split("-")[2], rid)
+            self.assertEqual({gateway_call["span_id"], one(spans[rid], "billing", "CLIENT")["span_id"]},
+                             {s["span_id"] for s in sdk[rid] if s["kind"] == 2})
+            # The gateway's server span: the SDK's trace when linked, else its own trace and
+            # the call says why it has no parent. Never another request's trace.
+            if gateway_call["parent_span_id"]:
+                self.assertEqual(gateway_call["parent_span_id"], gateway_span["span_id"], rid)
+                self.assertEqual(gateway_span["trace_id"], sdk_trace, rid)
+                self.assertIs(gateway_span["attributes"].get("flowtracer.trace.adopted"), True)
+                adopted += 1
+            else:
+                self.assertNotEqual(gateway_span["trace_id"], sdk_trace, rid)
+                self.assertIn(gateway_call["attributes"].get("flowtracer.parent.unresolved"),
+                              ("ambiguous", "event_loop_concurrent"), gateway_call)
+        print(f"\nnode SDK chain: {len(ids)} sequential requests, agent trace ids equal the SDK's; "
+              f"{len(concurrent)} concurrent, {adopted} gateway spans adopted the SDK's trace, "
+              f"the rest unlinked (ambiguous); no wrong id", file=sys.stderr)
 
     def test_node_event_loop_links_only_when_certain(self):
         backend, backend_port = self.start_node("backend", delay_ms=10)
