@@ -147,7 +147,7 @@ class TraceLinkingTest(E2ETest):
         self.assertGreaterEqual(child["start_time_unix_nano"], parent["start_time_unix_nano"] - slack_ns)
         self.assertLessEqual(child["end_time_unix_nano"], parent["end_time_unix_nano"] + slack_ns)
 
-    def assert_chain(self, spans, rid):
+    def assert_chain(self, spans, rid, gateway_parent=""):
         """gateway -> billing -> ledger: five spans, one trace, the right parents."""
         self.assertEqual(len(spans), 5, f"{rid}: {json.dumps(spans)[:3000]}")
         gateway = one(spans, "gateway", "SERVER")
@@ -156,7 +156,7 @@ class TraceLinkingTest(E2ETest):
         billing_call = one(spans, "billing", "CLIENT")
         ledger = one(spans, "ledger", "SERVER")
         self.assertEqual({s["trace_id"] for s in spans}, {gateway["trace_id"]}, rid)
-        self.assertEqual(gateway["parent_span_id"], "", rid)
+        self.assertEqual(gateway["parent_span_id"], gateway_parent, rid)
         self.assertEqual(gateway_call["parent_span_id"], gateway["span_id"], rid)
         self.assertEqual(billing["parent_span_id"], gateway_call["span_id"], rid)
         self.assertEqual(billing_call["parent_span_id"], billing["span_id"], rid)
@@ -211,8 +211,9 @@ class TraceLinkingTest(E2ETest):
                                                 wire_file=wire["billing"])
         gateway, gateway_port = self.start_node("gateway", downstream=billing_port, sdk_file=sdk_spans,
                                                 wire_file=wire["gateway"])
+        # This test process is traced too: its client spans are the callers of the gateway.
         tracer = Tracer(self, "capture", "--pid", str(gateway.pid), "--pid", str(billing.pid),
-                        "--pid", str(ledger.pid))
+                        "--pid", str(ledger.pid), "--pid", str(os.getpid()))
         ids = [f"sdk{n}" for n in range(10)]
         for rid in ids:
             self.assertEqual(get(gateway_port, f"/call/{rid}"), 200)
@@ -236,9 +237,12 @@ class TraceLinkingTest(E2ETest):
                     entry = json.loads(line)
                     received[(name, entry["path"].rsplit("/", 1)[-1])] = entry["traceparent"]
 
-        spans = by_request(records)
+        callers = {request_id(s): s for s in records if s["attributes"]["process.pid"] == os.getpid()}
+        spans = by_request(s for s in records if s["attributes"]["process.pid"] != os.getpid())
         for rid in ids:
-            gateway_span, gateway_call, billing_span, billing_call, ledger_span = self.assert_chain(spans[rid], rid)
+            caller = callers[rid]
+            gateway_span, gateway_call, billing_span, billing_call, ledger_span = self.assert_chain(
+                spans[rid], rid, gateway_parent=caller["span_id"])
             sdk_server = [s for s in sdk[rid] if s["kind"] == 1 and s["parent_span_id"] == ""]
             self.assertEqual(len(sdk_server), 1, sdk[rid])
             sdk_trace = sdk_server[0]["trace_id"]
@@ -246,6 +250,11 @@ class TraceLinkingTest(E2ETest):
             # The agent's trace id is the SDK's, for every span of the request.
             self.assertEqual(gateway_span["trace_id"], sdk_trace, rid)
             self.assertIs(gateway_span["attributes"].get("flowtracer.trace.adopted"), True, rid)
+            # So does the caller's span, linked to the gateway's on this host.
+            self.assertEqual(caller["kind"], "CLIENT")
+            self.assertEqual(caller["trace_id"], sdk_trace, rid)
+            self.assertEqual(caller["parent_span_id"], "")
+            self.assertIs(caller["attributes"].get("flowtracer.trace.adopted"), True, rid)
             # Each server span's parent is the span id its caller sent on the wire.
             self.assertEqual(received[("gateway", rid)], "")
             for server, caller in ((billing_span, "billing"), (ledger_span, "ledger")):
@@ -275,6 +284,7 @@ class TraceLinkingTest(E2ETest):
                              {s["span_id"] for s in sdk[rid] if s["kind"] == 2})
             # The gateway's server span: the SDK's trace when linked, else its own trace and
             # the call says why it has no parent. Never another request's trace.
+            self.assertEqual(callers[rid]["trace_id"], gateway_span["trace_id"], rid)
             if gateway_call["parent_span_id"]:
                 self.assertEqual(gateway_call["parent_span_id"], gateway_span["span_id"], rid)
                 self.assertEqual(gateway_span["trace_id"], sdk_trace, rid)
