@@ -202,14 +202,14 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     }
     in_flight.push_back(key);
     if (request.start_seq && ids.parent_source.empty()) {
-      auto& waiting = unmatched_server_requests_[EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port)];
+      auto& waiting = unmatched_server_requests_[ids.endpoints];
       if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.pop_front();
       waiting.push_back({*request.start_seq, key});
     }
     open_requests_[key] = std::move(ids);
     return;
   }
-  std::string endpoints = EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port);
+  const std::string& endpoints = ids.endpoints;
   if (request.start_seq) {
     // The server on this host may have read this request before its write reached us.
     if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) {
@@ -217,8 +217,10 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       auto match = std::find_if(waiting.begin(), waiting.end(),
                                 [&](const UnmatchedServer& w) { return w.seq == *request.start_seq; });
       std::optional<RequestKey> server_key;
-      if (match != waiting.end()) server_key = match->key;
-      if (match != waiting.end()) waiting.erase(match);
+      if (match != waiting.end()) {
+        server_key = match->key;
+        waiting.erase(match);
+      }
       if (waiting.empty()) unmatched_server_requests_.erase(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
