@@ -4,7 +4,8 @@ while chains of real services on loopback answer real clients.
 - plain python3 threaded services gateway -> billing -> ledger (no tracing code);
 - the same chain in Node.js instrumented with the OpenTelemetry SDK, its own spans
   written to a file by the SDK: flowtracer's trace ids must be the SDK's;
-- a Node.js event-loop service calling another under concurrent requests;
+- a Node.js and a Python asyncio event-loop service calling another under concurrent
+  requests;
 - malformed traceparent values.
 Every request carries a unique id as the last segment of its path, so each trace can be
 checked on its own. Ports come from 18000-18999."""
@@ -298,9 +299,10 @@ class TraceLinkingTest(E2ETest):
               f"{len(concurrent)} concurrent, {adopted} gateway spans adopted the SDK's trace, "
               f"the rest unlinked (ambiguous); no wrong id", file=sys.stderr)
 
-    def test_node_event_loop_links_only_when_certain(self):
-        backend, backend_port = self.start_node("backend", delay_ms=10)
-        front, front_port = self.start_node("front", downstream=backend_port, delay_ms=20)
+    def check_event_loop(self, label, front, front_port, backend):
+        """Drives `front` (an event loop calling `backend` for every /call/<id>) with 20
+        concurrent clients, then 2 clients with pauses, then one request at a time, and
+        checks that every link made is right and that lone requests are always linked."""
         tracer = Tracer(self, "capture", "--pid", str(front.pid), "--pid", str(backend.pid))
         answered, failures = drive_concurrently(front_port, "e", clients=20, seconds=3.0)
         # Two clients with pauses: requests sometimes overlap, sometimes not.
@@ -351,8 +353,23 @@ class TraceLinkingTest(E2ETest):
             self.assertIn(call["attributes"]["flowtracer.parent.source"], ("event_loop", "thread"))
             self.assertEqual(server["parent_span_id"], call["span_id"], rid)
             self.assertEqual({s["trace_id"] for s in spans[rid]}, {front_span["trace_id"]})
-        print(f"\nnode event loop: {len(answered)} concurrent + {len(sequential)} sequential requests; "
+        print(f"\n{label}: {len(answered)} concurrent + {len(sequential)} sequential requests; "
               f"links {dict(links)}; unlinked calls {dict(unresolved)}", file=sys.stderr)
+
+    def test_node_event_loop_links_only_when_certain(self):
+        backend, backend_port = self.start_node("backend", delay_ms=10)
+        front, front_port = self.start_node("front", downstream=backend_port, delay_ms=20)
+        self.check_event_loop("node event loop", front, front_port, backend)
+
+    def test_asyncio_event_loop_links_only_when_certain(self):
+        backend, backend_port = self.start_python("backend")
+        port = area_port()
+        front = Process([sys.executable, os.path.join(HERE, "asyncio_service.py"), str(port),
+                         "--downstream", f"http://127.0.0.1:{backend_port}/call", "--delay-ms", "20"],
+                        env=dict(os.environ, OTEL_SERVICE_NAME="front"), ready_line="ready")
+        self.addCleanup(front.stop)
+        wait_for_port(port)
+        self.check_event_loop("python asyncio event loop", front, port, backend)
 
     def test_malformed_traceparents_are_ignored(self):
         server, port = self.start_python("billing")
