@@ -460,6 +460,42 @@ TEST(SpanAssemblerTest, SameHostPairingWhenTheServersReadArrivesFirst) {
   EXPECT_EQ(p.assembler.stats().parent_from_same_host, 2u);
 }
 
+TEST(SpanAssemblerTest, ClientWriteArrivingAfterTheServerSpanEndedLinksNothingLater) {
+  // Extreme reordering: the server answered before the client's write reached the agent.
+  // The server span went out as a root; the late client request must not be paired with
+  // a later server request of the connection.
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  const std::string second = "GET /second HTTP/1.1\r\n\r\n";
+  p.Read(2, 301, first, 110);
+  p.Write(2, 301, kOk, 120);
+  p.Write(1, 201, first, 100);
+  p.Read(1, 201, kOk, 130);
+  p.Write(1, 201, second, 200);
+  p.Read(2, 301, second, 210);
+  p.Write(2, 301, kOk, 220);
+  p.Read(1, 201, kOk, 230);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& server_first = p.spans[0];
+  EXPECT_EQ(Str(server_first, "url.path"), "/first");
+  EXPECT_TRUE(IsZero(server_first.parent_span_id));
+  const Span& client_first = p.spans[1];
+  EXPECT_EQ(Str(client_first, "url.path"), "/first");
+  EXPECT_EQ(client_first.kind, SpanKind::kClient);
+  const Span* server_second = nullptr;
+  const Span* client_second = nullptr;
+  for (const Span& span : p.spans) {
+    if (Str(span, "url.path") != "/second") continue;
+    (span.kind == SpanKind::kServer ? server_second : client_second) = &span;
+  }
+  ASSERT_TRUE(server_second && client_second);
+  EXPECT_EQ(server_second->parent_span_id, client_second->span_id);
+  EXPECT_NE(server_second->parent_span_id, client_first.span_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 1u);
+}
+
 TEST(SpanAssemblerTest, SameHostLateLinkNeverMixesTwoSettledTraces) {
   // Billing's SDK settled its group on trace A before gateway's write (carrying no
   // header, in another settled trace) reached the agent: no link rather than a mix.
