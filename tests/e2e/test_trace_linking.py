@@ -185,6 +185,9 @@ class TraceLinkingTest(E2ETest):
         self.assertEqual(tracer.exit_code, 0, log)
         self.assertEqual(failures, [])
         self.assertGreater(len(answered), 20, "the services answered too few requests to test anything")
+        # Spans were held until their trace settled, never forced out.
+        self.assertNotIn("before their trace settled", log)
+        self.assertNotIn("forgotten unanswered", log)
 
         spans = by_request(records)
         gateway_span, _, billing_span, _, ledger_span = self.assert_chain(spans["single"], "single")
