@@ -132,11 +132,12 @@ static __always_inline bool announce_conn(struct sock *sk, struct ft_conn_state 
 /* Stream offset of a call that moved `length` bytes, from TCP's sequence numbers as
  * they stand after the call: bytes moved by calls we do not see become gaps. */
 static __always_inline __u64 call_position(struct sock *sk, struct ft_conn_state *state,
-                                           int direction, __u32 length) {
+                                           int direction, __u32 length, __u32 *seq_start_out) {
   struct tcp_sock *tcp = (struct tcp_sock *)sk;
   __u32 seq_end = direction == FT_DIR_EGRESS ? BPF_CORE_READ(tcp, write_seq)
                                              : BPF_CORE_READ(tcp, copied_seq);
   __u32 seq_start = seq_end - length;
+  *seq_start_out = seq_start;
   __u64 position = state->next_position[direction & 1];
   if (state->seen[direction & 1]) {
     __u32 gap = seq_start - state->last_seq_end[direction & 1];
@@ -233,7 +234,8 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
     state->announced = TRACE_ANNOUNCED;
   }
 
-  __u64 position = call_position(sk, state, direction, length);
+  __u32 seq_start = 0;
+  __u64 position = call_position(sk, state, direction, length, &seq_start);
 
   __u32 skip = 0;
   struct ft_conn_control *control = bpf_map_lookup_elem(&conn_control, &state->conn_id);
@@ -256,7 +258,7 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
   event->hook = hook;
   event->io_call = args ? args->io_call : FT_IO_UNKNOWN;
   event->fd = args ? args->fd : -1;
-  __builtin_memset(event->_pad, 0, sizeof(event->_pad));
+  event->seq_start = seq_start;
 
   __u32 payload_bytes = 0;
   __u32 wanted = length - skip;

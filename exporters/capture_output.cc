@@ -67,6 +67,7 @@ nlohmann::json SpanToJson(const spans::Span& span) {
       {"trace_id", spans::ToHex(span.trace_id)},
       {"span_id", spans::ToHex(span.span_id)},
       {"parent_span_id", spans::IsZero(span.parent_span_id) ? "" : spans::ToHex(span.parent_span_id)},
+      {"trace_state", span.trace_state},
       {"kind", spans::SpanKindName(span.kind)},
       {"name", span.name},
       {"service", span.service},

@@ -93,6 +93,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     callbacks.on_started = [&](loader::SocketTracer& tracer) { control.tracer_ = &tracer; };
     callbacks.on_tick = [&](uint64_t now) {
       tracker.Tick(now);
+      assembler.Tick(now);
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
     loader::CounterValues counters{};
@@ -100,6 +101,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     if (live_count) fmt::print(stderr, "\r");
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
+    assembler.Flush();
     if (out != stdout) fclose(out);
     if (status != 0) return status;
 
@@ -124,6 +126,13 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"HTTP requests dropped (too many awaiting responses)", stats.http_pending_overflow},
         {"connections evicted (table full)", stats.connections_evicted_full},
         {"routes folded into {overflow}", assembler.routes().overflow_count()},
+        {"requests without decided ids (table full)", assembler.stats().open_requests_dropped},
+        {"spans sent before their trace settled: too old", assembler.stats().held_spans_forced_out_age},
+        {"spans sent before their trace settled: too many", assembler.stats().held_spans_forced_out_count},
+        {"spans held until exit", assembler.stats().held_spans_released_at_exit},
+        {"event-loop processes not remembered (table full)", assembler.stats().event_loop_table_full},
+        {"same-host pairs not linked (ends in two traces)", assembler.stats().same_host_not_linked},
+        {"requests forgotten unanswered after 60 s", assembler.stats().open_requests_expired},
     };
     bool header = false;
     for (const auto& [what, value] : losses) {

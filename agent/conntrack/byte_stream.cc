@@ -5,7 +5,8 @@
 namespace flowtracer::conntrack {
 
 void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset,
-                     std::string_view payload, uint64_t timestamp_ns, uint32_t tid) {
+                     std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
+                     uint32_t seq_start) {
   if (length == 0) return;
   if (!started_) {
     // The first call seen fixes where the stream starts (the agent may join mid-connection).
@@ -16,7 +17,9 @@ void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset
   uint64_t known_end = end_position();
   if (end <= known_end) return;  // a duplicate or a reordered call already covered
   if (position > known_end) gap_bytes_ += position - known_end;
-  Segment segment{std::max(position, known_end), end, position + payload_offset, {}, timestamp_ns, tid};
+  uint64_t segment_start = std::max(position, known_end);
+  Segment segment{segment_start, end, position + payload_offset, {}, timestamp_ns, tid,
+                  seq_start + static_cast<uint32_t>(segment_start - position)};
   // Keep only captured bytes at or after the segment's start.
   if (segment.data_start < segment.start) {
     uint64_t cut = segment.start - segment.data_start;
@@ -102,6 +105,12 @@ uint64_t ByteStream::TimestampAt(uint64_t position) const {
 uint32_t ByteStream::TidAt(uint64_t position) const {
   const Segment* segment = SegmentAt(position);
   return segment ? segment->tid : 0;
+}
+
+std::optional<uint32_t> ByteStream::SeqAt(uint64_t position) const {
+  const Segment* segment = SegmentAt(position);
+  if (!segment) return std::nullopt;
+  return segment->seq_start + static_cast<uint32_t>(position - segment->start);
 }
 
 }  // namespace flowtracer::conntrack

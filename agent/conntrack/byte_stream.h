@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,7 +20,7 @@ class ByteStream {
   // A call moved [position, position + length); its captured bytes start at
   // position + payload_offset. Overlaps with what is already known are trimmed.
   void Add(uint64_t position, uint64_t length, uint64_t payload_offset, std::string_view payload,
-           uint64_t timestamp_ns, uint32_t tid = 0);
+           uint64_t timestamp_ns, uint32_t tid = 0, uint32_t seq_start = 0);
 
   uint64_t read_position() const { return read_position_; }
   uint64_t end_position() const { return segments_.empty() ? read_position_ : segments_.back().end; }
@@ -42,6 +43,8 @@ class ByteStream {
   uint64_t TimestampAt(uint64_t position) const;
   // Thread that made that call (0 if unknown).
   uint32_t TidAt(uint64_t position) const;
+  // TCP sequence number of the byte at `position` (nullopt if unknown).
+  std::optional<uint32_t> SeqAt(uint64_t position) const;
   uint64_t last_timestamp_ns() const { return segments_.empty() ? last_timestamp_ns_ : segments_.back().timestamp_ns; }
 
   // Bytes lost to gaps (offsets never seen) and to the buffer bound.
@@ -57,6 +60,7 @@ class ByteStream {
     std::string data;
     uint64_t timestamp_ns;
     uint32_t tid;
+    uint32_t seq_start;  // of the byte at `start`
   };
   const Segment* SegmentAt(uint64_t position) const;
   void DropConsumedSegments();

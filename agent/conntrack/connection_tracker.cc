@@ -55,6 +55,7 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
         return a.second->last_activity_ns < b.second->last_activity_ns;
       });
       ++stats_.connections_evicted_full;
+      if (sink_) sink_->OnConnectionForgotten(oldest->second->info);
       Remove(oldest->first);
     }
     auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
@@ -85,7 +86,7 @@ void ConnectionTracker::OnData(const DataEvent& event) {
   const ft_data_event& data = event.header;
   int direction = data.direction & 1;
   connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
-                                     data.header.timestamp_ns, data.header.tid);
+                                     data.header.timestamp_ns, data.header.tid, data.seq_start);
   connection->bytes_moved[direction] += data.length;
   connection->last_activity_ns = data.header.timestamp_ns;
   Process(*connection, /*closing=*/false);
@@ -222,6 +223,7 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   }
   for (uint64_t id : idle) {
     ++stats_.connections_evicted_idle;
+    if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
     Remove(id);
   }
 }

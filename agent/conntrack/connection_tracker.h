@@ -38,6 +38,9 @@ class TrackerSink {
   virtual void OnHttpExchange(const ConnectionInfo& connection, const HttpExchange& exchange) = 0;
   virtual void OnConnectionClosed(const ConnectionInfo&, uint64_t /*bytes_sent*/,
                                   uint64_t /*bytes_received*/) {}
+  // The tracker dropped the connection without a close (table full, idle): requests
+  // still awaiting a response will never finish.
+  virtual void OnConnectionForgotten(const ConnectionInfo&) {}
 };
 
 // The kernel side of copy control (SocketTracer in production, a fake in tests).

@@ -112,6 +112,7 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
       side.message = {};
       side.message.start_ns = stream.TimestampAt(start);
       side.message.tid = stream.TidAt(start);
+      side.message.start_seq = stream.SeqAt(start);
       side.message.head = std::move(head);
       if (side.type == MessageType::kRequest) {
         side.message.request_index = next_request_index_++;

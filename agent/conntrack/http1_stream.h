@@ -22,6 +22,7 @@ struct HttpMessageRecord {
   bool body_complete = true;   // false when a gap or the close cut the body short
   uint32_t tid = 0;            // thread that moved the first byte
   uint64_t request_index = 0;  // requests: 0, 1, 2... in order on the connection
+  std::optional<uint32_t> start_seq;  // TCP sequence number of its first byte, when known
 };
 
 struct HttpExchange {

@@ -22,6 +22,7 @@ static_assert(sizeof(ft_conn_event) == 32 + 40 + 16 + 8 + FT_COMM_LEN);
 static_assert(sizeof(ft_data_event) == 64);
 static_assert(offsetof(ft_data_event, position) == 32);
 static_assert(offsetof(ft_data_event, direction) == 56);
+static_assert(offsetof(ft_data_event, seq_start) == 60);
 static_assert(sizeof(ft_conn_control) == 24);
 
 struct DataEvent {

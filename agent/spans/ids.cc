@@ -85,6 +85,96 @@ std::optional<TraceContext> ParseTraceparent(std::string_view value) {
   return context;
 }
 
+namespace {
+
+bool IsLowerAlpha(char c) { return c >= 'a' && c <= 'z'; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsKeyChar(char c) {
+  return IsLowerAlpha(c) || IsDigit(c) || c == '_' || c == '-' || c == '*' || c == '/';
+}
+
+// key = simple-key / multi-tenant-key (section 3.3.1.3.1).
+bool ValidTracestateKey(std::string_view key) {
+  size_t at = key.find('@');
+  if (at == std::string_view::npos) {
+    if (key.empty() || key.size() > 256 || !IsLowerAlpha(key[0])) return false;
+    return std::all_of(key.begin(), key.end(), IsKeyChar);
+  }
+  std::string_view tenant = key.substr(0, at), system = key.substr(at + 1);
+  if (tenant.empty() || tenant.size() > 241 || !(IsLowerAlpha(tenant[0]) || IsDigit(tenant[0]))) return false;
+  if (system.empty() || system.size() > 14 || !IsLowerAlpha(system[0])) return false;
+  return std::all_of(tenant.begin(), tenant.end(), IsKeyChar) &&
+         std::all_of(system.begin(), system.end(), IsKeyChar);
+}
+
+// value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E.
+bool ValidTracestateValue(std::string_view value) {
+  if (value.empty() || value.size() > 256 || value.back() == ' ') return false;
+  return std::all_of(value.begin(), value.end(), [](char c) {
+    return c >= 0x20 && c <= 0x7e && c != ',' && c != '=';
+  });
+}
+
+std::string_view TrimOws(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return (x | 0x20) == (y | 0x20);
+         });
+}
+
+}  // namespace
+
+std::optional<std::string> ParseTracestate(const std::vector<std::string_view>& values) {
+  constexpr size_t kMaxMembers = 32;
+  std::vector<std::string_view> keys;
+  std::string joined;
+  for (std::string_view field : values) {
+    while (true) {
+      size_t comma = field.find(',');
+      std::string_view member = TrimOws(field.substr(0, comma));
+      if (!member.empty()) {
+        size_t equals = member.find('=');
+        if (equals == std::string_view::npos) return std::nullopt;
+        std::string_view key = member.substr(0, equals), value = member.substr(equals + 1);
+        if (!ValidTracestateKey(key) || !ValidTracestateValue(value)) return std::nullopt;
+        if (std::find(keys.begin(), keys.end(), key) != keys.end()) return std::nullopt;
+        if (keys.size() == kMaxMembers) return std::nullopt;
+        keys.push_back(key);
+        if (!joined.empty()) joined += ',';
+        joined.append(member);
+      }
+      if (comma == std::string_view::npos) break;
+      field.remove_prefix(comma + 1);
+    }
+  }
+  return joined;
+}
+
+std::optional<TraceContext> ExtractTraceContext(
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  const std::string* traceparent = nullptr;
+  std::vector<std::string_view> tracestate;
+  for (const auto& [name, value] : headers) {
+    if (EqualsIgnoreCase(name, "traceparent")) {
+      if (traceparent) return std::nullopt;
+      traceparent = &value;
+    } else if (EqualsIgnoreCase(name, "tracestate")) {
+      tracestate.push_back(value);
+    }
+  }
+  if (!traceparent) return std::nullopt;
+  std::optional<TraceContext> context = ParseTraceparent(*traceparent);
+  if (!context) return std::nullopt;
+  // An invalid tracestate does not invalidate the traceparent (section 3.3.1.1).
+  if (auto state = ParseTracestate(tracestate)) context->trace_state = std::move(*state);
+  return context;
+}
+
 std::string FormatTraceparent(const TraceContext& context) {
   std::array<uint8_t, 1> flags{context.flags};
   return "00-" + ToHex(context.trace_id) + "-" + ToHex(context.parent_id) + "-" + Hex(flags);

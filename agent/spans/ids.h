@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "agent/spans/span.h"
 
@@ -22,6 +24,7 @@ struct TraceContext {
   TraceId trace_id{};
   SpanId parent_id{};
   uint8_t flags = 0;
+  std::string trace_state;  // normalised `tracestate` list ("k1=v1,k2=v2"), "" when none or invalid
 };
 
 // Parses a `traceparent` value per W3C Trace Context level 1 (section 3.2): lowercase
@@ -31,5 +34,18 @@ struct TraceContext {
 std::optional<TraceContext> ParseTraceparent(std::string_view value);
 
 std::string FormatTraceparent(const TraceContext& context);
+
+// Parses the `tracestate` field values of one message, combined in order (RFC 9110
+// section 5.3), per W3C Trace Context level 1 (section 3.3): comma-separated key=value
+// list members with optional whitespace, empty members skipped, at most 32 members,
+// keys unique. Returns them joined by ","; nullopt when invalid (the whole header is
+// then dropped, as the spec asks).
+std::optional<std::string> ParseTracestate(const std::vector<std::string_view>& values);
+
+// The trace context of an HTTP message's header fields (names case-insensitive):
+// exactly one valid `traceparent` field, and its `tracestate` when valid. Several
+// `traceparent` fields make the context invalid: combined they are not one value.
+std::optional<TraceContext> ExtractTraceContext(
+    const std::vector<std::pair<std::string, std::string>>& headers);
 
 }  // namespace flowtracer::spans

@@ -28,6 +28,7 @@ struct Span {
   TraceId trace_id{};
   SpanId span_id{};
   SpanId parent_span_id{};  // all zero: a root span
+  std::string trace_state;  // W3C `tracestate` the span's context carries ("" when none)
   SpanKind kind = SpanKind::kServer;
   std::string name;     // "GET /users/{id}"
   std::string service;  // service.name of the traced process

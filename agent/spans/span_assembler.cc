@@ -48,73 +48,122 @@ SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry*
       handler_(std::move(handler)),
       routes_(options.max_routes_per_service) {}
 
+SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool settled) {
+  auto group = std::make_shared<TraceGroup>();
+  group->trace_id = trace_id;
+  group->settled = settled;
+  return group;
+}
+
 SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::ConnectionInfo& connection,
                                                          const conntrack::HttpMessageRecord& request) {
   RequestIds ids;
   ids.span_id = NewSpanId();
   // The same-host client request this one answers is taken off its queue even when the
-  // traceparent decides the parent: the queue must stay in step with the connection.
+  // traceparent decides the parent. Requests before it will never be read: dropped.
   const ft_tuple& t = connection.tuple;
   std::optional<RequestIds> client;
-  auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
-  if (it != unmatched_client_requests_.end() && !it->second.empty()) {
-    client = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) unmatched_client_requests_.erase(it);
+  if (request.start_seq) {
+    auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
+    if (it != unmatched_client_requests_.end()) {
+      auto& queue = it->second;
+      auto match = std::find_if(queue.begin(), queue.end(),
+                                [&](const UnmatchedClient& c) { return c.seq == *request.start_seq; });
+      if (match != queue.end()) {
+        client = RequestIds{};
+        client->span_id = match->span_id;
+        client->group = std::move(match->group);
+        queue.erase(queue.begin(), match + 1);
+      }
+      if (queue.empty()) unmatched_client_requests_.erase(it);
+    }
   }
-  if (auto context = ParseTraceparent(request.head.Header("traceparent"))) {
-    ids.trace_id = context->trace_id;
+  if (auto context = ExtractTraceContext(request.head.headers)) {
+    ids.group = NewGroup(context->trace_id, /*settled=*/true);
+    ids.trace_from_header = true;
     ids.parent_span_id = context->parent_id;
+    ids.trace_state = std::move(context->trace_state);
     ids.parent_source = "traceparent";
     ++stats_.parent_from_traceparent;
     return ids;
   }
   if (client) {
-    ids.trace_id = client->trace_id;
+    ids.group = Root(client->group);
     ids.parent_span_id = client->span_id;
     ids.parent_source = "same_host";
     ++stats_.parent_from_same_host;
     return ids;
   }
-  ids.trace_id = NewTraceId();
+  // May still take the trace id of a child call that carries a traceparent, or join
+  // its same-host client when that one's event comes later.
+  ids.group = NewGroup(NewTraceId(), /*settled=*/false);
   return ids;
 }
 
 SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::ConnectionInfo& connection,
                                                          const conntrack::HttpMessageRecord& request) {
   RequestIds ids;
-  // The server request this call is made for: only when exactly one is in flight on the
-  // sending thread. Several (an event loop serving concurrent requests) is ambiguous,
-  // and a wrong parent is worse than none.
+  // The server request this call is made for. Threads that serve one request at a time:
+  // the one in flight on the sending thread. Event loops (a thread seen serving several
+  // connections at once) may run any request's code, or work of no request, on any
+  // thread: only when exactly one server request is in flight in the whole process.
+  // Several candidates: no parent, because a wrong parent is worse than none.
   const RequestIds* parent = nullptr;
-  int candidates = 0;
+  int on_thread = 0;
+  size_t in_process = 0;
   if (auto in_flight = server_in_flight_.find(connection.pid); in_flight != server_in_flight_.end()) {
+    in_process = in_flight->second.size();
     for (const RequestKey& key : in_flight->second) {
       auto open = open_requests_.find(key);
       if (open != open_requests_.end() && open->second.tid == request.tid) {
         parent = &open->second;
-        ++candidates;
+        ++on_thread;
       }
     }
   }
-  auto context = ParseTraceparent(request.head.Header("traceparent"));
+  bool event_loop = event_loop_pids_.contains(connection.pid);
+  if (on_thread > 1) {
+    ids.unresolved = "ambiguous";
+    ++stats_.parent_ambiguous;
+    parent = nullptr;
+  } else if (on_thread == 1 && event_loop && in_process > 1) {
+    ids.unresolved = "event_loop_concurrent";
+    ++stats_.parent_event_loop_concurrent;
+    parent = nullptr;
+  }
+
+  auto context = ExtractTraceContext(request.head.headers);
   if (context) {
     // The application propagates (an SDK): its ids are the ones the callee will see.
-    ids.trace_id = context->trace_id;
     ids.span_id = context->parent_id;
+    ids.trace_state = context->trace_state;
+    ids.trace_from_header = true;
   } else {
     ids.span_id = NewSpanId();
   }
-  if (candidates == 1 && (!context || parent->trace_id == context->trace_id)) {
-    ids.trace_id = parent->trace_id;
-    ids.parent_span_id = parent->span_id;
-    ids.parent_source = "thread";
-    ++stats_.parent_from_thread;
-  } else if (candidates > 1) {
-    ids.ambiguous = true;
-    ++stats_.parent_ambiguous;
+  GroupPtr parent_group = parent ? Root(parent->group) : nullptr;
+  if (parent && context && parent_group->trace_id != context->trace_id) {
+    if (parent_group->settled) {
+      parent = nullptr;  // the SDK's trace is another one: linking would mix two traces
+    } else {
+      // Mixed services: the server request has no traceparent but the SDK inside the
+      // service started a trace for it. The group (and all linked to it) takes that id.
+      parent_group->trace_id = context->trace_id;
+      parent_group->adopted = true;
+      ++stats_.traces_adopted;
+      Settle(parent_group);
+    }
   }
-  if (IsZero(ids.trace_id)) ids.trace_id = NewTraceId();
+  if (parent) {
+    ids.group = parent_group;
+    ids.parent_span_id = parent->span_id;
+    ids.parent_source = event_loop ? "event_loop" : "thread";
+    ++(event_loop ? stats_.parent_from_event_loop : stats_.parent_from_thread);
+  } else if (context) {
+    ids.group = NewGroup(context->trace_id, /*settled=*/true);
+  } else {
+    ids.group = NewGroup(NewTraceId(), /*settled=*/false);
+  }
   return ids;
 }
 
@@ -129,14 +178,114 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
   RequestIds ids = server ? DecideServerIds(connection, request) : DecideClientIds(connection, request);
   ids.pid = connection.pid;
   ids.tid = request.tid;
+  ids.start_ns = request.start_ns;
+  ids.server = server;
+  ++ids.group->open_requests;
+  const ft_tuple& t = connection.tuple;
+  ids.endpoints = server ? EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port)
+                         : EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port);
   if (server) {
-    server_in_flight_[connection.pid].push_back(key);
-  } else {
-    const ft_tuple& t = connection.tuple;
-    auto& queue = unmatched_client_requests_[EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port)];
-    if (queue.size() < 64) queue.push_back(ids);
+    auto& in_flight = server_in_flight_[connection.pid];
+    // A thread reading a new request on another connection while one it read is still
+    // unanswered multiplexes: the process runs an event loop.
+    if (!event_loop_pids_.contains(connection.pid)) {
+      bool multiplexing = std::any_of(in_flight.begin(), in_flight.end(), [&](const RequestKey& other) {
+        auto open = open_requests_.find(other);
+        return other.conn_id != key.conn_id && open != open_requests_.end() && open->second.tid == request.tid;
+      });
+      if (multiplexing) {
+        if (event_loop_pids_.size() < options_.max_event_loop_processes)
+          event_loop_pids_.insert(connection.pid);
+        else
+          ++stats_.event_loop_table_full;
+      }
+    }
+    in_flight.push_back(key);
+    if (request.start_seq && ids.parent_source.empty()) {
+      auto& waiting = unmatched_server_requests_[ids.endpoints];
+      if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.pop_front();
+      waiting.push_back({*request.start_seq, key});
+    }
+    open_requests_[key] = std::move(ids);
+    return;
   }
-  open_requests_[key] = ids;
+  const std::string& endpoints = ids.endpoints;
+  if (request.start_seq) {
+    // The server on this host may have read this request before its write reached us.
+    if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) {
+      auto& waiting = it->second;
+      auto match = std::find_if(waiting.begin(), waiting.end(),
+                                [&](const UnmatchedServer& w) { return w.seq == *request.start_seq; });
+      std::optional<RequestKey> server_key;
+      if (match != waiting.end()) {
+        server_key = match->key;
+        waiting.erase(match);
+      }
+      if (waiting.empty()) unmatched_server_requests_.erase(it);
+      if (server_key) {
+        LinkLateServer(*server_key, ids);
+        open_requests_[key] = std::move(ids);
+        return;
+      }
+    }
+    auto& queue = unmatched_client_requests_[endpoints];
+    if (queue.size() >= kMaxUnmatchedPerConnection) queue.pop_front();
+    queue.push_back({*request.start_seq, ids.span_id, ids.group});
+  }
+  open_requests_[key] = std::move(ids);
+}
+
+SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
+  while (group->merged_into) group = group->merged_into;
+  return group;
+}
+
+bool SpanAssembler::Merge(const GroupPtr& from_any, const GroupPtr& into_any) {
+  GroupPtr from = Root(from_any), into = Root(into_any);
+  if (from == into) return true;
+  if (from->settled && into->settled && from->trace_id != into->trace_id) return false;
+  if (from->settled && !into->settled) {
+    into->trace_id = from->trace_id;
+    into->adopted = from->adopted;
+    into->settled = true;
+  }
+  into->open_requests += from->open_requests;
+  from->open_requests = 0;
+  if (!from->held.empty()) {
+    if (into->held.empty()) {
+      into->first_held_ns = from->first_held_ns;
+      holding_[into.get()] = into;
+    } else {
+      into->first_held_ns = std::min(into->first_held_ns, from->first_held_ns);
+    }
+    for (auto& entry : from->held) into->held.push_back(std::move(entry));
+    from->held.clear();
+    holding_.erase(from.get());
+  }
+  from->merged_into = into;
+  if (into->settled) Settle(into);
+  return true;
+}
+
+void SpanAssembler::LinkLateServer(const RequestKey& server_key, const RequestIds& client) {
+  auto server = open_requests_.find(server_key);
+  if (server == open_requests_.end() || !server->second.parent_source.empty()) return;
+  if (!Merge(server->second.group, client.group)) {
+    ++stats_.same_host_not_linked;
+    return;
+  }
+  server->second.group = Root(client.group);
+  server->second.parent_span_id = client.span_id;
+  server->second.parent_source = "same_host";
+  ++stats_.parent_from_same_host;
+  ++stats_.parent_from_same_host_late;
+}
+
+void SpanAssembler::ForgetWaitingServer(const std::string& endpoints, const RequestKey& key) {
+  auto it = unmatched_server_requests_.find(endpoints);
+  if (it == unmatched_server_requests_.end()) return;
+  std::erase_if(it->second, [&](const UnmatchedServer& w) { return w.key == key; });
+  if (it->second.empty()) unmatched_server_requests_.erase(it);
 }
 
 void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
@@ -146,34 +295,152 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   if (it->second.empty()) server_in_flight_.erase(it);
 }
 
+size_t SpanAssembler::server_requests_in_flight() const {
+  size_t count = 0;
+  for (const auto& [pid, keys] : server_in_flight_) count += keys.size();
+  return count;
+}
+
+void SpanAssembler::Emit(Span& span, bool trace_from_header, const TraceGroup& group) {
+  span.trace_id = group.trace_id;
+  if (group.adopted && !trace_from_header) span.attributes.push_back({"flowtracer.trace.adopted", true});
+  ++stats_.spans;
+  handler_(span);
+}
+
+void SpanAssembler::Settle(const GroupPtr& group) {
+  group->settled = true;
+  if (group->held.empty()) return;
+  held_span_count_ -= group->held.size();
+  std::vector<std::pair<Span, bool>> held = std::move(group->held);
+  group->held.clear();
+  holding_.erase(group.get());
+  for (auto& [span, from_header] : held) Emit(span, from_header, *group);
+}
+
+void SpanAssembler::CloseRequest(const GroupPtr& any) {
+  GroupPtr group = Root(any);
+  if (group->open_requests > 0) --group->open_requests;
+  // Nothing of the group is open: no child call can join it and change its trace id.
+  if (group->open_requests == 0 && !group->settled) Settle(group);
+}
+
+void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns) {
+  if (held_span_count_ >= options_.max_held_spans) {
+    // Full: the group holding the oldest span goes out with the trace id it has now.
+    auto oldest = std::min_element(holding_.begin(), holding_.end(), [](const auto& a, const auto& b) {
+      return a.second->first_held_ns < b.second->first_held_ns;
+    });
+    if (oldest != holding_.end()) {
+      GroupPtr victim = oldest->second;
+      stats_.held_spans_forced_out_count += victim->held.size();
+      Settle(victim);
+    }
+  }
+  if (group->held.empty()) {
+    group->first_held_ns = now_ns;
+    holding_[group.get()] = group;
+  }
+  group->held.emplace_back(std::move(span), trace_from_header);
+  ++held_span_count_;
+}
+
 void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
                                    const conntrack::HttpExchange& exchange) {
   RequestKey key{connection.conn_id, exchange.request.request_index};
   RequestIds ids;
   if (auto it = open_requests_.find(key); it != open_requests_.end()) {
-    ids = it->second;
+    ids = std::move(it->second);
     open_requests_.erase(it);
   } else {
-    ids.trace_id = NewTraceId();
+    ids.group = NewGroup(NewTraceId(), /*settled=*/true);
     ids.span_id = NewSpanId();
   }
-  if (connection.role == FT_ROLE_SERVER) ForgetInFlight(connection.pid, key);
+  if (connection.role == FT_ROLE_SERVER) {
+    ForgetInFlight(connection.pid, key);
+    const ft_tuple& t = connection.tuple;
+    ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
+  }
   Span span = BuildSpan(connection, exchange, ids);
-  ++stats_.spans;
-  handler_(span);
+  CloseRequest(ids.group);  // may settle it, releasing the spans it held
+  GroupPtr group = Root(ids.group);
+  if (group->settled) {
+    Emit(span, ids.trace_from_header, *group);
+  } else {
+    uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
+    Hold(group, std::move(span), ids.trace_from_header, end_ns);
+  }
 }
 
-void SpanAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t, uint64_t) {
+void SpanAssembler::Forget(const conntrack::ConnectionInfo& connection) {
   const ft_tuple& t = connection.tuple;
   if (connection.role == FT_ROLE_CLIENT) {
     // Requests the server side never read (or a remote server): nothing will match them.
     unmatched_client_requests_.erase(EndpointKey(t.local_addr, t.local_port, t.remote_addr, t.remote_port));
+  } else {
+    unmatched_server_requests_.erase(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
   }
-  // Exchanges of this connection were all emitted before the close reached us.
-  std::erase_if(open_requests_, [&](const auto& entry) { return entry.first.conn_id == connection.conn_id; });
+  // Requests whose exchange will never come (the tracker dropped them): they no longer
+  // keep their group open, nor count as in flight.
+  std::vector<GroupPtr> closed;
+  std::erase_if(open_requests_, [&](auto& entry) {
+    if (entry.first.conn_id != connection.conn_id) return false;
+    closed.push_back(entry.second.group);
+    return true;
+  });
   if (auto it = server_in_flight_.find(connection.pid); it != server_in_flight_.end()) {
     std::erase_if(it->second, [&](const RequestKey& k) { return k.conn_id == connection.conn_id; });
     if (it->second.empty()) server_in_flight_.erase(it);
+  }
+  for (const GroupPtr& group : closed) CloseRequest(group);
+}
+
+void SpanAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t, uint64_t) {
+  Forget(connection);
+}
+
+void SpanAssembler::OnConnectionForgotten(const conntrack::ConnectionInfo& connection) {
+  Forget(connection);
+}
+
+void SpanAssembler::ExpireOpenRequests(uint64_t now_ns) {
+  std::vector<std::pair<RequestKey, RequestIds>> expired;
+  for (const auto& [key, ids] : open_requests_) {
+    if (ids.start_ns + options_.max_open_age_ns <= now_ns) expired.emplace_back(key, ids);
+  }
+  for (const auto& [key, ids] : expired) {
+    open_requests_.erase(key);
+    if (ids.server) {
+      ForgetInFlight(ids.pid, key);
+      ForgetWaitingServer(ids.endpoints, key);
+    }
+    CloseRequest(ids.group);
+    ++stats_.open_requests_expired;
+  }
+}
+
+void SpanAssembler::Tick(uint64_t now_ns) {
+  // A sweep of every open request: once a second is enough for a 60 s bound.
+  if (now_ns >= last_open_sweep_ns_ + 1000ull * 1000 * 1000) {
+    last_open_sweep_ns_ = now_ns;
+    ExpireOpenRequests(now_ns);
+  }
+  std::vector<GroupPtr> expired;
+  for (const auto& [raw, group] : holding_) {
+    if (now_ns >= group->first_held_ns + options_.max_hold_ns) expired.push_back(group);
+  }
+  for (const GroupPtr& group : expired) {
+    stats_.held_spans_forced_out_age += group->held.size();
+    Settle(group);
+  }
+}
+
+void SpanAssembler::Flush() {
+  std::vector<GroupPtr> all;
+  for (const auto& [raw, group] : holding_) all.push_back(group);
+  for (const GroupPtr& group : all) {
+    stats_.held_spans_released_at_exit += group->held.size();
+    Settle(group);
   }
 }
 
@@ -185,9 +452,10 @@ Span SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   bool server = connection.role == FT_ROLE_SERVER;
 
   Span span;
-  span.trace_id = ids.trace_id;
+  span.trace_id = ids.group->trace_id;  // final when emitted (see Emit)
   span.span_id = ids.span_id;
   span.parent_span_id = ids.parent_span_id;
+  span.trace_state = ids.trace_state;
   span.kind = server ? SpanKind::kServer : SpanKind::kClient;
   span.service = process.service_name;
   span.pid = connection.pid;
@@ -239,7 +507,7 @@ Span SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
     a.push_back({"error.type", exchange.error_type.empty() ? "no_response" : exchange.error_type});
   }
   if (!ids.parent_source.empty()) a.push_back({"flowtracer.parent.source", ids.parent_source});
-  if (ids.ambiguous) a.push_back({"flowtracer.parent.unresolved", "ambiguous"});
+  if (!ids.unresolved.empty()) a.push_back({"flowtracer.parent.unresolved", ids.unresolved});
   if (connection.role_inferred) a.push_back({"flowtracer.role_inferred", true});
   return span;
 }

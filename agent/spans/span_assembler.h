@@ -2,16 +2,23 @@
 // one trace agree whatever order they finish in. Parent rules (docs/trace-linking.md):
 //   server span: incoming traceparent, else the same-host client span on the other end
 //                of the connection, else a new trace;
-//   client span: the one server request in flight on the thread that sent it, else a
-//                root (with the reason when it was ambiguous); a traceparent the
-//                application sent fixes its trace id and span id.
+//   client span: the one server request in flight on the thread that sent it (in an
+//                event-loop process: the one in the whole process), else a root with
+//                the reason; a traceparent the application sent fixes its trace id
+//                and span id.
+// Spans linked together share a TraceGroup. A group started without a traceparent may
+// still take the trace id of a child client call that carries one (an SDK in the
+// service started the trace), so its finished spans are held until no request of the
+// group is open (or the hold bounds force them out).
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "agent/conntrack/connection_tracker.h"
@@ -26,15 +33,32 @@ struct AssemblerOptions {
   size_t max_routes_per_service = 200;
   int64_t monotonic_to_unix_ns = 0;  // added to kernel timestamps
   size_t max_open_requests = 65536;  // requests whose ids are decided but not yet emitted
+  // Finished spans waiting for their trace id to settle: bounded in count and age.
+  size_t max_held_spans = 16384;
+  uint64_t max_hold_ns = 5ull * 1000 * 1000 * 1000;
+  size_t max_event_loop_processes = 65536;
+  // Requests still open this long after they started are forgotten (their exchange was
+  // lost: the tracker ends unanswered requests after 30 s).
+  uint64_t max_open_age_ns = 60ull * 1000 * 1000 * 1000;
 };
 
 struct AssemblerStats {
   uint64_t spans = 0;
   uint64_t parent_from_traceparent = 0;
   uint64_t parent_from_same_host = 0;
+  uint64_t parent_from_same_host_late = 0;     // the server's event reached the agent first
+  uint64_t same_host_not_linked = 0;           // the two ends were in different settled traces
   uint64_t parent_from_thread = 0;
-  uint64_t parent_ambiguous = 0;
+  uint64_t parent_from_event_loop = 0;
+  uint64_t parent_ambiguous = 0;               // several server requests on the sending thread
+  uint64_t parent_event_loop_concurrent = 0;   // event loop: several in the process
   uint64_t open_requests_dropped = 0;
+  uint64_t traces_adopted = 0;                 // groups that took a child's traceparent trace id
+  uint64_t held_spans_forced_out_age = 0;      // released before their trace settled: too old
+  uint64_t held_spans_forced_out_count = 0;    // ... too many held
+  uint64_t held_spans_released_at_exit = 0;
+  uint64_t event_loop_table_full = 0;          // event-loop process not remembered
+  uint64_t open_requests_expired = 0;          // open past max_open_age_ns: exchange lost
 };
 
 class SpanAssembler : public conntrack::TrackerSink {
@@ -49,19 +73,46 @@ class SpanAssembler : public conntrack::TrackerSink {
                       const conntrack::HttpExchange& exchange) override;
   void OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t bytes_sent,
                           uint64_t bytes_received) override;
+  void OnConnectionForgotten(const conntrack::ConnectionInfo& connection) override;
+
+  // Releases held spans older than max_hold_ns; `now_ns` on the kernel's clock.
+  void Tick(uint64_t now_ns);
+  // Releases every held span (agent shutdown).
+  void Flush();
+
+  size_t held_spans() const { return held_span_count_; }
+  size_t open_requests() const { return open_requests_.size(); }
+  size_t server_requests_in_flight() const;
 
   const AssemblerStats& stats() const { return stats_; }
   const RouteLimiter& routes() const { return routes_; }
 
  private:
-  struct RequestIds {
+  // Spans linked to each other: one trace id, settled once nothing can change it.
+  struct TraceGroup {
     TraceId trace_id{};
+    bool settled = false;     // from a traceparent, or no request of the group is open
+    bool adopted = false;     // the trace id came from a child call's traceparent
+    size_t open_requests = 0; // started, exchange not yet ended
+    std::vector<std::pair<Span, bool>> held;  // with: its trace id came from its own header
+    uint64_t first_held_ns = 0;
+    std::shared_ptr<TraceGroup> merged_into;  // set when joined to another group
+  };
+  using GroupPtr = std::shared_ptr<TraceGroup>;
+
+  struct RequestIds {
+    GroupPtr group;
+    bool trace_from_header = false;  // this request's own traceparent gave the trace id
     SpanId span_id{};
     SpanId parent_span_id{};
-    std::string parent_source;  // "traceparent", "same_host", "thread" or ""
-    bool ambiguous = false;
+    std::string trace_state;
+    std::string parent_source;  // "traceparent", "same_host", "thread", "event_loop" or ""
+    std::string unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
     uint32_t pid = 0;
     uint32_t tid = 0;
+    uint64_t start_ns = 0;
+    std::string endpoints;  // EndpointKey of the connection, client side first
+    bool server = false;
   };
   struct RequestKey {
     uint64_t conn_id;
@@ -79,6 +130,17 @@ class SpanAssembler : public conntrack::TrackerSink {
   Span BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
                  const RequestIds& ids);
   void ForgetInFlight(uint32_t pid, const RequestKey& key);
+  void ExpireOpenRequests(uint64_t now_ns);
+  void Forget(const conntrack::ConnectionInfo& connection);
+  void CloseRequest(const GroupPtr& group);
+  void Settle(const GroupPtr& group);
+  static GroupPtr Root(GroupPtr group);
+  bool Merge(const GroupPtr& from, const GroupPtr& into);
+  void LinkLateServer(const RequestKey& server_key, const RequestIds& client);
+  void ForgetWaitingServer(const std::string& endpoints, const RequestKey& key);
+  void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
+  void Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns);
+  static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
 
   AssemblerOptions options_;
   process::ProcessRegistry* processes_;
@@ -89,9 +151,30 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::unordered_map<RequestKey, RequestIds, RequestKeyHash> open_requests_;
   // Server requests read but not yet answered, per process.
   std::unordered_map<uint32_t, std::vector<RequestKey>> server_in_flight_;
-  // Client requests not yet matched to a same-host server span, by the client's
-  // (local, remote) endpoints; the server looks them up by its (remote, local).
-  std::unordered_map<std::string, std::deque<RequestIds>> unmatched_client_requests_;
+  // Same-host pairing, by the client's (local, remote) endpoints (the server's
+  // (remote, local)) and the TCP sequence number of the request's first byte, which
+  // both ends share. Either end's event may reach the agent first: a client request
+  // waits for its server, or a server request without a parent for its client.
+  struct UnmatchedClient {
+    uint32_t seq;
+    SpanId span_id;
+    GroupPtr group;
+  };
+  struct UnmatchedServer {
+    uint32_t seq;
+    RequestKey key;
+  };
+  // Only requests not yet read by the other end wait here (pipelining depth): a request
+  // that finds no entry is left without a same-host parent, never given a wrong one.
+  static constexpr size_t kMaxUnmatchedPerConnection = 16;
+  std::unordered_map<std::string, std::deque<UnmatchedClient>> unmatched_client_requests_;
+  std::unordered_map<std::string, std::deque<UnmatchedServer>> unmatched_server_requests_;
+  // Processes seen serving several connections' requests at once on one thread.
+  std::unordered_set<uint32_t> event_loop_pids_;
+  // Groups holding finished spans, and how many spans they hold in all.
+  std::unordered_map<TraceGroup*, GroupPtr> holding_;
+  size_t held_span_count_ = 0;
+  uint64_t last_open_sweep_ns_ = 0;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).

@@ -8,7 +8,8 @@ Routes:
   /chunked              a chunked response of three chunks
   /echo                 (POST) answers with the request body's length
   /big/<bytes>          a body of that many bytes
-  /call                 calls every --downstream URL in turn, then 200 (a service chain)
+  /call[/<suffix>]      calls every --downstream URL (with /<suffix> appended) in turn,
+                        then 200 (a service chain that passes a request id along)
   anything else         200 with a short body
 """
 import argparse
@@ -63,10 +64,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
         elif parts[0] == "call":
+            suffix = "".join("/" + p for p in parts[1:])
             for url in self.downstream:
                 target = urllib.parse.urlsplit(url)
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-                conn.request("GET", target.path or "/")
+                conn.request("GET", (target.path or "") + suffix or "/")
                 conn.getresponse().read()
                 conn.close()
             self._send(200, b"called\n")

@@ -32,6 +32,20 @@ TEST(ByteStreamTest, ContiguousAppendsJoin) {
   EXPECT_EQ(stream.last_timestamp_ns(), 200u);
 }
 
+TEST(ByteStreamTest, SequenceNumbersFollowOffsetsAcrossWrapAndOverlap) {
+  ByteStream stream;
+  EXPECT_FALSE(stream.SeqAt(0).has_value());
+  stream.Add(100, 10, 0, "0123456789", 1, 7, 0xfffffffa);  // wraps inside the call
+  EXPECT_EQ(stream.SeqAt(100), 0xfffffffau);
+  EXPECT_EQ(stream.SeqAt(105), 0xffffffffu);
+  EXPECT_EQ(stream.SeqAt(106), 0u);
+  // A call overlapping what is known keeps only its new part, with its own numbers.
+  stream.Add(105, 10, 0, "56789abcde", 2, 7, 0xffffffff);
+  EXPECT_EQ(stream.SeqAt(110), 4u);
+  EXPECT_EQ(stream.SeqAt(114), 8u);
+  EXPECT_FALSE(stream.SeqAt(115).has_value());
+}
+
 TEST(ByteStreamTest, ZeroLengthCallsAreIgnored) {
   ByteStream stream;
   stream.Add(0, 0, 0, "", 5, 1);

@@ -178,6 +178,62 @@ TEST(IdsTest, InvalidTraceparents) {
   }
 }
 
+TEST(IdsTest, TracestateValidAndNormalised) {
+  using Fields = std::vector<std::string_view>;
+  EXPECT_EQ(spans::ParseTracestate(Fields{}), "");
+  EXPECT_EQ(spans::ParseTracestate(Fields{"congo=t61rcWkgMzE"}), "congo=t61rcWkgMzE");
+  // Several fields combine in order; whitespace and empty members are dropped.
+  EXPECT_EQ(spans::ParseTracestate(Fields{" rojo=00f067aa0ba902b7 ,, \t", "congo=t61rcWkgMzE"}),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+  // Multi-tenant keys and values with inner spaces and punctuation.
+  EXPECT_EQ(spans::ParseTracestate(Fields{"fw529a3039@dt=a b!c", "1tenant@sys=x"}),
+            "fw529a3039@dt=a b!c,1tenant@sys=x");
+  std::string thirty_two;
+  for (int i = 0; i < 32; ++i) thirty_two += (i ? "," : "") + std::string("k") + std::to_string(i) + "=v";
+  EXPECT_EQ(spans::ParseTracestate(Fields{thirty_two}), thirty_two);
+  EXPECT_FALSE(spans::ParseTracestate(Fields{thirty_two + ",k32=v"}).has_value());  // 33 members
+}
+
+TEST(IdsTest, InvalidTracestates) {
+  const std::vector<std::string> invalid = {
+      "novalue",
+      "Upper=1",            // keys are lowercase
+      "1digitfirst=1",      // simple keys start with a letter
+      "k=",                 // empty value
+      "k=a=b",              // '=' inside the value
+      "k=1,k=2",            // duplicate key
+      "tenant@=1",          // empty system id
+      "@sys=1",             // empty tenant id
+      "t@toolongsystemid=1",
+      std::string("k=") + std::string(257, 'v'),
+      std::string(257, 'k') + "=v",
+      "k=caf\xc3\xa9",    // not ASCII
+  };
+  for (const std::string& value : invalid) {
+    EXPECT_FALSE(spans::ParseTracestate({value}).has_value()) << '"' << value << '"';
+  }
+}
+
+TEST(IdsTest, ExtractTraceContextFromHeaders) {
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  const std::string traceparent = "00-" + kTrace + "-" + kParent + "-01";
+  auto context = spans::ExtractTraceContext(
+      Headers{{"Host", "x"}, {"TraceState", "a=1"}, {"TRACEPARENT", traceparent}, {"tracestate", "b=2"}});
+  ASSERT_TRUE(context.has_value());
+  EXPECT_EQ(spans::ToHex(context->trace_id), kTrace);
+  EXPECT_EQ(context->trace_state, "a=1,b=2");
+  // An invalid tracestate is dropped; the traceparent still counts.
+  auto bad_state = spans::ExtractTraceContext(Headers{{"traceparent", traceparent}, {"tracestate", "A=1"}});
+  ASSERT_TRUE(bad_state.has_value());
+  EXPECT_EQ(bad_state->trace_state, "");
+  // Two traceparent fields are not one valid value, even when both are.
+  EXPECT_FALSE(spans::ExtractTraceContext(Headers{{"traceparent", traceparent}, {"traceparent", traceparent}}));
+  // A tracestate alone is no context.
+  EXPECT_FALSE(spans::ExtractTraceContext(Headers{{"tracestate", "a=1"}}));
+  EXPECT_FALSE(spans::ExtractTraceContext(Headers{{"traceparent", "00-" + kTrace + "-" + kParent + "-0"},
+                                                  {"tracestate", "a=1"}}));
+}
+
 TEST(IdsTest, KindAndStatusNames) {
   EXPECT_EQ(spans::SpanKindName(SpanKind::kServer), "SERVER");
   EXPECT_EQ(spans::SpanKindName(SpanKind::kClient), "CLIENT");
@@ -228,6 +284,7 @@ TEST(CaptureOutputTest, SpanToJsonSchema) {
     "trace_id": "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf",
     "span_id": "0102030405060708",
     "parent_span_id": "",
+    "trace_state": "",
     "kind": "SERVER",
     "name": "GET /users/{id}",
     "service": "billing",
@@ -263,7 +320,7 @@ TEST(CaptureOutputTest, SpanToJsonChildClientError) {
   EXPECT_EQ(json["status"], "ERROR");
   EXPECT_TRUE(json["attributes"].is_object());
   EXPECT_TRUE(json["attributes"].empty());
-  EXPECT_EQ(json.size(), 10u);
+  EXPECT_EQ(json.size(), 11u);
   span.status = StatusCode::kOk;
   EXPECT_EQ(exporters::SpanToJson(span)["status"], "OK");
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -65,6 +66,17 @@ std::vector<std::string> Keys(const Span& span) {
 
 bool Has(const Span& span, const std::string& key) { return span.Find(key) != nullptr; }
 
+// The span whose url.path is `path` (spans held for their trace come out later).
+const Span& ByPath(const std::vector<Span>& spans, const std::string& path) {
+  for (const Span& span : spans) {
+    const AttributeValue* value = span.Find("url.path");
+    if (value && std::get<std::string>(*value) == path) return span;
+  }
+  ADD_FAILURE() << "no span for " << path;
+  static const Span kNone;
+  return kNone;
+}
+
 // An empty directory standing in for /proc: service names fall back to the comm.
 class TempProcRoot {
  public:
@@ -118,6 +130,10 @@ class Pipeline {
   void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
     Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts);
   }
+  // A read whose copy the kernel cut at `copied_bytes` (the payload cap).
+  void ReadCut(uint64_t conn_id, uint32_t tid, std::string_view bytes, size_t copied_bytes, uint64_t ts) {
+    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts, copied_bytes);
+  }
 
   TempProcRoot proc_root_;  // before `processes`, which is built from it
   process::ProcessRegistry processes;
@@ -126,7 +142,8 @@ class Pipeline {
   std::vector<Span> spans;
 
  private:
-  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts) {
+  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts,
+            size_t copied_bytes = SIZE_MAX) {
     ft_data_event event{};
     event.header.type = FT_EVENT_DATA;
     event.header.tid = tid;
@@ -134,11 +151,14 @@ class Pipeline {
     event.header.conn_id = conn_id;
     uint64_t& position = positions_[{conn_id, direction}];
     event.position = position;
+    // Both ends of a test connection start their sequence numbers at 0.
+    event.seq_start = static_cast<uint32_t>(position);
     event.length = static_cast<uint32_t>(bytes.size());
-    event.payload_bytes = static_cast<uint32_t>(bytes.size());
+    std::string_view copied = bytes.substr(0, copied_bytes);
+    event.payload_bytes = static_cast<uint32_t>(copied.size());
     event.direction = static_cast<uint8_t>(direction);
     std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
-    record.append(bytes);
+    record.append(copied);
     tracker.OnRecord(record.data(), record.size());
     position += bytes.size();
   }
@@ -209,6 +229,68 @@ TEST(SpanAssemblerTest, InvalidTraceparentsAreIgnored) {
     EXPECT_FALSE(Has(span, "flowtracer.parent.source"));
     EXPECT_EQ(p.assembler.stats().parent_from_traceparent, 0u);
   }
+}
+
+TEST(SpanAssemblerTest, TraceparentAtTheEndOf16KiBHeadAcrossWrites) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  std::string head = "GET /big-head HTTP/1.1\r\nHost: svc\r\n";
+  for (int i = 0; head.size() < 16 * 1024 - 400; ++i) head += "X-Filler-" + std::to_string(i) + ": " + std::string(100, 'f') + "\r\n";
+  head += "tracestate: vendor=opaque\r\ntraceparent: " + traceparent + "\r\ntracestate: other@sys=2\r\n\r\n";
+  ASSERT_LE(head.size(), 16u * 1024);
+  ASSERT_GT(head.size(), 16u * 1024 - 400);
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+  // Five reads, split mid-line and inside the traceparent value.
+  size_t cut_points[] = {0, 1000, 7777, head.size() - 60, head.size() - 3, head.size()};
+  for (int i = 0; i < 5; ++i)
+    p.Read(1, 101, std::string_view(head).substr(cut_points[i], cut_points[i + 1] - cut_points[i]), 1000 + i);
+  p.Write(1, 101, kOk, 2000);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(ToHex(p.spans[0].trace_id), kTrace);
+  EXPECT_EQ(ToHex(p.spans[0].parent_span_id), kParent);
+  EXPECT_EQ(p.spans[0].trace_state, "vendor=opaque,other@sys=2");
+  EXPECT_EQ(p.spans[0].start_unix_ns, 1000u);
+}
+
+TEST(SpanAssemblerTest, HeadCutByTheCopyCapIsNotTrusted) {
+  // One read larger than the kernel's copy: the head runs into bytes never copied, so
+  // its traceparent (past the cut) is unknown. The request is dropped and counted as a
+  // resync, not given a trace it may not belong to.
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  std::string head = "GET /cut HTTP/1.1\r\nHost: svc\r\nX-Filler: " + std::string(600, 'f') +
+                     "\r\ntraceparent: " + traceparent + "\r\n\r\n";
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
+  p.ReadCut(1, 101, head, 256, 1000);
+  p.Write(1, 101, kOk, 2000);
+  p.Read(1, 101, "GET /next HTTP/1.1\r\n\r\n", 3000);
+  p.Write(1, 101, kOk, 4000);
+  p.Close(1, 5000);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(Str(p.spans[0], "url.path"), "/next");
+  EXPECT_NE(ToHex(p.spans[0].trace_id), kTrace);
+  EXPECT_GE(p.tracker.stats().http_resyncs + p.tracker.stats().http_orphan_responses, 1u);
+}
+
+TEST(SpanAssemblerTest, TracestateTravelsWithTheTraceparent) {
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kRemoteServer));
+  p.Write(1, 201, "GET /x HTTP/1.1\r\ntraceparent: " + traceparent + "\r\ntracestate: congo=t61rcWkgMzE\r\n\r\n", 100);
+  p.Read(1, 201, kOk, 110);
+  // Without a valid traceparent the tracestate means nothing.
+  p.Write(1, 201, "GET /y HTTP/1.1\r\ntraceparent: junk\r\ntracestate: congo=t61rcWkgMzE\r\n\r\n", 200);
+  p.Read(1, 201, kOk, 210);
+  // Two traceparent fields: ignored.
+  p.Write(1, 201, "GET /z HTTP/1.1\r\ntraceparent: " + traceparent + "\r\ntraceparent: " + traceparent + "\r\n\r\n", 300);
+  p.Read(1, 201, kOk, 310);
+  ASSERT_EQ(p.spans.size(), 3u);
+  EXPECT_EQ(ToHex(p.spans[0].span_id), kParent);
+  EXPECT_EQ(p.spans[0].trace_state, "congo=t61rcWkgMzE");
+  EXPECT_EQ(p.spans[1].trace_state, "");
+  EXPECT_NE(ToHex(p.spans[1].trace_id), kTrace);
+  EXPECT_NE(ToHex(p.spans[2].trace_id), kTrace);
+  EXPECT_NE(ToHex(p.spans[2].span_id), kParent);
 }
 
 // ---- Client spans.
@@ -331,6 +413,120 @@ TEST(SpanAssemblerTest, SameHostPairingStaysInOrderWhenClientSendsTraceparent) {
   EXPECT_EQ(Str(server2, "flowtracer.parent.source"), "same_host");
 }
 
+TEST(SpanAssemblerTest, SameHostPairingWhenTheServersReadArrivesFirst) {
+  // The kernel queues the bytes for the reader before the writer's event is recorded,
+  // so the server's read can reach the agent first. Pairing is by the TCP sequence
+  // number of the request's first byte, not by arrival order, and stays in step.
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  p.Open(3, FT_ROLE_SERVER, 200, "gateway", Tuple(V4(127, 0, 0, 1, 8000), kRemoteClient));
+  p.Open(4, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 42000), kRemoteServer));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  const std::string second = "GET /second HTTP/1.1\r\n\r\n";
+  p.Read(3, 201, "GET /in HTTP/1.1\r\n\r\n", 10);  // gateway serves /in
+  p.Read(2, 301, first, 110);                      // billing reads before...
+  p.Write(4, 301, "GET /rates HTTP/1.1\r\n\r\n", 112);  // (billing's own child call)
+  p.Read(4, 301, kOk, 114);
+  p.Write(1, 201, first, 100);                     // ...gateway's write event arrives
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  p.Write(1, 201, second, 200);                    // in order this time
+  p.Read(2, 301, second, 210);
+  p.Write(2, 301, kOk, 220);
+  p.Read(1, 201, kOk, 230);
+  p.Write(3, 201, kOk, 300);
+  ASSERT_EQ(p.spans.size(), 6u);
+  const Span& in = ByPath(p.spans, "/in");
+  const Span& rates = ByPath(p.spans, "/rates");
+  std::vector<const Span*> firsts, seconds;
+  for (const Span& span : p.spans) {
+    if (Str(span, "url.path") == "/first") firsts.push_back(&span);
+    if (Str(span, "url.path") == "/second") seconds.push_back(&span);
+  }
+  ASSERT_EQ(firsts.size(), 2u);
+  ASSERT_EQ(seconds.size(), 2u);
+  for (auto* pair : {&firsts, &seconds}) {
+    const Span* server = (*pair)[0]->kind == SpanKind::kServer ? (*pair)[0] : (*pair)[1];
+    const Span* client = (*pair)[0]->kind == SpanKind::kServer ? (*pair)[1] : (*pair)[0];
+    EXPECT_EQ(server->parent_span_id, client->span_id) << server->name;
+    EXPECT_EQ(Str(*server, "flowtracer.parent.source"), "same_host");
+    EXPECT_EQ(client->parent_span_id, in.span_id);
+  }
+  // One trace for all, including the call billing made before its parent was known.
+  for (const Span& span : p.spans) EXPECT_EQ(span.trace_id, in.trace_id) << span.name;
+  EXPECT_EQ(rates.parent_span_id, (firsts[0]->kind == SpanKind::kServer ? firsts[0] : firsts[1])->span_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host_late, 1u);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 2u);
+}
+
+TEST(SpanAssemblerTest, ClientWriteArrivingAfterTheServerSpanEndedLinksNothingLater) {
+  // Extreme reordering: the server answered before the client's write reached the agent.
+  // The server span went out as a root; the late client request must not be paired with
+  // a later server request of the connection.
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  const std::string second = "GET /second HTTP/1.1\r\n\r\n";
+  p.Read(2, 301, first, 110);
+  p.Write(2, 301, kOk, 120);
+  p.Write(1, 201, first, 100);
+  p.Read(1, 201, kOk, 130);
+  p.Write(1, 201, second, 200);
+  p.Read(2, 301, second, 210);
+  p.Write(2, 301, kOk, 220);
+  p.Read(1, 201, kOk, 230);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& server_first = p.spans[0];
+  EXPECT_EQ(Str(server_first, "url.path"), "/first");
+  EXPECT_TRUE(IsZero(server_first.parent_span_id));
+  const Span& client_first = p.spans[1];
+  EXPECT_EQ(Str(client_first, "url.path"), "/first");
+  EXPECT_EQ(client_first.kind, SpanKind::kClient);
+  const Span* server_second = nullptr;
+  const Span* client_second = nullptr;
+  for (const Span& span : p.spans) {
+    if (Str(span, "url.path") != "/second") continue;
+    (span.kind == SpanKind::kServer ? server_second : client_second) = &span;
+  }
+  ASSERT_TRUE(server_second && client_second);
+  EXPECT_EQ(server_second->parent_span_id, client_second->span_id);
+  EXPECT_NE(server_second->parent_span_id, client_first.span_id);
+  EXPECT_EQ(p.assembler.stats().parent_from_same_host, 1u);
+}
+
+TEST(SpanAssemblerTest, SameHostLateLinkNeverMixesTwoSettledTraces) {
+  // Billing's SDK settled its group on trace A before gateway's write (carrying no
+  // header, in another settled trace) reached the agent: no link rather than a mix.
+  const std::string sdk = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  const std::string other = "00-11111111111111111111111111111111-2222222222222222-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_CLIENT, 200, "gateway", Tuple(kGatewayEphemeral, kBilling));
+  p.Open(2, FT_ROLE_SERVER, 300, "billing", Tuple(kBilling, kGatewayEphemeral));
+  p.Open(3, FT_ROLE_SERVER, 200, "gateway", Tuple(V4(127, 0, 0, 1, 8000), kRemoteClient));
+  p.Open(4, FT_ROLE_CLIENT, 300, "billing", Tuple(V4(127, 0, 0, 1, 42000), kRemoteServer));
+  const std::string first = "GET /first HTTP/1.1\r\n\r\n";
+  p.Read(3, 201, RequestWithTraceparent("/in", other), 10);
+  p.Read(2, 301, first, 110);
+  p.Write(4, 301, RequestWithTraceparent("/sdk", sdk), 112);  // billing adopts trace A
+  p.Write(1, 201, first, 100);
+  p.Read(4, 301, kOk, 114);
+  p.Write(2, 301, kOk, 120);
+  p.Read(1, 201, kOk, 130);
+  p.Write(3, 201, kOk, 300);
+  const Span& billing = [&]() -> const Span& {
+    for (const Span& s : p.spans) if (s.kind == SpanKind::kServer && s.service == "billing") return s;
+    return p.spans.front();
+  }();
+  EXPECT_EQ(ToHex(billing.trace_id), kTrace);
+  EXPECT_TRUE(IsZero(billing.parent_span_id));
+  EXPECT_EQ(p.assembler.stats().same_host_not_linked, 1u);
+  for (const Span& span : p.spans) {
+    if (span.service == "gateway") EXPECT_EQ(ToHex(span.trace_id), "11111111111111111111111111111111");
+  }
+}
+
 // ---- Thread rule.
 
 TEST(SpanAssemblerTest, ClientRequestOnServingThreadIsChild) {
@@ -348,10 +544,10 @@ TEST(SpanAssemblerTest, ClientRequestOnServingThreadIsChild) {
   p.Write(4, 301, "GET /later HTTP/1.1\r\n\r\n", 140);  // after the answer
   p.Read(4, 301, kOk, 150);
   ASSERT_EQ(p.spans.size(), 4u);
-  const Span& child = p.spans[0];
-  const Span& other = p.spans[1];
-  const Span& server = p.spans[2];
-  const Span& later = p.spans[3];
+  const Span& child = ByPath(p.spans, "/rates");
+  const Span& other = ByPath(p.spans, "/other");
+  const Span& server = ByPath(p.spans, "/orders/7");
+  const Span& later = ByPath(p.spans, "/later");
   EXPECT_EQ(child.name, "GET /rates");
   EXPECT_EQ(server.name, "GET /orders/{id}");
   EXPECT_EQ(child.trace_id, server.trace_id);
@@ -408,9 +604,12 @@ TEST(SpanAssemblerTest, OnlyRequestsOfTheSendingThreadCount) {
   p.Read(4, 301, kOk, 121);
   p.Write(2, 302, kOk, 130);
   ASSERT_EQ(p.spans.size(), 3u);
-  const Span& client = p.spans[0];
-  const Span& elsewhere = p.spans[1];
+  // The child is held until its parent ends: its trace could still change until then.
+  const Span& elsewhere = p.spans[0];
+  const Span& client = p.spans[1];
   const Span& server_b = p.spans[2];
+  EXPECT_EQ(elsewhere.name, "GET /elsewhere");
+  EXPECT_EQ(client.name, "GET /backend");
   EXPECT_EQ(server_b.name, "GET /b");
   EXPECT_EQ(client.parent_span_id, server_b.span_id);
   EXPECT_EQ(client.trace_id, server_b.trace_id);
@@ -418,7 +617,9 @@ TEST(SpanAssemblerTest, OnlyRequestsOfTheSendingThreadCount) {
   EXPECT_FALSE(Has(elsewhere, "flowtracer.parent.unresolved"));
 }
 
-TEST(SpanAssemblerTest, ThreadParentAndClientTraceparentOfAnotherTrace) {
+TEST(SpanAssemblerTest, ServerWithoutTraceparentAdoptsItsChildsTrace) {
+  // Mixed services: the SDK inside the service started a trace for a request that came
+  // without a traceparent. The agent's server span takes that trace id.
   const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
   Pipeline p;
   p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
@@ -426,12 +627,332 @@ TEST(SpanAssemblerTest, ThreadParentAndClientTraceparentOfAnotherTrace) {
   p.Read(1, 301, "GET /in HTTP/1.1\r\n\r\n", 100);
   p.Write(2, 301, RequestWithTraceparent("/out", traceparent), 110);
   p.Read(2, 301, kOk, 120);
+  p.Write(1, 301, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 2u);
+  const Span& client = p.spans[0];
+  const Span& server = p.spans[1];
+  EXPECT_EQ(ToHex(client.trace_id), kTrace);
+  EXPECT_EQ(ToHex(client.span_id), kParent);
+  EXPECT_EQ(client.parent_span_id, server.span_id);
+  EXPECT_EQ(Str(client, "flowtracer.parent.source"), "thread");
+  EXPECT_FALSE(Has(client, "flowtracer.trace.adopted"));  // its own header gave the id
+  EXPECT_EQ(ToHex(server.trace_id), kTrace);
+  EXPECT_TRUE(IsZero(server.parent_span_id));
+  EXPECT_EQ(server.Find("flowtracer.trace.adopted") != nullptr, true);
+  EXPECT_EQ(p.assembler.stats().traces_adopted, 1u);
+}
+
+TEST(SpanAssemblerTest, ThreadParentWithTraceparentOfAnotherTrace) {
+  // The server request joined trace A through its own header; a child call carrying
+  // trace B cannot be its child (two traces would mix) and stays a root of B.
+  const std::string incoming = "00-11111111111111111111111111111111-2222222222222222-01";
+  const std::string outgoing = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, RequestWithTraceparent("/in", incoming), 100);
+  p.Write(2, 301, RequestWithTraceparent("/out", outgoing), 110);
+  p.Read(2, 301, kOk, 120);
   ASSERT_EQ(p.spans.size(), 1u);
-  // The SDK's ids win; a parent from another trace would be inconsistent.
   EXPECT_EQ(ToHex(p.spans[0].trace_id), kTrace);
   EXPECT_EQ(ToHex(p.spans[0].span_id), kParent);
   EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
   EXPECT_EQ(p.assembler.stats().parent_from_thread, 0u);
+  EXPECT_EQ(p.assembler.stats().traces_adopted, 0u);
+  p.Write(1, 301, kOk, 130);
+  ASSERT_EQ(p.spans.size(), 2u);
+  EXPECT_EQ(ToHex(p.spans[1].trace_id), "11111111111111111111111111111111");
+}
+
+// ---- Mixed services: held spans and adopted trace ids.
+
+constexpr uint64_t kMs = 1000 * 1000;
+
+// curl (pid 100) -> gateway (pid 200, an SDK inside) -> billing (pid 300), one host.
+struct MixedChain {
+  const Endpoint curl = V4(127, 0, 0, 1, 50000);
+  const Endpoint gateway = V4(127, 0, 0, 1, 8000);
+  const Endpoint gateway_out = V4(127, 0, 0, 1, 50001);
+  const Endpoint gateway_out2 = V4(127, 0, 0, 1, 50002);
+  const Endpoint billing = V4(127, 0, 0, 1, 8080);
+  const Endpoint plain = V4(127, 0, 0, 1, 8090);
+  const std::string traceparent = "00-" + std::string(kTrace) + "-" + std::string(kParent) + "-01";
+
+  void Open(Pipeline& p) const {
+    p.Open(1, FT_ROLE_CLIENT, 100, "curl", Tuple(curl, gateway));
+    p.Open(2, FT_ROLE_SERVER, 200, "gateway", Tuple(gateway, curl));
+    p.Open(3, FT_ROLE_CLIENT, 200, "gateway", Tuple(gateway_out, plain));   // plain call, no header
+    p.Open(4, FT_ROLE_CLIENT, 200, "gateway", Tuple(gateway_out2, billing));  // SDK call, header
+    p.Open(5, FT_ROLE_SERVER, 300, "billing", Tuple(billing, gateway_out2));
+  }
+};
+
+TEST(SpanAssemblerTest, MixedServicesWholeChainTakesTheSdkTrace) {
+  MixedChain chain;
+  Pipeline p;
+  chain.Open(p);
+  const std::string in = "GET /checkout HTTP/1.1\r\n\r\n";
+  const std::string plain = "GET /plain HTTP/1.1\r\n\r\n";
+  const std::string sdk = RequestWithTraceparent("/charge", chain.traceparent);
+  p.Write(1, 101, in, 1 * kMs);
+  p.Read(2, 201, in, 2 * kMs);
+  // A call without a header finishes first: its trace id is not known yet, so it is held.
+  p.Write(3, 201, plain, 3 * kMs);
+  p.Read(3, 201, kOk, 4 * kMs);
+  EXPECT_EQ(p.spans.size(), 0u);
+  EXPECT_EQ(p.assembler.held_spans(), 1u);
+  // The SDK's call decides the trace of the whole group and releases what was held.
+  p.Write(4, 201, sdk, 5 * kMs);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(p.assembler.held_spans(), 0u);
+  p.Read(5, 301, sdk, 6 * kMs);
+  p.Write(5, 301, kOk, 7 * kMs);
+  p.Read(4, 201, kOk, 8 * kMs);
+  p.Write(2, 201, kOk, 9 * kMs);
+  p.Read(1, 101, kOk, 10 * kMs);
+  ASSERT_EQ(p.spans.size(), 5u);
+  const Span& curl = p.spans[4];
+  const Span& gateway = p.spans[3];
+  const Span& plain_call = ByPath(p.spans, "/plain");
+  const Span& sdk_call = p.spans[2];
+  const Span& billing = p.spans[1];
+  ASSERT_EQ(curl.kind, SpanKind::kClient);
+  ASSERT_EQ(gateway.kind, SpanKind::kServer);
+  ASSERT_EQ(sdk_call.service, "gateway");
+  ASSERT_EQ(billing.service, "billing");
+  for (const Span* span : {&curl, &gateway, &plain_call, &sdk_call, &billing}) {
+    SCOPED_TRACE(span->name);
+    EXPECT_EQ(ToHex(span->trace_id), kTrace);
+  }
+  EXPECT_TRUE(IsZero(curl.parent_span_id));
+  EXPECT_EQ(gateway.parent_span_id, curl.span_id);
+  EXPECT_EQ(plain_call.parent_span_id, gateway.span_id);
+  EXPECT_EQ(sdk_call.parent_span_id, gateway.span_id);
+  EXPECT_EQ(ToHex(sdk_call.span_id), kParent);
+  EXPECT_EQ(ToHex(billing.parent_span_id), kParent);
+  EXPECT_TRUE(Has(curl, "flowtracer.trace.adopted"));
+  EXPECT_TRUE(Has(gateway, "flowtracer.trace.adopted"));
+  EXPECT_TRUE(Has(plain_call, "flowtracer.trace.adopted"));
+  EXPECT_FALSE(Has(sdk_call, "flowtracer.trace.adopted"));
+  EXPECT_FALSE(Has(billing, "flowtracer.trace.adopted"));
+  EXPECT_EQ(p.assembler.stats().traces_adopted, 1u);
+  EXPECT_EQ(p.assembler.held_spans(), 0u);
+  EXPECT_EQ(p.assembler.open_requests(), 0u);
+}
+
+TEST(SpanAssemblerTest, PlainChainIsHeldUntilItsRootEndsThenConsistent) {
+  MixedChain chain;
+  Pipeline p;
+  chain.Open(p);
+  const std::string in = "GET /checkout HTTP/1.1\r\n\r\n";
+  const std::string plain = "GET /plain HTTP/1.1\r\n\r\n";
+  p.Write(1, 101, in, 1 * kMs);
+  p.Read(2, 201, in, 2 * kMs);
+  p.Write(3, 201, plain, 3 * kMs);
+  p.Read(3, 201, kOk, 4 * kMs);
+  p.Write(2, 201, kOk, 5 * kMs);
+  EXPECT_EQ(p.spans.size(), 0u);  // curl's request is still open: a child could still change the trace
+  EXPECT_EQ(p.assembler.held_spans(), 2u);
+  p.Read(1, 101, kOk, 6 * kMs);
+  ASSERT_EQ(p.spans.size(), 3u);
+  EXPECT_EQ(p.spans[0].trace_id, p.spans[1].trace_id);
+  EXPECT_EQ(p.spans[1].trace_id, p.spans[2].trace_id);
+  EXPECT_FALSE(Has(p.spans[0], "flowtracer.trace.adopted"));
+  EXPECT_EQ(p.assembler.held_spans(), 0u);
+  EXPECT_EQ(p.assembler.stats().held_spans_forced_out_age, 0u);
+}
+
+TEST(SpanAssemblerTest, HeldSpansAreForcedOutByAgeAndStayConsistent) {
+  MixedChain chain;
+  AssemblerOptions options;
+  options.max_hold_ns = 100 * kMs;
+  Pipeline p(options);
+  chain.Open(p);
+  const std::string in = "GET /checkout HTTP/1.1\r\n\r\n";
+  const std::string plain = "GET /plain HTTP/1.1\r\n\r\n";
+  p.Write(1, 101, in, 1 * kMs);
+  p.Read(2, 201, in, 2 * kMs);
+  p.Write(3, 201, plain, 3 * kMs);
+  p.Read(3, 201, kOk, 4 * kMs);
+  p.assembler.Tick(103 * kMs);  // held since 4 ms: not yet 100 ms
+  EXPECT_EQ(p.spans.size(), 0u);
+  p.assembler.Tick(104 * kMs);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(p.assembler.stats().held_spans_forced_out_age, 1u);
+  const TraceId forced = p.spans[0].trace_id;
+  // The trace id went out: a later SDK call cannot change it any more, and is not
+  // linked into it either.
+  const std::string sdk = RequestWithTraceparent("/charge", chain.traceparent);
+  p.Write(4, 201, sdk, 200 * kMs);
+  p.Read(4, 201, kOk, 210 * kMs);
+  p.Write(2, 201, kOk, 220 * kMs);
+  p.Read(1, 101, kOk, 230 * kMs);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& sdk_call = ByPath(p.spans, "/charge");
+  EXPECT_EQ(ToHex(sdk_call.trace_id), kTrace);
+  EXPECT_TRUE(IsZero(sdk_call.parent_span_id));
+  EXPECT_EQ(ByPath(p.spans, "/checkout").kind, SpanKind::kServer);  // the server span comes first
+  for (const Span& span : p.spans) {
+    if (&span == &sdk_call) continue;
+    EXPECT_EQ(span.trace_id, forced) << span.name;
+  }
+  EXPECT_EQ(p.assembler.stats().traces_adopted, 0u);
+}
+
+TEST(SpanAssemblerTest, HeldSpansAreBoundedInCount) {
+  AssemblerOptions options;
+  options.max_held_spans = 2;
+  Pipeline p(options);
+  // Three servers of one process, each with a finished child call while it is open.
+  for (uint64_t i = 0; i < 3; ++i) {
+    uint32_t tid = 301 + i;
+    p.Open(10 + i, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, V4(10, 9, 9, 9, 5000 + i)));
+    p.Open(20 + i, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000 + i), kRemoteServer));
+    p.Read(10 + i, tid, "GET /in HTTP/1.1\r\n\r\n", (10 + i) * kMs);
+    p.Write(20 + i, tid, "GET /out HTTP/1.1\r\n\r\n", (11 + i) * kMs);
+    p.Read(20 + i, tid, kOk, (12 + i) * kMs);
+  }
+  EXPECT_EQ(p.assembler.held_spans(), 2u);
+  ASSERT_EQ(p.spans.size(), 1u);  // the oldest was forced out to make room
+  EXPECT_EQ(Int(p.spans[0], "thread.id"), 301);
+  EXPECT_EQ(p.assembler.stats().held_spans_forced_out_count, 1u);
+}
+
+TEST(SpanAssemblerTest, FlushReleasesHeldSpans) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /in HTTP/1.1\r\n\r\n", 100);
+  p.Write(2, 301, "GET /out HTTP/1.1\r\n\r\n", 110);
+  p.Read(2, 301, kOk, 120);
+  EXPECT_EQ(p.spans.size(), 0u);
+  p.assembler.Flush();
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_EQ(p.assembler.stats().held_spans_released_at_exit, 1u);
+}
+
+// ---- Connections the tracker forgets.
+
+TEST(SpanAssemblerTest, EvictedConnectionLeavesNoStaleInFlightRequest) {
+  for (bool idle : {false, true}) {
+    SCOPED_TRACE(idle ? "idle eviction" : "table full");
+    conntrack::TrackerOptions tracker_options;
+    tracker_options.max_connections = idle ? 100 : 2;
+    tracker_options.idle_timeout_ns = 1000 * kMs;
+    Pipeline p({}, tracker_options);
+    p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient), 1 * kMs);
+    p.Read(1, 301, "GET /never-answered HTTP/1.1\r\n\r\n", 2 * kMs);
+    EXPECT_EQ(p.assembler.server_requests_in_flight(), 1u);
+    if (idle) {
+      p.tracker.Tick(2000 * kMs);
+      EXPECT_EQ(p.tracker.stats().connections_evicted_idle, 1u);
+    } else {
+      p.Open(2, FT_ROLE_CLIENT, 400, "other", Tuple(V4(127, 0, 0, 1, 41005), kRemoteServer), 3 * kMs);
+      p.Open(3, FT_ROLE_CLIENT, 400, "other", Tuple(V4(127, 0, 0, 1, 41006), kRemoteServer), 4 * kMs);
+      EXPECT_EQ(p.tracker.stats().connections_evicted_full, 1u);
+    }
+    EXPECT_EQ(p.assembler.server_requests_in_flight(), 0u);
+    EXPECT_EQ(p.assembler.open_requests(), 0u);
+    // A later call on the same thread must not become a child of the forgotten request.
+    p.Open(4, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer), 2100 * kMs);
+    p.Write(4, 301, "GET /later HTTP/1.1\r\n\r\n", 2101 * kMs);
+    p.Read(4, 301, kOk, 2102 * kMs);
+    ASSERT_EQ(p.spans.size(), 1u);
+    EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+    EXPECT_FALSE(Has(p.spans[0], "flowtracer.parent.source"));
+    EXPECT_EQ(p.assembler.held_spans(), 0u);
+  }
+}
+
+TEST(SpanAssemblerTest, RequestsOpenTooLongAreForgotten) {
+  // An exchange that never comes (its response lost) must not stay "in flight" and
+  // parent later calls of the thread.
+  AssemblerOptions options;
+  options.max_open_age_ns = 60000 * kMs;
+  Pipeline p(options);
+  p.Open(1, FT_ROLE_SERVER, 300, "svc", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Read(1, 301, "GET /lost HTTP/1.1\r\n\r\n", 1000 * kMs);
+  p.assembler.Tick(60999 * kMs);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 1u);
+  p.assembler.Tick(61000 * kMs);  // sweeps run once a second
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 1u);
+  p.assembler.Tick(62000 * kMs);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 0u);
+  EXPECT_EQ(p.assembler.open_requests(), 0u);
+  EXPECT_EQ(p.assembler.stats().open_requests_expired, 1u);
+  p.Write(2, 301, "GET /later HTTP/1.1\r\n\r\n", 62001 * kMs);
+  p.Read(2, 301, kOk, 62002 * kMs);
+  ASSERT_EQ(p.spans.size(), 1u);
+  EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
+}
+
+// ---- Event loops.
+
+TEST(SpanAssemblerTest, EventLoopLinksOnlyWithOneRequestInTheProcess) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 400, "node", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_SERVER, 400, "node", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Open(3, FT_ROLE_CLIENT, 400, "node", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  p.Open(4, FT_ROLE_CLIENT, 400, "node", Tuple(V4(127, 0, 0, 1, 41001), kRemoteServer));
+  // One thread reads two connections' requests before answering: an event loop.
+  p.Read(1, 401, "GET /a HTTP/1.1\r\n\r\n", 100);
+  p.Read(2, 401, "GET /b HTTP/1.1\r\n\r\n", 105);
+  p.Write(3, 401, "GET /backend-1 HTTP/1.1\r\n\r\n", 110);  // for /a or /b: unknown
+  p.Write(2, 401, kOk, 120);                                // /b answered
+  p.Write(4, 401, "GET /backend-2 HTTP/1.1\r\n\r\n", 130);  // only /a in flight
+  p.Read(3, 401, kOk, 140);
+  p.Read(4, 401, kOk, 150);
+  p.Write(1, 401, kOk, 160);
+  ASSERT_EQ(p.spans.size(), 4u);
+  const Span& a = ByPath(p.spans, "/a");
+  const Span& backend1 = ByPath(p.spans, "/backend-1");
+  const Span& backend2 = ByPath(p.spans, "/backend-2");
+  EXPECT_TRUE(IsZero(backend1.parent_span_id));
+  EXPECT_EQ(Str(backend1, "flowtracer.parent.unresolved"), "ambiguous");
+  EXPECT_EQ(backend2.parent_span_id, a.span_id);
+  EXPECT_EQ(backend2.trace_id, a.trace_id);
+  EXPECT_EQ(Str(backend2, "flowtracer.parent.source"), "event_loop");
+  EXPECT_EQ(p.assembler.stats().parent_from_event_loop, 1u);
+}
+
+TEST(SpanAssemblerTest, MultiThreadedEventLoopNeedsOneRequestInTheWholeProcess) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 500, "go", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_SERVER, 500, "go", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Open(3, FT_ROLE_SERVER, 500, "go", Tuple(kBilling, V4(10, 9, 9, 9, 5002)));
+  p.Open(4, FT_ROLE_CLIENT, 500, "go", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  // Thread 501 multiplexes (/x and /y at once): the process is an event loop.
+  p.Read(1, 501, "GET /x HTTP/1.1\r\n\r\n", 100);
+  p.Read(2, 501, "GET /y HTTP/1.1\r\n\r\n", 101);
+  p.Write(1, 501, kOk, 102);
+  // Now /y on thread 501 and /z on thread 502: a call from 501 may be for /z (work
+  // moves between threads), so it gets no parent.
+  p.Read(3, 502, "GET /z HTTP/1.1\r\n\r\n", 103);
+  p.Write(4, 501, "GET /call HTTP/1.1\r\n\r\n", 110);
+  p.Read(4, 501, kOk, 120);
+  const Span& call = ByPath(p.spans, "/call");
+  EXPECT_TRUE(IsZero(call.parent_span_id));
+  EXPECT_EQ(Str(call, "flowtracer.parent.unresolved"), "event_loop_concurrent");
+  EXPECT_EQ(p.assembler.stats().parent_event_loop_concurrent, 1u);
+}
+
+TEST(SpanAssemblerTest, ThreadPerRequestServerIsNotAnEventLoop) {
+  Pipeline p;
+  p.Open(1, FT_ROLE_SERVER, 600, "py", Tuple(kBilling, kRemoteClient));
+  p.Open(2, FT_ROLE_SERVER, 600, "py", Tuple(kBilling, V4(10, 9, 9, 9, 5001)));
+  p.Open(3, FT_ROLE_CLIENT, 600, "py", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer));
+  // Pipelined requests on one connection do not make a thread an event loop.
+  p.Read(1, 601, "GET /p1 HTTP/1.1\r\n\r\nGET /p2 HTTP/1.1\r\n\r\n", 100);
+  p.Write(1, 601, std::string(kOk) + std::string(kOk), 101);
+  p.Read(1, 601, "GET /p3 HTTP/1.1\r\n\r\n", 102);
+  p.Read(2, 602, "GET /q HTTP/1.1\r\n\r\n", 103);  // another thread, concurrently
+  p.Write(3, 601, "GET /call HTTP/1.1\r\n\r\n", 110);
+  p.Read(3, 601, kOk, 120);
+  p.Write(1, 601, kOk, 130);
+  const Span& call = ByPath(p.spans, "/call");
+  EXPECT_EQ(call.parent_span_id, ByPath(p.spans, "/p3").span_id);
+  EXPECT_EQ(Str(call, "flowtracer.parent.source"), "thread");
 }
 
 // ---- Status.

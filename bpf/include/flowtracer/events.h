@@ -113,7 +113,8 @@ struct ft_data_event {
   __u8 role;            /* enum ft_role */
   __u8 io_call;         /* enum ft_io_call */
   __u8 hook;            /* enum ft_hook */
-  __u8 _pad[4];
+  __u32 seq_start;      /* TCP sequence number of the call's first byte: the same number at
+                         * both ends of a connection, whenever the agent joined it */
   /* payload_bytes of payload follow the struct in the same record (at most
    * FT_MAX_PAYLOAD); no flexible array member, so C++ can embed the struct. */
 };
