@@ -9,6 +9,7 @@ struct ConnectionTracker::Connection {
   ConnectionInfo info;
   ByteStream streams[2];  // indexed by ft_direction
   Http1Conversation http;
+  NatsConversation nats;
   uint64_t last_activity_ns = 0;
   uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
@@ -102,6 +103,13 @@ bool StartsHttp1(std::string_view data, protocols::MessageType type) {
          (state == protocols::ParseState::kNeedsMoreData && http1::FindMessageStart(type, data) == 0);
 }
 
+// The verb of the whole control line at the start of `data`, if it is one of `verbs`.
+bool StartsNats(std::string_view data, std::initializer_list<nats::Verb> verbs) {
+  nats::Message message;
+  if (nats::ParseControlLine(data, &message) != protocols::ParseState::kSuccess) return false;
+  return std::find(verbs.begin(), verbs.end(), message.verb) != verbs.end();
+}
+
 }  // namespace
 
 void ConnectionTracker::Process(Connection& connection, bool closing) {
@@ -122,6 +130,13 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
       if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
       info.role = role;
       info.protocol = Protocol::kHttp1;
+    } else if (StartsNats(egress, {nats::Verb::kInfo, nats::Verb::kConnect}) ||
+               StartsNats(ingress, {nats::Verb::kInfo, nats::Verb::kConnect})) {
+      // NATS: the server greets with INFO and the client answers CONNECT.
+      bool client = StartsNats(ingress, {nats::Verb::kInfo}) || StartsNats(egress, {nats::Verb::kConnect});
+      if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
+      info.role = client ? FT_ROLE_CLIENT : FT_ROLE_SERVER;
+      info.protocol = Protocol::kNats;
     } else if (connection.streams[0].end_position() - connection.streams[0].read_position() +
                        connection.streams[1].end_position() - connection.streams[1].read_position() >=
                    options_.detect_bytes ||
@@ -137,6 +152,11 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
     }
   }
 
+  if (info.protocol == Protocol::kNats) {
+    ProcessNats(connection);
+    return;
+  }
+
   std::vector<HttpExchange> exchanges;
   std::vector<HttpMessageRecord> started;
   if (closing) {
@@ -147,6 +167,13 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
   if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
   Emit(connection, started, exchanges);
   if (!closing) UpdateKernelControl(connection);
+}
+
+void ConnectionTracker::ProcessNats(Connection& connection) {
+  std::vector<NatsMessageRecord> messages;
+  connection.nats.Process(connection.requests(), connection.responses(), &messages);
+  if (!sink_) return;
+  for (const NatsMessageRecord& message : messages) sink_->OnNatsMessage(connection.info, message);
 }
 
 void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
@@ -193,6 +220,8 @@ void ConnectionTracker::Account(const Connection& connection) {
   stats_.http_resyncs += http.resyncs;
   stats_.http_orphan_responses += http.orphan_responses;
   stats_.http_pending_overflow += http.pending_overflow;
+  stats_.nats_resyncs += connection.nats.stats().resyncs;
+  stats_.nats_messages_without_fingerprint += connection.nats.stats().messages_without_fingerprint;
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
@@ -230,6 +259,8 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
       connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
       Emit(*connection, started, exchanges);
       if (in_flight) *in_flight += connection->http.pending_requests();
+    } else if (connection->info.protocol == Protocol::kNats) {
+      ProcessNats(*connection);
     }
     Account(*connection);
   }

@@ -11,12 +11,13 @@
 
 #include "agent/conntrack/byte_stream.h"
 #include "agent/conntrack/http1_stream.h"
+#include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
 #include "flowtracer/events.h"
 
 namespace flowtracer::conntrack {
 
-enum class Protocol { kUnknown, kHttp1, kOpaque };
+enum class Protocol { kUnknown, kHttp1, kNats, kOpaque };
 
 struct ConnectionInfo {
   uint64_t conn_id = 0;
@@ -38,6 +39,8 @@ class TrackerSink {
   virtual void OnHttpExchange(const ConnectionInfo& connection, const HttpExchange& exchange) = 0;
   virtual void OnConnectionClosed(const ConnectionInfo&, uint64_t /*bytes_sent*/,
                                   uint64_t /*bytes_received*/) {}
+  // A whole NATS message, in order within its direction.
+  virtual void OnNatsMessage(const ConnectionInfo&, const NatsMessageRecord&) {}
 };
 
 // The kernel side of copy control (SocketTracer in production, a fake in tests).
@@ -71,6 +74,8 @@ struct TrackerStats {
   uint64_t http_orphan_responses = 0;
   uint64_t http_pending_overflow = 0;
   uint64_t connections_ignored = 0;  // no known protocol
+  uint64_t nats_resyncs = 0;
+  uint64_t nats_messages_without_fingerprint = 0;
 };
 
 class ConnectionTracker {
@@ -102,6 +107,7 @@ class ConnectionTracker {
   void Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
             const std::vector<HttpExchange>& exchanges);
   void UpdateKernelControl(Connection& connection);
+  void ProcessNats(Connection& connection);
 
   TrackerOptions options_;
   TrackerSink* sink_;

@@ -1,0 +1,65 @@
+// NATS over one client connection: frames the messages of both directions out of the
+// two byte streams (payloads split across reads, many messages per read, gaps). Reports
+// every message with its timing; bodies are skipped by length after the first bytes that
+// make their fingerprint.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "agent/conntrack/byte_stream.h"
+#include "agent/protocols/nats/parse.h"
+
+namespace flowtracer::conntrack {
+
+struct NatsMessageRecord {
+  nats::Message message;        // control line fields, and headers for HPUB/HMSG
+  bool from_client = true;      // client -> server (PUB, SUB...) or server -> client (MSG...)
+  uint64_t start_ns = 0;        // the call that moved the control line's first byte
+  uint64_t end_ns = 0;          // the call that moved the frame's last byte
+  uint32_t tid = 0;             // thread that moved the first byte
+  bool headers_complete = true;  // false when the header block was not captured whole
+  // Subject, body size and the first kFingerprintBodyBytes of the body, hashed: equal for
+  // a publish and its deliveries. nullopt when those bytes were not all captured.
+  std::optional<uint64_t> fingerprint;
+};
+
+struct NatsStats {
+  uint64_t resyncs = 0;                  // parse errors or gaps that forced a search for the next message
+  uint64_t messages_without_fingerprint = 0;  // publishes/deliveries whose body start was not captured
+};
+
+// Subject, body size and body prefix (at most kFingerprintBodyBytes are read) -> 64-bit hash.
+inline constexpr size_t kFingerprintBodyBytes = 1024;
+uint64_t NatsFingerprint(std::string_view subject, uint64_t body_bytes, std::string_view body_prefix);
+
+class NatsConversation {
+ public:
+  // Parses what both streams hold and appends each whole message to `done`, in order
+  // within each direction.
+  void Process(ByteStream& client_to_server, ByteStream& server_to_client,
+               std::vector<NatsMessageRecord>* done);
+
+  const NatsStats& stats() const { return stats_; }
+
+ private:
+  enum class Stage { kSeek, kControl, kPayload };
+  struct Side {
+    explicit Side(bool client) : from_client(client) {}
+    bool from_client;
+    Stage stage = Stage::kSeek;
+    NatsMessageRecord record;
+    uint64_t frame_end = 0;  // kPayload: stream offset just past the frame
+  };
+
+  bool Step(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);
+  void Resync(Side& side, ByteStream& stream);
+  void Finish(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);
+
+  Side client_side_{true};
+  Side server_side_{false};
+  NatsStats stats_;
+};
+
+}  // namespace flowtracer::conntrack
