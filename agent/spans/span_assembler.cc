@@ -97,6 +97,17 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
       }
     }
   }
+  // Messaging: a message being processed on the thread is a parent like a server request.
+  RequestIds other_parent;
+  if (thread_parent_lookup_) {
+    ThreadParent other = thread_parent_lookup_(connection.pid, request.tid);
+    if (other.candidates == 1 && candidates == 0) {
+      other_parent.trace_id = other.trace_id;
+      other_parent.span_id = other.span_id;
+      parent = &other_parent;
+    }
+    candidates += other.candidates;
+  }
   auto context = ParseTraceparent(request.head.Header("traceparent"));
   if (context) {
     // The application propagates (an SDK): its ids are the ones the callee will see.
@@ -175,6 +186,20 @@ void SpanAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& connecti
     std::erase_if(it->second, [&](const RequestKey& k) { return k.conn_id == connection.conn_id; });
     if (it->second.empty()) server_in_flight_.erase(it);
   }
+}
+
+SpanAssembler::ThreadParent SpanAssembler::ServerRequestOnThread(uint32_t pid, uint32_t tid) const {
+  ThreadParent found;
+  auto in_flight = server_in_flight_.find(pid);
+  if (in_flight == server_in_flight_.end()) return found;
+  for (const RequestKey& key : in_flight->second) {
+    auto open = open_requests_.find(key);
+    if (open == open_requests_.end() || open->second.tid != tid) continue;
+    found.trace_id = open->second.trace_id;
+    found.span_id = open->second.span_id;
+    ++found.candidates;
+  }
+  return found;
 }
 
 Span SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,

@@ -53,6 +53,21 @@ class SpanAssembler : public conntrack::TrackerSink {
   const AssemblerStats& stats() const { return stats_; }
   const RouteLimiter& routes() const { return routes_; }
 
+  // ---- Messaging (agent/spans/messaging_assembler.h) ----
+  // Work in flight on one thread that may be the parent of what the thread sends.
+  struct ThreadParent {
+    TraceId trace_id{};
+    SpanId span_id{};
+    int candidates = 0;  // 1: the parent above; 0: none; more: ambiguous
+  };
+  // Server requests in flight on this thread (the parent of a publish it makes).
+  ThreadParent ServerRequestOnThread(uint32_t pid, uint32_t tid) const;
+  // Other work in flight on a thread (a message being processed); added to the server
+  // requests when a client span's parent is chosen.
+  void SetThreadParentLookup(std::function<ThreadParent(uint32_t pid, uint32_t tid)> lookup) {
+    thread_parent_lookup_ = std::move(lookup);
+  }
+
  private:
   struct RequestIds {
     TraceId trace_id{};
@@ -92,6 +107,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   // Client requests not yet matched to a same-host server span, by the client's
   // (local, remote) endpoints; the server looks them up by its (remote, local).
   std::unordered_map<std::string, std::deque<RequestIds>> unmatched_client_requests_;
+  std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
