@@ -103,11 +103,23 @@ bool StartsHttp1(std::string_view data, protocols::MessageType type) {
          (state == protocols::ParseState::kNeedsMoreData && http1::FindMessageStart(type, data) == 0);
 }
 
-// The verb of the whole control line at the start of `data`, if it is one of `verbs`.
+// Verbs only NATS clients send, and only servers (PING and PONG go both ways).
+constexpr std::initializer_list<nats::Verb> kNatsClientVerbs = {
+    nats::Verb::kConnect, nats::Verb::kPub, nats::Verb::kHpub, nats::Verb::kSub, nats::Verb::kUnsub};
+constexpr std::initializer_list<nats::Verb> kNatsServerVerbs = {
+    nats::Verb::kInfo, nats::Verb::kMsg, nats::Verb::kHmsg, nats::Verb::kOk, nats::Verb::kErr};
+
+// True when `data` starts with a whole control line whose verb is one of `verbs`,
+// after any PINGs and PONGs.
 bool StartsNats(std::string_view data, std::initializer_list<nats::Verb> verbs) {
-  nats::Message message;
-  if (nats::ParseControlLine(data, &message) != protocols::ParseState::kSuccess) return false;
-  return std::find(verbs.begin(), verbs.end(), message.verb) != verbs.end();
+  for (int lines = 0; lines < 8; ++lines) {
+    nats::Message message;
+    if (nats::ParseControlLine(data, &message) != protocols::ParseState::kSuccess) return false;
+    if (message.verb != nats::Verb::kPing && message.verb != nats::Verb::kPong)
+      return std::find(verbs.begin(), verbs.end(), message.verb) != verbs.end();
+    data.remove_prefix(message.control_bytes);
+  }
+  return false;
 }
 
 }  // namespace
@@ -130,10 +142,11 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
       if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
       info.role = role;
       info.protocol = Protocol::kHttp1;
-    } else if (StartsNats(egress, {nats::Verb::kInfo, nats::Verb::kConnect}) ||
-               StartsNats(ingress, {nats::Verb::kInfo, nats::Verb::kConnect})) {
-      // NATS: the server greets with INFO and the client answers CONNECT.
-      bool client = StartsNats(ingress, {nats::Verb::kInfo}) || StartsNats(egress, {nats::Verb::kConnect});
+    } else if (StartsNats(egress, kNatsClientVerbs) || StartsNats(ingress, kNatsServerVerbs) ||
+               StartsNats(egress, kNatsServerVerbs) || StartsNats(ingress, kNatsClientVerbs)) {
+      // NATS: the server greets with INFO and the client answers CONNECT. A connection
+      // older than the agent starts anywhere: verbs only one side sends decide the role.
+      bool client = StartsNats(egress, kNatsClientVerbs) || StartsNats(ingress, kNatsServerVerbs);
       if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
       info.role = client ? FT_ROLE_CLIENT : FT_ROLE_SERVER;
       info.protocol = Protocol::kNats;

@@ -239,6 +239,24 @@ TEST(NatsStreamTest, ServerSideDetectedAndHttpStillHttp) {
   EXPECT_EQ(sink.messages.size(), before);  // the HTTP connection gave no NATS messages
 }
 
+TEST(NatsStreamTest, ConnectionOlderThanTheAgentIsDetectedMidStream) {
+  RecordingSink sink;
+  Feeder f(&sink);
+  f.Open(1, FT_ROLE_UNKNOWN, 10, "sub", Tuple(40001, 4222));
+  f.Read(1, 10, "PING\r\n", 90);  // both sides send PING: not enough to decide
+  EXPECT_TRUE(sink.messages.empty());
+  f.Read(1, 10, "MSG a 1 2\r\nhi\r\n", 100);
+  f.Open(2, FT_ROLE_UNKNOWN, 20, "pub", Tuple(40002, 4222));
+  f.Write(2, 20, "PUB a 2\r\nhi\r\n", 110);
+  ASSERT_EQ(sink.messages.size(), 3u);
+  EXPECT_EQ(sink.messages[0].second.message.verb, nats::Verb::kPing);
+  EXPECT_EQ(sink.messages[1].second.message.verb, nats::Verb::kMsg);
+  EXPECT_EQ(sink.messages[1].first.role, FT_ROLE_CLIENT);
+  EXPECT_TRUE(sink.messages[1].first.role_inferred);
+  EXPECT_EQ(sink.messages[2].first.role, FT_ROLE_CLIENT);
+  EXPECT_EQ(sink.messages[2].second.fingerprint, sink.messages[1].second.fingerprint);
+}
+
 // ---- Spans: ring buffer records -> tracker -> messaging + HTTP assemblers.
 
 class Pipeline {
