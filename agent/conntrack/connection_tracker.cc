@@ -150,6 +150,16 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
       if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
       info.role = client ? FT_ROLE_CLIENT : FT_ROLE_SERVER;
       info.protocol = Protocol::kNats;
+      if (!client) {
+        // The broker's side repeats its clients' bytes and spans come from the clients:
+        // the kernel stops copying it (a broker moves more bytes than anyone).
+        ++stats_.nats_broker_connections_ignored;
+        info.protocol = Protocol::kOpaque;
+        UpdateKernelControl(connection);
+        connection.streams[0].SkipAll();
+        connection.streams[1].SkipAll();
+        return;
+      }
     } else if (connection.streams[0].end_position() - connection.streams[0].read_position() +
                        connection.streams[1].end_position() - connection.streams[1].read_position() >=
                    options_.detect_bytes ||
@@ -166,7 +176,7 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
   }
 
   if (info.protocol == Protocol::kNats) {
-    ProcessNats(connection);
+    ProcessNats(connection, closing);
     return;
   }
 
@@ -182,11 +192,13 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
   if (!closing) UpdateKernelControl(connection);
 }
 
-void ConnectionTracker::ProcessNats(Connection& connection) {
+void ConnectionTracker::ProcessNats(Connection& connection, bool closing) {
   std::vector<NatsMessageRecord> messages;
   connection.nats.Process(connection.requests(), connection.responses(), &messages);
-  if (!sink_) return;
-  for (const NatsMessageRecord& message : messages) sink_->OnNatsMessage(connection.info, message);
+  if (sink_) {
+    for (const NatsMessageRecord& message : messages) sink_->OnNatsMessage(connection.info, message);
+  }
+  if (!closing) UpdateKernelControl(connection);
 }
 
 void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
@@ -202,8 +214,9 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   bool ignore = connection.info.protocol == Protocol::kOpaque;
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
-    auto request_end = connection.http.RequestBodyEnd();
-    auto response_end = connection.http.ResponseBodyEnd();
+    bool nats = connection.info.protocol == Protocol::kNats;
+    auto request_end = nats ? connection.nats.ClientFrameEnd() : connection.http.RequestBodyEnd();
+    auto response_end = nats ? connection.nats.ServerFrameEnd() : connection.http.ResponseBodyEnd();
     int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
     if (request_end) wanted[request_dir] = *request_end;
     if (response_end) wanted[request_dir ^ 1] = *response_end;
@@ -273,7 +286,7 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
       Emit(*connection, started, exchanges);
       if (in_flight) *in_flight += connection->http.pending_requests();
     } else if (connection->info.protocol == Protocol::kNats) {
-      ProcessNats(*connection);
+      ProcessNats(*connection, /*closing=*/true);
     }
     Account(*connection);
   }

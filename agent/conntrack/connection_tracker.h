@@ -75,6 +75,7 @@ struct TrackerStats {
   uint64_t http_pending_overflow = 0;
   uint64_t connections_ignored = 0;  // no known protocol
   uint64_t nats_resyncs = 0;
+  uint64_t nats_broker_connections_ignored = 0;  // nats-server's side: spans come from its clients
   uint64_t nats_messages_without_fingerprint = 0;
 };
 
@@ -107,7 +108,7 @@ class ConnectionTracker {
   void Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
             const std::vector<HttpExchange>& exchanges);
   void UpdateKernelControl(Connection& connection);
-  void ProcessNats(Connection& connection);
+  void ProcessNats(Connection& connection, bool closing);
 
   TrackerOptions options_;
   TrackerSink* sink_;

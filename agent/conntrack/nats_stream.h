@@ -41,6 +41,11 @@ class NatsConversation {
   void Process(ByteStream& client_to_server, ByteStream& server_to_client,
                std::vector<NatsMessageRecord>* done);
 
+  // Where the frame being skipped in each direction ends, while its body is skipped:
+  // the kernel need not copy bytes before it.
+  std::optional<uint64_t> ClientFrameEnd() const { return FrameEnd(client_side_); }
+  std::optional<uint64_t> ServerFrameEnd() const { return FrameEnd(server_side_); }
+
   const NatsStats& stats() const { return stats_; }
 
  private:
@@ -53,6 +58,10 @@ class NatsConversation {
     uint64_t frame_end = 0;  // kPayload: stream offset just past the frame
   };
 
+  static std::optional<uint64_t> FrameEnd(const Side& side) {
+    if (side.stage == Stage::kPayload) return side.frame_end;
+    return std::nullopt;
+  }
   bool Step(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);
   void Resync(Side& side, ByteStream& stream);
   void Finish(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);

@@ -81,7 +81,8 @@ struct RecordingSink : conntrack::TrackerSink {
 // Ring buffer records -> ConnectionTracker -> sink.
 class Feeder {
  public:
-  explicit Feeder(conntrack::TrackerSink* sink) : tracker({}, sink) {}
+  explicit Feeder(conntrack::TrackerSink* sink, conntrack::KernelControl* control = nullptr)
+      : tracker({}, sink, control) {}
 
   void Open(uint64_t conn_id, ft_role role, uint32_t pid, std::string_view comm, const ft_tuple& tuple,
             uint64_t ts = 1) {
@@ -222,21 +223,50 @@ TEST(NatsStreamTest, GapInsideAPayloadAndGarbageResync) {
   EXPECT_GE(f.tracker.stats().nats_resyncs, 1u);
 }
 
-TEST(NatsStreamTest, ServerSideDetectedAndHttpStillHttp) {
+struct RecordingControl : conntrack::KernelControl {
+  std::vector<std::pair<uint64_t, ft_conn_control>> sets;
+  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override { sets.emplace_back(conn_id, control); }
+  void ForgetConnControl(uint64_t) override {}
+};
+
+TEST(NatsStreamTest, BrokerSideIgnoredAndHttpStillHttp) {
   RecordingSink sink;
-  Feeder f(&sink);
+  RecordingControl control;
+  Feeder f(&sink, &control);
   f.Open(1, FT_ROLE_UNKNOWN, 10, "nats-server", Tuple(4222, 40001));
   f.Write(1, 10, kInfo, 100);
   f.Read(1, 10, kConnect, 110);
-  ASSERT_FALSE(sink.messages.empty());
-  EXPECT_EQ(sink.messages[0].first.role, FT_ROLE_SERVER);
-  EXPECT_TRUE(sink.messages[0].first.role_inferred);
+  f.Read(1, 10, "PUB a 2\r\nhi\r\n", 120);
+  EXPECT_TRUE(sink.messages.empty());
+  EXPECT_EQ(f.tracker.stats().nats_broker_connections_ignored, 1u);
+  ASSERT_EQ(control.sets.size(), 1u);
+  EXPECT_EQ(control.sets[0].second.flags, FT_CONTROL_IGNORE);  // the kernel stops copying
   f.Open(2, FT_ROLE_UNKNOWN, 10, "web", Tuple(8080, 40002));
   f.Read(2, 10, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 120);
   f.Write(2, 10, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 130);
-  size_t before = sink.messages.size();
   f.tracker.Flush();
-  EXPECT_EQ(sink.messages.size(), before);  // the HTTP connection gave no NATS messages
+  EXPECT_TRUE(sink.messages.empty());  // the HTTP connection gave no NATS messages
+}
+
+TEST(NatsStreamTest, LargeBodiesAreSkippedByTheKernel) {
+  RecordingSink sink;
+  RecordingControl control;
+  Feeder f(&sink, &control);
+  f.Open(1, FT_ROLE_CLIENT, 10, "sub", Tuple(40001, 4222));
+  f.Read(1, 10, kInfo, 100);
+  std::string head = "MSG big 1 100000\r\n";
+  f.Read(1, 10, head + std::string(2000, 'x'), 110);
+  ASSERT_FALSE(control.sets.empty());
+  uint64_t frame_end = kInfo.size() + head.size() + 100000 + 2;
+  EXPECT_EQ(control.sets.back().second.skip_until[FT_DIR_INGRESS], frame_end);
+  // The kernel then reports the skipped bytes as uncaptured: framing still holds.
+  f.Data(1, FT_DIR_INGRESS, 10, "", 120, 100000 - 2000 + 2);
+  f.Read(1, 10, "MSG after 1 2\r\nok\r\n", 130);
+  ASSERT_EQ(sink.messages.size(), 3u);
+  EXPECT_EQ(sink.messages[1].second.message.subject, "big");
+  EXPECT_TRUE(sink.messages[1].second.fingerprint.has_value());  // from the first 1 KiB
+  EXPECT_EQ(sink.messages[1].second.end_ns, 120u);
+  EXPECT_EQ(sink.messages[2].second.message.subject, "after");
 }
 
 TEST(NatsStreamTest, ConnectionOlderThanTheAgentIsDetectedMidStream) {
