@@ -38,6 +38,7 @@ void NatsConversation::Resync(Side& side, ByteStream& stream) {
   side.record = {};
   // Step past the current position so the same bad start is not found again.
   if (!stream.empty()) stream.Consume(1);
+  side.at_line_start = false;
 }
 
 void NatsConversation::Finish(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done) {
@@ -46,6 +47,7 @@ void NatsConversation::Finish(Side& side, ByteStream& stream, std::vector<NatsMe
   done->push_back(std::move(side.record));
   side.record = {};
   side.stage = Stage::kControl;
+  side.at_line_start = true;
 }
 
 bool NatsConversation::Step(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done) {
@@ -63,20 +65,29 @@ bool NatsConversation::Step(Side& side, ByteStream& stream, std::vector<NatsMess
     // A hole at the read position: nothing to parse until it ends.
     if (side.stage == Stage::kControl) ++stats_.resyncs;
     side.stage = Stage::kSeek;
+    side.at_line_start = true;  // the next captured bytes start a call
     uint64_t before = stream.read_position();
     stream.SkipHole();
     return stream.read_position() != before;
   }
   bool hole_follows = stream.read_position() + data.size() < stream.end_position();
   if (side.stage == Stage::kSeek) {
-    size_t start = nats::FindMessageStart(data);
+    size_t from = 0;
+    if (!side.at_line_start) {
+      size_t line_feed = data.find('\n');
+      from = line_feed == std::string_view::npos ? data.size() : line_feed + 1;
+    }
+    size_t start = from < data.size() ? nats::FindMessageStart(data, from) : std::string_view::npos;
     if (start == std::string_view::npos) {
       if (hole_follows) {
         stream.Consume(data.size());
+        side.at_line_start = true;
         return true;
       }
       if (data.size() <= kSeekKeepBytes) return false;
-      stream.Consume(data.size() - kSeekKeepBytes);
+      size_t skipped = data.size() - kSeekKeepBytes;
+      side.at_line_start = data[skipped - 1] == '\n';
+      stream.Consume(skipped);
       return true;
     }
     stream.Consume(start);
@@ -104,6 +115,16 @@ bool NatsConversation::Step(Side& side, ByteStream& stream, std::vector<NatsMess
   record.from_client = side.from_client;
   record.start_ns = stream.TimestampAt(start);
   record.tid = stream.TidAt(start);
+  if (side.from_client && message.verb == nats::Verb::kSub && !message.queue_group.empty() &&
+      queue_group_by_sid_.size() < kMaxQueueSubscriptions) {
+    queue_group_by_sid_[message.sid] = message.queue_group;
+  } else if (side.from_client && message.verb == nats::Verb::kUnsub) {
+    // An UNSUB with a message limit may still deliver a few: those lose the group.
+    queue_group_by_sid_.erase(message.sid);
+  } else if (!side.from_client && !queue_group_by_sid_.empty()) {
+    if (auto it = queue_group_by_sid_.find(message.sid); it != queue_group_by_sid_.end())
+      record.queue_group = it->second;
+  }
   if (!nats::CarriesPayload(message.verb)) {
     record.end_ns = stream.TimestampAt(start + message.control_bytes - 1);
     record.message = std::move(message);

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/conntrack/byte_stream.h"
@@ -20,6 +22,7 @@ struct NatsMessageRecord {
   uint64_t end_ns = 0;          // the call that moved the frame's last byte
   uint32_t tid = 0;             // thread that moved the first byte
   bool headers_complete = true;  // false when the header block was not captured whole
+  std::string queue_group;       // deliveries: the queue group of their subscription (SUB), if any
   // Subject, body size and the first kFingerprintBodyBytes of the body, hashed: equal for
   // a publish and its deliveries. nullopt when those bytes were not all captured.
   std::optional<uint64_t> fingerprint;
@@ -54,6 +57,9 @@ class NatsConversation {
     explicit Side(bool client) : from_client(client) {}
     bool from_client;
     Stage stage = Stage::kSeek;
+    // Whether the read position follows a line feed (or starts a call after a hole): only
+    // there can a message start, so a resync never takes a verb from mid-line.
+    bool at_line_start = true;
     NatsMessageRecord record;
     uint64_t frame_end = 0;  // kPayload: stream offset just past the frame
   };
@@ -65,6 +71,11 @@ class NatsConversation {
   bool Step(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);
   void Resync(Side& side, ByteStream& stream);
   void Finish(Side& side, ByteStream& stream, std::vector<NatsMessageRecord>* done);
+
+  // Subscriptions' queue groups by sid, from SUB (bounded: a client with more queue
+  // subscriptions than this gets no group on the rest).
+  static constexpr size_t kMaxQueueSubscriptions = 1024;
+  std::unordered_map<std::string, std::string> queue_group_by_sid_;
 
   Side client_side_{true};
   Side server_side_{false};

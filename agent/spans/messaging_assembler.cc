@@ -101,6 +101,7 @@ Span MessagingAssembler::BaseSpan(const conntrack::ConnectionInfo& connection, c
   a.push_back({"messaging.message.body.size", static_cast<int64_t>(message.body_bytes())});
   if (!message.reply_to.empty()) a.push_back({"messaging.nats.reply_to", message.reply_to});
   if (!producer) a.push_back({"messaging.nats.subscription.id", message.sid});
+  if (!record.queue_group.empty()) a.push_back({"messaging.consumer.group.name", record.queue_group});
   a.push_back({"server.address", peer_address});
   a.push_back({"server.port", int64_t{connection.tuple.remote_port}});
   a.push_back({"network.peer.address", peer_address});

@@ -1,9 +1,13 @@
-// libFuzzer target for the NATS parser: no crash on any input, and the results agree
-// with each other (whole frames vs their prefixes, control lines vs frames, resync).
+// libFuzzer target for the NATS parser and its stream driver: no crash on any input, and
+// the results agree with each other (whole frames vs their prefixes, control lines vs
+// frames, resync, and the driver's messages whatever the reads the bytes came in).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
+#include "agent/conntrack/nats_stream.h"
 #include "agent/protocols/nats/parse.h"
 
 namespace {
@@ -72,6 +76,43 @@ void CheckFrame(std::string_view buf) {
   }
 }
 
+using flowtracer::conntrack::ByteStream;
+using flowtracer::conntrack::NatsConversation;
+using flowtracer::conntrack::NatsMessageRecord;
+
+// Feeds `bytes` as server -> client reads whose sizes cycle through `read_sizes` (a zero
+// stands for 1; empty: one read), every byte captured.
+std::vector<NatsMessageRecord> Drive(std::string_view bytes, std::string_view read_sizes) {
+  ByteStream from_client, from_server;
+  NatsConversation conversation;
+  std::vector<NatsMessageRecord> records;
+  uint64_t position = 0;
+  size_t index = 0;
+  while (position < bytes.size()) {
+    size_t length = bytes.size();
+    if (!read_sizes.empty()) length = 1 + static_cast<unsigned char>(read_sizes[index++ % read_sizes.size()]);
+    std::string_view piece = bytes.substr(position, length);
+    from_server.Add(position, piece.size(), 0, piece, position + 1, 7);
+    position += piece.size();
+    conversation.Process(from_client, from_server, &records);
+  }
+  return records;
+}
+
+void CheckDriver(std::string_view bytes, std::string_view read_sizes) {
+  std::vector<NatsMessageRecord> whole = Drive(bytes, {});
+  std::vector<NatsMessageRecord> pieces = Drive(bytes, read_sizes);
+  Check(whole.size() == pieces.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    Check(whole[i].message.verb == pieces[i].message.verb);
+    Check(whole[i].message.subject == pieces[i].message.subject);
+    Check(whole[i].message.total_bytes == pieces[i].message.total_bytes);
+    Check(whole[i].message.headers == pieces[i].message.headers);
+    Check(whole[i].fingerprint == pieces[i].fingerprint);
+    Check(!whole[i].from_client && pieces[i].start_ns <= pieces[i].end_ns);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -79,5 +120,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckFrame(input);
   Message headers;
   ParseHeaderBlock(input, &headers);
+  // The first byte says how many bytes at the end set the read sizes.
+  if (!input.empty()) {
+    size_t spec_bytes = std::min<size_t>(static_cast<unsigned char>(input[0]) % 8, size - 1);
+    CheckDriver(input.substr(1, size - 1 - spec_bytes), input.substr(size - spec_bytes));
+  }
   return 0;
 }

@@ -440,6 +440,38 @@ TEST(MessagingAssemblerTest, FanOutTwoSubscribersOneProducer) {
   EXPECT_EQ(p.messaging.stats().deliveries_unlinked, 1u);
 }
 
+TEST(MessagingAssemblerTest, RequestReplyAndQueueGroups) {
+  Pipeline p;
+  Feeder& f = p.feeder;
+  f.Open(1, FT_ROLE_CLIENT, kCheckoutPid, "checkout", Tuple(50001, 4222));  // requester
+  f.Open(2, FT_ROLE_CLIENT, kNotifyPid, "pricing", Tuple(50002, 4222));     // responder
+  f.Read(1, 7, kInfo, 10);
+  f.Read(2, 8, kInfo, 10);
+  f.Write(1, 7, std::string(kConnect) + "SUB _INBOX.abc.* 1\r\n", 11);
+  f.Write(2, 8, std::string(kConnect) + "SUB price.get workers 4\r\n", 11);
+  f.Write(1, 7, "PUB price.get _INBOX.abc.1 3\r\nsku\r\n", 100);
+  f.Read(2, 8, "MSG price.get 4 _INBOX.abc.1 3\r\nsku\r\n", 110);
+  f.Write(2, 8, "PUB _INBOX.abc.1 2\r\n42\r\n", 120);  // the reply, while processing the request
+  f.Read(1, 7, "MSG _INBOX.abc.1 1 2\r\n42\r\n", 130);
+  f.Read(2, 8, "PING\r\n", 200);
+  p.messaging.Flush();
+  std::vector<Span> producers = p.OfKind(SpanKind::kProducer), consumers = p.OfKind(SpanKind::kConsumer);
+  ASSERT_EQ(producers.size(), 2u);
+  ASSERT_EQ(consumers.size(), 2u);
+  const Span& request = producers[0];
+  const Span& reply = producers[1];
+  const Span& served = consumers[0].service == "pricing" ? consumers[0] : consumers[1];
+  const Span& answered = consumers[0].service == "pricing" ? consumers[1] : consumers[0];
+  EXPECT_EQ(Str(request, "messaging.nats.reply_to"), "_INBOX.abc.1");
+  EXPECT_EQ(served.parent_span_id, request.span_id);
+  EXPECT_EQ(Str(served, "messaging.consumer.group.name"), "workers");
+  EXPECT_EQ(reply.parent_span_id, served.span_id);  // published while the request was processed
+  EXPECT_EQ(reply.name, "publish _INBOX");
+  EXPECT_EQ(answered.parent_span_id, reply.span_id);
+  EXPECT_FALSE(answered.Find("messaging.consumer.group.name"));
+  for (const Span& span : {reply, served, answered}) EXPECT_EQ(span.trace_id, request.trace_id);
+}
+
 TEST(MessagingAssemblerTest, PublishTableIsBoundedAndExpires) {
   TempProcRoot root;
   process::ProcessRegistry processes(root.path());
