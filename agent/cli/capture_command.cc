@@ -134,6 +134,7 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"connections evicted (table full)", stats.connections_evicted_full},
         {"NATS resynchronisations", stats.nats_resyncs},
         {"NATS messages without a fingerprint (body not captured)", stats.nats_messages_without_fingerprint},
+        {"NATS bytes not captured (messages in them lost)", stats.nats_uncaptured_bytes},
         {"NATS deliveries linked to no publish", messaging.stats().deliveries_unlinked},
         {"NATS publishes dropped (match table full)", messaging.stats().publishes_dropped_table_full},
         {"NATS consumers ended early (table full)", messaging.stats().consumers_dropped_table_full},

@@ -248,6 +248,7 @@ void ConnectionTracker::Account(const Connection& connection) {
   stats_.http_pending_overflow += http.pending_overflow;
   stats_.nats_resyncs += connection.nats.stats().resyncs;
   stats_.nats_messages_without_fingerprint += connection.nats.stats().messages_without_fingerprint;
+  stats_.nats_uncaptured_bytes += connection.nats.stats().uncaptured_bytes;
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {

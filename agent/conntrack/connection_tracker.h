@@ -77,6 +77,7 @@ struct TrackerStats {
   uint64_t nats_resyncs = 0;
   uint64_t nats_broker_connections_ignored = 0;  // nats-server's side: spans come from its clients
   uint64_t nats_messages_without_fingerprint = 0;
+  uint64_t nats_uncaptured_bytes = 0;  // where messages may have been: those are lost
 };
 
 class ConnectionTracker {

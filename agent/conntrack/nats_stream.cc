@@ -68,6 +68,7 @@ bool NatsConversation::Step(Side& side, ByteStream& stream, std::vector<NatsMess
     side.at_line_start = true;  // the next captured bytes start a call
     uint64_t before = stream.read_position();
     stream.SkipHole();
+    stats_.uncaptured_bytes += stream.read_position() - before;
     return stream.read_position() != before;
   }
   bool hole_follows = stream.read_position() + data.size() < stream.end_position();

@@ -31,6 +31,9 @@ struct NatsMessageRecord {
 struct NatsStats {
   uint64_t resyncs = 0;                  // parse errors or gaps that forced a search for the next message
   uint64_t messages_without_fingerprint = 0;  // publishes/deliveries whose body start was not captured
+  // Bytes the kernel did not copy where a message could start (e.g. past the first
+  // max_payload_bytes of a large read): the messages in them are lost.
+  uint64_t uncaptured_bytes = 0;
 };
 
 // Subject, body size and body prefix (at most kFingerprintBodyBytes are read) -> 64-bit hash.

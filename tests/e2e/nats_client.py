@@ -12,7 +12,8 @@ class NatsError(Exception):
 
 
 class NatsClient:
-    def __init__(self, port, host="127.0.0.1", name="test", timeout_s=10):
+    def __init__(self, port, host="127.0.0.1", name="test", timeout_s=10, read_bytes=65536):
+        self.read_bytes = read_bytes
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.buffer = b""
         self.sent = []       # each sendall() call's bytes
@@ -29,7 +30,7 @@ class NatsClient:
         self.sock.sendall(data)
 
     def _fill(self):
-        data = self.sock.recv(65536)
+        data = self.sock.recv(self.read_bytes)
         if not data:
             raise NatsError("connection closed by the server")
         self.received.append(data)

@@ -5,14 +5,17 @@ usage:
       An HTTP service: each POST /checkout publishes its body on S from the handling
       thread. With --propagate it behaves like an OpenTelemetry SDK: it continues the
       request's traceparent (or starts a trace) in an HPUB header; without it, plain PUB.
-  nats_services.py subscriber --nats PORT --subject S [--call URL]
+  nats_services.py subscriber --nats PORT --subject S [--call URL] [--read-bytes N]
       Subscribes to S; for each message, on the thread that read it, GETs URL.
+  nats_services.py burst --nats PORT --subject S --count N
+      Publishes N distinct messages back to back, waits for the server to have them, exits.
 Both print "ready" once connected."""
 import argparse
 import http.client
 import os
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -59,7 +62,7 @@ def run_publisher(args):
 
 
 def run_subscriber(args):
-    nats = NatsClient(args.nats, name="subscriber")
+    nats = NatsClient(args.nats, name="subscriber", read_bytes=args.read_bytes)
     nats.subscribe(args.subject)
     nats.flush()
     print("ready", flush=True)
@@ -78,17 +81,30 @@ def run_subscriber(args):
         print(f"handled {subject} {len(payload)} {headers.get('traceparent', '-')}", flush=True)
 
 
+def run_burst(args):
+    nats = NatsClient(args.nats, name="burst")
+    started = time.monotonic()
+    for index in range(args.count):
+        nats.publish(args.subject, b'{"n": %d, "pad": "%s"}' % (index, b"x" * (index % 200)))
+    nats.flush()
+    print(f"published {args.count} in {time.monotonic() - started:.3f}s", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["publisher", "subscriber"])
+    parser.add_argument("role", choices=["publisher", "subscriber", "burst"])
     parser.add_argument("port", type=int, nargs="?")
     parser.add_argument("--nats", type=int, required=True)
     parser.add_argument("--subject", required=True)
     parser.add_argument("--propagate", action="store_true")
     parser.add_argument("--call", default="")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--read-bytes", type=int, default=65536)
     args = parser.parse_args()
     if args.role == "publisher":
         run_publisher(args)
+    elif args.role == "burst":
+        run_burst(args)
     else:
         run_subscriber(args)
 

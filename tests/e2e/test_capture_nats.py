@@ -154,3 +154,54 @@ class CaptureNatsTest(E2ETest):
             self.assertEqual(consumer["trace_id"], server["trace_id"])
             self.assertEqual(consumer["attributes"]["flowtracer.parent.source"], "payload_match")
         self.assert_consumer_chain([c for c in consumers if c["service"] == "notify"][0], producer, by_kind, log)
+
+    def test_burst_every_delivery_linked(self):
+        """2000 publishes back to back: many messages per read on the subscriber's side,
+        every consumer span still linked to its own producer span. The subscriber reads at
+        most 16 KiB per call, what the kernel copies of one call (--max-payload-bytes)."""
+        count, nats_port = 2000, 22130
+        subject = "load.events"
+        self.start_nats(nats_port)
+        tracer = Tracer(self, "capture", "--port", str(nats_port))
+        subscriber = self.start_service("sink", "subscriber", "--nats", str(nats_port), "--subject", subject,
+                                        "--read-bytes", "16384")
+        burst = Process([sys.executable, SERVICES, "burst", "--nats", str(nats_port), "--subject", subject,
+                         "--count", str(count)], env=dict(os.environ, OTEL_SERVICE_NAME="source"), cwd=HERE,
+                        ready_line="published", timeout_s=60)
+        self.addCleanup(burst.stop)
+        for _ in range(count):
+            wait_for_line(subscriber, "handled", timeout_s=30)
+        records, log = tracer.stop(settle_s=1.0)
+        producers = {s["span_id"]: s for s in records if s["kind"] == "PRODUCER" and s["service"] == "source"}
+        consumers = [s for s in records if s["kind"] == "CONSUMER" and s["service"] == "sink"]
+        self.assertEqual(len(producers), count, log)
+        self.assertEqual(len(consumers), count, log)
+        parents = [c["parent_span_id"] for c in consumers]
+        self.assertEqual(set(parents), set(producers), log)  # each producer exactly once
+        for consumer in consumers:
+            producer = producers[consumer["parent_span_id"]]
+            self.assertEqual(consumer["trace_id"], producer["trace_id"])
+            self.assertEqual(consumer["attributes"]["messaging.message.body.size"],
+                             producer["attributes"]["messaging.message.body.size"])
+            self.assertEqual(consumer["attributes"]["flowtracer.parent.source"], "payload_match")
+        self.assertNotIn("NATS", log.split("losses and oddities")[-1] if "losses" in log else "", log)
+
+    def test_reads_larger_than_the_copy_limit_lose_messages_visibly(self):
+        """A subscriber reading 64 KiB at a time under a burst: messages past the first
+        16 KiB of a read are not copied by the kernel. They are lost, and said to be."""
+        count, nats_port = 2000, 22140
+        subject = "load.big.reads"
+        self.start_nats(nats_port)
+        tracer = Tracer(self, "capture", "--port", str(nats_port))
+        subscriber = self.start_service("sink", "subscriber", "--nats", str(nats_port), "--subject", subject)
+        burst = Process([sys.executable, SERVICES, "burst", "--nats", str(nats_port), "--subject", subject,
+                         "--count", str(count)], env=dict(os.environ, OTEL_SERVICE_NAME="source"), cwd=HERE,
+                        ready_line="published", timeout_s=60)
+        self.addCleanup(burst.stop)
+        for _ in range(count):
+            wait_for_line(subscriber, "handled", timeout_s=30)
+        records, log = tracer.stop(settle_s=1.0)
+        consumers = [s for s in records if s["kind"] == "CONSUMER" and s["service"] == "sink"]
+        if len(consumers) < count:
+            self.assertRegex(log, r"NATS bytes not captured \(messages in them lost\) +[1-9]")
+        print(f"\n64 KiB reads: {len(consumers)} of {count} deliveries seen", file=sys.stderr)

@@ -221,6 +221,7 @@ TEST(NatsStreamTest, GapInsideAPayloadAndGarbageResync) {
   f.tracker.Flush();
   EXPECT_GE(f.tracker.stats().nats_messages_without_fingerprint, 1u);
   EXPECT_GE(f.tracker.stats().nats_resyncs, 1u);
+  EXPECT_EQ(f.tracker.stats().nats_uncaptured_bytes, 50u);  // the body of "big" was framed, not lost
 }
 
 struct RecordingControl : conntrack::KernelControl {
