@@ -35,13 +35,14 @@ void MessagingAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& c
 
 void MessagingAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
                                         const conntrack::HttpExchange& exchange) {
-  if (connection.role == FT_ROLE_CLIENT) {
+  auto in_flight = consumers_by_pid_.find(connection.pid);
+  if (connection.role == FT_ROLE_CLIENT && in_flight != consumers_by_pid_.end()) {
     // A call made while a message was processed: the processing lasted at least until it ended.
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
-    for (Consumer& consumer : consumers_) {
-      if (consumer.connection.pid != connection.pid || consumer.tid != exchange.request.tid) continue;
-      uint64_t end_unix_ns = end_ns + options_.monotonic_to_unix_ns;
-      consumer.span.end_unix_ns = std::max(consumer.span.end_unix_ns, end_unix_ns);
+    uint64_t end_unix_ns = end_ns + options_.monotonic_to_unix_ns;
+    for (Consumer& consumer : in_flight->second) {
+      if (consumer.tid == exchange.request.tid)
+        consumer.span.end_unix_ns = std::max(consumer.span.end_unix_ns, end_unix_ns);
     }
   }
   http_->OnHttpExchange(connection, exchange);
@@ -49,7 +50,7 @@ void MessagingAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connect
 
 void MessagingAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t bytes_sent,
                                             uint64_t bytes_received) {
-  EndConsumers([&](const Consumer& c) { return c.connection.conn_id == connection.conn_id; });
+  EndConsumers(connection.pid, [&](const Consumer& c) { return c.connection.conn_id == connection.conn_id; });
   http_->OnConnectionClosed(connection, bytes_sent, bytes_received);
 }
 
@@ -63,7 +64,7 @@ void MessagingAssembler::OnNatsMessage(const conntrack::ConnectionInfo& connecti
     return;
   }
   // The thread that processed earlier deliveries reads the connection again: it is done.
-  EndConsumers([&](const Consumer& c) {
+  EndConsumers(connection.pid, [&](const Consumer& c) {
     return c.connection.conn_id == connection.conn_id && c.tid == record.tid && c.delivered_ns < record.start_ns;
   });
   if (record.message.verb == Verb::kMsg || record.message.verb == Verb::kHmsg) OnDelivery(connection, record);
@@ -71,8 +72,10 @@ void MessagingAssembler::OnNatsMessage(const conntrack::ConnectionInfo& connecti
 
 SpanAssembler::ThreadParent MessagingAssembler::ConsumerOnThread(uint32_t pid, uint32_t tid) const {
   SpanAssembler::ThreadParent found;
-  for (const Consumer& consumer : consumers_) {
-    if (consumer.connection.pid != pid || consumer.tid != tid) continue;
+  auto in_flight = consumers_by_pid_.find(pid);
+  if (in_flight == consumers_by_pid_.end()) return found;
+  for (const Consumer& consumer : in_flight->second) {
+    if (consumer.tid != tid) continue;
     found.trace_id = consumer.span.trace_id;
     found.span_id = consumer.span.span_id;
     ++found.candidates;
@@ -207,12 +210,13 @@ void MessagingAssembler::OnDelivery(const conntrack::ConnectionInfo& connection,
     span.trace_id = NewTraceId();
     ++stats_.deliveries_unlinked;
   }
-  if (consumers_.size() >= options_.max_consumers_in_flight) {
+  if (consumer_count_ >= options_.max_consumers_in_flight) {
     ++stats_.consumers_dropped_table_full;
     EmitConsumer(consumer);
     return;
   }
-  consumers_.push_back(std::move(consumer));
+  consumers_by_pid_[connection.pid].push_back(std::move(consumer));
+  ++consumer_count_;
 }
 
 void MessagingAssembler::EmitConsumer(Consumer& consumer) {
@@ -221,26 +225,40 @@ void MessagingAssembler::EmitConsumer(Consumer& consumer) {
   if (hop_handler_ && !consumer.producer_service.empty()) hop_handler_(consumer.producer_service, consumer.span);
 }
 
-void MessagingAssembler::EndConsumers(const std::function<bool(const Consumer&)>& done) {
-  std::vector<Consumer> kept;
-  for (Consumer& consumer : consumers_) {
-    if (done(consumer)) {
-      EmitConsumer(consumer);
-    } else {
-      kept.push_back(std::move(consumer));
+void MessagingAssembler::EndConsumers(std::optional<uint32_t> pid,
+                                      const std::function<bool(const Consumer&)>& done) {
+  auto end_in = [&](std::vector<Consumer>& consumers) {
+    auto kept = consumers.begin();
+    for (auto it = consumers.begin(); it != consumers.end(); ++it) {
+      if (done(*it)) {
+        EmitConsumer(*it);
+        --consumer_count_;
+      } else {
+        if (kept != it) *kept = std::move(*it);
+        ++kept;
+      }
     }
+    consumers.erase(kept, consumers.end());
+  };
+  if (pid) {
+    auto it = consumers_by_pid_.find(*pid);
+    if (it == consumers_by_pid_.end()) return;
+    end_in(it->second);
+    if (it->second.empty()) consumers_by_pid_.erase(it);
+    return;
   }
-  consumers_ = std::move(kept);
+  for (auto& [_, consumers] : consumers_by_pid_) end_in(consumers);
+  std::erase_if(consumers_by_pid_, [](const auto& entry) { return entry.second.empty(); });
 }
 
 void MessagingAssembler::Tick(uint64_t now_ns) {
   if (now_ns <= options_.max_processing_ns) return;
   uint64_t deadline = now_ns - options_.max_processing_ns;
-  EndConsumers([&](const Consumer& c) { return c.delivered_ns < deadline; });
+  EndConsumers(std::nullopt, [&](const Consumer& c) { return c.delivered_ns < deadline; });
 }
 
 void MessagingAssembler::Flush() {
-  EndConsumers([](const Consumer&) { return true; });
+  EndConsumers(std::nullopt, [](const Consumer&) { return true; });
 }
 
 }  // namespace flowtracer::spans

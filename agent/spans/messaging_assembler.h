@@ -94,8 +94,9 @@ class MessagingAssembler : public conntrack::TrackerSink {
   Span BaseSpan(const conntrack::ConnectionInfo& connection, const conntrack::NatsMessageRecord& record,
                 SpanKind kind);
   void EmitConsumer(Consumer& consumer);
-  // Ends (emits) the consumers matching `done`, in delivery order.
-  void EndConsumers(const std::function<bool(const Consumer&)>& done);
+  // Ends (emits) the consumers of process `pid` (every process when nullopt) that match
+  // `done`, in delivery order.
+  void EndConsumers(std::optional<uint32_t> pid, const std::function<bool(const Consumer&)>& done);
 
   MessagingOptions options_;
   process::ProcessRegistry* processes_;
@@ -107,7 +108,9 @@ class MessagingAssembler : public conntrack::TrackerSink {
   std::unordered_map<uint64_t, std::deque<Publish>> publishes_;  // by fingerprint, oldest first
   std::deque<std::pair<uint64_t, uint64_t>> publish_order_;      // (fingerprint, start_ns), for expiry
   size_t publish_count_ = 0;
-  std::vector<Consumer> consumers_;  // in flight, in delivery order
+  // In flight, per process (lookups are by thread), each in delivery order.
+  std::unordered_map<uint32_t, std::vector<Consumer>> consumers_by_pid_;
+  size_t consumer_count_ = 0;
 };
 
 }  // namespace flowtracer::spans

@@ -19,6 +19,7 @@
 #include "agent/spans/ids.h"
 #include "agent/spans/messaging_assembler.h"
 #include "agent/spans/span_assembler.h"
+#include "exporters/capture_output.h"
 
 namespace flowtracer {
 namespace {
@@ -471,6 +472,53 @@ TEST(MessagingAssemblerTest, RequestReplyAndQueueGroups) {
   EXPECT_EQ(answered.parent_span_id, reply.span_id);
   EXPECT_FALSE(answered.Find("messaging.consumer.group.name"));
   for (const Span& span : {reply, served, answered}) EXPECT_EQ(span.trace_id, request.trace_id);
+}
+
+TEST(MessagingAssemblerTest, ProcessingEndsOnTimeoutAndCloseAndSpansSkipThePlainTable) {
+  TempProcRoot root;
+  process::ProcessRegistry processes(root.path());
+  std::vector<Span> out;
+  spans::SpanAssembler http({}, &processes, [&](const Span& s) { out.push_back(s); });
+  spans::MessagingOptions options;
+  options.max_processing_ns = 1000;
+  spans::MessagingAssembler messaging(options, &processes, &http, [&](const Span& s) { out.push_back(s); });
+  Feeder f(&messaging);
+  f.Open(1, FT_ROLE_CLIENT, 1, "sub", Tuple(50001, 4222));
+  f.Open(2, FT_ROLE_CLIENT, 1, "sub", Tuple(50002, 4222));
+  f.Read(1, 7, std::string(kInfo) + "MSG a 1 1\r\nx\r\n", 100);
+  f.Read(2, 8, std::string(kInfo) + "MSG b 1 1\r\nx\r\n", 5000);
+  EXPECT_TRUE(out.empty());  // both still being processed
+  EXPECT_EQ(messaging.ConsumerOnThread(1, 7).candidates, 1);
+  messaging.Tick(2000);  // "a" was delivered more than 1000 ns ago
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].name, "process a");
+  EXPECT_EQ(messaging.ConsumerOnThread(1, 7).candidates, 0);
+  f.Close(2, 6000);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].name, "process b");
+  // Messaging spans reach the caller -> callee table only as message hops.
+  spans::CallSummary summary;
+  for (const Span& span : out) summary.Add(span);
+  EXPECT_TRUE(summary.Rows().empty());
+}
+
+TEST(MessagingAssemblerTest, TextAndJsonOutput) {
+  Pipeline p;
+  RunCheckoutFlow(p, "PUB orders.created 12\r\n{\"order\":42}\r\n", "MSG orders.created 1 12\r\n{\"order\":42}\r\n");
+  p.messaging.Flush();
+  const Span producer = p.OfKind(SpanKind::kProducer).at(0);
+  const Span consumer = p.OfKind(SpanKind::kConsumer).at(0);
+  std::string line = exporters::SpanToText(producer);
+  EXPECT_NE(line.find(" checkout   prod   publish orders.crea~   - "), std::string::npos) << line;
+  EXPECT_LE(line.size(), 80u);
+  line = exporters::SpanToText(consumer);
+  EXPECT_NE(line.find(" notify     cons   process orders.crea~   - "), std::string::npos) << line;
+  nlohmann::json json = exporters::SpanToJson(consumer);
+  EXPECT_EQ(json["kind"], "CONSUMER");
+  EXPECT_EQ(json["parent_span_id"], spans::ToHex(producer.span_id));
+  EXPECT_EQ(json["attributes"]["messaging.system"], "nats");
+  EXPECT_EQ(json["attributes"]["messaging.nats.subscription.id"], "1");
+  EXPECT_EQ(json["attributes"]["server.port"], 4222);
 }
 
 TEST(MessagingAssemblerTest, PublishTableIsBoundedAndExpires) {
