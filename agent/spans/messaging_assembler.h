@@ -53,6 +53,9 @@ class MessagingAssembler : public conntrack::TrackerSink {
 
   MessagingAssembler(MessagingOptions options, process::ProcessRegistry* processes, SpanAssembler* http,
                      SpanHandler handler, HopHandler hop_handler = {});
+  ~MessagingAssembler() override { http_->SetThreadParentLookup(nullptr); }
+  MessagingAssembler(const MessagingAssembler&) = delete;
+  MessagingAssembler& operator=(const MessagingAssembler&) = delete;
 
   void OnHttpRequestStarted(const conntrack::ConnectionInfo& connection,
                             const conntrack::HttpMessageRecord& request) override;
