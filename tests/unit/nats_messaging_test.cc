@@ -521,6 +521,24 @@ TEST(MessagingAssemblerTest, TextAndJsonOutput) {
   EXPECT_EQ(json["attributes"]["server.port"], 4222);
 }
 
+TEST(MessagingAssemblerTest, CallsAfterABatchOfDeliveriesAreAmbiguous) {
+  Pipeline p;
+  Feeder& f = p.feeder;
+  f.Open(1, FT_ROLE_CLIENT, kNotifyPid, "notify", Tuple(50002, 4222));
+  f.Open(2, FT_ROLE_CLIENT, kNotifyPid, "notify", Tuple(50003, 9090));
+  f.Read(1, 8, kInfo, 10);
+  // Two messages in one read: a call the thread makes next may be for either.
+  f.Read(1, 8, "MSG a 1 1\r\nx\r\nMSG a 1 1\r\ny\r\n", 100);
+  f.Write(2, 8, "GET /send HTTP/1.1\r\nHost: mail\r\n\r\n", 110);
+  f.Read(2, 8, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 120);
+  p.messaging.Flush();
+  std::vector<Span> clients = p.OfKind(SpanKind::kClient);
+  ASSERT_EQ(clients.size(), 1u);
+  EXPECT_TRUE(spans::IsZero(clients[0].parent_span_id));
+  EXPECT_EQ(Str(clients[0], "flowtracer.parent.unresolved"), "ambiguous");
+  EXPECT_EQ(p.OfKind(SpanKind::kConsumer).size(), 2u);
+}
+
 TEST(MessagingAssemblerTest, PublishTableIsBoundedAndExpires) {
   TempProcRoot root;
   process::ProcessRegistry processes(root.path());
