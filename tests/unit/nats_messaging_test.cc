@@ -289,6 +289,25 @@ TEST(NatsStreamTest, ConnectionOlderThanTheAgentIsDetectedMidStream) {
   EXPECT_EQ(sink.messages[2].second.fingerprint, sink.messages[1].second.fingerprint);
 }
 
+TEST(NatsStreamTest, ConnectIsNatsAndHttpConnectStaysHttp) {
+  RecordingSink sink;
+  Feeder f(&sink);
+  // As the Go client sends it (JSON without spaces), seen before the server's INFO.
+  f.Open(1, FT_ROLE_UNKNOWN, 10, "go-client", Tuple(40001, 4222));
+  f.Write(1, 10,
+          "CONNECT {\"verbose\":false,\"pedantic\":false,\"lang\":\"go\",\"version\":\"1.11.0\","
+          "\"protocol\":1,\"headers\":true}\r\nPING\r\n",
+          100);
+  ASSERT_EQ(sink.messages.size(), 2u);
+  EXPECT_EQ(sink.messages[0].first.protocol, conntrack::Protocol::kNats);
+  EXPECT_EQ(sink.messages[0].first.role, FT_ROLE_CLIENT);
+  // An HTTP proxy's CONNECT is HTTP.
+  f.Open(2, FT_ROLE_UNKNOWN, 10, "curl", Tuple(40002, 3128));
+  f.Write(2, 10, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 110);
+  f.tracker.Flush();
+  EXPECT_EQ(sink.messages.size(), 2u);
+}
+
 // ---- Spans: ring buffer records -> tracker -> messaging + HTTP assemblers.
 
 class Pipeline {
