@@ -59,7 +59,8 @@ class NatsClient:
                 raise NatsError(line.decode())
 
     def flush(self):
-        """Round trip to the server: everything sent before was processed."""
+        """Round trip to the server: everything sent before was processed. Deliveries
+        that arrive meanwhile are dropped: flush before subscribing, not while."""
         self._send(b"PING\r\n")
         self._expect_pong()
 

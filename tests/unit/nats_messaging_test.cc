@@ -166,7 +166,7 @@ TEST(NatsStreamTest, ServerFixtureReplayedInEveryChunkSize) {
       if (record.message.verb == nats::Verb::kMsg || record.message.verb == nats::Verb::kHmsg)
         deliveries.push_back(record);
     }
-    ASSERT_EQ(publishes.size(), 5u) << "chunk " << chunk;
+    ASSERT_EQ(publishes.size(), 6u) << "chunk " << chunk;
     ASSERT_EQ(deliveries.size(), 7u) << "chunk " << chunk;
     EXPECT_EQ(publishes[2].message.Header("traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     EXPECT_EQ(publishes[3].message.body_bytes(), 76800u);
@@ -556,6 +556,28 @@ TEST(MessagingAssemblerTest, CallsAfterABatchOfDeliveriesAreAmbiguous) {
   EXPECT_TRUE(spans::IsZero(clients[0].parent_span_id));
   EXPECT_EQ(Str(clients[0], "flowtracer.parent.unresolved"), "ambiguous");
   EXPECT_EQ(p.OfKind(SpanKind::kConsumer).size(), 2u);
+}
+
+TEST(MessagingAssemblerTest, NoRespondersFromARealServerIsAnError) {
+  Pipeline p;
+  Feeder& f = p.feeder;
+  f.Open(1, FT_ROLE_CLIENT, kCheckoutPid, "checkout", Tuple(50001, 4222));
+  const std::string sent = ReadFixture("publisher_sent.bin");
+  const std::string received = ReadFixture("publisher_received.bin");
+  f.Read(1, 7, received.substr(0, received.find("\r\n") + 2), 10);  // INFO
+  for (size_t at = 0; at < sent.size(); at += FT_MAX_PAYLOAD)
+    f.Write(1, 7, std::string_view(sent).substr(at, FT_MAX_PAYLOAD), 20);
+  f.Read(1, 7, received.substr(received.find("\r\n") + 2), 30);
+  p.messaging.Flush();
+  std::vector<Span> consumers = p.OfKind(SpanKind::kConsumer);
+  ASSERT_EQ(consumers.size(), 1u);
+  EXPECT_EQ(consumers[0].name, "process _INBOX");
+  EXPECT_EQ(consumers[0].status, spans::StatusCode::kError);
+  EXPECT_EQ(Str(consumers[0], "error.type"), "503");
+  // The request itself and the publishes before it.
+  std::vector<Span> producers = p.OfKind(SpanKind::kProducer);
+  ASSERT_EQ(producers.size(), 6u);
+  EXPECT_EQ(Str(producers.back(), "messaging.nats.reply_to"), "_INBOX.req.1");
 }
 
 TEST(MessagingAssemblerTest, PublishTableIsBoundedAndExpires) {

@@ -221,7 +221,7 @@ TEST(NatsParse, BytesFromARealServer) {
   std::vector<std::string> bodies;
   std::string publisher_bytes = ReadFixture("publisher_sent.bin");
   std::vector<Message> published = Frames(publisher_bytes, &bodies);
-  ASSERT_EQ(published.size(), 8u);  // CONNECT PING PUB PUB HPUB PUB PUB PING
+  ASSERT_EQ(published.size(), 10u);  // CONNECT PING PUB PUB HPUB PUB PUB PING SUB PUB
   EXPECT_EQ(published[0].verb, Verb::kConnect);
   EXPECT_EQ(published[3].reply_to, "_INBOX.reply.1");
   EXPECT_EQ(published[4].verb, Verb::kHpub);
@@ -247,6 +247,17 @@ TEST(NatsParse, BytesFromARealServer) {
   }
   EXPECT_EQ(msgs, 5);
   EXPECT_EQ(hmsgs, 2);
+
+  // The server's answer to a request nobody serves: a header block that is only a status.
+  std::string requester_bytes = ReadFixture("publisher_received.bin");
+  std::vector<Message> answers = Frames(requester_bytes);
+  ASSERT_FALSE(answers.empty());
+  const Message& no_responders = answers.back();
+  EXPECT_EQ(no_responders.verb, Verb::kHmsg);
+  EXPECT_EQ(no_responders.subject, "_INBOX.req.1");
+  EXPECT_EQ(no_responders.status_code, 503);
+  EXPECT_EQ(no_responders.body_bytes(), 0u);
+  EXPECT_TRUE(no_responders.headers.empty());
 }
 
 }  // namespace
