@@ -7,6 +7,11 @@ usage:
       request's traceparent (or starts a trace) in an HPUB header; without it, plain PUB.
   nats_services.py subscriber --nats PORT --subject S [--call URL] [--read-bytes N]
       Subscribes to S; for each message, on the thread that read it, GETs URL.
+  nats_services.py publisher HTTP_PORT --nats PORT --subject S --request
+      As above, but each POST /checkout is a request: it waits for the reply on its inbox
+      (on the handling thread) and answers the HTTP request with it.
+  nats_services.py responder --nats PORT --subject S
+      Answers each message on S to its reply subject, from the thread that read it.
   nats_services.py burst --nats PORT --subject S --count N
       Publishes N distinct messages back to back, waits for the server to have them, exits.
 Both print "ready" once connected."""
@@ -33,6 +38,11 @@ def new_traceparent(incoming):
 def run_publisher(args):
     nats = NatsClient(args.nats, name="publisher")
     lock = threading.Lock()
+    inbox = f"_INBOX.{os.urandom(6).hex()}"
+    if args.request:
+        nats.subscribe(inbox + ".*")
+        nats.flush()
+    requests_sent = [0]
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -46,8 +56,13 @@ def run_publisher(args):
             if args.propagate:
                 headers = {"traceparent": new_traceparent(self.headers.get("traceparent"))}
             with lock:
-                nats.publish(args.subject, body, headers=headers)
-            reply = b"published\n"
+                if args.request:
+                    requests_sent[0] += 1
+                    nats.publish(args.subject, body, headers=headers, reply=f"{inbox}.{requests_sent[0]}")
+                    reply = nats.next_message()[3] + b"\n"
+                else:
+                    nats.publish(args.subject, body, headers=headers)
+                    reply = b"published\n"
             self.send_response(202)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -81,6 +96,22 @@ def run_subscriber(args):
         print(f"handled {subject} {len(payload)} {headers.get('traceparent', '-')}", flush=True)
 
 
+def run_responder(args):
+    nats = NatsClient(args.nats, name="responder")
+    nats.subscribe(args.subject)
+    nats.flush()
+    print("ready", flush=True)
+    while True:
+        try:
+            subject, reply, _, payload = nats.next_message(timeout_s=3600)
+        except Exception as error:
+            print(f"stopped: {error}", flush=True)
+            return
+        if reply:
+            nats.publish(reply, b"price for " + payload)
+        print(f"handled {subject} {reply}", flush=True)
+
+
 def run_burst(args):
     nats = NatsClient(args.nats, name="burst")
     started = time.monotonic()
@@ -92,17 +123,20 @@ def run_burst(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["publisher", "subscriber", "burst"])
+    parser.add_argument("role", choices=["publisher", "subscriber", "responder", "burst"])
     parser.add_argument("port", type=int, nargs="?")
     parser.add_argument("--nats", type=int, required=True)
     parser.add_argument("--subject", required=True)
     parser.add_argument("--propagate", action="store_true")
+    parser.add_argument("--request", action="store_true")
     parser.add_argument("--call", default="")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--read-bytes", type=int, default=65536)
     args = parser.parse_args()
     if args.role == "publisher":
         run_publisher(args)
+    elif args.role == "responder":
+        run_responder(args)
     elif args.role == "burst":
         run_burst(args)
     else:

@@ -205,3 +205,34 @@ class CaptureNatsTest(E2ETest):
         if len(consumers) < count:
             self.assertRegex(log, r"NATS bytes not captured \(messages in them lost\) +[1-9]")
         print(f"\n64 KiB reads: {len(consumers)} of {count} deliveries seen", file=sys.stderr)
+
+    def test_request_reply(self):
+        """checkout asks pricing over NATS and waits for the answer: the request, its
+        processing, the reply and its receipt are one trace under the HTTP request."""
+        nats_port, checkout_port = 22150, 22151
+        subject = "price.get"
+        self.start_nats(nats_port)
+        tracer = Tracer(self, "capture", "--port", str(nats_port), "--port", str(checkout_port))
+        responder = self.start_service("pricing", "responder", "--nats", str(nats_port), "--subject", subject)
+        self.start_service("checkout", "publisher", str(checkout_port), "--nats", str(nats_port),
+                           "--subject", subject, "--request")
+        wait_for_port(checkout_port)
+        curl("-X", "POST", "--data-binary", "sku-42", f"http://127.0.0.1:{checkout_port}/checkout")
+        wait_for_line(responder, "handled")
+        records, log = tracer.stop()
+        server = [s for s in records if s["kind"] == "SERVER" and s["service"] == "checkout"]
+        self.assertEqual(len(server), 1, log)
+        trace = [s for s in records if s["trace_id"] == server[0]["trace_id"] and s["kind"] in ("PRODUCER", "CONSUMER")]
+        by_name = {(s["service"], s["kind"], s["name"]): s for s in trace}
+        request = by_name[("checkout", "PRODUCER", "publish price.get")]
+        served = by_name[("pricing", "CONSUMER", "process price.get")]
+        reply = by_name[("pricing", "PRODUCER", "publish _INBOX")]
+        answer = by_name[("checkout", "CONSUMER", "process _INBOX")]
+        self.assertEqual(len(trace), 4, log)
+        self.assertEqual(request["parent_span_id"], server[0]["span_id"])
+        self.assertTrue(request["attributes"]["messaging.nats.reply_to"].startswith("_INBOX."))
+        self.assertEqual(served["parent_span_id"], request["span_id"])
+        self.assertEqual(reply["parent_span_id"], served["span_id"])  # sent while processing
+        self.assertEqual(reply["attributes"]["messaging.destination.name"], request["attributes"]["messaging.nats.reply_to"])
+        self.assertEqual(answer["parent_span_id"], reply["span_id"])
+        self.assertEqual(answer["attributes"]["messaging.message.body.size"], len("price for sku-42"))
