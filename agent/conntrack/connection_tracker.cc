@@ -9,7 +9,7 @@ struct ConnectionTracker::Connection {
   ConnectionInfo info;
   ByteStream streams[2];  // indexed by ft_direction
   Http1Conversation http;
-  NatsConversation nats;
+  std::unique_ptr<NatsConversation> nats;  // made when NATS is detected: most connections are not
   uint64_t last_activity_ns = 0;
   uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
@@ -160,6 +160,7 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
         connection.streams[1].SkipAll();
         return;
       }
+      connection.nats = std::make_unique<NatsConversation>();
     } else if (connection.streams[0].end_position() - connection.streams[0].read_position() +
                        connection.streams[1].end_position() - connection.streams[1].read_position() >=
                    options_.detect_bytes ||
@@ -194,7 +195,7 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
 
 void ConnectionTracker::ProcessNats(Connection& connection, bool closing) {
   std::vector<NatsMessageRecord> messages;
-  connection.nats.Process(connection.requests(), connection.responses(), &messages);
+  connection.nats->Process(connection.requests(), connection.responses(), &messages);
   if (sink_) {
     for (const NatsMessageRecord& message : messages) sink_->OnNatsMessage(connection.info, message);
   }
@@ -214,9 +215,9 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   bool ignore = connection.info.protocol == Protocol::kOpaque;
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
-    bool nats = connection.info.protocol == Protocol::kNats;
-    auto request_end = nats ? connection.nats.ClientFrameEnd() : connection.http.RequestBodyEnd();
-    auto response_end = nats ? connection.nats.ServerFrameEnd() : connection.http.ResponseBodyEnd();
+    const NatsConversation* nats = connection.nats.get();
+    auto request_end = nats ? nats->ClientFrameEnd() : connection.http.RequestBodyEnd();
+    auto response_end = nats ? nats->ServerFrameEnd() : connection.http.ResponseBodyEnd();
     int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
     if (request_end) wanted[request_dir] = *request_end;
     if (response_end) wanted[request_dir ^ 1] = *response_end;
@@ -246,9 +247,11 @@ void ConnectionTracker::Account(const Connection& connection) {
   stats_.http_resyncs += http.resyncs;
   stats_.http_orphan_responses += http.orphan_responses;
   stats_.http_pending_overflow += http.pending_overflow;
-  stats_.nats_resyncs += connection.nats.stats().resyncs;
-  stats_.nats_messages_without_fingerprint += connection.nats.stats().messages_without_fingerprint;
-  stats_.nats_uncaptured_bytes += connection.nats.stats().uncaptured_bytes;
+  if (const NatsConversation* nats = connection.nats.get()) {
+    stats_.nats_resyncs += nats->stats().resyncs;
+    stats_.nats_messages_without_fingerprint += nats->stats().messages_without_fingerprint;
+    stats_.nats_uncaptured_bytes += nats->stats().uncaptured_bytes;
+  }
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
