@@ -51,6 +51,8 @@ class MessagingAssembler : public conntrack::TrackerSink {
   // A consumer span linked to a publish on this host, with the publisher's service.
   using HopHandler = std::function<void(const std::string& producer_service, const Span& consumer)>;
 
+  // Registers ConsumerOnThread with `http` (which must outlive this) as its source of
+  // thread parents besides server requests.
   MessagingAssembler(MessagingOptions options, process::ProcessRegistry* processes, SpanAssembler* http,
                      SpanHandler handler, HopHandler hop_handler = {});
   ~MessagingAssembler() override { http_->SetThreadParentLookup(nullptr); }
