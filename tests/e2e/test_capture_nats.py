@@ -13,17 +13,26 @@ SERVICES = os.path.join(HERE, "nats_services.py")
 
 
 def wait_for_line(process, text, timeout_s=15):
-    """Reads the process's stdout until a line contains `text`; returns that line."""
+    """Reads the process's stdout until a line contains `text`; returns that line. Reads
+    the pipe itself (select then os.read), keeping what follows the line for the next call:
+    a buffered reader could hold lines select() cannot see."""
+    fd = process.proc.stdout.fileno()
+    pending = getattr(process, "pending_output", b"")
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
+    while True:
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if text.encode() in line:
+                process.pending_output = pending
+                return line.decode()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
-        line = process.proc.stdout.readline()
-        if text in line:
-            return line
-        if not line:
+        data = os.read(fd, 65536)
+        if not data:
             break
+        pending += data
+    process.pending_output = pending
     raise AssertionError(f"no '{text}' from pid {process.pid} within {timeout_s}s")
 
 
