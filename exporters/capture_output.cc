@@ -89,7 +89,8 @@ std::string SpanToText(const spans::Span& span) {
   if (const auto* code = span.Find("http.response.status_code")) status = std::to_string(std::get<int64_t>(*code));
   else if (span.status == spans::StatusCode::kError) status = "ERR";
   std::string peer = spans::FormatAddress(span.tuple.remote_addr) + ":" + std::to_string(span.tuple.remote_port);
-  std::string kind = span.kind == spans::SpanKind::kServer ? "server" : "client";
+  static constexpr std::string_view kKinds[] = {"server", "client", "prod", "cons"};
+  std::string_view kind = kKinds[static_cast<int>(span.kind)];
   return fmt::format("{:<12} {:<10} {:<6} {:<20} {:>3} {:>8} {}", ClockTime(span.start_unix_ns),
                      Fit(span.service, 10), kind, Fit(span.name, 20), status,
                      Duration(span.end_unix_ns - span.start_unix_ns), Fit(peer, 15));

@@ -12,6 +12,7 @@
 #include "agent/conntrack/connection_tracker.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/call_summary.h"
+#include "agent/spans/messaging_assembler.h"
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
 
@@ -78,15 +79,23 @@ Runner AddCaptureCommand(CLI::App& app) {
     uint64_t span_count = 0;
     spans::AssemblerOptions assembler_options;
     assembler_options.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
-    spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
+    auto emit = [&](const spans::Span& span) {
       ++span_count;
       summary.Add(span);
       std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
       fmt::print(out, "{}\n", line);
       fflush(out);
-    });
+    };
+    spans::SpanAssembler assembler(assembler_options, &processes, emit);
+    spans::MessagingOptions messaging_options;
+    messaging_options.monotonic_to_unix_ns = assembler_options.monotonic_to_unix_ns;
+    spans::MessagingAssembler messaging(
+        messaging_options, &processes, &assembler, emit,
+        [&](const std::string& producer_service, const spans::Span& consumer) {
+          summary.AddMessageHop(producer_service, consumer);
+        });
     TracerControl control;
-    conntrack::ConnectionTracker tracker({}, &assembler, &control);
+    conntrack::ConnectionTracker tracker({}, &messaging, &control);
 
     SessionCallbacks callbacks;
     callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
@@ -94,6 +103,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     callbacks.on_tick = [&](uint64_t now) {
       tracker.Tick(now);
       assembler.Tick(now);
+      messaging.Tick(now);
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
     loader::CounterValues counters{};
@@ -102,6 +112,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
     assembler.Flush();
+    messaging.Flush();
     if (out != stdout) fclose(out);
     if (status != 0) return status;
 
@@ -125,6 +136,12 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"HTTP responses after their request timed out", stats.http_late_responses},
         {"HTTP requests dropped (too many awaiting responses)", stats.http_pending_overflow},
         {"connections evicted (table full)", stats.connections_evicted_full},
+        {"NATS resynchronisations", stats.nats_resyncs},
+        {"NATS messages without a fingerprint (body not captured)", stats.nats_messages_without_fingerprint},
+        {"NATS bytes not captured (messages in them lost)", stats.nats_uncaptured_bytes},
+        {"NATS deliveries linked to no publish", messaging.stats().deliveries_unlinked},
+        {"NATS publishes dropped (match table full)", messaging.stats().publishes_dropped_table_full},
+        {"NATS consumers ended early (table full)", messaging.stats().consumers_dropped_table_full},
         {"routes folded into {overflow}", assembler.routes().overflow_count()},
         {"requests without decided ids (table full)", assembler.stats().open_requests_dropped},
         {"spans sent before their trace settled: too old", assembler.stats().held_spans_forced_out_age},

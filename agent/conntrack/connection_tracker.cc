@@ -9,6 +9,7 @@ struct ConnectionTracker::Connection {
   ConnectionInfo info;
   ByteStream streams[2];  // indexed by ft_direction
   Http1Conversation http;
+  std::unique_ptr<NatsConversation> nats;  // made when NATS is detected: most connections are not
   uint64_t last_activity_ns = 0;
   uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
@@ -107,6 +108,25 @@ bool StartsHttp1(std::string_view data, protocols::MessageType type) {
          (state == protocols::ParseState::kNeedsMoreData && http1::FindMessageStart(type, data) == 0);
 }
 
+// Verbs only NATS clients send, and only servers (PING and PONG go both ways).
+constexpr std::initializer_list<nats::Verb> kNatsClientVerbs = {
+    nats::Verb::kConnect, nats::Verb::kPub, nats::Verb::kHpub, nats::Verb::kSub, nats::Verb::kUnsub};
+constexpr std::initializer_list<nats::Verb> kNatsServerVerbs = {
+    nats::Verb::kInfo, nats::Verb::kMsg, nats::Verb::kHmsg, nats::Verb::kOk, nats::Verb::kErr};
+
+// True when `data` starts with a whole control line whose verb is one of `verbs`,
+// after any PINGs and PONGs.
+bool StartsNats(std::string_view data, std::initializer_list<nats::Verb> verbs) {
+  for (int lines = 0; lines < 8; ++lines) {
+    nats::Message message;
+    if (nats::ParseControlLine(data, &message) != protocols::ParseState::kSuccess) return false;
+    if (message.verb != nats::Verb::kPing && message.verb != nats::Verb::kPong)
+      return std::find(verbs.begin(), verbs.end(), message.verb) != verbs.end();
+    data.remove_prefix(message.control_bytes);
+  }
+  return false;
+}
+
 }  // namespace
 
 void ConnectionTracker::Process(Connection& connection, bool closing) {
@@ -127,6 +147,25 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
       if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
       info.role = role;
       info.protocol = Protocol::kHttp1;
+    } else if (StartsNats(egress, kNatsClientVerbs) || StartsNats(ingress, kNatsServerVerbs) ||
+               StartsNats(egress, kNatsServerVerbs) || StartsNats(ingress, kNatsClientVerbs)) {
+      // NATS: the server greets with INFO and the client answers CONNECT. A connection
+      // older than the agent starts anywhere: verbs only one side sends decide the role.
+      bool client = StartsNats(egress, kNatsClientVerbs) || StartsNats(ingress, kNatsServerVerbs);
+      if (info.role == FT_ROLE_UNKNOWN) info.role_inferred = true;
+      info.role = client ? FT_ROLE_CLIENT : FT_ROLE_SERVER;
+      info.protocol = Protocol::kNats;
+      if (!client) {
+        // The broker's side repeats its clients' bytes and spans come from the clients:
+        // the kernel stops copying it (a broker moves more bytes than anyone).
+        ++stats_.nats_broker_connections_ignored;
+        info.protocol = Protocol::kOpaque;
+        UpdateKernelControl(connection);
+        connection.streams[0].SkipAll();
+        connection.streams[1].SkipAll();
+        return;
+      }
+      connection.nats = std::make_unique<NatsConversation>();
     } else if (connection.streams[0].end_position() - connection.streams[0].read_position() +
                        connection.streams[1].end_position() - connection.streams[1].read_position() >=
                    options_.detect_bytes ||
@@ -142,6 +181,11 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
     }
   }
 
+  if (info.protocol == Protocol::kNats) {
+    ProcessNats(connection, closing);
+    return;
+  }
+
   std::vector<HttpExchange> exchanges;
   std::vector<HttpMessageRecord> started;
   if (closing) {
@@ -151,6 +195,15 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
   }
   if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
   Emit(connection, started, exchanges);
+  if (!closing) UpdateKernelControl(connection);
+}
+
+void ConnectionTracker::ProcessNats(Connection& connection, bool closing) {
+  std::vector<NatsMessageRecord> messages;
+  connection.nats->Process(connection.requests(), connection.responses(), &messages);
+  if (sink_) {
+    for (const NatsMessageRecord& message : messages) sink_->OnNatsMessage(connection.info, message);
+  }
   if (!closing) UpdateKernelControl(connection);
 }
 
@@ -167,8 +220,9 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   bool ignore = connection.info.protocol == Protocol::kOpaque;
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
-    auto request_end = connection.http.RequestBodyEnd();
-    auto response_end = connection.http.ResponseBodyEnd();
+    const NatsConversation* nats = connection.nats.get();
+    auto request_end = nats ? nats->ClientFrameEnd() : connection.http.RequestBodyEnd();
+    auto response_end = nats ? nats->ServerFrameEnd() : connection.http.ResponseBodyEnd();
     int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
     if (request_end) wanted[request_dir] = *request_end;
     if (response_end) wanted[request_dir ^ 1] = *response_end;
@@ -199,6 +253,11 @@ void ConnectionTracker::Account(const Connection& connection) {
   stats_.http_orphan_responses += http.orphan_responses;
   stats_.http_pending_overflow += http.pending_overflow;
   stats_.http_late_responses += http.late_responses;
+  if (const NatsConversation* nats = connection.nats.get()) {
+    stats_.nats_resyncs += nats->stats().resyncs;
+    stats_.nats_messages_without_fingerprint += nats->stats().messages_without_fingerprint;
+    stats_.nats_uncaptured_bytes += nats->stats().uncaptured_bytes;
+  }
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
@@ -237,6 +296,8 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
       connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
       Emit(*connection, started, exchanges);
       if (in_flight) *in_flight += connection->http.pending_requests();
+    } else if (connection->info.protocol == Protocol::kNats) {
+      ProcessNats(*connection, /*closing=*/true);
     }
     Account(*connection);
   }

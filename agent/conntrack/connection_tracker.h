@@ -11,12 +11,13 @@
 
 #include "agent/conntrack/byte_stream.h"
 #include "agent/conntrack/http1_stream.h"
+#include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
 #include "flowtracer/events.h"
 
 namespace flowtracer::conntrack {
 
-enum class Protocol { kUnknown, kHttp1, kOpaque };
+enum class Protocol { kUnknown, kHttp1, kNats, kOpaque };
 
 struct ConnectionInfo {
   uint64_t conn_id = 0;
@@ -41,6 +42,8 @@ class TrackerSink {
   // The tracker dropped the connection without a close (table full, idle): requests
   // still awaiting a response will never finish.
   virtual void OnConnectionForgotten(const ConnectionInfo&) {}
+  // A whole NATS message, in order within its direction.
+  virtual void OnNatsMessage(const ConnectionInfo&, const NatsMessageRecord&) {}
 };
 
 // The kernel side of copy control (SocketTracer in production, a fake in tests).
@@ -75,6 +78,10 @@ struct TrackerStats {
   uint64_t http_pending_overflow = 0;
   uint64_t http_late_responses = 0;  // came after their request had timed out
   uint64_t connections_ignored = 0;  // no known protocol
+  uint64_t nats_resyncs = 0;
+  uint64_t nats_broker_connections_ignored = 0;  // nats-server's side: spans come from its clients
+  uint64_t nats_messages_without_fingerprint = 0;
+  uint64_t nats_uncaptured_bytes = 0;  // where messages may have been: those are lost
 };
 
 class ConnectionTracker {
@@ -106,6 +113,7 @@ class ConnectionTracker {
   void Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
             const std::vector<HttpExchange>& exchanges);
   void UpdateKernelControl(Connection& connection);
+  void ProcessNats(Connection& connection, bool closing);
 
   TrackerOptions options_;
   TrackerSink* sink_;

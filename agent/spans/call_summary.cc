@@ -39,6 +39,8 @@ void CallSummary::AddSample(Edge& edge, uint64_t duration_ns, bool error) {
 }
 
 void CallSummary::Add(const Span& span) {
+  // Messaging spans count through AddMessageHop: their peer is the broker, not the callee.
+  if (span.kind == SpanKind::kProducer || span.kind == SpanKind::kConsumer) return;
   bool server = span.kind == SpanKind::kServer;
   if (service_by_endpoint_.size() < 4 * kMaxEdges)
     service_by_endpoint_[Endpoint(span.tuple.local_addr, span.tuple.local_port)] = span.service;
@@ -47,8 +49,18 @@ void CallSummary::Add(const Span& span) {
   AddSample(edges_[key], span.end_unix_ns - span.start_unix_ns, span.status == StatusCode::kError);
 }
 
+void CallSummary::AddMessageHop(const std::string& producer_service, const Span& consumer) {
+  std::string subject;
+  if (const AttributeValue* value = consumer.Find("messaging.destination.name"))
+    subject = std::get<std::string>(*value);
+  std::pair<std::string, std::string> key{producer_service, consumer.service + " via " + subject};
+  if (!message_edges_.count(key) && message_edges_.size() >= kMaxEdges) key = {"(other)", "(other)"};
+  AddSample(message_edges_[key], consumer.end_unix_ns - consumer.start_unix_ns,
+            consumer.status == StatusCode::kError);
+}
+
 std::vector<CallSummaryRow> CallSummary::Rows() const {
-  std::map<std::pair<std::string, std::string>, Edge> merged;
+  std::map<std::pair<std::string, std::string>, Edge> merged = message_edges_;
   for (const auto& [key, edge] : edges_) {
     auto peer = service_by_endpoint_.find(key.peer_endpoint);
     bool peer_traced = peer != service_by_endpoint_.end();

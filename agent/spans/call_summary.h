@@ -28,6 +28,9 @@ class CallSummary {
   static constexpr size_t kMaxEdges = 10000;           // the rest share one "(other)" edge
 
   void Add(const Span& span);
+  // A message published by `producer_service` and processed by `consumer` (both on this
+  // host): an edge producer -> "consumer via subject".
+  void AddMessageHop(const std::string& producer_service, const Span& consumer);
   std::vector<CallSummaryRow> Rows() const;
 
  private:
@@ -47,6 +50,7 @@ class CallSummary {
   void AddSample(Edge& edge, uint64_t duration_ns, bool error);
 
   std::map<EdgeKey, Edge> edges_;
+  std::map<std::pair<std::string, std::string>, Edge> message_edges_;  // (caller, callee)
   std::unordered_map<std::string, std::string> service_by_endpoint_;
   std::mt19937_64 random_{12345};
 };

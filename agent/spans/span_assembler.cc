@@ -131,6 +131,21 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
     ++stats_.parent_event_loop_concurrent;
     parent = nullptr;
   }
+  // Messaging: a message being processed on the thread is a parent like a server request.
+  RequestIds message_parent;
+  if (thread_parent_lookup_ && ids.unresolved.empty()) {
+    ThreadParent other = thread_parent_lookup_(connection.pid, request.tid);
+    if (other.candidates == 1 && on_thread == 0) {
+      // The consumer span's trace came with the message: it is settled.
+      message_parent.group = NewGroup(other.trace_id, /*settled=*/true);
+      message_parent.span_id = other.span_id;
+      parent = &message_parent;
+    } else if (other.candidates > 1 || (other.candidates == 1 && on_thread == 1)) {
+      ids.unresolved = "ambiguous";
+      ++stats_.parent_ambiguous;
+      parent = nullptr;
+    }
+  }
 
   auto context = ExtractTraceContext(request.head.headers);
   if (context) {
@@ -442,6 +457,30 @@ void SpanAssembler::Flush() {
     stats_.held_spans_released_at_exit += group->held.size();
     Settle(group);
   }
+}
+
+SpanAssembler::ThreadParent SpanAssembler::ServerRequestOnThread(uint32_t pid, uint32_t tid) {
+  ThreadParent found;
+  auto in_flight = server_in_flight_.find(pid);
+  if (in_flight == server_in_flight_.end()) return found;
+  GroupPtr group;
+  for (const RequestKey& key : in_flight->second) {
+    auto open = open_requests_.find(key);
+    if (open == open_requests_.end() || open->second.tid != tid) continue;
+    group = Root(open->second.group);
+    found.span_id = open->second.span_id;
+    ++found.candidates;
+  }
+  // The same rule as for client calls: in an event loop, only a lone request is certain.
+  if (found.candidates == 1 && event_loop_pids_.contains(pid) && in_flight->second.size() > 1) {
+    found.candidates = 2;
+  }
+  if (found.candidates == 1) {
+    // The trace id leaves the process with the message: from now on it cannot change.
+    Settle(group);
+    found.trace_id = group->trace_id;
+  }
+  return found;
 }
 
 Span SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,

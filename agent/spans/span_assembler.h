@@ -87,6 +87,22 @@ class SpanAssembler : public conntrack::TrackerSink {
   const AssemblerStats& stats() const { return stats_; }
   const RouteLimiter& routes() const { return routes_; }
 
+  // ---- Messaging (agent/spans/messaging_assembler.h) ----
+  // Work in flight on one thread that may be the parent of what the thread sends.
+  struct ThreadParent {
+    TraceId trace_id{};
+    SpanId span_id{};
+    int candidates = 0;  // 1: the parent above; 0: none; more: ambiguous
+  };
+  // Server requests in flight on this thread (the parent of a publish it makes).
+  // Settles that request's trace: its id leaves the process with the message.
+  ThreadParent ServerRequestOnThread(uint32_t pid, uint32_t tid);
+  // Other work in flight on a thread (a message being processed); added to the server
+  // requests when a client span's parent is chosen.
+  void SetThreadParentLookup(std::function<ThreadParent(uint32_t pid, uint32_t tid)> lookup) {
+    thread_parent_lookup_ = std::move(lookup);
+  }
+
  private:
   // Spans linked to each other: one trace id, settled once nothing can change it.
   struct TraceGroup {
@@ -175,6 +191,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::unordered_map<TraceGroup*, GroupPtr> holding_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
+  std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
