@@ -1,0 +1,355 @@
+#include "agent/metrics/span_metrics.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "agent/spans/span_assembler.h"
+
+namespace flowtracer::metrics {
+namespace {
+
+using spans::AttributeValue;
+using spans::Span;
+using spans::SpanKind;
+
+constexpr std::string_view kHttpServerDuration = "http.server.request.duration";
+constexpr std::string_view kHttpClientDuration = "http.client.request.duration";
+constexpr std::string_view kMessagingClientDuration = "messaging.client.operation.duration";
+constexpr std::string_view kMessagingProcessDuration = "messaging.process.duration";
+
+struct MetricInfo {
+  std::string_view name;
+  std::string_view description;
+};
+constexpr MetricInfo kRedMetrics[] = {
+    {kHttpServerDuration, "Duration of HTTP server requests."},
+    {kHttpClientDuration, "Duration of HTTP client requests."},
+    {kMessagingClientDuration, "Duration of messaging operation initiated by a producer or consumer client."},
+    {kMessagingProcessDuration, "Duration of processing operation."},
+};
+
+// The methods the HTTP semantic conventions name; anything else is "_OTHER" so a client
+// sending random methods cannot create series.
+std::string NormalMethod(std::string_view method) {
+  static constexpr std::string_view kKnown[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                                "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (std::string_view known : kKnown)
+    if (method == known) return std::string(method);
+  return "_OTHER";
+}
+
+const std::string* StringAttribute(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  return value ? std::get_if<std::string>(value) : nullptr;
+}
+
+const int64_t* IntAttribute(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  return value ? std::get_if<int64_t>(value) : nullptr;
+}
+
+std::string Endpoint(const uint8_t address[16], uint16_t port) {
+  std::string text = spans::FormatAddress(address);
+  if (text.find(':') != std::string::npos) text = "[" + text + "]";
+  return text + ":" + std::to_string(port);
+}
+
+std::string HexId(const spans::SpanId& id) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string text;
+  for (uint8_t b : id) {
+    text += kDigits[b >> 4];
+    text += kDigits[b & 15];
+  }
+  return text;
+}
+
+bool IsMessaging(const Span& span) {
+  return span.kind == SpanKind::kProducer || span.kind == SpanKind::kConsumer;
+}
+
+// The service graph's "failed": the server did not answer properly (5xx or no
+// response), whichever end the span came from, so a 4xx (the client's mistake) is not a
+// failure of the edge. Messaging has no status code: the span's status decides.
+bool EndFailed(const Span& span) {
+  if (IsMessaging(span)) return span.status == spans::StatusCode::kError;
+  const int64_t* status = IntAttribute(span, "http.response.status_code");
+  return status == nullptr || *status >= 500;
+}
+
+}  // namespace
+
+void HistogramData::Record(double value) {
+  const auto bound = std::lower_bound(kDurationBucketsSeconds.begin(), kDurationBucketsSeconds.end(), value);
+  ++bucket_counts[bound - kDurationBucketsSeconds.begin()];
+  min = count == 0 ? value : std::min(min, value);
+  max = count == 0 ? value : std::max(max, value);
+  ++count;
+  sum += value;
+}
+
+SpanMetrics::SpanMetrics(SpanMetricsOptions options) : options_(std::move(options)) {}
+
+uint64_t SpanMetrics::Now() const {
+  if (options_.now_unix_ns) return options_.now_unix_ns();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string SpanMetrics::Cut(std::string_view value) const {
+  return std::string(value.substr(0, options_.max_label_bytes));
+}
+
+void SpanMetrics::Add(const Span& span) {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ++stats_.spans;
+  RecordRed(span, now);
+  RecordEnd(span, now);
+  ExpireLocked(now, false);
+}
+
+void SpanMetrics::Tick() {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ExpireLocked(now, false);
+}
+
+void SpanMetrics::FlushPending() {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ExpireLocked(now, true);
+}
+
+void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
+  std::string_view metric;
+  Labels labels;
+  auto add_string = [&](const char* key) {
+    if (const std::string* value = StringAttribute(span, key)) labels.push_back({key, Cut(*value)});
+  };
+  auto add_int = [&](const char* key) {
+    if (const int64_t* value = IntAttribute(span, key)) labels.push_back({key, *value});
+  };
+  if (IsMessaging(span)) {
+    metric = span.kind == SpanKind::kProducer ? kMessagingClientDuration : kMessagingProcessDuration;
+    add_string("messaging.system");
+    add_string("messaging.operation.name");
+    add_string("messaging.destination.name");
+    add_string("server.address");
+    add_int("server.port");
+  } else {
+    metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
+    if (const std::string* method = StringAttribute(span, "http.request.method"))
+      labels.push_back({"http.request.method", NormalMethod(*method)});
+    add_int("http.response.status_code");
+    if (span.kind == SpanKind::kServer) {
+      add_string("http.route");  // already templated and capped per service
+    } else {
+      add_string("server.address");
+      add_int("server.port");
+    }
+  }
+  // error.type is a status code or a short reason, never free text.
+  add_string("error.type");
+  std::sort(labels.begin(), labels.end());
+
+  std::string service = span.service;
+  if (!services_.contains(service) && services_.size() >= options_.max_services) {
+    ++stats_.services_overflowed;
+    service = kOverflowName;
+  }
+  ServiceMetrics& service_metrics = services_[service];
+  MetricSeries& metric_series = service_metrics.by_metric[std::string(metric)];
+  auto series = metric_series.series.find(labels);
+  if (series == metric_series.series.end()) {
+    if (service_metrics.series_count >= options_.max_series_per_service) {
+      ++stats_.series_overflowed;
+      labels = {{std::string(kOverflowAttribute), true}};
+      series = metric_series.series.find(labels);
+    }
+    if (series == metric_series.series.end()) {
+      series = metric_series.series.emplace(labels, Series{now, HistogramData{}}).first;
+      ++service_metrics.series_count;
+    }
+  }
+  series->second.histogram.Record((span.end_unix_ns - span.start_unix_ns) / 1e9);
+}
+
+std::string SpanMetrics::PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const {
+  const std::string endpoint = Endpoint(address, port);
+  const std::string host = spans::FormatAddress(address);
+  const PeerName* host_match = nullptr;
+  for (const PeerName& peer : options_.peer_names) {
+    if (peer.address == endpoint) return peer.name;
+    if (peer.address == host) host_match = &peer;
+  }
+  if (host_match) return host_match->name;
+  // A client's port is ephemeral: it would make one node per connection.
+  return with_port ? endpoint : host;
+}
+
+void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
+  PendingEnd end;
+  end.deadline_unix_ns = now + options_.pairing_wait_ns;
+  end.is_server = span.kind == SpanKind::kServer || span.kind == SpanKind::kConsumer;
+  end.service = span.service;
+  end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
+  end.failed = EndFailed(span);
+  const ft_tuple& t = span.tuple;
+  if (IsMessaging(span)) {
+    // The broker sits between producer and consumer: the consumer's parent is the
+    // producer's span (trace context travels in the message).
+    end.connection_type = "messaging_system";
+    end.key = "m|" + HexId(span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id);
+    end.peer = PeerNameFor(t.remote_addr, t.remote_port, true);
+  } else if (end.is_server) {
+    end.key = "h|" + Endpoint(t.remote_addr, t.remote_port) + ">" + Endpoint(t.local_addr, t.local_port);
+    end.peer = PeerNameFor(t.remote_addr, t.remote_port, false);
+  } else {
+    end.key = "h|" + Endpoint(t.local_addr, t.local_port) + ">" + Endpoint(t.remote_addr, t.remote_port);
+    end.peer = PeerNameFor(t.remote_addr, t.remote_port, true);
+  }
+
+  auto& other_side = pending_by_key_[!end.is_server];
+  if (auto waiting = other_side.find(end.key); waiting != other_side.end()) {
+    std::deque<uint64_t>& others = waiting->second;
+    auto other = pending_.find(others.front());
+    others.pop_front();
+    PendingEnd other_end = std::move(other->second);
+    pending_.erase(other);
+    if (others.empty()) other_side.erase(waiting);
+    const PendingEnd& client = end.is_server ? other_end : end;
+    const PendingEnd& server = end.is_server ? end : other_end;
+    ++stats_.graph_pairs;
+    CountEdge({Cut(client.service), Cut(server.service), end.connection_type}, &client, &server, now);
+    return;
+  }
+  pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
+  pending_.emplace(next_sequence_++, std::move(end));
+  while (pending_.size() > options_.max_pending_spans) {
+    auto oldest = pending_.begin();
+    ++stats_.pending_evicted;
+    PendingEnd evicted = std::move(oldest->second);
+    std::deque<uint64_t>& same_side = pending_by_key_[evicted.is_server][evicted.key];
+    same_side.pop_front();  // the globally oldest is the oldest of its key
+    if (same_side.empty()) pending_by_key_[evicted.is_server].erase(evicted.key);
+    pending_.erase(oldest);
+    CountUnpaired(evicted, now);
+  }
+}
+
+void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
+  while (!pending_.empty()) {
+    auto oldest = pending_.begin();
+    if (!all && oldest->second.deadline_unix_ns > now) break;
+    PendingEnd end = std::move(oldest->second);
+    std::deque<uint64_t>& same_side = pending_by_key_[end.is_server][end.key];
+    same_side.pop_front();
+    if (same_side.empty()) pending_by_key_[end.is_server].erase(end.key);
+    pending_.erase(oldest);
+    CountUnpaired(end, now);
+  }
+}
+
+void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {
+  ++stats_.graph_unpaired;
+  if (end.is_server) {
+    CountEdge({Cut(end.peer), Cut(end.service), end.connection_type}, nullptr, &end, now);
+  } else {
+    CountEdge({Cut(end.service), Cut(end.peer), end.connection_type}, &end, nullptr, now);
+  }
+}
+
+SpanMetrics::Edge SpanMetrics::NewEdge(uint64_t now) {
+  Edge edge;
+  edge.start_unix_ns = now;
+  return edge;
+}
+
+void SpanMetrics::CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server,
+                            uint64_t now) {
+  auto edge = edges_.find(key);
+  if (edge == edges_.end()) {
+    EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
+    if (edges_.size() >= options_.max_graph_edges) {
+      ++stats_.edges_overflowed;
+      edge = edges_.find(overflow);
+      if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
+    } else {
+      edge = edges_.emplace(key, NewEdge(now)).first;
+    }
+  }
+  Edge& e = edge->second;
+  ++e.total;
+  if ((client && client->failed) || (server && server->failed)) ++e.failed;
+  if (client) e.client_seconds.Record(client->seconds);
+  if (server) e.server_seconds.Record(server->seconds);
+}
+
+SpanMetricsStats SpanMetrics::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+MetricsSnapshot SpanMetrics::Collect() const {
+  MetricsSnapshot snapshot;
+  snapshot.time_unix_ns = Now();
+  std::lock_guard lock(mutex_);
+  for (const auto& [service, service_metrics] : services_) {
+    ResourceMetrics resource{service, {}};
+    for (const MetricInfo& info : kRedMetrics) {
+      auto found = service_metrics.by_metric.find(std::string(info.name));
+      if (found == service_metrics.by_metric.end()) continue;
+      Metric metric{std::string(info.name), std::string(info.description), "s", MetricKind::kHistogram, {}};
+      for (const auto& [labels, series] : found->second.series) {
+        Point point;
+        point.labels = labels;
+        point.start_unix_ns = series.start_unix_ns;
+        point.histogram = series.histogram;
+        metric.points.push_back(std::move(point));
+      }
+      resource.metrics.push_back(std::move(metric));
+    }
+    snapshot.resources.push_back(std::move(resource));
+  }
+
+  if (!edges_.empty()) {
+    ResourceMetrics graph{"", {}};
+    Metric total{"traces_service_graph_request_total", "Requests between two nodes of the service graph.",
+                 "{request}", MetricKind::kCounter, {}};
+    Metric failed{"traces_service_graph_request_failed_total",
+                  "Failed requests (5xx or no response) between two nodes of the service graph.",
+                  "{request}", MetricKind::kCounter, {}};
+    Metric server_seconds{"traces_service_graph_request_server_seconds",
+                          "Request duration as seen by the server.", "s", MetricKind::kHistogram, {}};
+    Metric client_seconds{"traces_service_graph_request_client_seconds",
+                          "Request duration as seen by the client.", "s", MetricKind::kHistogram, {}};
+    for (const auto& [key, edge] : edges_) {
+      Point point;
+      point.labels = {{"client", key.client}, {"connection_type", key.connection_type}, {"server", key.server}};
+      point.start_unix_ns = edge.start_unix_ns;
+      point.value = static_cast<int64_t>(edge.total);
+      total.points.push_back(point);
+      point.value = static_cast<int64_t>(edge.failed);
+      failed.points.push_back(point);
+      point.value = 0;
+      if (edge.server_seconds.count) {
+        point.histogram = edge.server_seconds;
+        server_seconds.points.push_back(point);
+      }
+      if (edge.client_seconds.count) {
+        point.histogram = edge.client_seconds;
+        client_seconds.points.push_back(point);
+      }
+    }
+    graph.metrics.push_back(std::move(total));
+    graph.metrics.push_back(std::move(failed));
+    if (!server_seconds.points.empty()) graph.metrics.push_back(std::move(server_seconds));
+    if (!client_seconds.points.empty()) graph.metrics.push_back(std::move(client_seconds));
+    snapshot.resources.push_back(std::move(graph));
+  }
+  return snapshot;
+}
+
+}  // namespace flowtracer::metrics
