@@ -10,10 +10,12 @@
 #include "agent/cli/commands.h"
 #include "agent/cli/tracer_session.h"
 #include "agent/conntrack/connection_tracker.h"
+#include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/call_summary.h"
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
+#include "exporters/prometheus/prometheus_server.h"
 
 namespace flowtracer::cli {
 namespace {
@@ -40,6 +42,9 @@ Runner AddCaptureCommand(CLI::App& app) {
     std::vector<std::string> services;
     std::string format = "text";
     std::string output;
+    std::vector<std::string> peer_services;
+    uint16_t prometheus_port = 0;
+    std::string prometheus_address = "0.0.0.0";
   };
   auto flags = std::make_shared<Flags>();
   AddSessionFlags(command, &flags->session);
@@ -50,6 +55,15 @@ Runner AddCaptureCommand(CLI::App& app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   command->add_option("-o,--output", flags->output, "Write spans to this file instead of stdout");
+  command->add_option("--peer-service", flags->peer_services,
+                      "Name a peer that is not traced here: NAME=ADDRESS or NAME=ADDRESS:PORT "
+                      "(repeatable); default its address");
+  command->add_option("--prometheus-port", flags->prometheus_port,
+                      "Serve metrics for Prometheus on this port at /metrics; 0 is off")
+      ->capture_default_str();
+  command->add_option("--prometheus-address", flags->prometheus_address,
+                      "Address the Prometheus endpoint listens on")
+      ->capture_default_str();
 
   return [flags] {
     process::ProcessRegistry processes;
@@ -60,6 +74,26 @@ Runner AddCaptureCommand(CLI::App& app) {
         return 2;
       }
       processes.SetOverride(mapping.substr(equals + 1), mapping.substr(0, equals));
+    }
+    metrics::SpanMetricsOptions metrics_options;
+    for (const std::string& mapping : flags->peer_services) {
+      size_t equals = mapping.find('=');
+      if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size()) {
+        spdlog::error("--peer-service '{}' is not NAME=ADDRESS or NAME=ADDRESS:PORT", mapping);
+        return 2;
+      }
+      metrics_options.peer_names.push_back({mapping.substr(equals + 1), mapping.substr(0, equals)});
+    }
+    metrics::SpanMetrics span_metrics(metrics_options);
+    exporters::PrometheusServer prometheus([&span_metrics] { return span_metrics.Collect(); });
+    if (flags->prometheus_port != 0) {
+      std::string error;
+      if (!prometheus.Start(flags->prometheus_address, flags->prometheus_port, &error)) {
+        spdlog::error("{}", error);
+        return 1;
+      }
+      spdlog::info("Prometheus metrics at http://{}:{}/metrics", flags->prometheus_address,
+                   flags->prometheus_port);
     }
     FILE* out = stdout;
     if (!flags->output.empty()) {
@@ -81,6 +115,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
       ++span_count;
       summary.Add(span);
+      span_metrics.Add(span);
       std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
       fmt::print(out, "{}\n", line);
       fflush(out);
@@ -93,6 +128,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     callbacks.on_started = [&](loader::SocketTracer& tracer) { control.tracer_ = &tracer; };
     callbacks.on_tick = [&](uint64_t now) {
       tracker.Tick(now);
+      span_metrics.Tick();
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
     loader::CounterValues counters{};
@@ -100,6 +136,8 @@ Runner AddCaptureCommand(CLI::App& app) {
     if (live_count) fmt::print(stderr, "\r");
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
+    span_metrics.FlushPending();
+    prometheus.Stop();
     if (out != stdout) fclose(out);
     if (status != 0) return status;
 
@@ -122,6 +160,9 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"HTTP responses without a request", stats.http_orphan_responses},
         {"connections evicted (table full)", stats.connections_evicted_full},
         {"routes folded into {overflow}", assembler.routes().overflow_count()},
+        {"metric series folded into overflow", span_metrics.stats().series_overflowed},
+        {"service graph: calls counted early (pending full)", span_metrics.stats().pending_evicted},
+        {"service graph: edges folded into {overflow}", span_metrics.stats().edges_overflowed},
     };
     bool header = false;
     for (const auto& [what, value] : losses) {
