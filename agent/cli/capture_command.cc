@@ -16,6 +16,7 @@
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
 #include "exporters/prometheus/prometheus_server.h"
+#include "exporters/service_map.h"
 
 namespace flowtracer::cli {
 namespace {
@@ -45,6 +46,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     std::vector<std::string> peer_services;
     uint16_t prometheus_port = 0;
     std::string prometheus_address = "0.0.0.0";
+    std::string map;
   };
   auto flags = std::make_shared<Flags>();
   AddSessionFlags(command, &flags->session);
@@ -64,6 +66,9 @@ Runner AddCaptureCommand(CLI::App& app) {
   command->add_option("--prometheus-address", flags->prometheus_address,
                       "Address the Prometheus endpoint listens on")
       ->capture_default_str();
+  command->add_option("--map", flags->map,
+                      "At the end, print the service map to stdout (spans only go to --output)")
+      ->check(CLI::IsMember({"mermaid"}));
 
   return [flags] {
     process::ProcessRegistry processes;
@@ -95,7 +100,9 @@ Runner AddCaptureCommand(CLI::App& app) {
       spdlog::info("Prometheus metrics at http://{}:{}/metrics", flags->prometheus_address,
                    flags->prometheus_port);
     }
-    FILE* out = stdout;
+    const bool print_map = !flags->map.empty();
+    // With a map on stdout, spans go to --output only (or nowhere).
+    FILE* out = print_map ? nullptr : stdout;
     if (!flags->output.empty()) {
       out = fopen(flags->output.c_str(), "w");
       if (!out) {
@@ -106,7 +113,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     bool json = flags->format == "json";
     // A live count on the terminal's status line, when spans go elsewhere.
     bool live_count = isatty(STDERR_FILENO) && (out != stdout || !isatty(STDOUT_FILENO));
-    if (!json && out == stdout) fmt::print(out, "{}\n", exporters::SpanTextHeader());
+    if (!json && out == stdout && out) fmt::print(out, "{}\n", exporters::SpanTextHeader());
 
     spans::CallSummary summary;
     uint64_t span_count = 0;
@@ -116,6 +123,7 @@ Runner AddCaptureCommand(CLI::App& app) {
       ++span_count;
       summary.Add(span);
       span_metrics.Add(span);
+      if (!out) return;
       std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
       fmt::print(out, "{}\n", line);
       fflush(out);
@@ -132,19 +140,22 @@ Runner AddCaptureCommand(CLI::App& app) {
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
     loader::CounterValues counters{};
+    const uint64_t started_ns = MonotonicNowNs();
     int status = RunSession(flags->session, callbacks, &counters);
+    const double elapsed_seconds = (MonotonicNowNs() - started_ns) / 1e9;
     if (live_count) fmt::print(stderr, "\r");
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
     span_metrics.FlushPending();
     prometheus.Stop();
-    if (out != stdout) fclose(out);
+    if (out && out != stdout) fclose(out);
     if (status != 0) return status;
 
     // The closing report goes to stderr so stdout stays pure spans for pipes.
     fmt::print(stderr, "\n{} spans\n", span_count);
     std::vector<spans::CallSummaryRow> rows = summary.Rows();
     if (!rows.empty()) fmt::print(stderr, "\n{}", exporters::SummaryTable(rows));
+    if (print_map) fmt::print(stdout, "{}", exporters::MermaidServiceMap(rows, elapsed_seconds));
     const conntrack::TrackerStats& stats = tracker.stats();
     std::vector<std::pair<std::string, uint64_t>> losses = {
         {"requests in flight at exit (not printed)", in_flight},
