@@ -45,6 +45,7 @@ function toHex(object) {
 }
 
 function record(line) {
+  line.at_ms = Date.now();
   fs.appendFileSync(out, JSON.stringify(line) + '\n');
 }
 
