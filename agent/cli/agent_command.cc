@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include <httplib.h>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 #include "agent/cli/agent_config.h"
@@ -98,6 +99,31 @@ void CopyCounters(const loader::CounterValues& kernel, const conntrack::TrackerS
   set(t->stream_gap_bytes, stats.gap_bytes);
 }
 
+std::string Join(const auto& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + fmt::format("{}", item);
+  return out.empty() ? "all" : out;
+}
+
+// The settings in effect, one per line, on stdout. Header values are not shown (secrets).
+void PrintConfig(const AgentConfig& config) {
+  const otlp::OtlpExporterOptions& e = config.exporter;
+  fmt::print("traces endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kTraces));
+  fmt::print("metrics endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kMetrics));
+  fmt::print("protocol: {}\ncompression: {}\ntimeout: {}ms\n", otlp::ProtocolName(e.protocol),
+             e.gzip ? "gzip" : "none", e.timeout_ms);
+  std::vector<std::string> header_names;
+  for (const auto& [key, unused] : e.headers) header_names.push_back(key);
+  fmt::print("headers: {}\n", header_names.empty() ? "none" : Join(header_names));
+  fmt::print("batch: {} spans or {}ms; queue: {} spans; attempts: {}\n", e.max_export_batch_spans,
+             e.schedule_delay_ms, e.max_queue_spans, e.max_attempts);
+  for (const auto& [key, value] : e.resource_attributes) fmt::print("resource attribute: {}={}\n", key, value);
+  fmt::print("pids: {}\nports: {}\nhooks: {}\nmax payload bytes: {}\n", Join(config.pids), Join(config.ports),
+             config.hooks, config.max_payload_bytes);
+  for (const std::string& service : config.services) fmt::print("service: {}\n", service);
+  fmt::print("health: {}\nshutdown timeout: {}ms\n", config.health_listen, config.shutdown_timeout_ms);
+}
+
 }  // namespace
 
 Runner AddAgentCommand(CLI::App& app) {
@@ -110,11 +136,14 @@ Runner AddAgentCommand(CLI::App& app) {
     std::vector<uint16_t> ports;
     std::vector<std::string> services;
     uint32_t max_payload_bytes = 0;
+    bool check_config = false;
     std::map<std::string, CLI::Option*> given;
   };
   auto flags = std::make_shared<Flags>();
   auto& g = flags->given;
   command->add_option("-c,--config", flags->config_path, "YAML configuration file (see README)");
+  command->add_flag("--check-config", flags->check_config,
+                    "Check the configuration (file, environment, flags), print the settings in effect and exit");
   g["endpoint"] = command->add_option("--endpoint", flags->endpoint,
                                       "OTLP endpoint (like OTEL_EXPORTER_OTLP_ENDPOINT); default http://localhost:4318");
   g["protocol"] = command->add_option("--protocol", flags->protocol, "http/protobuf or grpc");
@@ -196,6 +225,11 @@ Runner AddAgentCommand(CLI::App& app) {
     if (std::string error = ValidateAgentConfig(config); !error.empty()) {
       spdlog::error("{}", error);
       return 2;
+    }
+
+    if (flags->check_config) {
+      PrintConfig(config);
+      return 0;
     }
 
     std::string error;

@@ -409,6 +409,70 @@ class CollectorFaultsTest(E2ETest):
         self.assertLess(time.monotonic() - started, 120)
 
 
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def check_config(*args, env=None, config_text=None, test=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full_env.update(env or {})
+    command = [FLOWTRACER, "agent", "--check-config", *args]
+    if config_text is not None:
+        path = tempfile.NamedTemporaryFile(prefix="agent-", suffix=".yaml", delete=False, mode="w")
+        path.write(config_text)
+        path.close()
+        test.addCleanup(os.unlink, path.name)
+        command += ["--config", path.name]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, env=full_env)
+
+
+class AgentConfigTest(unittest.TestCase):
+    """The file, then the environment, then flags; the shipped examples are valid."""
+
+    def test_precedence(self):
+        text = ("exporter:\n  endpoint: http://from-file:4318\n  compression: gzip\n  timeout: 3s\n"
+                "trace:\n  ports: [8080]\nresource:\n  attributes:\n    team: file\n")
+        result = check_config(config_text=text, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces endpoint: http://from-file:4318/v1/traces", result.stdout)
+        self.assertIn("compression: gzip", result.stdout)
+        self.assertIn("timeout: 3000ms", result.stdout)
+        self.assertIn("ports: 8080", result.stdout)
+        self.assertIn("resource attribute: team=file", result.stdout)
+
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://from-env:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "1500",
+               "OTEL_RESOURCE_ATTRIBUTES": "team=env"}
+        result = check_config(config_text=text, env=env, test=self)
+        self.assertIn("traces endpoint: http://from-env:4318/v1/traces", result.stdout)
+        self.assertIn("timeout: 1500ms", result.stdout)
+        self.assertIn("compression: gzip", result.stdout)  # not set in the environment: the file's
+        self.assertIn("resource attribute: team=env", result.stdout)
+
+        result = check_config("--endpoint", "http://from-flag:4317", "--protocol", "grpc", "--compression", "none",
+                              "--port", "9090", config_text=text, env=env, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces endpoint: http://from-flag:4317\n", result.stdout)
+        self.assertIn("protocol: grpc", result.stdout)
+        self.assertIn("compression: none", result.stdout)
+        self.assertIn("ports: 9090\n", result.stdout)
+
+    def test_shipped_examples_are_valid(self):
+        result = check_config("--config", os.path.join(REPO, "packaging", "flowtracer-agent.yaml"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces endpoint: http://localhost:4318/v1/traces", result.stdout)
+        with open(os.path.join(REPO, "k8s", "daemonset.yaml")) as f:
+            text = f.read()
+        # The ConfigMap's agent.yaml, without a YAML library: the indented block after "agent.yaml: |".
+        block = text.split("agent.yaml: |\n", 1)[1]
+        lines = []
+        for line in block.splitlines():
+            if line.strip() and not line.startswith("    "):
+                break
+            lines.append(line[4:])
+        result = check_config(config_text="\n".join(lines) + "\n", test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("health: 0.0.0.0:13133", result.stdout)
+
+
 class AgentConfigErrorsTest(unittest.TestCase):
     """Refused before anything is loaded: one message naming the source, non-zero exit."""
 
