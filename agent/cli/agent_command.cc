@@ -1,0 +1,316 @@
+// `flowtracer agent`: traces until SIGTERM/SIGINT and sends spans to an OTLP receiver;
+// /healthz and /readyz for probes; counters of what it saw, lost and sent, logged on exit.
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <unordered_map>
+
+#include <httplib.h>
+#include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/cli/agent_config.h"
+#include "agent/cli/commands.h"
+#include "agent/cli/tracer_session.h"
+#include "agent/conntrack/connection_tracker.h"
+#include "agent/process/process_info.h"
+#include "agent/spans/span_assembler.h"
+#include "agent/telemetry/self_telemetry.h"
+#include "exporters/otlp/span_exporter.h"
+
+namespace flowtracer::cli {
+namespace {
+
+namespace otlp = exporters::otlp;
+
+class TracerControl : public conntrack::KernelControl {
+ public:
+  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override {
+    if (tracer_) tracer_->SetConnControl(conn_id, control);
+  }
+  void ForgetConnControl(uint64_t conn_id) override {
+    if (tracer_) tracer_->ForgetConnControl(conn_id);
+  }
+  loader::SocketTracer* tracer_ = nullptr;
+};
+
+// /healthz: the capture loop ticked recently. /readyz: capture is attached and running.
+class HealthServer {
+ public:
+  bool Start(const std::string& listen, std::string* error) {
+    std::string host;
+    int port = 0;
+    ParseListenAddress(listen, &host, &port);
+    server_.Get("/healthz", [this](const httplib::Request&, httplib::Response& response) {
+      uint64_t age_ns = MonotonicNowNs() - last_tick_ns_.load();
+      bool alive = age_ns < 10ull * 1000 * 1000 * 1000;
+      response.status = alive ? 200 : 503;
+      response.set_content(alive ? "ok\n" : "capture loop stalled\n", "text/plain");
+    });
+    server_.Get("/readyz", [this](const httplib::Request&, httplib::Response& response) {
+      bool ready = ready_.load();
+      response.status = ready ? 200 : 503;
+      response.set_content(ready ? "ready\n" : "not tracing\n", "text/plain");
+    });
+    if (!server_.bind_to_port(host.c_str(), port)) {
+      *error = "cannot listen on " + listen + " for /healthz and /readyz: " + strerror(errno) +
+               " (set health.listen or --health-listen to a free HOST:PORT)";
+      return false;
+    }
+    last_tick_ns_ = MonotonicNowNs();
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return true;
+  }
+  void Stop() {
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  ~HealthServer() { Stop(); }
+  void Tick() { last_tick_ns_ = MonotonicNowNs(); }
+  void SetReady(bool ready) { ready_ = ready; }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+  std::atomic<uint64_t> last_tick_ns_{0};
+  std::atomic<bool> ready_{false};
+};
+
+std::string HostName(const otlp::KeyValues& resource_attributes) {
+  for (const auto& [key, value] : resource_attributes)
+    if (key == "host.name") return value;
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+void CopyCounters(const loader::CounterValues& kernel, const conntrack::TrackerStats& stats,
+                  telemetry::SelfTelemetry* t) {
+  auto set = [](std::atomic<uint64_t>& to, uint64_t value) { to.store(value, std::memory_order_relaxed); };
+  set(t->events_data, kernel[FT_CTR_DATA_EVENTS]);
+  set(t->events_connection, kernel[FT_CTR_CONN_EVENTS]);
+  set(t->events_lost_ring_buffer_full, kernel[FT_CTR_DROP_RINGBUF_FULL]);
+  set(t->events_lost_connection_table_full, kernel[FT_CTR_DROP_CONN_MAP_FULL]);
+  set(t->events_lost_user_memory_unreadable, kernel[FT_CTR_DROP_READ_USER]);
+  set(t->events_lost_syscall_stash_full, kernel[FT_CTR_DROP_STASH_MAP_FULL]);
+  set(t->events_lost_malformed, stats.malformed_records);
+  set(t->events_lost_unknown_connection, stats.data_for_unknown_connection);
+  set(t->stream_gap_bytes, stats.gap_bytes);
+}
+
+std::string Join(const auto& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + fmt::format("{}", item);
+  return out.empty() ? "all" : out;
+}
+
+// The settings in effect, one per line, on stdout. Header values are not shown (secrets).
+void PrintConfig(const AgentConfig& config) {
+  const otlp::OtlpExporterOptions& e = config.exporter;
+  fmt::print("traces endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kTraces));
+  fmt::print("metrics endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kMetrics));
+  fmt::print("protocol: {}\ncompression: {}\ntimeout: {}ms\n", otlp::ProtocolName(e.protocol),
+             e.gzip ? "gzip" : "none", e.timeout_ms);
+  std::vector<std::string> header_names;
+  for (const auto& [key, unused] : e.headers) header_names.push_back(key);
+  fmt::print("headers: {}\n", header_names.empty() ? "none" : Join(header_names));
+  fmt::print("batch: {} spans or {}ms; queue: {} spans; attempts: {}\n", e.max_export_batch_spans,
+             e.schedule_delay_ms, e.max_queue_spans, e.max_attempts);
+  for (const auto& [key, value] : e.resource_attributes) fmt::print("resource attribute: {}={}\n", key, value);
+  fmt::print("pids: {}\nports: {}\nhooks: {}\nmax payload bytes: {}\n", Join(config.pids), Join(config.ports),
+             config.hooks, config.max_payload_bytes);
+  for (const std::string& service : config.services) fmt::print("service: {}\n", service);
+  fmt::print("health: {}\nshutdown timeout: {}ms\n", config.health_listen, config.shutdown_timeout_ms);
+}
+
+}  // namespace
+
+Runner AddAgentCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand(
+      "agent", "Trace until stopped (SIGTERM/SIGINT) and send spans to an OpenTelemetry (OTLP) receiver");
+  struct Flags {
+    std::string config_path;
+    std::string endpoint, protocol, compression, health_listen, shutdown_timeout, hooks;
+    std::vector<uint32_t> pids;
+    std::vector<uint16_t> ports;
+    std::vector<std::string> services;
+    uint32_t max_payload_bytes = 0;
+    bool check_config = false;
+    std::map<std::string, CLI::Option*> given;
+  };
+  auto flags = std::make_shared<Flags>();
+  auto& g = flags->given;
+  command->add_option("-c,--config", flags->config_path, "YAML configuration file (see README)");
+  command->add_flag("--check-config", flags->check_config,
+                    "Check the configuration (file, environment, flags), print the settings in effect and exit");
+  g["endpoint"] = command->add_option("--endpoint", flags->endpoint,
+                                      "OTLP endpoint (like OTEL_EXPORTER_OTLP_ENDPOINT); default http://localhost:4318");
+  g["protocol"] = command->add_option("--protocol", flags->protocol, "http/protobuf or grpc");
+  g["compression"] = command->add_option("--compression", flags->compression, "gzip or none");
+  g["health_listen"] = command->add_option("--health-listen", flags->health_listen,
+                                           "HOST:PORT for /healthz and /readyz; default 127.0.0.1:13133");
+  g["shutdown_timeout"] = command->add_option("--shutdown-timeout", flags->shutdown_timeout,
+                                              "Longest wait to send what is queued on exit; default 5s");
+  g["pids"] = command->add_option("-p,--pid", flags->pids, "Trace only these processes (repeatable)");
+  g["ports"] = command->add_option("--port", flags->ports,
+                                   "Trace only connections with this local or remote port (repeatable)");
+  g["hooks"] = command->add_option("--hooks", flags->hooks, "Data hooks: auto, socket or syscall");
+  g["max_payload_bytes"] = command->add_option("--max-payload-bytes", flags->max_payload_bytes,
+                                               "Bytes copied from each read/write (64..16384)");
+  g["services"] = command->add_option("--service", flags->services, "Name a service: NAME=PID or NAME=EXECUTABLE");
+
+  return [flags] {
+    // Layers: defaults, the file, the environment, then flags.
+    AgentConfig config;
+    if (!flags->config_path.empty()) {
+      if (std::string error = LoadAgentConfigFile(flags->config_path, &config); !error.empty()) {
+        spdlog::error("{}", error);
+        return 2;
+      }
+    }
+    if (std::string error = otlp::ApplyOtelEnvironment(otlp::ProcessEnvironment(), &config.exporter);
+        !error.empty()) {
+      spdlog::error("environment: {}", error);
+      return 2;
+    }
+    auto given = [&](const char* name) { return flags->given.at(name)->count() > 0; };
+    std::string reason;
+    if (given("endpoint")) {
+      if (!otlp::ValidateEndpointUrl(flags->endpoint, &reason)) {
+        spdlog::error("--endpoint: {}", reason);
+        return 2;
+      }
+      // A flag is the most specific setting: it wins over signal-specific variables too.
+      config.exporter.endpoint = flags->endpoint;
+      config.exporter.traces_endpoint.clear();
+    }
+    if (given("protocol") && !otlp::ParseProtocol(flags->protocol, &config.exporter.protocol)) {
+      spdlog::error("--protocol: '{}' is not http/protobuf or grpc", flags->protocol);
+      return 2;
+    }
+    if (given("compression")) {
+      if (flags->compression != "gzip" && flags->compression != "none") {
+        spdlog::error("--compression: '{}' is not gzip or none", flags->compression);
+        return 2;
+      }
+      config.exporter.gzip = flags->compression == "gzip";
+    }
+    if (given("health_listen")) config.health_listen = flags->health_listen;
+    if (given("shutdown_timeout")) {
+      uint64_t ns = 0;
+      if (!ParseDuration(flags->shutdown_timeout, &ns)) {
+        spdlog::error("--shutdown-timeout: '{}' is not a duration: use e.g. 5s", flags->shutdown_timeout);
+        return 2;
+      }
+      config.shutdown_timeout_ms = ns / 1000000;
+    }
+    if (given("pids")) config.pids = flags->pids;
+    if (given("ports")) config.ports = flags->ports;
+    if (given("hooks")) {
+      if (flags->hooks != "auto" && flags->hooks != "socket" && flags->hooks != "syscall") {
+        spdlog::error("--hooks: '{}' is not auto, socket or syscall", flags->hooks);
+        return 2;
+      }
+      config.hooks = flags->hooks;
+    }
+    if (given("max_payload_bytes")) {
+      if (flags->max_payload_bytes < 64 || flags->max_payload_bytes > FT_MAX_PAYLOAD) {
+        spdlog::error("--max-payload-bytes: {} is not from 64 to {}", flags->max_payload_bytes, FT_MAX_PAYLOAD);
+        return 2;
+      }
+      config.max_payload_bytes = flags->max_payload_bytes;
+    }
+    if (given("services")) config.services = flags->services;
+    if (std::string error = ValidateAgentConfig(config); !error.empty()) {
+      spdlog::error("{}", error);
+      return 2;
+    }
+
+    if (flags->check_config) {
+      PrintConfig(config);
+      return 0;
+    }
+
+    std::string error;
+    auto transport = otlp::MakeTransport(otlp::TransportOptionsFor(config.exporter, otlp::Signal::kTraces), &error);
+    if (!transport) {
+      spdlog::error("{}", error);
+      return 2;
+    }
+    HealthServer health;
+    if (!health.Start(config.health_listen, &error)) {
+      spdlog::error("{}", error);
+      return 1;
+    }
+
+    telemetry::SelfTelemetry telemetry;
+    otlp::OtlpSpanExporter exporter(config.exporter, std::move(transport), &telemetry);
+    spdlog::info("sending spans to {}; health on {}", exporter.Describe(), config.health_listen);
+
+    process::ProcessRegistry processes;
+    for (const std::string& mapping : config.services) {
+      size_t equals = mapping.find('=');
+      processes.SetOverride(mapping.substr(equals + 1), mapping.substr(0, equals));
+    }
+    const std::string host_name = HostName(config.exporter.resource_attributes);
+    // One resource per traced process, shared by its spans; bounded like the registry.
+    std::unordered_map<uint32_t, otlp::ResourcePtr> resources;
+    auto resource_of = [&](const spans::Span& span) -> otlp::ResourcePtr {
+      auto it = resources.find(span.pid);
+      // service.name comes first; a different one means the pid now belongs to another program.
+      if (it != resources.end() && it->second->attributes[0].value == spans::AttributeValue(span.service))
+        return it->second;
+      if (resources.size() >= 4096) resources.clear();
+      auto resource = std::make_shared<otlp::Resource>(otlp::ProcessResource(
+          processes.Get(span.pid), host_name, otlp::ProcessStartTicks(span.pid), config.exporter.resource_attributes));
+      resources[span.pid] = resource;
+      return resource;
+    };
+
+    spans::AssemblerOptions assembler_options;
+    assembler_options.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
+    spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
+      telemetry.spans_produced.fetch_add(1, std::memory_order_relaxed);
+      exporter.Export(span, resource_of(span));
+    });
+    TracerControl control;
+    conntrack::ConnectionTracker tracker({}, &assembler, &control);
+
+    SessionOptions session;
+    session.duration = "0";
+    session.pids = config.pids;
+    session.ports = config.ports;
+    session.hooks = config.hooks;
+    session.max_payload_bytes = config.max_payload_bytes;
+    SessionCallbacks callbacks;
+    callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    callbacks.on_started = [&](loader::SocketTracer& tracer) {
+      control.tracer_ = &tracer;
+      health.SetReady(true);
+      spdlog::info("tracing; stop with SIGTERM or Ctrl-C");
+    };
+    callbacks.on_tick = [&](uint64_t now) {
+      tracker.Tick(now);
+      health.Tick();
+      if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), tracker.stats(), &telemetry);
+    };
+    loader::CounterValues counters{};
+    int status = RunSession(session, callbacks, &counters);
+    health.SetReady(false);
+    uint64_t in_flight = 0;
+    tracker.Flush(&in_flight);
+    CopyCounters(counters, tracker.stats(), &telemetry);
+    exporter.Shutdown(config.shutdown_timeout_ms);
+    health.Stop();
+
+    spdlog::info("self-telemetry at exit ({} requests still in flight were not sent):", in_flight);
+    for (const telemetry::SelfTelemetry::Value& value : telemetry.Snapshot()) {
+      if (value.reason.empty()) spdlog::info("  {} = {}", value.name, value.value);
+      else spdlog::info("  {}{{reason={}}} = {}", value.name, value.reason, value.value);
+    }
+    return status;
+  };
+}
+
+}  // namespace flowtracer::cli

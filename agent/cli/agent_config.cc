@@ -1,0 +1,224 @@
+#include "agent/cli/agent_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstring>
+#include <functional>
+#include <map>
+
+#include "agent/cli/tracer_session.h"
+
+namespace flowtracer::cli {
+namespace {
+
+using exporters::otlp::KeyValues;
+
+// A failed conversion: the message is completed with the file and key by the caller.
+struct BadValue {
+  std::string reason;
+};
+
+std::string Scalar(const YAML::Node& node) {
+  if (!node.IsScalar()) throw BadValue{"expected a single value"};
+  return node.Scalar();
+}
+
+template <typename T>
+T Number(const YAML::Node& node, T min, T max) {
+  std::string text = Scalar(node);
+  T value{};
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < min || value > max)
+    throw BadValue{"'" + text + "' is not a whole number from " + std::to_string(min) + " to " + std::to_string(max)};
+  return value;
+}
+
+uint64_t DurationMs(const YAML::Node& node) {
+  std::string text = Scalar(node);
+  uint64_t ns = 0;
+  if (!ParseDuration(text, &ns)) throw BadValue{"'" + text + "' is not a duration: use e.g. 10s or 500ms"};
+  return ns / 1000000;
+}
+
+template <typename T>
+std::vector<T> NumberList(const YAML::Node& node, T min, T max) {
+  std::vector<T> out;
+  if (node.IsScalar()) out.push_back(Number<T>(node, min, max));
+  else if (node.IsSequence())
+    for (const YAML::Node& item : node) out.push_back(Number<T>(item, min, max));
+  else throw BadValue{"expected a number or a list of numbers"};
+  return out;
+}
+
+KeyValues StringMap(const YAML::Node& node) {
+  if (!node.IsMap()) throw BadValue{"expected a map of names to values"};
+  KeyValues out;
+  for (const auto& item : node) out.emplace_back(item.first.as<std::string>(), Scalar(item.second));
+  return out;
+}
+
+std::string Endpoint(const YAML::Node& node) {
+  std::string url = Scalar(node), reason;
+  if (!exporters::otlp::ValidateEndpointUrl(url, &reason)) throw BadValue{reason};
+  return url;
+}
+
+using Setter = std::function<void(const YAML::Node&, AgentConfig*)>;
+using Section = std::map<std::string, Setter>;
+
+const std::map<std::string, Section>& Schema() {
+  static const std::map<std::string, Section> schema = {
+      {"exporter",
+       {
+           {"endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.endpoint = Endpoint(n); }},
+           {"traces_endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.traces_endpoint = Endpoint(n); }},
+           {"metrics_endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.metrics_endpoint = Endpoint(n); }},
+           {"protocol",
+            [](const YAML::Node& n, AgentConfig* c) {
+              std::string text = Scalar(n);
+              if (!exporters::otlp::ParseProtocol(text, &c->exporter.protocol))
+                throw BadValue{"'" + text + "' is not http/protobuf or grpc"};
+            }},
+           {"headers", [](const YAML::Node& n, AgentConfig* c) { c->exporter.headers = StringMap(n); }},
+           {"compression",
+            [](const YAML::Node& n, AgentConfig* c) {
+              std::string text = Scalar(n);
+              if (text != "gzip" && text != "none") throw BadValue{"'" + text + "' is not gzip or none"};
+              c->exporter.gzip = text == "gzip";
+            }},
+           {"timeout",
+            [](const YAML::Node& n, AgentConfig* c) {
+              c->exporter.timeout_ms = DurationMs(n);
+              if (!c->exporter.timeout_ms) throw BadValue{"must be more than 0"};
+            }},
+           {"max_queue_spans",
+            [](const YAML::Node& n, AgentConfig* c) { c->exporter.max_queue_spans = Number<uint32_t>(n, 1, 1u << 20); }},
+           {"max_export_batch_spans",
+            [](const YAML::Node& n, AgentConfig* c) {
+              c->exporter.max_export_batch_spans = Number<uint32_t>(n, 1, 1u << 16);
+            }},
+           {"schedule_delay", [](const YAML::Node& n, AgentConfig* c) { c->exporter.schedule_delay_ms = DurationMs(n); }},
+           {"max_attempts", [](const YAML::Node& n, AgentConfig* c) { c->exporter.max_attempts = Number<uint32_t>(n, 1, 100); }},
+       }},
+      {"trace",
+       {
+           {"pids", [](const YAML::Node& n, AgentConfig* c) { c->pids = NumberList<uint32_t>(n, 1, 1u << 22); }},
+           {"ports", [](const YAML::Node& n, AgentConfig* c) { c->ports = NumberList<uint16_t>(n, 1, 65535); }},
+           {"hooks",
+            [](const YAML::Node& n, AgentConfig* c) {
+              std::string text = Scalar(n);
+              if (text != "auto" && text != "socket" && text != "syscall")
+                throw BadValue{"'" + text + "' is not auto, socket or syscall"};
+              c->hooks = text;
+            }},
+           {"max_payload_bytes",
+            [](const YAML::Node& n, AgentConfig* c) { c->max_payload_bytes = Number<uint32_t>(n, 64, FT_MAX_PAYLOAD); }},
+           {"services",
+            [](const YAML::Node& n, AgentConfig* c) {
+              c->services.clear();
+              for (const auto& [name, target] : StringMap(n)) c->services.push_back(name + "=" + target);
+            }},
+       }},
+      {"resource",
+       {
+           {"attributes",
+            [](const YAML::Node& n, AgentConfig* c) { c->exporter.resource_attributes = StringMap(n); }},
+       }},
+      {"health",
+       {
+           {"listen",
+            [](const YAML::Node& n, AgentConfig* c) {
+              std::string text = Scalar(n), host;
+              int port = 0;
+              if (!ParseListenAddress(text, &host, &port)) throw BadValue{"'" + text + "' is not HOST:PORT"};
+              c->health_listen = text;
+            }},
+       }},
+      {"shutdown",
+       {
+           {"timeout", [](const YAML::Node& n, AgentConfig* c) { c->shutdown_timeout_ms = DurationMs(n); }},
+       }},
+  };
+  return schema;
+}
+
+template <typename Map>
+std::string Names(const Map& map) {
+  std::string out;
+  for (const auto& [name, unused] : map) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+}  // namespace
+
+bool ParseListenAddress(const std::string& text, std::string* host, int* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string h = text.substr(0, colon), p = text.substr(colon + 1);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) h = "0.0.0.0";
+  int value = 0;
+  auto [end, error] = std::from_chars(p.data(), p.data() + p.size(), value);
+  if (p.empty() || error != std::errc() || end != p.data() + p.size() || value < 1 || value > 65535) return false;
+  *host = h;
+  *port = value;
+  return true;
+}
+
+std::string LoadAgentConfigFile(const std::string& path, AgentConfig* config) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return path + ": cannot be read: " + strerror(errno);
+  } catch (const YAML::ParserException& error) {
+    return path + ": line " + std::to_string(error.mark.line + 1) + ", column " + std::to_string(error.mark.column + 1) +
+           ": not valid YAML: " + error.msg;
+  }
+  if (root.IsNull()) return "";  // an empty file: all defaults
+  if (!root.IsMap()) return path + ": expected sections (" + Names(Schema()) + ") at the top level";
+  for (const auto& section : root) {
+    std::string section_name = section.first.as<std::string>();
+    auto known = Schema().find(section_name);
+    if (known == Schema().end())
+      return path + ": " + section_name + ": unknown key (known: " + Names(Schema()) + ")";
+    if (section.second.IsNull()) continue;
+    if (!section.second.IsMap()) return path + ": " + section_name + ": expected a map of settings";
+    for (const auto& item : section.second) {
+      std::string key = item.first.as<std::string>();
+      std::string where = path + ": " + section_name + "." + key + ": ";
+      auto setter = known->second.find(key);
+      if (setter == known->second.end()) return where + "unknown key (known: " + Names(known->second) + ")";
+      try {
+        setter->second(item.second, config);
+      } catch (const BadValue& bad) {
+        return where + bad.reason;
+      } catch (const YAML::Exception& error) {
+        return where + error.msg;
+      }
+    }
+  }
+  return "";
+}
+
+std::string ValidateAgentConfig(const AgentConfig& config) {
+  using exporters::otlp::Signal;
+  for (Signal signal : {Signal::kTraces, Signal::kMetrics}) {
+    std::string reason;
+    if (!exporters::otlp::ValidateEndpointUrl(exporters::otlp::ResolveEndpoint(config.exporter, signal), &reason))
+      return "OTLP endpoint " + reason;
+  }
+  std::string host;
+  int port = 0;
+  if (!ParseListenAddress(config.health_listen, &host, &port))
+    return "health listen address '" + config.health_listen + "' is not HOST:PORT";
+  for (const std::string& mapping : config.services) {
+    size_t equals = mapping.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size())
+      return "service '" + mapping + "' is not NAME=PID or NAME=EXECUTABLE";
+  }
+  return "";
+}
+
+}  // namespace flowtracer::cli

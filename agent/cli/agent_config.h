@@ -1,0 +1,38 @@
+// `flowtracer agent` configuration: a YAML file, then the OTEL_* environment, then flags.
+// Every error is one sentence naming where the value came from (file and key, variable
+// or flag) and why it is wrong; the agent then refuses to start.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "exporters/otlp/otlp_options.h"
+#include "flowtracer/events.h"
+
+namespace flowtracer::cli {
+
+struct AgentConfig {
+  exporters::otlp::OtlpExporterOptions exporter;
+
+  // What to trace (as `capture`).
+  std::vector<uint32_t> pids;
+  std::vector<uint16_t> ports;
+  std::string hooks = "auto";
+  uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
+  std::vector<std::string> services;  // NAME=PID or NAME=EXECUTABLE
+
+  std::string health_listen = "127.0.0.1:13133";  // /healthz and /readyz
+  uint64_t shutdown_timeout_ms = 5000;             // flushing on SIGTERM takes at most this
+};
+
+// Reads `path` over `config`. Returns "" or "PATH: KEY: reason" (or "PATH: line L, column C: reason").
+std::string LoadAgentConfigFile(const std::string& path, AgentConfig* config);
+
+// Parses "127.0.0.1:13133", "[::1]:13133" or ":13133" (all interfaces).
+bool ParseListenAddress(const std::string& text, std::string* host, int* port);
+
+// Checks what the layers produced together (endpoints resolve to valid URLs, ...).
+std::string ValidateAgentConfig(const AgentConfig& config);
+
+}  // namespace flowtracer::cli
