@@ -1,8 +1,11 @@
 // `flowtracer agent`: traces until SIGTERM/SIGINT and sends spans to an OTLP receiver;
-// /healthz and /readyz for probes; counters of what it saw, lost and sent, logged on exit.
+// metrics from the spans over OTLP on an interval and on a Prometheus endpoint; /healthz
+// and /readyz for probes; counters of what it saw, lost and sent, logged on exit.
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <thread>
 #include <unordered_map>
 
@@ -14,15 +17,20 @@
 #include "agent/cli/commands.h"
 #include "agent/cli/tracer_session.h"
 #include "agent/conntrack/connection_tracker.h"
+#include "agent/metrics/self_metrics.h"
+#include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/span_assembler.h"
 #include "agent/telemetry/self_telemetry.h"
 #include "exporters/otlp/span_exporter.h"
+#include "exporters/otlp_metrics/metrics_exporter.h"
+#include "exporters/prometheus/prometheus_server.h"
 
 namespace flowtracer::cli {
 namespace {
 
 namespace otlp = exporters::otlp;
+namespace otlp_metrics = exporters::otlp_metrics;
 
 class TracerControl : public conntrack::KernelControl {
  public:
@@ -122,6 +130,13 @@ void PrintConfig(const AgentConfig& config) {
              config.hooks, config.max_payload_bytes);
   for (const std::string& service : config.services) fmt::print("service: {}\n", service);
   fmt::print("health: {}\nshutdown timeout: {}ms\n", config.health_listen, config.shutdown_timeout_ms);
+  fmt::print("metrics interval: {}\nmetrics temporality: {}\n",
+             config.metrics_interval_ms ? fmt::format("{}ms", config.metrics_interval_ms) : "off",
+             config.metrics_temporality);
+  fmt::print("prometheus: {}\n", config.prometheus_port
+                                     ? fmt::format("{}:{}", config.prometheus_address, config.prometheus_port)
+                                     : "off");
+  for (const std::string& peer : config.peer_services) fmt::print("peer service: {}\n", peer);
 }
 
 }  // namespace
@@ -132,6 +147,9 @@ Runner AddAgentCommand(CLI::App& app) {
   struct Flags {
     std::string config_path;
     std::string endpoint, protocol, compression, health_listen, shutdown_timeout, hooks;
+    std::string metrics_interval, metrics_temporality, prometheus_address;
+    uint16_t prometheus_port = 0;
+    std::vector<std::string> peer_services;
     std::vector<uint32_t> pids;
     std::vector<uint16_t> ports;
     std::vector<std::string> services;
@@ -159,6 +177,16 @@ Runner AddAgentCommand(CLI::App& app) {
   g["max_payload_bytes"] = command->add_option("--max-payload-bytes", flags->max_payload_bytes,
                                                "Bytes copied from each read/write (64..16384)");
   g["services"] = command->add_option("--service", flags->services, "Name a service: NAME=PID or NAME=EXECUTABLE");
+  g["metrics_interval"] = command->add_option("--metrics-interval", flags->metrics_interval,
+                                              "OTLP metrics export period; 0 turns it off; default 15s");
+  g["metrics_temporality"] = command->add_option("--metrics-temporality", flags->metrics_temporality,
+                                                 "OTLP metrics temporality: cumulative (default) or delta");
+  g["prometheus_port"] = command->add_option("--prometheus-port", flags->prometheus_port,
+                                             "Prometheus endpoint port (/metrics); 0 turns it off; default 9464");
+  g["prometheus_address"] = command->add_option("--prometheus-address", flags->prometheus_address,
+                                                "Address the Prometheus endpoint listens on; default 0.0.0.0");
+  g["peer_services"] = command->add_option("--peer-service", flags->peer_services,
+                                           "Name an untraced peer: NAME=ADDRESS or NAME=ADDRESS:PORT (repeatable)");
 
   return [flags] {
     // Layers: defaults, the file, the environment, then flags.
@@ -171,6 +199,10 @@ Runner AddAgentCommand(CLI::App& app) {
     }
     if (std::string error = otlp::ApplyOtelEnvironment(otlp::ProcessEnvironment(), &config.exporter);
         !error.empty()) {
+      spdlog::error("environment: {}", error);
+      return 2;
+    }
+    if (std::string error = ApplyMetricsEnvironment(otlp::ProcessEnvironment(), &config); !error.empty()) {
       spdlog::error("environment: {}", error);
       return 2;
     }
@@ -222,6 +254,18 @@ Runner AddAgentCommand(CLI::App& app) {
       config.max_payload_bytes = flags->max_payload_bytes;
     }
     if (given("services")) config.services = flags->services;
+    if (given("metrics_interval")) {
+      uint64_t ns = 0;
+      if (!ParseDuration(flags->metrics_interval, &ns)) {
+        spdlog::error("--metrics-interval: '{}' is not a duration: use e.g. 15s", flags->metrics_interval);
+        return 2;
+      }
+      config.metrics_interval_ms = ns / 1000000;
+    }
+    if (given("metrics_temporality")) config.metrics_temporality = flags->metrics_temporality;
+    if (given("prometheus_port")) config.prometheus_port = flags->prometheus_port;
+    if (given("prometheus_address")) config.prometheus_address = flags->prometheus_address;
+    if (given("peer_services")) config.peer_services = flags->peer_services;
     if (std::string error = ValidateAgentConfig(config); !error.empty()) {
       spdlog::error("{}", error);
       return 2;
@@ -248,6 +292,63 @@ Runner AddAgentCommand(CLI::App& app) {
     otlp::OtlpSpanExporter exporter(config.exporter, std::move(transport), &telemetry);
     spdlog::info("sending spans to {}; health on {}", exporter.Describe(), config.health_listen);
 
+    // Metrics: aggregated from every span; read by the Prometheus endpoint on each scrape
+    // and by the OTLP metrics exporter on its interval.
+    const uint64_t agent_start_unix_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    metrics::SpanMetricsOptions metrics_options;
+    for (const std::string& mapping : config.peer_services) {
+      size_t equals = mapping.find('=');
+      metrics_options.peer_names.push_back({mapping.substr(equals + 1), mapping.substr(0, equals)});
+    }
+    metrics::SpanMetrics span_metrics(metrics_options);
+    std::atomic<const otlp_metrics::OtlpMetricsExporter*> metrics_exporter_for_stats{nullptr};
+    auto metrics_snapshot = [&] {
+      metrics::MetricsSnapshot snapshot = span_metrics.Collect();
+      metrics::MetricsPipelineCounters pipeline;
+      pipeline.span_metrics = span_metrics.stats();
+      if (const auto* metrics_exporter = metrics_exporter_for_stats.load()) {
+        const otlp_metrics::MetricsExportStats stats = metrics_exporter->stats();
+        pipeline.otlp_exports = stats.exports;
+        pipeline.otlp_export_failures = stats.export_failures;
+        pipeline.otlp_points_exported = stats.points_exported;
+        pipeline.otlp_points_dropped = stats.points_dropped;
+      }
+      metrics::MergeAgentResource(metrics::SelfMetrics(telemetry.Snapshot(), pipeline, agent_start_unix_ns),
+                                  &snapshot);
+      return snapshot;
+    };
+    std::unique_ptr<otlp_metrics::OtlpMetricsExporter> metrics_exporter;
+    if (config.metrics_interval_ms != 0) {
+      auto metrics_transport =
+          otlp::MakeTransport(otlp::TransportOptionsFor(config.exporter, otlp::Signal::kMetrics), &error);
+      if (!metrics_transport) {
+        spdlog::error("{}", error);
+        return 2;
+      }
+      otlp_metrics::Temporality temporality = otlp_metrics::Temporality::kCumulative;
+      otlp_metrics::ParseTemporality(config.metrics_temporality, &temporality);
+      otlp_metrics::ResourceOptions resource_options;
+      resource_options.host_name = HostName(config.exporter.resource_attributes);
+      resource_options.version = FLOWTRACER_VERSION;
+      resource_options.agent_attributes = config.exporter.resource_attributes;
+      metrics_exporter = std::make_unique<otlp_metrics::OtlpMetricsExporter>(
+          config.exporter, std::move(metrics_transport), temporality, config.metrics_interval_ms,
+          std::move(resource_options), metrics_snapshot);
+      metrics_exporter_for_stats = metrics_exporter.get();
+      spdlog::info("sending metrics to {} every {}ms ({})", metrics_exporter->Describe(), config.metrics_interval_ms,
+                   config.metrics_temporality);
+    }
+    exporters::PrometheusServer prometheus(metrics_snapshot);
+    if (config.prometheus_port != 0) {
+      if (!prometheus.Start(config.prometheus_address, config.prometheus_port, &error)) {
+        spdlog::error("{}", error);
+        return 1;
+      }
+      spdlog::info("Prometheus metrics at http://{}:{}/metrics", config.prometheus_address, config.prometheus_port);
+    }
+
     process::ProcessRegistry processes;
     for (const std::string& mapping : config.services) {
       size_t equals = mapping.find('=');
@@ -272,6 +373,7 @@ Runner AddAgentCommand(CLI::App& app) {
     assembler_options.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
     spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
       telemetry.spans_produced.fetch_add(1, std::memory_order_relaxed);
+      span_metrics.Add(span);
       exporter.Export(span, resource_of(span));
     });
     TracerControl control;
@@ -293,6 +395,7 @@ Runner AddAgentCommand(CLI::App& app) {
     callbacks.on_tick = [&](uint64_t now) {
       tracker.Tick(now);
       health.Tick();
+      span_metrics.Tick();
       if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), tracker.stats(), &telemetry);
     };
     loader::CounterValues counters{};
@@ -301,7 +404,10 @@ Runner AddAgentCommand(CLI::App& app) {
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
     CopyCounters(counters, tracker.stats(), &telemetry);
+    span_metrics.FlushPending();
     exporter.Shutdown(config.shutdown_timeout_ms);
+    if (metrics_exporter) metrics_exporter->Shutdown(config.shutdown_timeout_ms);
+    prometheus.Stop();
     health.Stop();
 
     spdlog::info("self-telemetry at exit ({} requests still in flight were not sent):", in_flight);

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <functional>
@@ -135,6 +136,24 @@ const std::map<std::string, Section>& Schema() {
               c->health_listen = text;
             }},
        }},
+      {"metrics",
+       {
+           {"interval", [](const YAML::Node& n, AgentConfig* c) { c->metrics_interval_ms = DurationMs(n); }},
+           {"temporality",
+            [](const YAML::Node& n, AgentConfig* c) {
+              std::string text = Scalar(n);
+              if (text != "cumulative" && text != "delta") throw BadValue{"'" + text + "' is not cumulative or delta"};
+              c->metrics_temporality = text;
+            }},
+           {"prometheus_port",
+            [](const YAML::Node& n, AgentConfig* c) { c->prometheus_port = Number<uint16_t>(n, 0, 65535); }},
+           {"prometheus_address", [](const YAML::Node& n, AgentConfig* c) { c->prometheus_address = Scalar(n); }},
+           {"peer_services",
+            [](const YAML::Node& n, AgentConfig* c) {
+              c->peer_services.clear();
+              for (const auto& [name, address] : StringMap(n)) c->peer_services.push_back(name + "=" + address);
+            }},
+       }},
       {"shutdown",
        {
            {"timeout", [](const YAML::Node& n, AgentConfig* c) { c->shutdown_timeout_ms = DurationMs(n); }},
@@ -151,6 +170,27 @@ std::string Names(const Map& map) {
 }
 
 }  // namespace
+
+std::string ApplyMetricsEnvironment(const exporters::otlp::EnvLookup& env, AgentConfig* config) {
+  if (auto interval = env("OTEL_METRIC_EXPORT_INTERVAL")) {
+    uint64_t ms = 0;
+    auto [end, error] = std::from_chars(interval->data(), interval->data() + interval->size(), ms);
+    if (interval->empty() || error != std::errc() || end != interval->data() + interval->size())
+      return "OTEL_METRIC_EXPORT_INTERVAL: '" + *interval + "' is not a whole number of milliseconds";
+    config->metrics_interval_ms = ms;
+  }
+  if (auto preference = env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")) {
+    std::string lower;
+    for (char ch : *preference) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    // "lowmemory" is delta for counters and histograms, the only instruments here.
+    if (lower == "lowmemory") lower = "delta";
+    if (lower != "cumulative" && lower != "delta")
+      return "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: '" + *preference +
+             "' is not cumulative, delta or lowmemory";
+    config->metrics_temporality = lower;
+  }
+  return "";
+}
 
 bool ParseListenAddress(const std::string& text, std::string* host, int* port) {
   size_t colon = text.rfind(':');
@@ -218,6 +258,15 @@ std::string ValidateAgentConfig(const AgentConfig& config) {
     if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size())
       return "service '" + mapping + "' is not NAME=PID or NAME=EXECUTABLE";
   }
+  for (const std::string& mapping : config.peer_services) {
+    size_t equals = mapping.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size())
+      return "peer service '" + mapping + "' is not NAME=ADDRESS or NAME=ADDRESS:PORT";
+  }
+  if (config.metrics_temporality != "cumulative" && config.metrics_temporality != "delta")
+    return "metrics temporality '" + config.metrics_temporality + "' is not cumulative or delta";
+  if (config.metrics_interval_ms != 0 && config.metrics_interval_ms < 100)
+    return "metrics interval " + std::to_string(config.metrics_interval_ms) + "ms is too short: use 100ms or more, or 0 to turn OTLP metrics off";
   return "";
 }
 
