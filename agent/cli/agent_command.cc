@@ -405,8 +405,12 @@ Runner AddAgentCommand(CLI::App& app) {
     tracker.Flush(&in_flight);
     CopyCounters(counters, tracker.stats(), &telemetry);
     span_metrics.FlushPending();
+    // Spans and the last metrics go out side by side: stopping takes at most one timeout.
+    std::thread metrics_stop([&] {
+      if (metrics_exporter) metrics_exporter->Shutdown(config.shutdown_timeout_ms);
+    });
     exporter.Shutdown(config.shutdown_timeout_ms);
-    if (metrics_exporter) metrics_exporter->Shutdown(config.shutdown_timeout_ms);
+    metrics_stop.join();
     prometheus.Stop();
     health.Stop();
 

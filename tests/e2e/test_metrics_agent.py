@@ -198,6 +198,23 @@ class AgentMetricsTest(E2ETest):
         self.assertIn("metrics interval: 5000ms\n", out.stdout)
         self.assertIn("metrics temporality: delta\n", out.stdout)
         self.assertIn("prometheus: off\n", out.stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write("metrics:\n  interval: 2s\n  temporality: delta\n  prometheus_port: 0\n"
+                    "  peer_services:\n    orders-db: 10.0.0.9:5432\n")
+        self.addCleanup(os.unlink, f.name)
+        out = subprocess.run([FLOWTRACER, "agent", "--check-config", "--config", f.name], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("metrics interval: 2000ms\n", out.stdout)
+        self.assertIn("metrics temporality: delta\n", out.stdout)
+        self.assertIn("prometheus: off\n", out.stdout)
+        self.assertIn("peer service: orders-db=10.0.0.9:5432\n", out.stdout)
+        with open(f.name, "w") as bad_file:
+            bad_file.write("metrics:\n  temporality: sometimes\n")
+        bad = subprocess.run([FLOWTRACER, "agent", "--check-config", "--config", f.name], capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("metrics.temporality: 'sometimes' is not cumulative or delta", bad.stderr)
         bad = subprocess.run([FLOWTRACER, "agent", "--check-config"], capture_output=True, text=True, timeout=30,
                              env=dict(os.environ, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="sometimes"))
         self.assertEqual(bad.returncode, 2)
