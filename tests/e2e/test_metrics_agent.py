@@ -14,8 +14,8 @@ import time
 import unittest
 
 from harness import FLOWTRACER, HOOKS, E2ETest, Process
-from test_metrics import (BILLING_PORT, GATEWAY_PORT, METRICS_PORT, fetch, parse_exposition, send_forwarded,
-                          start_service, total, wait_until)
+from test_metrics import (BILLING_PORT, GATEWAY_PORT, METRICS_PORT, PROMTOOL, fetch, parse_exposition, select,
+                          send_forwarded, start_service, total, wait_until)
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node")
 RECEIVER_PORT = 20030
@@ -121,7 +121,13 @@ class AgentMetricsTest(E2ETest):
             return value == SENT, value
         wait_until(edge_total, 20, "gateway -> billing in OTLP")
         # The Prometheus endpoint serves the same numbers meanwhile.
-        samples = parse_exposition(fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")[2])
+        exposition = fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")[2]
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        samples = parse_exposition(exposition)
+        lost = select(samples, "flowtracer_events_lost_total", reason="ring_buffer_full")
+        self.assertEqual([value for _, value in lost], [0])
         self.assertEqual(total(samples, "traces_service_graph_request_total", client="gateway", server="billing"), SENT)
         self.assertEqual(total(samples, "http_server_request_duration_seconds_count", service_name="billing"), SENT)
         self.assertGreaterEqual(total(samples, "flowtracer_spans_produced_total"), 4 * SENT)
