@@ -54,14 +54,11 @@ std::string Endpoint(const uint8_t address[16], uint16_t port) {
   return text + ":" + std::to_string(port);
 }
 
-std::string HexId(const spans::SpanId& id) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string text;
-  for (uint8_t b : id) {
-    text += kDigits[b >> 4];
-    text += kDigits[b & 15];
-  }
-  return text;
+// Pairing keys are raw bytes: formatting addresses for every span would cost more than
+// the rest of the aggregation.
+void AppendEndpointBytes(std::string* key, const uint8_t address[16], uint16_t port) {
+  key->append(reinterpret_cast<const char*>(address), 16);
+  key->append(reinterpret_cast<const char*>(&port), sizeof(port));
 }
 
 bool IsMessaging(const Span& span) {
@@ -163,7 +160,8 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   MetricSeries& metric_series = service_metrics.by_metric[std::string(metric)];
   auto series = metric_series.series.find(labels);
   if (series == metric_series.series.end()) {
-    if (service_metrics.series_count >= options_.max_series_per_service) {
+    if (service_metrics.series_count >= options_.max_series_per_service ||
+        series_total_ >= options_.max_series_total) {
       ++stats_.series_overflowed;
       labels = {{std::string(kOverflowAttribute), true}};
       series = metric_series.series.find(labels);
@@ -171,6 +169,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
     if (series == metric_series.series.end()) {
       series = metric_series.series.emplace(labels, Series{now, HistogramData{}}).first;
       ++service_metrics.series_count;
+      ++series_total_;
     }
   }
   series->second.histogram.Record((span.end_unix_ns - span.start_unix_ns) / 1e9);
@@ -197,25 +196,31 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
   end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
   end.failed = EndFailed(span);
   const ft_tuple& t = span.tuple;
+  std::copy(std::begin(t.remote_addr), std::end(t.remote_addr), end.peer_address.begin());
+  end.peer_port = t.remote_port;
+  end.peer_with_port = !end.is_server || IsMessaging(span);
   if (IsMessaging(span)) {
     // The broker sits between producer and consumer: the consumer's parent is the
     // producer's span (trace context travels in the message).
     end.connection_type = "messaging_system";
-    end.key = "m|" + HexId(span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id);
-    end.peer = PeerNameFor(t.remote_addr, t.remote_port, true);
+    const spans::SpanId& id = span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id;
+    end.key = "m";
+    end.key.append(reinterpret_cast<const char*>(id.data()), id.size());
   } else if (end.is_server) {
-    end.key = "h|" + Endpoint(t.remote_addr, t.remote_port) + ">" + Endpoint(t.local_addr, t.local_port);
-    end.peer = PeerNameFor(t.remote_addr, t.remote_port, false);
+    end.key = "h";
+    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
+    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
   } else {
-    end.key = "h|" + Endpoint(t.local_addr, t.local_port) + ">" + Endpoint(t.remote_addr, t.remote_port);
-    end.peer = PeerNameFor(t.remote_addr, t.remote_port, true);
+    end.key = "h";
+    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
+    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
   }
 
   auto& other_side = pending_by_key_[!end.is_server];
   if (auto waiting = other_side.find(end.key); waiting != other_side.end()) {
-    std::deque<uint64_t>& others = waiting->second;
+    std::vector<uint64_t>& others = waiting->second;
     auto other = pending_.find(others.front());
-    others.pop_front();
+    others.erase(others.begin());
     PendingEnd other_end = std::move(other->second);
     pending_.erase(other);
     if (others.empty()) other_side.erase(waiting);
@@ -231,8 +236,8 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     auto oldest = pending_.begin();
     ++stats_.pending_evicted;
     PendingEnd evicted = std::move(oldest->second);
-    std::deque<uint64_t>& same_side = pending_by_key_[evicted.is_server][evicted.key];
-    same_side.pop_front();  // the globally oldest is the oldest of its key
+    std::vector<uint64_t>& same_side = pending_by_key_[evicted.is_server][evicted.key];
+    same_side.erase(same_side.begin());  // the globally oldest is the oldest of its key
     if (same_side.empty()) pending_by_key_[evicted.is_server].erase(evicted.key);
     pending_.erase(oldest);
     CountUnpaired(evicted, now);
@@ -244,8 +249,8 @@ void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
     auto oldest = pending_.begin();
     if (!all && oldest->second.deadline_unix_ns > now) break;
     PendingEnd end = std::move(oldest->second);
-    std::deque<uint64_t>& same_side = pending_by_key_[end.is_server][end.key];
-    same_side.pop_front();
+    std::vector<uint64_t>& same_side = pending_by_key_[end.is_server][end.key];
+    same_side.erase(same_side.begin());
     if (same_side.empty()) pending_by_key_[end.is_server].erase(end.key);
     pending_.erase(oldest);
     CountUnpaired(end, now);
@@ -254,10 +259,11 @@ void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
 
 void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {
   ++stats_.graph_unpaired;
+  const std::string peer = Cut(PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port));
   if (end.is_server) {
-    CountEdge({Cut(end.peer), Cut(end.service), end.connection_type}, nullptr, &end, now);
+    CountEdge({peer, Cut(end.service), end.connection_type}, nullptr, &end, now);
   } else {
-    CountEdge({Cut(end.service), Cut(end.peer), end.connection_type}, &end, nullptr, now);
+    CountEdge({Cut(end.service), peer, end.connection_type}, &end, nullptr, now);
   }
 }
 

@@ -3,8 +3,9 @@
 // service graph view reads. Cardinality and memory are bounded (docs/metrics.md).
 #pragma once
 
+#include <array>
 #include <cstdint>
-#include <deque>
+#include <vector>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -26,6 +27,7 @@ struct PeerName {
 
 struct SpanMetricsOptions {
   size_t max_series_per_service = 2000;   // beyond: one series marked otel.metric.overflow
+  size_t max_series_total = 50000;        // all services together, same overflow
   size_t max_services = 1000;             // beyond: spans count under service "{overflow}"
   size_t max_graph_edges = 10000;         // beyond: one edge {overflow} -> {overflow}
   uint64_t pairing_wait_ns = 2'000'000'000;  // how long a span waits for the other end's
@@ -95,7 +97,10 @@ class SpanMetrics {
     std::string key;
     bool is_server = false;
     std::string service;
-    std::string peer;  // name for the other end if it never arrives
+    // The other end, named only if its span never arrives (formatting costs more than pairing).
+    std::array<uint8_t, 16> peer_address{};
+    uint16_t peer_port = 0;
+    bool peer_with_port = false;  // a server is IP:PORT, a client (ephemeral port) only IP
     std::string connection_type;
     double seconds = 0;
     bool failed = false;
@@ -114,11 +119,12 @@ class SpanMetrics {
   SpanMetricsOptions options_;
   mutable std::mutex mutex_;
   std::map<std::string, ServiceMetrics> services_;
+  size_t series_total_ = 0;
   std::map<EdgeKey, Edge> edges_;
   // Pending ends in arrival order (= deadline order), and per pairing key the sequence
   // numbers of each side's ends, oldest first (HTTP/1 answers in order).
   std::map<uint64_t, PendingEnd> pending_;
-  std::unordered_map<std::string, std::deque<uint64_t>> pending_by_key_[2];
+  std::unordered_map<std::string, std::vector<uint64_t>> pending_by_key_[2];  // usually one each
   uint64_t next_sequence_ = 0;
   SpanMetricsStats stats_;
 };

@@ -211,6 +211,30 @@ TEST(SpanMetricsTest, SeriesPastThePerServiceCapShareAnOverflowSeries) {
   ASSERT_NE(FindMetric(snapshot, "other", "http.server.request.duration"), nullptr);
 }
 
+TEST(SpanMetricsTest, SeriesPastTheTotalCapShareOverflowSeries) {
+  Clock clock;
+  SpanMetricsOptions options = OptionsWith(&clock);
+  options.max_series_total = 10;
+  SpanMetrics metrics(options);
+  for (int service = 0; service < 4; ++service)
+    for (int status = 200; status < 205; ++status)
+      metrics.Add(MakeSpan(SpanKind::kServer, "svc" + std::to_string(service), kBilling, kGateway, status, 1));
+  MetricsSnapshot snapshot = metrics.Collect();
+  size_t series = 0;
+  size_t overflow = 0;
+  for (const ResourceMetrics& resource : snapshot.resources) {
+    const Metric* metric = FindMetric(snapshot, resource.service_name, "http.server.request.duration");
+    if (!metric) continue;
+    for (const Point& point : metric->points) {
+      ++series;
+      overflow += LabelText(point.labels) == "otel.metric.overflow=true;";
+    }
+  }
+  EXPECT_EQ(series - overflow, 10u);
+  EXPECT_EQ(overflow, 2u);  // the two services that came last
+  EXPECT_EQ(metrics.stats().series_overflowed, 10u);
+}
+
 TEST(SpanMetricsTest, ServicesPastTheCapCountUnderOverflow) {
   Clock clock;
   SpanMetricsOptions options = OptionsWith(&clock);
