@@ -113,7 +113,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     bool json = flags->format == "json";
     // A live count on the terminal's status line, when spans go elsewhere.
     bool live_count = isatty(STDERR_FILENO) && (out != stdout || !isatty(STDOUT_FILENO));
-    if (!json && out == stdout && out) fmt::print(out, "{}\n", exporters::SpanTextHeader());
+    if (!json && out == stdout) fmt::print(out, "{}\n", exporters::SpanTextHeader());
 
     spans::CallSummary summary;
     uint64_t span_count = 0;
@@ -172,6 +172,7 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"connections evicted (table full)", stats.connections_evicted_full},
         {"routes folded into {overflow}", assembler.routes().overflow_count()},
         {"metric series folded into overflow", span_metrics.stats().series_overflowed},
+        {"metric services folded into {overflow}", span_metrics.stats().services_overflowed},
         {"service graph: calls counted early (pending full)", span_metrics.stats().pending_evicted},
         {"service graph: edges folded into {overflow}", span_metrics.stats().edges_overflowed},
     };
