@@ -153,10 +153,11 @@ class MetricsTest(E2ETest):
 
         def graph_complete():
             samples = parse_exposition(capture.metrics_text())
-            value = total(samples, "traces_service_graph_request_total", client="gateway", server="billing")
-            return value == sent, value
+            values = (total(samples, "traces_service_graph_request_total", client="gateway", server="billing"),
+                      total(samples, "traces_service_graph_request_total", server="gateway"))
+            return values == (sent, sent), values
         # Both ends are traced here: the edge is counted once the two spans are paired.
-        wait_until(graph_complete, 10 + PAIRING_WAIT_S, "gateway -> billing requests")
+        wait_until(graph_complete, 10 + PAIRING_WAIT_S, "requests to billing and to gateway")
         text = capture.metrics_text()
         samples = parse_exposition(text)
         spans, stdout, stderr = capture.stop()
