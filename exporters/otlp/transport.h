@@ -49,6 +49,9 @@ std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, st
 std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, std::string* error);
 std::unique_ptr<Transport> MakeTransport(const TransportOptions& options, std::string* error);
 
+// The delay in a gRPC error's google.rpc.RetryInfo detail (serialized google.rpc.Status).
+std::optional<uint64_t> GrpcRetryDelayMs(const std::string& status_details);
+
 // "/opentelemetry.proto.collector.trace.v1.TraceService/Export" and the metrics one.
 std::string GrpcMethod(Signal signal);
 

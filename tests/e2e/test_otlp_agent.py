@@ -359,25 +359,31 @@ class CollectorFaultsTest(E2ETest):
         self.assertLess(rss_end - rss_start, 20 * 1024, f"RSS grew from {rss_start} to {rss_end} KiB")
 
     def test_503_with_retry_after(self):
+        """HTTP 503 with Retry-After, and gRPC UNAVAILABLE with RetryInfo: the agent waits as asked."""
         service_port = area_port()
         start_test_server(self, service_port, name="shop")
-        receiver = Receiver(self)
-        receiver.control(mode="unavailable", retry_after=2)
-        agent = Agent(self, "--endpoint", f"http://127.0.0.1:{receiver.http_port}", "--port", str(service_port))
-        self._phase(service_port, "retry", 5)
-        self.assertTrue(wait_until(lambda: any(r.get("answered") == 503 for r in receiver.records()), 10))
-        receiver.control(mode="ok")
-        self.assertTrue(wait_until(lambda: "/retry/4" in paths(receiver.spans()), 10))
-        records = receiver.records()
-        refused = [r["at_ms"] for r in records if r.get("answered") == 503]
-        accepted = [r["at_ms"] for r in records if "request" in r]
-        # The agent waited as long as the receiver asked (2 s) before trying again.
-        self.assertGreaterEqual(min(accepted) - max(refused), 1900, records)
-        status, log, counters = agent.stop()
-        self.assertEqual(status, 0, log)
-        self.assertEqual(counters["flowtracer.spans.exported"], 2 * 5, log)  # client and server spans
-        self.assertEqual(dropped(counters), 0, log)
-        self.assertGreaterEqual(counters["flowtracer.export.errors"], 1, log)
+        receiver = Receiver(self, grpc_port=area_port())
+        for protocol, refusal in (("http/protobuf", 503), ("grpc", "UNAVAILABLE")):
+            with self.subTest(protocol=protocol):
+                open(receiver.out, "w").close()
+                receiver.control(mode="unavailable", retry_after=2)
+                port = receiver.grpc_port if protocol == "grpc" else receiver.http_port
+                agent = Agent(self, "--endpoint", f"http://127.0.0.1:{port}", "--protocol", protocol,
+                              "--port", str(service_port))
+                self._phase(service_port, "retry", 5)
+                self.assertTrue(wait_until(lambda: any(r.get("answered") == refusal for r in receiver.records()), 10))
+                receiver.control(mode="ok")
+                self.assertTrue(wait_until(lambda: "/retry/4" in paths(receiver.spans()), 10))
+                records = receiver.records()
+                refused = [r["at_ms"] for r in records if r.get("answered") == refusal]
+                accepted = [r["at_ms"] for r in records if "request" in r]
+                # The agent waited as long as the receiver asked (2 s), not its own 1 s backoff.
+                self.assertGreaterEqual(min(accepted) - max(refused), 1900, records)
+                status, log, counters = agent.stop()
+                self.assertEqual(status, 0, log)
+                self.assertEqual(counters["flowtracer.spans.exported"], 2 * 5, log)  # client and server spans
+                self.assertEqual(dropped(counters), 0, log)
+                self.assertGreaterEqual(counters["flowtracer.export.errors"], 1, log)
 
     def test_slow_collector_bounded_queue(self):
         service_port = area_port()

@@ -44,6 +44,16 @@ function toHex(object) {
   return object;
 }
 
+// google.rpc.Status{code: UNAVAILABLE, details: [Any(google.rpc.RetryInfo{retry_delay: seconds})]},
+// the gRPC form of Retry-After, encoded by hand (a few fields, written from the message definitions).
+function retryInfoStatus(seconds) {
+  const varint = (n) => { const out = []; do { out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0)); n >>>= 7; } while (n); return out; };
+  const field = (number, bytes) => [(number << 3) | 2, ...varint(bytes.length), ...bytes];
+  const duration = [0x08, ...varint(seconds)];
+  const any = [...field(1, [...Buffer.from('type.googleapis.com/google.rpc.RetryInfo')]), ...field(2, field(1, duration))];
+  return Buffer.from([0x08, grpc.status.UNAVAILABLE, ...field(3, any)]);
+}
+
 function record(line) {
   line.at_ms = Date.now();
   fs.appendFileSync(out, JSON.stringify(line) + '\n');
@@ -109,7 +119,9 @@ if (args['grpc-port']) {
     {export: (call, callback) => {
       if (mode.mode === 'unavailable') {
         record({transport: 'grpc', answered: 'UNAVAILABLE'});
-        callback({code: grpc.status.UNAVAILABLE, details: 'test receiver is unavailable'});
+        const metadata = new grpc.Metadata();
+        metadata.set('grpc-status-details-bin', retryInfoStatus(Number(mode.retry_after)));
+        callback({code: grpc.status.UNAVAILABLE, details: 'test receiver is unavailable', metadata});
         return;
       }
       const encoding = (call.metadata.get('grpc-encoding')[0] || 'identity').toString();

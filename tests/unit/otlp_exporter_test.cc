@@ -2,6 +2,8 @@
 // transport or a loopback HTTP server (no root needed).
 #include <gtest/gtest.h>
 
+#include <google/protobuf/any.pb.h>
+#include <google/protobuf/duration.pb.h>
 #include <httplib.h>
 #include <zlib.h>
 
@@ -479,6 +481,27 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   SendResult refused = transport->Send(bytes, 2000);
   EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
   EXPECT_FALSE(refused.error.empty());
+}
+
+TEST(OtlpGrpcTransportTest, ReadsRetryInfoFromStatusDetails) {
+  auto field = [](int number, const std::string& bytes) {
+    return std::string(1, static_cast<char>(number << 3 | 2)) + std::string(1, static_cast<char>(bytes.size())) + bytes;
+  };
+  google::protobuf::Duration delay;
+  delay.set_seconds(2);
+  delay.set_nanos(500000000);
+  google::protobuf::Any retry_info;
+  retry_info.set_type_url("type.googleapis.com/google.rpc.RetryInfo");
+  retry_info.set_value(field(1, delay.SerializeAsString()));
+  google::protobuf::Any other;
+  other.set_type_url("type.googleapis.com/google.rpc.DebugInfo");
+  other.set_value(field(1, "x"));
+  std::string status = std::string("\x08\x0e") + field(2, "busy") + field(3, other.SerializeAsString()) +
+                       field(3, retry_info.SerializeAsString());
+  EXPECT_EQ(GrpcRetryDelayMs(status), std::optional<uint64_t>(2500));
+  EXPECT_EQ(GrpcRetryDelayMs(std::string("\x08\x0e") + field(3, other.SerializeAsString())), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs(""), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs("\x1a\x7f"), std::nullopt);  // truncated
 }
 
 TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
