@@ -120,7 +120,15 @@ class GrpcTransport : public Transport {
     std::promise<grpc::Status> done;
     stub_.UnaryCall(&context, method_, grpc::StubOptions(), &request_buffer, &response_buffer,
                     [&done](grpc::Status status) { done.set_value(std::move(status)); });
-    grpc::Status status = done.get_future().get();  // the deadline bounds this wait
+    std::future<grpc::Status> result_future = done.get_future();
+    // The call's own deadline bounds this wait; a shutdown deadline may come sooner.
+    while (result_future.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout) {
+      if (std::chrono::steady_clock::now() >= Deadline()) {
+        context.TryCancel();
+        break;
+      }
+    }
+    grpc::Status status = result_future.get();
     SendResult result;
     if (status.ok()) {
       result.outcome = SendResult::Outcome::kSuccess;

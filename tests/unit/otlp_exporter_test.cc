@@ -504,6 +504,40 @@ TEST(OtlpGrpcTransportTest, ReadsRetryInfoFromStatusDetails) {
   EXPECT_EQ(GrpcRetryDelayMs("\x1a\x7f"), std::nullopt);  // truncated
 }
 
+TEST(OtlpHttpTransportTest, ShutdownAbandonsARequestInFlight) {
+  httplib::Server server;
+  std::atomic<bool> release{false};
+  server.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    for (int i = 0; i < 100 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    response.status = 200;
+  });
+  server.set_keep_alive_timeout(1);
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+
+  TransportOptions transport_options;
+  transport_options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  std::string error;
+  auto transport = MakeHttpTransport(transport_options, &error);
+  ASSERT_TRUE(transport) << error;
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.timeout_ms = 10000;  // the request alone would hang for 5 s
+  {
+    OtlpSpanExporter exporter(options, std::move(transport), &telemetry);
+    exporter.Export(MakeSpan(1), MakeResource(1, "a"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the request is in flight
+    auto start = Clock::now();
+    exporter.Shutdown(200);
+    EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500));
+  }
+  EXPECT_EQ(telemetry.spans_dropped_shutdown, 1u);
+  release = true;
+  server.stop();
+  thread.join();
+}
+
 TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
   TransportOptions options;
   options.endpoint = "localhost:4318";
