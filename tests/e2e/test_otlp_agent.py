@@ -37,7 +37,7 @@ def area_port():
 class Receiver:
     """The Node OTLP receiver; records() gives what it decoded, one dict per request."""
 
-    def __init__(self, test, http_port=None, grpc_port=None, out=None):
+    def __init__(self, test, http_port=None, grpc_port=None, out=None, grpc_frames_port=None):
         self.http_port = http_port or area_port()
         self.grpc_port = grpc_port
         if out is None:
@@ -47,6 +47,8 @@ class Receiver:
         args = ["node", RECEIVER, "--http-port", str(self.http_port), "--out", out]
         if grpc_port:
             args += ["--grpc-port", str(grpc_port)]
+        if grpc_frames_port:
+            args += ["--grpc-frames-port", str(grpc_frames_port)]
         self.process = Process(args, ready_line="ready", cwd=NODE_DIR)
         test.addCleanup(self.process.stop)
 
@@ -307,6 +309,26 @@ class OtlpExportTest(E2ETest):
                 records = [r for r in receiver.records() if "request" in r]
                 self.assertTrue(records and all(r["transport"] == "grpc" for r in records))
                 self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
+
+
+    def test_grpc_gzip_on_the_wire(self):
+        frames_port = area_port()
+        receiver = Receiver(self, grpc_frames_port=frames_port)
+        gateway, gateway_port, billing, billing_port = self._two_services()
+        agent = Agent(self, "--protocol", "grpc", "--endpoint", f"http://127.0.0.1:{frames_port}",
+                      "--port", str(gateway_port), "--port", str(billing_port),
+                      env={"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"})
+        self._traffic(gateway_port, billing_port)
+        self._check_chain(receiver, gateway, gateway_port, billing, billing_port)
+        status, log, counters = agent.stop()
+        self.assertEqual(status, 0, log)
+        records = receiver.records()
+        self.assertTrue(records)
+        for record in records:
+            self.assertNotIn("error", record)
+            self.assertEqual(record["encoding"], "gzip")
+            self.assertTrue(record["compressed"])
+        self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
 
 
 class CollectorFaultsTest(E2ETest):

@@ -25,7 +25,7 @@ const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 const out = args.out;
 let mode = {mode: 'ok', retry_after: '1', delay_ms: 0};
-let listening = (args['http-port'] ? 1 : 0) + (args['grpc-port'] ? 1 : 0);
+let listening = (args['http-port'] ? 1 : 0) + (args['grpc-port'] ? 1 : 0) + (args['grpc-frames-port'] ? 1 : 0);
 function listened() {
   if (--listening === 0) console.log('ready');
 }
@@ -107,6 +107,42 @@ if (args['http-port']) {
   });
   server.on('error', (error) => { console.error(String(error)); process.exit(1); });
   server.listen(Number(args['http-port']), '127.0.0.1', listened);
+}
+
+// gRPC read at the HTTP/2 level, frame by frame: @grpc/grpc-js hides whether a message came
+// compressed, and the tests want to see that gzip was really used. Records
+// {"transport": "grpc-frames", "encoding": <grpc-encoding header>, "compressed": <frame flag>}.
+if (args['grpc-frames-port']) {
+  const http2 = require('http2');
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const signal = headers[':path'].includes('TraceService') ? 'traces' : 'metrics';
+      const encoding = headers['grpc-encoding'] || 'identity';
+      let status = 0;
+      try {
+        // One length-prefixed message: compressed flag (1 byte), length (4 bytes, big-endian).
+        const compressed = body.readUInt8(0) === 1;
+        let message = body.subarray(5, 5 + body.readUInt32BE(1));
+        if (compressed) message = zlib.gunzipSync(message);
+        record({transport: 'grpc-frames', encoding, compressed, signal, request: decode(signal, message)});
+      } catch (error) {
+        record({transport: 'grpc-frames', error: String(error)});
+        status = 3;  // INVALID_ARGUMENT
+      }
+      stream.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});
+      stream.on('wantTrailers', () => stream.sendTrailers({'grpc-status': String(status)}));
+      const response = Buffer.from(types[signal].response.encode({}).finish());
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(response.length, 1);
+      stream.end(status ? undefined : Buffer.concat([prefix, response]));
+    });
+  });
+  server.on('error', (error) => { console.error(String(error)); process.exit(1); });
+  server.listen(Number(args['grpc-frames-port']), '127.0.0.1', listened);
 }
 
 if (args['grpc-port']) {
