@@ -285,7 +285,9 @@ Runner AddAgentCommand(CLI::App& app) {
     session.max_payload_bytes = config.max_payload_bytes;
     SessionCallbacks callbacks;
     callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    bool started = false;
     callbacks.on_started = [&](loader::SocketTracer& tracer) {
+      started = true;
       control.tracer_ = &tracer;
       health.SetReady(true);
       spdlog::info("tracing; stop with SIGTERM or Ctrl-C");
@@ -303,6 +305,7 @@ Runner AddAgentCommand(CLI::App& app) {
     CopyCounters(counters, tracker.stats(), &telemetry);
     exporter.Shutdown(config.shutdown_timeout_ms);
     health.Stop();
+    if (!started) return status;  // the reason was logged; there is nothing to report
 
     spdlog::info("self-telemetry at exit ({} requests still in flight were not sent):", in_flight);
     for (const telemetry::SelfTelemetry::Value& value : telemetry.Snapshot()) {

@@ -504,10 +504,12 @@ class AgentConfigTest(unittest.TestCase):
 class AgentConfigErrorsTest(unittest.TestCase):
     """Refused before anything is loaded: one message naming the source, non-zero exit."""
 
-    def _run(self, *args, config=None, env=None):
+    def _run(self, *args, config=None, env=None, user=None):
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         full_env.update(env or {})
         command = [FLOWTRACER, "agent", *args]
+        if user:
+            command = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *command]
         if config is not None:
             path = tempfile.NamedTemporaryFile(prefix="agent-", suffix=".yaml", delete=False, mode="w")
             path.write(config)
@@ -555,6 +557,10 @@ class AgentConfigErrorsTest(unittest.TestCase):
         message, _ = self._run("--endpoint", "http//broken")
         self.assertIn("--endpoint", message)
         self.assertIn("http//broken", message)
+
+    def test_not_root(self):
+        message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", user="65534")
+        self.assertIn("root", message)
 
     def test_missing_file(self):
         message, _ = self._run("--config", "/nonexistent/agent.yaml")
