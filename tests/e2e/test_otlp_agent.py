@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -499,6 +500,21 @@ class AgentConfigTest(unittest.TestCase):
         result = check_config(config_text="\n".join(lines) + "\n", test=self)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("health: 0.0.0.0:13133", result.stdout)
+
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_systemd_unit_is_valid(self):
+        with open(os.path.join(REPO, "packaging", "systemd", "flowtracer.service")) as f:
+            unit = f.read()
+        self.assertIn("ExecStart=/usr/local/bin/flowtracer agent --config /etc/flowtracer/agent.yaml", unit)
+        directory = tempfile.mkdtemp(prefix="otlp-unit-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "flowtracer.service")
+        with open(path, "w") as f:
+            f.write(unit.replace("/usr/local/bin/flowtracer", os.path.abspath(FLOWTRACER)))
+        result = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("flowtracer.service", result.stderr)  # no warnings about the unit
 
 
 class AgentConfigErrorsTest(unittest.TestCase):
