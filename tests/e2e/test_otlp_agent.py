@@ -573,6 +573,13 @@ class AgentConfigErrorsTest(unittest.TestCase):
         message, _ = self._run("--endpoint", "http//broken")
         self.assertIn("--endpoint", message)
         self.assertIn("http//broken", message)
+        for args, mentioned in ((["--protocol", "thrift"], "--protocol"), (["--compression", "br"], "--compression"),
+                                (["--max-payload-bytes", "9"], "--max-payload-bytes"),
+                                (["--shutdown-timeout", "later"], "--shutdown-timeout"),
+                                (["--health-listen", "localhost"], "--health-listen")):
+            message, _ = self._run(*args)
+            self.assertIn(mentioned, message)
+            self.assertIn(args[1], message)
 
     def test_not_root(self):
         message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", user="65534")
