@@ -147,10 +147,10 @@ class Agent:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self, settle_s=0.5, timeout_s=30):
+    def stop(self, settle_s=0.5, timeout_s=30, signal_number=signal.SIGTERM):
         """SIGTERM, as Kubernetes and systemd stop it; returns (exit status, log, counters)."""
         time.sleep(settle_s)
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal_number)
         status = self.proc.wait(timeout=timeout_s)
         log = self.log()
         counters = {}
@@ -286,7 +286,7 @@ class OtlpExportTest(E2ETest):
         })
         self._traffic(gateway_port, billing_port)
         received = self._check_chain(receiver, gateway, gateway_port, billing, billing_port)
-        status, log, _ = agent.stop()
+        status, log, _ = agent.stop(signal_number=signal.SIGINT)  # Ctrl-C stops it as well
         self.assertEqual(status, 0, log)
         self.assertTrue(all(r["encoding"] == "gzip" for r in receiver.records() if "request" in r))
         for resource, _, _ in received:
@@ -407,6 +407,39 @@ class CollectorFaultsTest(E2ETest):
                 self.assertEqual(counters["flowtracer.spans.exported"], 2 * 5, log)  # client and server spans
                 self.assertEqual(dropped(counters), 0, log)
                 self.assertGreaterEqual(counters["flowtracer.export.errors"], 1, log)
+
+    def test_shutdown_flushes_within_the_timeout(self):
+        service_port = area_port()
+        start_test_server(self, service_port, name="shop")
+        receiver = Receiver(self)
+        # Nothing is sent before the stop: a batch waits 60 s or 512 spans.
+        config = self._config("exporter:\n  schedule_delay: 60s\n")
+        agent = Agent(self, "--config", config, "--endpoint", f"http://127.0.0.1:{receiver.http_port}",
+                      "--port", str(service_port))
+        self._phase(service_port, "queued", 30)
+        time.sleep(1)
+        self.assertEqual(receiver.spans(), [])
+        started = time.monotonic()
+        status, log, counters = agent.stop(settle_s=0)
+        self.assertEqual(status, 0, log)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(sorted(paths(receiver.spans())), sorted(f"/queued/{i}" for i in range(30)))
+        self.assertEqual(counters["flowtracer.spans.exported"], 60, log)
+
+        # A receiver that does not answer: the stop still ends after --shutdown-timeout.
+        open(receiver.out, "w").close()
+        receiver.control(mode="slow", delay_ms=20000)
+        agent = Agent(self, "--config", config, "--endpoint", f"http://127.0.0.1:{receiver.http_port}",
+                      "--port", str(service_port), "--shutdown-timeout", "1s")
+        self._phase(service_port, "stuck", 10)
+        started = time.monotonic()
+        status, log, counters = agent.stop(settle_s=0.5)
+        elapsed = time.monotonic() - started - 0.5
+        self.assertEqual(status, 0, log)
+        self.assertLess(elapsed, 3, log)
+        self.assertEqual(counters["flowtracer.spans.exported"], 0, log)
+        self.assertEqual(counters["flowtracer.spans.dropped{reason=shutdown}"], 20, log)
+        receiver.control(mode="ok")
 
     def test_slow_collector_bounded_queue(self):
         service_port = area_port()
