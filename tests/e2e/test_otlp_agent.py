@@ -39,6 +39,8 @@ class Receiver:
     """The Node OTLP receiver; records() gives what it decoded, one dict per request."""
 
     def __init__(self, test, http_port=None, grpc_port=None, out=None, grpc_frames_port=None):
+        if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "otlp-generated-types")):
+            raise RuntimeError("tests/node has no node_modules: run scripts/install-deps.sh (npm ci in tests/node)")
         self.http_port = http_port or area_port()
         self.grpc_port = grpc_port
         if out is None:
