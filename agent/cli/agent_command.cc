@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include <httplib.h>
@@ -146,47 +147,47 @@ Runner AddAgentCommand(CLI::App& app) {
       "agent", "Trace until stopped (SIGTERM/SIGINT) and send spans to an OpenTelemetry (OTLP) receiver");
   struct Flags {
     std::string config_path;
-    std::string endpoint, protocol, compression, health_listen, shutdown_timeout, hooks;
-    std::string metrics_interval, metrics_temporality, prometheus_address;
-    uint16_t prometheus_port = 0;
-    std::vector<std::string> peer_services;
+    bool check_config = false;
+    // Single-valued flags by the file key they override; each is parsed like the file's value.
+    std::vector<std::tuple<CLI::Option*, std::string, std::string>> settings;  // option, key, value
     std::vector<uint32_t> pids;
     std::vector<uint16_t> ports;
     std::vector<std::string> services;
-    uint32_t max_payload_bytes = 0;
-    bool check_config = false;
-    std::map<std::string, CLI::Option*> given;
+    std::vector<std::string> peer_services;
+    CLI::Option* pids_option = nullptr;
+    CLI::Option* ports_option = nullptr;
+    CLI::Option* services_option = nullptr;
+    CLI::Option* peer_services_option = nullptr;
   };
   auto flags = std::make_shared<Flags>();
-  auto& g = flags->given;
   command->add_option("-c,--config", flags->config_path, "YAML configuration file (see README)");
   command->add_flag("--check-config", flags->check_config,
                     "Check the configuration (file, environment, flags), print the settings in effect and exit");
-  g["endpoint"] = command->add_option("--endpoint", flags->endpoint,
-                                      "OTLP endpoint (like OTEL_EXPORTER_OTLP_ENDPOINT); default http://localhost:4318");
-  g["protocol"] = command->add_option("--protocol", flags->protocol, "http/protobuf or grpc");
-  g["compression"] = command->add_option("--compression", flags->compression, "gzip or none");
-  g["health_listen"] = command->add_option("--health-listen", flags->health_listen,
-                                           "HOST:PORT for /healthz and /readyz; default 127.0.0.1:13133");
-  g["shutdown_timeout"] = command->add_option("--shutdown-timeout", flags->shutdown_timeout,
-                                              "Longest wait to send what is queued on exit; default 5s");
-  g["pids"] = command->add_option("-p,--pid", flags->pids, "Trace only these processes (repeatable)");
-  g["ports"] = command->add_option("--port", flags->ports,
-                                   "Trace only connections with this local or remote port (repeatable)");
-  g["hooks"] = command->add_option("--hooks", flags->hooks, "Data hooks: auto, socket or syscall");
-  g["max_payload_bytes"] = command->add_option("--max-payload-bytes", flags->max_payload_bytes,
-                                               "Bytes copied from each read/write (64..16384)");
-  g["services"] = command->add_option("--service", flags->services, "Name a service: NAME=PID or NAME=EXECUTABLE");
-  g["metrics_interval"] = command->add_option("--metrics-interval", flags->metrics_interval,
-                                              "OTLP metrics export period; 0 turns it off; default 15s");
-  g["metrics_temporality"] = command->add_option("--metrics-temporality", flags->metrics_temporality,
-                                                 "OTLP metrics temporality: cumulative (default) or delta");
-  g["prometheus_port"] = command->add_option("--prometheus-port", flags->prometheus_port,
-                                             "Prometheus endpoint port (/metrics); 0 turns it off; default 9464");
-  g["prometheus_address"] = command->add_option("--prometheus-address", flags->prometheus_address,
-                                                "Address the Prometheus endpoint listens on; default 0.0.0.0");
-  g["peer_services"] = command->add_option("--peer-service", flags->peer_services,
-                                           "Name an untraced peer: NAME=ADDRESS or NAME=ADDRESS:PORT (repeatable)");
+  const std::vector<std::tuple<const char*, const char*, const char*>> setting_flags = {
+      {"--endpoint", "exporter.endpoint", "OTLP endpoint (like OTEL_EXPORTER_OTLP_ENDPOINT); default http://localhost:4318"},
+      {"--protocol", "exporter.protocol", "http/protobuf or grpc"},
+      {"--compression", "exporter.compression", "gzip or none"},
+      {"--health-listen", "health.listen", "HOST:PORT for /healthz and /readyz; default 127.0.0.1:13133"},
+      {"--shutdown-timeout", "shutdown.timeout", "Longest wait to send what is queued on exit; default 5s"},
+      {"--hooks", "trace.hooks", "Data hooks: auto, socket or syscall"},
+      {"--max-payload-bytes", "trace.max_payload_bytes", "Bytes copied from each read/write (64..16384)"},
+      {"--metrics-interval", "metrics.interval", "OTLP metrics export period; 0 turns it off; default 15s"},
+      {"--metrics-temporality", "metrics.temporality", "OTLP metrics temporality: cumulative (default) or delta"},
+      {"--prometheus-port", "metrics.prometheus_port", "Prometheus endpoint port (/metrics); 0 turns it off; default 9464"},
+      {"--prometheus-address", "metrics.prometheus_address", "Address the Prometheus endpoint listens on; default 0.0.0.0"},
+  };
+  flags->settings.reserve(setting_flags.size());  // options point into this vector
+  for (const auto& [name, key, help] : setting_flags) {
+    flags->settings.emplace_back(nullptr, key, "");
+    std::get<0>(flags->settings.back()) = command->add_option(name, std::get<2>(flags->settings.back()), help);
+  }
+  flags->pids_option = command->add_option("-p,--pid", flags->pids, "Trace only these processes (repeatable)");
+  flags->ports_option = command->add_option("--port", flags->ports,
+                                            "Trace only connections with this local or remote port (repeatable)");
+  flags->services_option =
+      command->add_option("--service", flags->services, "Name a service: NAME=PID or NAME=EXECUTABLE");
+  flags->peer_services_option = command->add_option(
+      "--peer-service", flags->peer_services, "Name an untraced peer: NAME=ADDRESS or NAME=ADDRESS:PORT (repeatable)");
 
   return [flags] {
     // Layers: defaults, the file, the environment, then flags.
@@ -206,66 +207,19 @@ Runner AddAgentCommand(CLI::App& app) {
       spdlog::error("environment: {}", error);
       return 2;
     }
-    auto given = [&](const char* name) { return flags->given.at(name)->count() > 0; };
-    std::string reason;
-    if (given("endpoint")) {
-      if (!otlp::ValidateEndpointUrl(flags->endpoint, &reason)) {
-        spdlog::error("--endpoint: {}", reason);
+    for (const auto& [option, key, value] : flags->settings) {
+      if (!option->count()) continue;
+      if (std::string reason = SetAgentSetting(key, value, &config); !reason.empty()) {
+        spdlog::error("{}: {}", option->get_name(), reason);
         return 2;
       }
-      // A flag is the most specific setting: it wins over signal-specific variables too.
-      config.exporter.endpoint = flags->endpoint;
-      config.exporter.traces_endpoint.clear();
+      // A flag is the most specific setting: it also replaces a traces endpoint from the environment.
+      if (key == "exporter.endpoint") config.exporter.traces_endpoint.clear();
     }
-    if (given("protocol") && !otlp::ParseProtocol(flags->protocol, &config.exporter.protocol)) {
-      spdlog::error("--protocol: '{}' is not http/protobuf or grpc", flags->protocol);
-      return 2;
-    }
-    if (given("compression")) {
-      if (flags->compression != "gzip" && flags->compression != "none") {
-        spdlog::error("--compression: '{}' is not gzip or none", flags->compression);
-        return 2;
-      }
-      config.exporter.gzip = flags->compression == "gzip";
-    }
-    if (given("health_listen")) config.health_listen = flags->health_listen;
-    if (given("shutdown_timeout")) {
-      uint64_t ns = 0;
-      if (!ParseDuration(flags->shutdown_timeout, &ns)) {
-        spdlog::error("--shutdown-timeout: '{}' is not a duration: use e.g. 5s", flags->shutdown_timeout);
-        return 2;
-      }
-      config.shutdown_timeout_ms = ns / 1000000;
-    }
-    if (given("pids")) config.pids = flags->pids;
-    if (given("ports")) config.ports = flags->ports;
-    if (given("hooks")) {
-      if (flags->hooks != "auto" && flags->hooks != "socket" && flags->hooks != "syscall") {
-        spdlog::error("--hooks: '{}' is not auto, socket or syscall", flags->hooks);
-        return 2;
-      }
-      config.hooks = flags->hooks;
-    }
-    if (given("max_payload_bytes")) {
-      if (flags->max_payload_bytes < 64 || flags->max_payload_bytes > FT_MAX_PAYLOAD) {
-        spdlog::error("--max-payload-bytes: {} is not from 64 to {}", flags->max_payload_bytes, FT_MAX_PAYLOAD);
-        return 2;
-      }
-      config.max_payload_bytes = flags->max_payload_bytes;
-    }
-    if (given("services")) config.services = flags->services;
-    if (given("metrics_interval")) {
-      uint64_t ns = 0;
-      if (!ParseDuration(flags->metrics_interval, &ns)) {
-        spdlog::error("--metrics-interval: '{}' is not a duration: use e.g. 15s", flags->metrics_interval);
-        return 2;
-      }
-      config.metrics_interval_ms = ns / 1000000;
-    }
-    if (given("metrics_temporality")) config.metrics_temporality = flags->metrics_temporality;
-    if (given("prometheus_port")) config.prometheus_port = flags->prometheus_port;
-    if (given("prometheus_address")) config.prometheus_address = flags->prometheus_address;
-    if (given("peer_services")) config.peer_services = flags->peer_services;
+    if (flags->pids_option->count()) config.pids = flags->pids;
+    if (flags->ports_option->count()) config.ports = flags->ports;
+    if (flags->services_option->count()) config.services = flags->services;
+    if (flags->peer_services_option->count()) config.peer_services = flags->peer_services;
     if (std::string error = ValidateAgentConfig(config); !error.empty()) {
       spdlog::error("{}", error);
       return 2;
@@ -387,7 +341,9 @@ Runner AddAgentCommand(CLI::App& app) {
     session.max_payload_bytes = config.max_payload_bytes;
     SessionCallbacks callbacks;
     callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    bool started = false;
     callbacks.on_started = [&](loader::SocketTracer& tracer) {
+      started = true;
       control.tracer_ = &tracer;
       health.SetReady(true);
       spdlog::info("tracing; stop with SIGTERM or Ctrl-C");
@@ -413,6 +369,7 @@ Runner AddAgentCommand(CLI::App& app) {
     metrics_stop.join();
     prometheus.Stop();
     health.Stop();
+    if (!started) return status;  // the reason was logged; there is nothing to report
 
     spdlog::info("self-telemetry at exit ({} requests still in flight were not sent):", in_flight);
     for (const telemetry::SelfTelemetry::Value& value : telemetry.Snapshot()) {

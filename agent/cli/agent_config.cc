@@ -26,8 +26,7 @@ std::string Scalar(const YAML::Node& node) {
 }
 
 template <typename T>
-T Number(const YAML::Node& node, T min, T max) {
-  std::string text = Scalar(node);
+T Number(const std::string& text, T min, T max) {
   T value{};
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc() || end != text.data() + text.size() || value < min || value > max)
@@ -35,8 +34,7 @@ T Number(const YAML::Node& node, T min, T max) {
   return value;
 }
 
-uint64_t DurationMs(const YAML::Node& node) {
-  std::string text = Scalar(node);
+uint64_t DurationMs(const std::string& text) {
   uint64_t ns = 0;
   if (!ParseDuration(text, &ns)) throw BadValue{"'" + text + "' is not a duration: use e.g. 10s or 500ms"};
   return ns / 1000000;
@@ -45,9 +43,9 @@ uint64_t DurationMs(const YAML::Node& node) {
 template <typename T>
 std::vector<T> NumberList(const YAML::Node& node, T min, T max) {
   std::vector<T> out;
-  if (node.IsScalar()) out.push_back(Number<T>(node, min, max));
+  if (node.IsScalar()) out.push_back(Number<T>(node.Scalar(), min, max));
   else if (node.IsSequence())
-    for (const YAML::Node& item : node) out.push_back(Number<T>(item, min, max));
+    for (const YAML::Node& item : node) out.push_back(Number<T>(Scalar(item), min, max));
   else throw BadValue{"expected a number or a list of numbers"};
   return out;
 }
@@ -59,104 +57,98 @@ KeyValues StringMap(const YAML::Node& node) {
   return out;
 }
 
-std::string Endpoint(const YAML::Node& node) {
-  std::string url = Scalar(node), reason;
+std::string Endpoint(const std::string& url) {
+  std::string reason;
   if (!exporters::otlp::ValidateEndpointUrl(url, &reason)) throw BadValue{reason};
   return url;
 }
 
-using Setter = std::function<void(const YAML::Node&, AgentConfig*)>;
-using Section = std::map<std::string, Setter>;
+// Settings with one value: the same parsing serves the file and the flags.
+using ScalarSetter = std::function<void(const std::string&, AgentConfig*)>;
+// Settings that are lists or maps: file only.
+using NodeSetter = std::function<void(const YAML::Node&, AgentConfig*)>;
+struct Setting {
+  ScalarSetter scalar;
+  NodeSetter node;
+};
+using Section = std::map<std::string, Setting>;
+
+Setting One(ScalarSetter setter) { return {std::move(setter), nullptr}; }
+Setting Many(NodeSetter setter) { return {nullptr, std::move(setter)}; }
 
 const std::map<std::string, Section>& Schema() {
+  using Config = AgentConfig;
+  using Text = const std::string&;
   static const std::map<std::string, Section> schema = {
       {"exporter",
        {
-           {"endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.endpoint = Endpoint(n); }},
-           {"traces_endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.traces_endpoint = Endpoint(n); }},
-           {"metrics_endpoint", [](const YAML::Node& n, AgentConfig* c) { c->exporter.metrics_endpoint = Endpoint(n); }},
-           {"protocol",
-            [](const YAML::Node& n, AgentConfig* c) {
-              std::string text = Scalar(n);
-              if (!exporters::otlp::ParseProtocol(text, &c->exporter.protocol))
-                throw BadValue{"'" + text + "' is not http/protobuf or grpc"};
-            }},
-           {"headers", [](const YAML::Node& n, AgentConfig* c) { c->exporter.headers = StringMap(n); }},
-           {"compression",
-            [](const YAML::Node& n, AgentConfig* c) {
-              std::string text = Scalar(n);
-              if (text != "gzip" && text != "none") throw BadValue{"'" + text + "' is not gzip or none"};
-              c->exporter.gzip = text == "gzip";
-            }},
-           {"timeout",
-            [](const YAML::Node& n, AgentConfig* c) {
-              c->exporter.timeout_ms = DurationMs(n);
+           {"endpoint", One([](Text v, Config* c) { c->exporter.endpoint = Endpoint(v); })},
+           {"traces_endpoint", One([](Text v, Config* c) { c->exporter.traces_endpoint = Endpoint(v); })},
+           {"metrics_endpoint", One([](Text v, Config* c) { c->exporter.metrics_endpoint = Endpoint(v); })},
+           {"protocol", One([](Text v, Config* c) {
+              if (!exporters::otlp::ParseProtocol(v, &c->exporter.protocol))
+                throw BadValue{"'" + v + "' is not http/protobuf or grpc"};
+            })},
+           {"headers", Many([](const YAML::Node& n, Config* c) { c->exporter.headers = StringMap(n); })},
+           {"compression", One([](Text v, Config* c) {
+              if (v != "gzip" && v != "none") throw BadValue{"'" + v + "' is not gzip or none"};
+              c->exporter.gzip = v == "gzip";
+            })},
+           {"timeout", One([](Text v, Config* c) {
+              c->exporter.timeout_ms = DurationMs(v);
               if (!c->exporter.timeout_ms) throw BadValue{"must be more than 0"};
-            }},
-           {"max_queue_spans",
-            [](const YAML::Node& n, AgentConfig* c) { c->exporter.max_queue_spans = Number<uint32_t>(n, 1, 1u << 20); }},
+            })},
+           {"max_queue_spans", One([](Text v, Config* c) { c->exporter.max_queue_spans = Number<uint32_t>(v, 1, 1u << 20); })},
            {"max_export_batch_spans",
-            [](const YAML::Node& n, AgentConfig* c) {
-              c->exporter.max_export_batch_spans = Number<uint32_t>(n, 1, 1u << 16);
-            }},
-           {"schedule_delay", [](const YAML::Node& n, AgentConfig* c) { c->exporter.schedule_delay_ms = DurationMs(n); }},
-           {"max_attempts", [](const YAML::Node& n, AgentConfig* c) { c->exporter.max_attempts = Number<uint32_t>(n, 1, 100); }},
+            One([](Text v, Config* c) { c->exporter.max_export_batch_spans = Number<uint32_t>(v, 1, 1u << 16); })},
+           {"schedule_delay", One([](Text v, Config* c) { c->exporter.schedule_delay_ms = DurationMs(v); })},
+           {"max_attempts", One([](Text v, Config* c) { c->exporter.max_attempts = Number<uint32_t>(v, 1, 100); })},
        }},
       {"trace",
        {
-           {"pids", [](const YAML::Node& n, AgentConfig* c) { c->pids = NumberList<uint32_t>(n, 1, 1u << 22); }},
-           {"ports", [](const YAML::Node& n, AgentConfig* c) { c->ports = NumberList<uint16_t>(n, 1, 65535); }},
-           {"hooks",
-            [](const YAML::Node& n, AgentConfig* c) {
-              std::string text = Scalar(n);
-              if (text != "auto" && text != "socket" && text != "syscall")
-                throw BadValue{"'" + text + "' is not auto, socket or syscall"};
-              c->hooks = text;
-            }},
+           {"pids", Many([](const YAML::Node& n, Config* c) { c->pids = NumberList<uint32_t>(n, 1, 1u << 22); })},
+           {"ports", Many([](const YAML::Node& n, Config* c) { c->ports = NumberList<uint16_t>(n, 1, 65535); })},
+           {"hooks", One([](Text v, Config* c) {
+              if (v != "auto" && v != "socket" && v != "syscall") throw BadValue{"'" + v + "' is not auto, socket or syscall"};
+              c->hooks = v;
+            })},
            {"max_payload_bytes",
-            [](const YAML::Node& n, AgentConfig* c) { c->max_payload_bytes = Number<uint32_t>(n, 64, FT_MAX_PAYLOAD); }},
-           {"services",
-            [](const YAML::Node& n, AgentConfig* c) {
+            One([](Text v, Config* c) { c->max_payload_bytes = Number<uint32_t>(v, 64, FT_MAX_PAYLOAD); })},
+           {"services", Many([](const YAML::Node& n, Config* c) {
               c->services.clear();
               for (const auto& [name, target] : StringMap(n)) c->services.push_back(name + "=" + target);
-            }},
+            })},
        }},
       {"resource",
        {
-           {"attributes",
-            [](const YAML::Node& n, AgentConfig* c) { c->exporter.resource_attributes = StringMap(n); }},
+           {"attributes", Many([](const YAML::Node& n, Config* c) { c->exporter.resource_attributes = StringMap(n); })},
        }},
       {"health",
        {
-           {"listen",
-            [](const YAML::Node& n, AgentConfig* c) {
-              std::string text = Scalar(n), host;
+           {"listen", One([](Text v, Config* c) {
+              std::string host;
               int port = 0;
-              if (!ParseListenAddress(text, &host, &port)) throw BadValue{"'" + text + "' is not HOST:PORT"};
-              c->health_listen = text;
-            }},
+              if (!ParseListenAddress(v, &host, &port)) throw BadValue{"'" + v + "' is not HOST:PORT"};
+              c->health_listen = v;
+            })},
        }},
       {"metrics",
        {
-           {"interval", [](const YAML::Node& n, AgentConfig* c) { c->metrics_interval_ms = DurationMs(n); }},
-           {"temporality",
-            [](const YAML::Node& n, AgentConfig* c) {
-              std::string text = Scalar(n);
-              if (text != "cumulative" && text != "delta") throw BadValue{"'" + text + "' is not cumulative or delta"};
-              c->metrics_temporality = text;
-            }},
-           {"prometheus_port",
-            [](const YAML::Node& n, AgentConfig* c) { c->prometheus_port = Number<uint16_t>(n, 0, 65535); }},
-           {"prometheus_address", [](const YAML::Node& n, AgentConfig* c) { c->prometheus_address = Scalar(n); }},
-           {"peer_services",
-            [](const YAML::Node& n, AgentConfig* c) {
+           {"interval", One([](Text v, Config* c) { c->metrics_interval_ms = DurationMs(v); })},
+           {"temporality", One([](Text v, Config* c) {
+              if (v != "cumulative" && v != "delta") throw BadValue{"'" + v + "' is not cumulative or delta"};
+              c->metrics_temporality = v;
+            })},
+           {"prometheus_port", One([](Text v, Config* c) { c->prometheus_port = Number<uint16_t>(v, 0, 65535); })},
+           {"prometheus_address", One([](Text v, Config* c) { c->prometheus_address = v; })},
+           {"peer_services", Many([](const YAML::Node& n, Config* c) {
               c->peer_services.clear();
               for (const auto& [name, address] : StringMap(n)) c->peer_services.push_back(name + "=" + address);
-            }},
+            })},
        }},
       {"shutdown",
        {
-           {"timeout", [](const YAML::Node& n, AgentConfig* c) { c->shutdown_timeout_ms = DurationMs(n); }},
+           {"timeout", One([](Text v, Config* c) { c->shutdown_timeout_ms = DurationMs(v); })},
        }},
   };
   return schema;
@@ -231,13 +223,29 @@ std::string LoadAgentConfigFile(const std::string& path, AgentConfig* config) {
       auto setter = known->second.find(key);
       if (setter == known->second.end()) return where + "unknown key (known: " + Names(known->second) + ")";
       try {
-        setter->second(item.second, config);
+        const Setting& setting = setter->second;
+        if (setting.scalar) setting.scalar(Scalar(item.second), config);
+        else setting.node(item.second, config);
       } catch (const BadValue& bad) {
         return where + bad.reason;
       } catch (const YAML::Exception& error) {
         return where + error.msg;
       }
     }
+  }
+  return "";
+}
+
+std::string SetAgentSetting(const std::string& key, const std::string& value, AgentConfig* config) {
+  size_t dot = key.find('.');
+  auto section = Schema().find(key.substr(0, dot));
+  if (dot == std::string::npos || section == Schema().end()) return "unknown setting " + key;
+  auto setting = section->second.find(key.substr(dot + 1));
+  if (setting == section->second.end() || !setting->second.scalar) return "unknown setting " + key;
+  try {
+    setting->second.scalar(value, config);
+  } catch (const BadValue& bad) {
+    return bad.reason;
   }
   return "";
 }

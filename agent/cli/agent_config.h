@@ -36,6 +36,10 @@ struct AgentConfig {
 // Reads `path` over `config`. Returns "" or "PATH: KEY: reason" (or "PATH: line L, column C: reason").
 std::string LoadAgentConfigFile(const std::string& path, AgentConfig* config);
 
+// Sets one single-valued setting by its file key ("exporter.protocol", "trace.hooks") with
+// the same checks as the file; returns "" or the reason the value is wrong. Flags use it.
+std::string SetAgentSetting(const std::string& key, const std::string& value, AgentConfig* config);
+
 // Parses "127.0.0.1:13133", "[::1]:13133" or ":13133" (all interfaces).
 bool ParseListenAddress(const std::string& text, std::string* host, int* port);
 

@@ -58,6 +58,11 @@ std::optional<uint64_t> ParseRetryAfterMs(const std::string& value) {
 }
 
 class HttpTransport : public Transport {
+  // libcurl calls this often during a transfer; non-zero aborts it (shutdown deadline).
+  static int CheckDeadline(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return std::chrono::steady_clock::now() >= static_cast<HttpTransport*>(self)->Deadline() ? 1 : 0;
+  }
+
  public:
   HttpTransport(TransportOptions options, CURL* curl) : options_(std::move(options)), curl_(curl) {
     headers_ = curl_slist_append(headers_, "Content-Type: application/x-protobuf");
@@ -94,6 +99,9 @@ class HttpTransport : public Transport {
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response);
     curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, ReadHeader);
     curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &retry_after);
+    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, CheckDeadline);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
     CURLcode code = curl_easy_perform(curl_);
     SendResult result;
     if (code != CURLE_OK) {

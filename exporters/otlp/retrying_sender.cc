@@ -17,6 +17,7 @@ void RetryingSender::SetDeadline(Clock::time_point deadline) {
   {
     std::lock_guard lock(mutex_);
     deadline_ = std::min(deadline_, deadline);
+    transport_->SetDeadline(deadline_);
   }
   wake_.notify_all();
 }

@@ -39,6 +39,11 @@ class RetryingSender {
   // No attempt starts, and no wait lasts, past `deadline`. Wakes a waiting Send.
   void SetDeadline(Clock::time_point deadline);
 
+  bool DeadlinePassed() {
+    std::lock_guard lock(mutex_);
+    return Clock::now() >= deadline_;
+  }
+
   // The delay before attempt `attempt` + 1 (attempt counts from 1), before jitter.
   static uint64_t BackoffMs(const RetryPolicy& policy, uint32_t attempt);
 

@@ -110,7 +110,7 @@ void OtlpSpanExporter::SendBatch(std::vector<ResourcedSpan>& batch) {
   telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);
   uint64_t count = batch.size();
   if (outcome.last.outcome != SendResult::Outcome::kSuccess) {
-    bool shutting_down = outcome.attempts == 0;
+    bool shutting_down = outcome.attempts == 0 || sender_.DeadlinePassed();
     (shutting_down ? telemetry_->spans_dropped_shutdown : telemetry_->spans_dropped_export_failed)
         .fetch_add(count, std::memory_order_relaxed);
     spdlog::warn("OTLP export to {} failed after {} attempt(s): {}; {} spans dropped", sender_.transport().Describe(),

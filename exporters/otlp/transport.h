@@ -4,6 +4,8 @@
 // Tests inject a fake.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -34,6 +36,20 @@ class Transport {
   // Blocks for at most timeout_ms. Never throws. Called from one thread at a time.
   virtual SendResult Send(const std::string& request, uint64_t timeout_ms) = 0;
   virtual std::string Describe() const = 0;  // "http://collector:4318/v1/traces (gzip)"
+
+  // Shutdown: a request still running at `deadline` is abandoned (Send returns kRetryable).
+  // Callable from any thread.
+  void SetDeadline(std::chrono::steady_clock::time_point deadline) {
+    deadline_ns_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
+ protected:
+  std::chrono::steady_clock::time_point Deadline() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(deadline_ns_.load(std::memory_order_relaxed)));
+  }
+
+ private:
+  std::atomic<std::chrono::steady_clock::rep> deadline_ns_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
 struct TransportOptions {
@@ -48,6 +64,9 @@ struct TransportOptions {
 std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error);
 std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, std::string* error);
 std::unique_ptr<Transport> MakeTransport(const TransportOptions& options, std::string* error);
+
+// The delay in a gRPC error's google.rpc.RetryInfo detail (serialized google.rpc.Status).
+std::optional<uint64_t> GrpcRetryDelayMs(const std::string& status_details);
 
 // "/opentelemetry.proto.collector.trace.v1.TraceService/Export" and the metrics one.
 std::string GrpcMethod(Signal signal);

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,7 +38,9 @@ def area_port():
 class Receiver:
     """The Node OTLP receiver; records() gives what it decoded, one dict per request."""
 
-    def __init__(self, test, http_port=None, grpc_port=None, out=None):
+    def __init__(self, test, http_port=None, grpc_port=None, out=None, grpc_frames_port=None):
+        if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "otlp-generated-types")):
+            raise RuntimeError("tests/node has no node_modules: run scripts/install-deps.sh (npm ci in tests/node)")
         self.http_port = http_port or area_port()
         self.grpc_port = grpc_port
         if out is None:
@@ -47,6 +50,8 @@ class Receiver:
         args = ["node", RECEIVER, "--http-port", str(self.http_port), "--out", out]
         if grpc_port:
             args += ["--grpc-port", str(grpc_port)]
+        if grpc_frames_port:
+            args += ["--grpc-frames-port", str(grpc_frames_port)]
         self.process = Process(args, ready_line="ready", cwd=NODE_DIR)
         test.addCleanup(self.process.stop)
 
@@ -144,10 +149,10 @@ class Agent:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self, settle_s=0.5, timeout_s=30):
+    def stop(self, settle_s=0.5, timeout_s=30, signal_number=signal.SIGTERM):
         """SIGTERM, as Kubernetes and systemd stop it; returns (exit status, log, counters)."""
         time.sleep(settle_s)
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal_number)
         status = self.proc.wait(timeout=timeout_s)
         log = self.log()
         counters = {}
@@ -283,7 +288,7 @@ class OtlpExportTest(E2ETest):
         })
         self._traffic(gateway_port, billing_port)
         received = self._check_chain(receiver, gateway, gateway_port, billing, billing_port)
-        status, log, _ = agent.stop()
+        status, log, _ = agent.stop(signal_number=signal.SIGINT)  # Ctrl-C stops it as well
         self.assertEqual(status, 0, log)
         self.assertTrue(all(r["encoding"] == "gzip" for r in receiver.records() if "request" in r))
         for resource, _, _ in received:
@@ -307,6 +312,26 @@ class OtlpExportTest(E2ETest):
                 records = [r for r in receiver.records() if "request" in r]
                 self.assertTrue(records and all(r["transport"] == "grpc" for r in records))
                 self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
+
+
+    def test_grpc_gzip_on_the_wire(self):
+        frames_port = area_port()
+        receiver = Receiver(self, grpc_frames_port=frames_port)
+        gateway, gateway_port, billing, billing_port = self._two_services()
+        agent = Agent(self, "--protocol", "grpc", "--endpoint", f"http://127.0.0.1:{frames_port}",
+                      "--port", str(gateway_port), "--port", str(billing_port),
+                      env={"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"})
+        self._traffic(gateway_port, billing_port)
+        self._check_chain(receiver, gateway, gateway_port, billing, billing_port)
+        status, log, counters = agent.stop()
+        self.assertEqual(status, 0, log)
+        records = receiver.records()
+        self.assertTrue(records)
+        for record in records:
+            self.assertNotIn("error", record)
+            self.assertEqual(record["encoding"], "gzip")
+            self.assertTrue(record["compressed"])
+        self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
 
 
 class CollectorFaultsTest(E2ETest):
@@ -359,25 +384,64 @@ class CollectorFaultsTest(E2ETest):
         self.assertLess(rss_end - rss_start, 20 * 1024, f"RSS grew from {rss_start} to {rss_end} KiB")
 
     def test_503_with_retry_after(self):
+        """HTTP 503 with Retry-After, and gRPC UNAVAILABLE with RetryInfo: the agent waits as asked."""
+        service_port = area_port()
+        start_test_server(self, service_port, name="shop")
+        receiver = Receiver(self, grpc_port=area_port())
+        for protocol, refusal in (("http/protobuf", 503), ("grpc", "UNAVAILABLE")):
+            with self.subTest(protocol=protocol):
+                open(receiver.out, "w").close()
+                receiver.control(mode="unavailable", retry_after=2)
+                port = receiver.grpc_port if protocol == "grpc" else receiver.http_port
+                agent = Agent(self, "--endpoint", f"http://127.0.0.1:{port}", "--protocol", protocol,
+                              "--port", str(service_port))
+                self._phase(service_port, "retry", 5)
+                self.assertTrue(wait_until(lambda: any(r.get("answered") == refusal for r in receiver.records()), 10))
+                receiver.control(mode="ok")
+                self.assertTrue(wait_until(lambda: "/retry/4" in paths(receiver.spans()), 10))
+                records = receiver.records()
+                refused = [r["at_ms"] for r in records if r.get("answered") == refusal]
+                accepted = [r["at_ms"] for r in records if "request" in r]
+                # The agent waited as long as the receiver asked (2 s), not its own 1 s backoff.
+                self.assertGreaterEqual(min(accepted) - max(refused), 1900, records)
+                status, log, counters = agent.stop()
+                self.assertEqual(status, 0, log)
+                self.assertEqual(counters["flowtracer.spans.exported"], 2 * 5, log)  # client and server spans
+                self.assertEqual(dropped(counters), 0, log)
+                self.assertGreaterEqual(counters["flowtracer.export.errors"], 1, log)
+
+    def test_shutdown_flushes_within_the_timeout(self):
         service_port = area_port()
         start_test_server(self, service_port, name="shop")
         receiver = Receiver(self)
-        receiver.control(mode="unavailable", retry_after=2)
-        agent = Agent(self, "--endpoint", f"http://127.0.0.1:{receiver.http_port}", "--port", str(service_port))
-        self._phase(service_port, "retry", 5)
-        self.assertTrue(wait_until(lambda: any(r.get("answered") == 503 for r in receiver.records()), 10))
-        receiver.control(mode="ok")
-        self.assertTrue(wait_until(lambda: "/retry/4" in paths(receiver.spans()), 10))
-        records = receiver.records()
-        refused = [r["at_ms"] for r in records if r.get("answered") == 503]
-        accepted = [r["at_ms"] for r in records if "request" in r]
-        # The agent waited as long as the receiver asked (2 s) before trying again.
-        self.assertGreaterEqual(min(accepted) - max(refused), 1900, records)
-        status, log, counters = agent.stop()
+        # Nothing is sent before the stop: a batch waits 60 s or 512 spans.
+        config = self._config("exporter:\n  schedule_delay: 60s\n")
+        agent = Agent(self, "--config", config, "--endpoint", f"http://127.0.0.1:{receiver.http_port}",
+                      "--port", str(service_port))
+        self._phase(service_port, "queued", 30)
+        time.sleep(1)
+        self.assertEqual(receiver.spans(), [])
+        started = time.monotonic()
+        status, log, counters = agent.stop(settle_s=0)
         self.assertEqual(status, 0, log)
-        self.assertEqual(counters["flowtracer.spans.exported"], 2 * 5, log)  # client and server spans
-        self.assertEqual(dropped(counters), 0, log)
-        self.assertGreaterEqual(counters["flowtracer.export.errors"], 1, log)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(sorted(paths(receiver.spans())), sorted(f"/queued/{i}" for i in range(30)))
+        self.assertEqual(counters["flowtracer.spans.exported"], 60, log)
+
+        # A receiver that does not answer: the stop still ends after --shutdown-timeout.
+        open(receiver.out, "w").close()
+        receiver.control(mode="slow", delay_ms=20000)
+        agent = Agent(self, "--config", config, "--endpoint", f"http://127.0.0.1:{receiver.http_port}",
+                      "--port", str(service_port), "--shutdown-timeout", "1s")
+        self._phase(service_port, "stuck", 10)
+        started = time.monotonic()
+        status, log, counters = agent.stop(settle_s=0.5)
+        elapsed = time.monotonic() - started - 0.5
+        self.assertEqual(status, 0, log)
+        self.assertLess(elapsed, 3, log)
+        self.assertEqual(counters["flowtracer.spans.exported"], 0, log)
+        self.assertEqual(counters["flowtracer.spans.dropped{reason=shutdown}"], 20, log)
+        receiver.control(mode="ok")
 
     def test_slow_collector_bounded_queue(self):
         service_port = area_port()
@@ -473,13 +537,30 @@ class AgentConfigTest(unittest.TestCase):
         self.assertIn("health: 0.0.0.0:13133", result.stdout)
 
 
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_systemd_unit_is_valid(self):
+        with open(os.path.join(REPO, "packaging", "systemd", "flowtracer.service")) as f:
+            unit = f.read()
+        self.assertIn("ExecStart=/usr/local/bin/flowtracer agent --config /etc/flowtracer/agent.yaml", unit)
+        directory = tempfile.mkdtemp(prefix="otlp-unit-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "flowtracer.service")
+        with open(path, "w") as f:
+            f.write(unit.replace("/usr/local/bin/flowtracer", os.path.abspath(FLOWTRACER)))
+        result = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("flowtracer.service", result.stderr)  # no warnings about the unit
+
+
 class AgentConfigErrorsTest(unittest.TestCase):
     """Refused before anything is loaded: one message naming the source, non-zero exit."""
 
-    def _run(self, *args, config=None, env=None):
+    def _run(self, *args, config=None, env=None, user=None):
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         full_env.update(env or {})
         command = [FLOWTRACER, "agent", *args]
+        if user:
+            command = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *command]
         if config is not None:
             path = tempfile.NamedTemporaryFile(prefix="agent-", suffix=".yaml", delete=False, mode="w")
             path.write(config)
@@ -527,6 +608,17 @@ class AgentConfigErrorsTest(unittest.TestCase):
         message, _ = self._run("--endpoint", "http//broken")
         self.assertIn("--endpoint", message)
         self.assertIn("http//broken", message)
+        for args, mentioned in ((["--protocol", "thrift"], "--protocol"), (["--compression", "br"], "--compression"),
+                                (["--max-payload-bytes", "9"], "--max-payload-bytes"),
+                                (["--shutdown-timeout", "later"], "--shutdown-timeout"),
+                                (["--health-listen", "localhost"], "--health-listen")):
+            message, _ = self._run(*args)
+            self.assertIn(mentioned, message)
+            self.assertIn(args[1], message)
+
+    def test_not_root(self):
+        message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", user="65534")
+        self.assertIn("root", message)
 
     def test_missing_file(self):
         message, _ = self._run("--config", "/nonexistent/agent.yaml")

@@ -25,7 +25,7 @@ const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 const out = args.out;
 let mode = {mode: 'ok', retry_after: '1', delay_ms: 0};
-let listening = (args['http-port'] ? 1 : 0) + (args['grpc-port'] ? 1 : 0);
+let listening = (args['http-port'] ? 1 : 0) + (args['grpc-port'] ? 1 : 0) + (args['grpc-frames-port'] ? 1 : 0);
 function listened() {
   if (--listening === 0) console.log('ready');
 }
@@ -42,6 +42,16 @@ function toHex(object) {
     return result;
   }
   return object;
+}
+
+// google.rpc.Status{code: UNAVAILABLE, details: [Any(google.rpc.RetryInfo{retry_delay: seconds})]},
+// the gRPC form of Retry-After, encoded by hand (a few fields, written from the message definitions).
+function retryInfoStatus(seconds) {
+  const varint = (n) => { const out = []; do { out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0)); n >>>= 7; } while (n); return out; };
+  const field = (number, bytes) => [(number << 3) | 2, ...varint(bytes.length), ...bytes];
+  const duration = [0x08, ...varint(seconds)];
+  const any = [...field(1, [...Buffer.from('type.googleapis.com/google.rpc.RetryInfo')]), ...field(2, field(1, duration))];
+  return Buffer.from([0x08, grpc.status.UNAVAILABLE, ...field(3, any)]);
 }
 
 function record(line) {
@@ -99,6 +109,42 @@ if (args['http-port']) {
   server.listen(Number(args['http-port']), '127.0.0.1', listened);
 }
 
+// gRPC read at the HTTP/2 level, frame by frame: @grpc/grpc-js hides whether a message came
+// compressed, and the tests want to see that gzip was really used. Records
+// {"transport": "grpc-frames", "encoding": <grpc-encoding header>, "compressed": <frame flag>}.
+if (args['grpc-frames-port']) {
+  const http2 = require('http2');
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const signal = headers[':path'].includes('TraceService') ? 'traces' : 'metrics';
+      const encoding = headers['grpc-encoding'] || 'identity';
+      let status = 0;
+      try {
+        // One length-prefixed message: compressed flag (1 byte), length (4 bytes, big-endian).
+        const compressed = body.readUInt8(0) === 1;
+        let message = body.subarray(5, 5 + body.readUInt32BE(1));
+        if (compressed) message = zlib.gunzipSync(message);
+        record({transport: 'grpc-frames', encoding, compressed, signal, request: decode(signal, message)});
+      } catch (error) {
+        record({transport: 'grpc-frames', error: String(error)});
+        status = 3;  // INVALID_ARGUMENT
+      }
+      stream.respond({':status': 200, 'content-type': 'application/grpc'}, {waitForTrailers: true});
+      stream.on('wantTrailers', () => stream.sendTrailers({'grpc-status': String(status)}));
+      const response = Buffer.from(types[signal].response.encode({}).finish());
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(response.length, 1);
+      stream.end(status ? undefined : Buffer.concat([prefix, response]));
+    });
+  });
+  server.on('error', (error) => { console.error(String(error)); process.exit(1); });
+  server.listen(Number(args['grpc-frames-port']), '127.0.0.1', listened);
+}
+
 if (args['grpc-port']) {
   const identity = (x) => x;
   const server = new grpc.Server();
@@ -109,7 +155,9 @@ if (args['grpc-port']) {
     {export: (call, callback) => {
       if (mode.mode === 'unavailable') {
         record({transport: 'grpc', answered: 'UNAVAILABLE'});
-        callback({code: grpc.status.UNAVAILABLE, details: 'test receiver is unavailable'});
+        const metadata = new grpc.Metadata();
+        metadata.set('grpc-status-details-bin', retryInfoStatus(Number(mode.retry_after)));
+        callback({code: grpc.status.UNAVAILABLE, details: 'test receiver is unavailable', metadata});
         return;
       }
       const encoding = (call.metadata.get('grpc-encoding')[0] || 'identity').toString();

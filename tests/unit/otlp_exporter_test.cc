@@ -2,6 +2,8 @@
 // transport or a loopback HTTP server (no root needed).
 #include <gtest/gtest.h>
 
+#include <google/protobuf/any.pb.h>
+#include <google/protobuf/duration.pb.h>
 #include <httplib.h>
 #include <zlib.h>
 
@@ -479,6 +481,61 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   SendResult refused = transport->Send(bytes, 2000);
   EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
   EXPECT_FALSE(refused.error.empty());
+}
+
+TEST(OtlpGrpcTransportTest, ReadsRetryInfoFromStatusDetails) {
+  auto field = [](int number, const std::string& bytes) {
+    return std::string(1, static_cast<char>(number << 3 | 2)) + std::string(1, static_cast<char>(bytes.size())) + bytes;
+  };
+  google::protobuf::Duration delay;
+  delay.set_seconds(2);
+  delay.set_nanos(500000000);
+  google::protobuf::Any retry_info;
+  retry_info.set_type_url("type.googleapis.com/google.rpc.RetryInfo");
+  retry_info.set_value(field(1, delay.SerializeAsString()));
+  google::protobuf::Any other;
+  other.set_type_url("type.googleapis.com/google.rpc.DebugInfo");
+  other.set_value(field(1, "x"));
+  std::string status = std::string("\x08\x0e") + field(2, "busy") + field(3, other.SerializeAsString()) +
+                       field(3, retry_info.SerializeAsString());
+  EXPECT_EQ(GrpcRetryDelayMs(status), std::optional<uint64_t>(2500));
+  EXPECT_EQ(GrpcRetryDelayMs(std::string("\x08\x0e") + field(3, other.SerializeAsString())), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs(""), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs("\x1a\x7f"), std::nullopt);  // truncated
+}
+
+TEST(OtlpHttpTransportTest, ShutdownAbandonsARequestInFlight) {
+  httplib::Server server;
+  std::atomic<bool> release{false};
+  server.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    for (int i = 0; i < 100 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    response.status = 200;
+  });
+  server.set_keep_alive_timeout(1);
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+
+  TransportOptions transport_options;
+  transport_options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  std::string error;
+  auto transport = MakeHttpTransport(transport_options, &error);
+  ASSERT_TRUE(transport) << error;
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.timeout_ms = 10000;  // the request alone would hang for 5 s
+  {
+    OtlpSpanExporter exporter(options, std::move(transport), &telemetry);
+    exporter.Export(MakeSpan(1), MakeResource(1, "a"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the request is in flight
+    auto start = Clock::now();
+    exporter.Shutdown(200);
+    EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500));
+  }
+  EXPECT_EQ(telemetry.spans_dropped_shutdown, 1u);
+  release = true;
+  server.stop();
+  thread.join();
 }
 
 TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
