@@ -124,7 +124,10 @@ Runner AddCaptureCommand(CLI::App& app) {
       summary.Add(span);
       span_metrics.Add(span);
       if (!out) return;
-      std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
+      // Paths and headers are bytes from the network: bytes that are not UTF-8 become U+FFFD
+      // (dump() would throw and end the capture).
+      std::string line = json ? exporters::SpanToJson(span).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                              : exporters::SpanToText(span);
       fmt::print(out, "{}\n", line);
       fflush(out);
     });

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -311,6 +312,14 @@ class MetricsTest(E2ETest):
             response = conn.getresponse()
             response.read()
         conn.close()
+        # One path that is not UTF-8: the exposition must stay valid.
+        with socket.create_connection(("127.0.0.1", BILLING_PORT), timeout=10) as raw:
+            raw.sendall(b"GET /caf\xff\xfe/menu HTTP/1.1\r\nHost: billing\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := raw.recv(4096):
+                reply += chunk
+            self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply[:40])
+        requests += 1
 
         def all_counted():
             samples = parse_exposition(capture.metrics_text())
@@ -319,11 +328,17 @@ class MetricsTest(E2ETest):
         wait_until(all_counted, 30, "10000 requests counted")
         samples = parse_exposition(capture.metrics_text())
         series = select(samples, "http_server_request_duration_seconds_count", service_name="billing")
-        self.assertEqual([l["http_route"] for l, _ in series], ["/users/{id}/orders/{id}/blob/{id}"])
+        self.assertEqual(sorted(l["http_route"] for l, _ in series), ["/caf??/menu", "/users/{id}/orders/{id}/blob/{id}"])
+        text = capture.metrics_text()
+        text.encode("utf-8")  # fetch() decoded it as UTF-8 already; this documents the point
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         # The whole exposition stays small: a few series per service and edge.
         self.assertLess(len({(n, tuple(sorted(l.items()))) for n, l, _ in samples
                              if not n.endswith("_bucket")}), 30)
-        _, _, stderr = capture.stop()
+        spans, _, _ = capture.stop()
+        # The capture's JSON survives the same bytes (written as U+FFFD).
+        self.assertIn("/caf\ufffd\ufffd/menu", [s["attributes"]["url.path"] for s in spans if s["kind"] == "SERVER"])
 
 
 if __name__ == "__main__":
