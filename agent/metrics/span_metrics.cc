@@ -176,6 +176,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
     if (const std::string* method = StringAttribute(span, "http.request.method"))
       labels.push_back({"http.request.method", NormalMethod(*method)});
     add_int("http.response.status_code");
+    add_string("network.protocol.version");  // "1.1", "1.0"
     if (span.kind == SpanKind::kServer) {
       add_string("http.route");  // already templated and capped per service
     } else {

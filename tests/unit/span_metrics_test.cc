@@ -41,6 +41,7 @@ Span MakeSpan(SpanKind kind, const std::string& service, Endpoint local, Endpoin
   span.attributes.push_back({"http.request.method", std::string("GET")});
   span.attributes.push_back({"url.path", path});
   span.attributes.push_back({"http.route", spans::TemplatePath(path)});
+  span.attributes.push_back({"url.scheme", std::string("http")});  // not a metric attribute
   if (status) span.attributes.push_back({"http.response.status_code", int64_t{status}});
   const bool error = status == 0 || status >= 500 || (kind == SpanKind::kClient && status >= 400);
   if (error) {
@@ -173,6 +174,22 @@ TEST(SpanMetricsTest, ClientSpansCarryServerAddressNotRoute) {
   EXPECT_EQ(LabelText(metric->points[0].labels),
             "error.type=404;http.request.method=GET;http.response.status_code=404;"
             "server.address=127.0.0.1;server.port=8081;");
+}
+
+TEST(SpanMetricsTest, ProtocolVersionIsKeptOtherAttributesAreNot) {
+  Clock clock;
+  SpanMetrics metrics(OptionsWith(&clock));
+  Span span = MakeSpan(SpanKind::kServer, "billing", kBilling, kGateway, 200, 1, "/users/5");
+  span.attributes.push_back({"network.protocol.version", std::string("1.0")});
+  span.attributes.push_back({"client.port", int64_t{51234}});
+  span.attributes.push_back({"user_agent.original", std::string("curl/8")});
+  metrics.Add(span);
+  const MetricsSnapshot snapshot = metrics.Collect();
+  const Metric* metric = FindMetric(snapshot, "billing", "http.server.request.duration");
+  ASSERT_NE(metric, nullptr);
+  EXPECT_EQ(LabelText(metric->points[0].labels),
+            "http.request.method=GET;http.response.status_code=200;http.route=/users/{id};"
+            "network.protocol.version=1.0;");
 }
 
 TEST(SpanMetricsTest, UnknownMethodsShareOneValue) {
