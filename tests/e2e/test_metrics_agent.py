@@ -1,10 +1,10 @@
 """`flowtracer agent` metrics end to end: real traced traffic with known counts and statuses,
 OTLP metrics decoded by the Node receiver (generated types of the OpenTelemetry JS packages,
 tests/node/otlp_receiver.js, never flowtracer's own .proto), cumulative and delta, and the
-Prometheus endpoint the agent serves at the same time.
+Prometheus endpoint the agent serves at the same time; OTLP/HTTP and OTLP/gRPC.
 
-Ports: 20000-20999 only (services 20001-20002, Prometheus endpoint 20010, receiver 20030,
-health 20040)."""
+Ports: 20000-20999 only (services 20001-20002, Prometheus endpoint 20010, receiver 20030
+for HTTP and 20031 for gRPC, health 20040)."""
 import json
 import os
 import signal
@@ -19,6 +19,7 @@ from test_metrics import (BILLING_PORT, GATEWAY_PORT, METRICS_PORT, PROMTOOL, fe
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node")
 RECEIVER_PORT = 20030
+RECEIVER_GRPC_PORT = 20031
 HEALTH_PORT = 20040
 
 
@@ -33,11 +34,13 @@ def attributes(key_values):
 
 
 class Receiver:
-    def __init__(self, test):
+    def __init__(self, test, grpc_port=None):
         self.out = tempfile.NamedTemporaryFile(prefix="otlp-metrics-", suffix=".jsonl", delete=False).name
         test.addCleanup(lambda: os.path.exists(self.out) and os.unlink(self.out))
-        self.process = Process(["node", os.path.join(NODE_DIR, "otlp_receiver.js"), "--http-port", str(RECEIVER_PORT),
-                                "--out", self.out], ready_line="ready", cwd=NODE_DIR)
+        args = ["node", os.path.join(NODE_DIR, "otlp_receiver.js"), "--http-port", str(RECEIVER_PORT), "--out", self.out]
+        if grpc_port:
+            args += ["--grpc-port", str(grpc_port)]
+        self.process = Process(args, ready_line="ready", cwd=NODE_DIR)
         test.addCleanup(self.process.stop)
 
     def metric_requests(self):
@@ -64,14 +67,14 @@ def points(request, service, name):
 
 
 class Agent:
-    def __init__(self, test, *args):
+    def __init__(self, test, *args, endpoint=f"http://127.0.0.1:{RECEIVER_PORT}"):
         self.log_path = tempfile.NamedTemporaryFile(prefix="agent-", suffix=".log", delete=False).name
         test.addCleanup(lambda: os.path.exists(self.log_path) and os.unlink(self.log_path))
         self.log_file = open(self.log_path, "w")
         test.addCleanup(self.log_file.close)
         self.proc = subprocess.Popen(
             [FLOWTRACER, "agent", "--hooks", HOOKS, "--health-listen", f"127.0.0.1:{HEALTH_PORT}",
-             "--endpoint", f"http://127.0.0.1:{RECEIVER_PORT}", "--port", str(BILLING_PORT), "--port",
+             "--endpoint", endpoint, "--port", str(BILLING_PORT), "--port",
              str(GATEWAY_PORT), "--prometheus-port", str(METRICS_PORT), "--prometheus-address", "127.0.0.1",
              "--metrics-interval", "1s", *args],
             stdout=subprocess.DEVNULL, stderr=self.log_file)
@@ -100,11 +103,14 @@ SENT = len(STATUSES)
 
 
 class AgentMetricsTest(E2ETest):
-    def _start(self, *agent_args):
+    def _start(self, *agent_args, grpc=False):
         start_service(self, BILLING_PORT, name="billing")
         start_service(self, GATEWAY_PORT, downstream=f"http://127.0.0.1:{BILLING_PORT}", name="gateway")
-        receiver = Receiver(self)
-        agent = Agent(self, *agent_args)
+        receiver = Receiver(self, grpc_port=RECEIVER_GRPC_PORT if grpc else None)
+        if grpc:
+            agent = Agent(self, "--protocol", "grpc", *agent_args, endpoint=f"http://127.0.0.1:{RECEIVER_GRPC_PORT}")
+        else:
+            agent = Agent(self, *agent_args)
         return receiver, agent
 
     def test_cumulative_otlp_metrics_match_the_traffic(self):
@@ -192,6 +198,23 @@ class AgentMetricsTest(E2ETest):
         self.assertEqual(sum(totals), SENT)
         self.assertGreaterEqual(len(totals), 2, totals)  # the traffic spans several exports
         self.assertEqual(sum(counts), SENT)
+
+    def test_grpc_carries_the_same_metrics(self):
+        receiver, agent = self._start(grpc=True)
+        send_forwarded(STATUSES)
+        time.sleep(2.5)  # pairing wait, then at least one export
+        self.assertEqual(agent.stop(), 0)
+        with open(receiver.out) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        metric_records = [r for r in records if r.get("signal") == "metrics"]
+        self.assertTrue(metric_records)
+        self.assertTrue(all(r["transport"] == "grpc" for r in metric_records))
+        last = metric_records[-1]["request"]
+        edge = [int(p["asInt"]) for a, p, _ in points(last, "flowtracer", "traces_service_graph_request_total")
+                if a.get("client") == "gateway" and a.get("server") == "billing"]
+        self.assertEqual(edge, [SENT])
+        self.assertEqual(sum(int(p["count"]) for _, p, _ in points(last, "billing", "http.server.request.duration")),
+                         SENT)
 
     def test_check_config_shows_the_metrics_defaults_and_environment(self):
         out = subprocess.run([FLOWTRACER, "agent", "--check-config"], capture_output=True, text=True, timeout=30)
