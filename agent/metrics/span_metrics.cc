@@ -270,28 +270,25 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
   pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
   pending_.emplace(next_sequence_++, std::move(end));
   while (pending_.size() > options_.max_pending_spans) {
-    auto oldest = pending_.begin();
     ++stats_.pending_evicted;
-    PendingEnd evicted = std::move(oldest->second);
-    std::vector<uint64_t>& same_side = pending_by_key_[evicted.is_server][evicted.key];
-    same_side.erase(same_side.begin());  // the globally oldest is the oldest of its key
-    if (same_side.empty()) pending_by_key_[evicted.is_server].erase(evicted.key);
-    pending_.erase(oldest);
-    CountUnpaired(evicted, now);
+    CountUnpaired(PopOldest(), now);
   }
 }
 
+SpanMetrics::PendingEnd SpanMetrics::PopOldest() {
+  auto oldest = pending_.begin();
+  PendingEnd end = std::move(oldest->second);
+  pending_.erase(oldest);
+  auto& same_side = pending_by_key_[end.is_server];
+  auto keyed = same_side.find(end.key);
+  keyed->second.erase(keyed->second.begin());  // the oldest overall is the oldest of its key
+  if (keyed->second.empty()) same_side.erase(keyed);
+  return end;
+}
+
 void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
-  while (!pending_.empty()) {
-    auto oldest = pending_.begin();
-    if (!all && oldest->second.deadline_unix_ns > now) break;
-    PendingEnd end = std::move(oldest->second);
-    std::vector<uint64_t>& same_side = pending_by_key_[end.is_server][end.key];
-    same_side.erase(same_side.begin());
-    if (same_side.empty()) pending_by_key_[end.is_server].erase(end.key);
-    pending_.erase(oldest);
-    CountUnpaired(end, now);
-  }
+  while (!pending_.empty() && (all || pending_.begin()->second.deadline_unix_ns <= now))
+    CountUnpaired(PopOldest(), now);
 }
 
 void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {

@@ -116,6 +116,7 @@ class SpanMetrics {
   void CountUnpaired(const PendingEnd& end, uint64_t now);
   void CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server, uint64_t now);
   static Edge NewEdge(uint64_t now);
+  PendingEnd PopOldest();  // pending_ must not be empty
   void ExpireLocked(uint64_t now, bool all);
   std::string PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const;
   std::string Cut(std::string_view value) const;
