@@ -111,6 +111,9 @@ class GrpcTransport : public Transport {
     grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    // Wait (until the deadline) for the channel to connect rather than fail at once while it
+    // is backing off from an earlier failure: a receiver that just came back gets the batch.
+    context.set_wait_for_ready(true);
     if (options_.gzip) context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
     for (const auto& [key, value] : options_.headers) {
       std::string lower = key;
