@@ -563,7 +563,9 @@ TEST(SelfTelemetryTest, SnapshotNamesAreTheDocumentedOnes) {
   std::set<std::string> names;
   for (const SelfTelemetry::Value& value : telemetry.Snapshot()) {
     names.insert(value.reason.empty() ? value.name : value.name + "{" + value.reason + "}");
-    if (value.name == "flowtracer.spans.dropped" && value.reason == "queue_full") EXPECT_EQ(value.value, 7u);
+    if (value.name == "flowtracer.spans.dropped" && value.reason == "queue_full") {
+      EXPECT_EQ(value.value, 7u);
+    }
     if (value.name == "flowtracer.export.queue_depth") {
       EXPECT_EQ(value.kind, SelfTelemetry::Kind::kGauge);
       EXPECT_EQ(value.value, 3u);
