@@ -359,7 +359,7 @@ class CollectorFaultsTest(E2ETest):
                       "--protocol", protocol, "--port", str(service_port))
         port_of = {"grpc_port": receiver_port} if protocol == "grpc" else {"http_port": receiver_port}
         self._phase(service_port, "before", 20)  # nobody listens: retried, then dropped and counted
-        time.sleep(3)
+        time.sleep(5)  # two attempts of up to 1 s each, and the backoff between them
         rss_start = agent.rss_kib()
         receiver = Receiver(self, **port_of)
         self._phase(service_port, "up", 20)
@@ -381,8 +381,11 @@ class CollectorFaultsTest(E2ETest):
             self.assertIn(f"/up/{i}", got)
             self.assertIn(f"/back/{i}", got)
         self.assertNotIn("/before/0", got)
-        # Every span is accounted for: sent, or dropped and counted.
-        self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
+        # Every span is accounted for: sent, or dropped and counted. A request that timed out
+        # while the receiver was coming back may still have arrived (counted as dropped, yet
+        # received), so the receiver may hold more than `exported`, never fewer.
+        received_ids = {span["spanId"] for _, _, span in receiver.spans()}
+        self.assertLessEqual(counters["flowtracer.spans.exported"], len(received_ids), log)
         self.assertEqual(counters["flowtracer.spans.produced"],
                          counters["flowtracer.spans.exported"] + dropped(counters), log)
         self.assertGreaterEqual(counters["flowtracer.spans.dropped{reason=export_failed}"], 2 * 20, log)
