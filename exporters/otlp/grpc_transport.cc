@@ -111,6 +111,9 @@ class GrpcTransport : public Transport {
     grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    // Wait (until the deadline) for the channel to connect rather than fail at once while it
+    // is backing off from an earlier failure: a receiver that just came back gets the batch.
+    context.set_wait_for_ready(true);
     if (options_.gzip) context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
     for (const auto& [key, value] : options_.headers) {
       std::string lower = key;
@@ -166,9 +169,10 @@ std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, st
   if (size_t slash = target.find('/'); slash != std::string::npos) target.resize(slash);
   auto credentials = tls ? grpc::SslCredentials(grpc::SslCredentialsOptions()) : grpc::InsecureChannelCredentials();
   grpc::ChannelArguments arguments;
-  // Reconnect quickly once the collector is back, rather than gRPC's default of up to 2 minutes.
-  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  // Reconnect within a second once the receiver is back (gRPC's default backs off up to 2
+  // minutes): a batch waiting for the connection then still fits in its timeout.
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   return std::make_unique<GrpcTransport>(options, grpc::CreateCustomChannel(target, credentials, arguments));
 }
 

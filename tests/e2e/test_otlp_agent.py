@@ -347,15 +347,21 @@ class CollectorFaultsTest(E2ETest):
             self.assertEqual(get(port, f"/{phase}/{i}", connection), 200)
 
     def test_absent_at_start_then_gone_mid_run_and_back(self):
+        for protocol in ("http/protobuf", "grpc"):
+            with self.subTest(protocol=protocol):
+                self._absent_then_gone_and_back(protocol)
+
+    def _absent_then_gone_and_back(self, protocol):
         receiver_port, service_port = area_port(), area_port()
         start_test_server(self, service_port, name="shop")
         config = self._config("exporter:\n  max_attempts: 2\n  schedule_delay: 200ms\n  timeout: 1s\n")
         agent = Agent(self, "--config", config, "--endpoint", f"http://127.0.0.1:{receiver_port}",
-                      "--port", str(service_port))
+                      "--protocol", protocol, "--port", str(service_port))
+        port_of = {"grpc_port": receiver_port} if protocol == "grpc" else {"http_port": receiver_port}
         self._phase(service_port, "before", 20)  # nobody listens: retried, then dropped and counted
-        time.sleep(3)
+        time.sleep(5)  # two attempts of up to 1 s each, and the backoff between them
         rss_start = agent.rss_kib()
-        receiver = Receiver(self, http_port=receiver_port)
+        receiver = Receiver(self, **port_of)
         self._phase(service_port, "up", 20)
         self.assertTrue(wait_until(lambda: paths(receiver.spans()).count("/up/19") == 1, 10),
                         paths(receiver.spans()))
@@ -363,7 +369,7 @@ class CollectorFaultsTest(E2ETest):
         self._phase(service_port, "away", 20)
         self.assertEqual(agent.health("/healthz"), 200)
         time.sleep(1)
-        receiver = Receiver(self, http_port=receiver_port, out=receiver.out)
+        receiver = Receiver(self, out=receiver.out, **port_of)
         self._phase(service_port, "back", 20)
         self.assertTrue(wait_until(lambda: "/back/19" in paths(receiver.spans()), 10))
         rss_end = agent.rss_kib()
@@ -375,8 +381,11 @@ class CollectorFaultsTest(E2ETest):
             self.assertIn(f"/up/{i}", got)
             self.assertIn(f"/back/{i}", got)
         self.assertNotIn("/before/0", got)
-        # Every span is accounted for: sent, or dropped and counted.
-        self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
+        # Every span is accounted for: sent, or dropped and counted. A request that timed out
+        # while the receiver was coming back may still have arrived (counted as dropped, yet
+        # received), so the receiver may hold more than `exported`, never fewer.
+        received_ids = {span["spanId"] for _, _, span in receiver.spans()}
+        self.assertLessEqual(counters["flowtracer.spans.exported"], len(received_ids), log)
         self.assertEqual(counters["flowtracer.spans.produced"],
                          counters["flowtracer.spans.exported"] + dropped(counters), log)
         self.assertGreaterEqual(counters["flowtracer.spans.dropped{reason=export_failed}"], 2 * 20, log)

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "agent/spans/ids.h"
@@ -551,3 +552,37 @@ TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
 
 }  // namespace
 }  // namespace flowtracer::exporters::otlp
+
+namespace flowtracer::telemetry {
+namespace {
+
+TEST(SelfTelemetryTest, SnapshotNamesAreTheDocumentedOnes) {
+  SelfTelemetry telemetry;
+  telemetry.spans_dropped_queue_full = 7;
+  telemetry.queue_depth_spans = 3;
+  std::set<std::string> names;
+  for (const SelfTelemetry::Value& value : telemetry.Snapshot()) {
+    names.insert(value.reason.empty() ? value.name : value.name + "{" + value.reason + "}");
+    if (value.name == "flowtracer.spans.dropped" && value.reason == "queue_full") {
+      EXPECT_EQ(value.value, 7u);
+    }
+    if (value.name == "flowtracer.export.queue_depth") {
+      EXPECT_EQ(value.kind, SelfTelemetry::Kind::kGauge);
+      EXPECT_EQ(value.value, 3u);
+    }
+  }
+  // README, "Self-telemetry": these names are a contract.
+  std::set<std::string> documented = {
+      "flowtracer.events.seen{data}", "flowtracer.events.seen{connection}",
+      "flowtracer.events.lost{ring_buffer_full}", "flowtracer.events.lost{connection_table_full}",
+      "flowtracer.events.lost{user_memory_unreadable}", "flowtracer.events.lost{syscall_stash_full}",
+      "flowtracer.events.lost{malformed}", "flowtracer.events.lost{unknown_connection}",
+      "flowtracer.stream.gap_bytes", "flowtracer.spans.produced", "flowtracer.spans.exported",
+      "flowtracer.spans.dropped{queue_full}", "flowtracer.spans.dropped{export_failed}",
+      "flowtracer.spans.dropped{rejected}", "flowtracer.spans.dropped{shutdown}", "flowtracer.export.requests",
+      "flowtracer.export.errors", "flowtracer.export.queue_depth"};
+  EXPECT_EQ(names, documented);
+}
+
+}  // namespace
+}  // namespace flowtracer::telemetry
