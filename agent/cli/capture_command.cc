@@ -10,11 +10,14 @@
 #include "agent/cli/commands.h"
 #include "agent/cli/tracer_session.h"
 #include "agent/conntrack/connection_tracker.h"
+#include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/call_summary.h"
 #include "agent/spans/messaging_assembler.h"
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
+#include "exporters/prometheus/prometheus_server.h"
+#include "exporters/service_map.h"
 
 namespace flowtracer::cli {
 namespace {
@@ -41,6 +44,10 @@ Runner AddCaptureCommand(CLI::App& app) {
     std::vector<std::string> services;
     std::string format = "text";
     std::string output;
+    std::vector<std::string> peer_services;
+    uint16_t prometheus_port = 0;
+    std::string prometheus_address = "0.0.0.0";
+    std::string map;
   };
   auto flags = std::make_shared<Flags>();
   AddSessionFlags(command, &flags->session);
@@ -51,6 +58,18 @@ Runner AddCaptureCommand(CLI::App& app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   command->add_option("-o,--output", flags->output, "Write spans to this file instead of stdout");
+  command->add_option("--peer-service", flags->peer_services,
+                      "Name a peer that is not traced here: NAME=ADDRESS or NAME=ADDRESS:PORT "
+                      "(repeatable); default its address");
+  command->add_option("--prometheus-port", flags->prometheus_port,
+                      "Serve metrics for Prometheus on this port at /metrics; 0 is off")
+      ->capture_default_str();
+  command->add_option("--prometheus-address", flags->prometheus_address,
+                      "Address the Prometheus endpoint listens on")
+      ->capture_default_str();
+  command->add_option("--map", flags->map,
+                      "At the end, print the service map to stdout (spans only go to --output)")
+      ->check(CLI::IsMember({"mermaid"}));
 
   return [flags] {
     process::ProcessRegistry processes;
@@ -62,7 +81,29 @@ Runner AddCaptureCommand(CLI::App& app) {
       }
       processes.SetOverride(mapping.substr(equals + 1), mapping.substr(0, equals));
     }
-    FILE* out = stdout;
+    metrics::SpanMetricsOptions metrics_options;
+    for (const std::string& mapping : flags->peer_services) {
+      size_t equals = mapping.find('=');
+      if (equals == std::string::npos || equals == 0 || equals + 1 == mapping.size()) {
+        spdlog::error("--peer-service '{}' is not NAME=ADDRESS or NAME=ADDRESS:PORT", mapping);
+        return 2;
+      }
+      metrics_options.peer_names.push_back({mapping.substr(equals + 1), mapping.substr(0, equals)});
+    }
+    metrics::SpanMetrics span_metrics(metrics_options);
+    exporters::PrometheusServer prometheus([&span_metrics] { return span_metrics.Collect(); });
+    if (flags->prometheus_port != 0) {
+      std::string error;
+      if (!prometheus.Start(flags->prometheus_address, flags->prometheus_port, &error)) {
+        spdlog::error("{}", error);
+        return 1;
+      }
+      spdlog::info("Prometheus metrics at http://{}:{}/metrics", flags->prometheus_address,
+                   flags->prometheus_port);
+    }
+    const bool print_map = !flags->map.empty();
+    // With a map on stdout, spans go to --output only (or nowhere).
+    FILE* out = print_map ? nullptr : stdout;
     if (!flags->output.empty()) {
       out = fopen(flags->output.c_str(), "w");
       if (!out) {
@@ -82,7 +123,12 @@ Runner AddCaptureCommand(CLI::App& app) {
     auto emit = [&](const spans::Span& span) {
       ++span_count;
       summary.Add(span);
-      std::string line = json ? exporters::SpanToJson(span).dump() : exporters::SpanToText(span);
+      span_metrics.Add(span);
+      if (!out) return;
+      // Paths and headers are bytes from the network: bytes that are not UTF-8 become U+FFFD
+      // (dump() would throw and end the capture).
+      std::string line = json ? exporters::SpanToJson(span).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                              : exporters::SpanToText(span);
       fmt::print(out, "{}\n", line);
       fflush(out);
     };
@@ -104,22 +150,28 @@ Runner AddCaptureCommand(CLI::App& app) {
       tracker.Tick(now);
       assembler.Tick(now);
       messaging.Tick(now);
+      span_metrics.Tick();
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
     loader::CounterValues counters{};
+    const uint64_t started_ns = MonotonicNowNs();
     int status = RunSession(flags->session, callbacks, &counters);
+    const double elapsed_seconds = (MonotonicNowNs() - started_ns) / 1e9;
     if (live_count) fmt::print(stderr, "\r");
     uint64_t in_flight = 0;
     tracker.Flush(&in_flight);
     assembler.Flush();
     messaging.Flush();
-    if (out != stdout) fclose(out);
+    span_metrics.FlushPending();
+    prometheus.Stop();
+    if (out && out != stdout) fclose(out);
     if (status != 0) return status;
 
     // The closing report goes to stderr so stdout stays pure spans for pipes.
     fmt::print(stderr, "\n{} spans\n", span_count);
     std::vector<spans::CallSummaryRow> rows = summary.Rows();
     if (!rows.empty()) fmt::print(stderr, "\n{}", exporters::SummaryTable(rows));
+    if (print_map) fmt::print(stdout, "{}", exporters::MermaidServiceMap(rows, elapsed_seconds));
     const conntrack::TrackerStats& stats = tracker.stats();
     std::vector<std::pair<std::string, uint64_t>> losses = {
         {"requests in flight at exit (not printed)", in_flight},
@@ -150,6 +202,10 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"event-loop processes not remembered (table full)", assembler.stats().event_loop_table_full},
         {"same-host pairs not linked (ends in two traces)", assembler.stats().same_host_not_linked},
         {"requests forgotten unanswered after 60 s", assembler.stats().open_requests_expired},
+        {"metric series folded into overflow", span_metrics.stats().series_overflowed},
+        {"metric services folded into {overflow}", span_metrics.stats().services_overflowed},
+        {"service graph: calls counted early (pending full)", span_metrics.stats().pending_evicted},
+        {"service graph: edges folded into {overflow}", span_metrics.stats().edges_overflowed},
     };
     bool header = false;
     for (const auto& [what, value] : losses) {

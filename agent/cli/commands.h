@@ -13,6 +13,7 @@ using Runner = std::function<int()>;
 Runner AddCheckCommand(CLI::App& app);
 Runner AddCaptureCommand(CLI::App& app);
 Runner AddSocketsCommand(CLI::App& app);
+Runner AddAgentCommand(CLI::App& app);
 
 // Set by SIGINT/SIGTERM; long-running commands stop when it is.
 bool StopRequested();

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   cli::Runner check = add(cli::AddCheckCommand);
   cli::Runner capture = add(cli::AddCaptureCommand);
   cli::Runner sockets = add(cli::AddSocketsCommand);
+  cli::Runner agent = add(cli::AddAgentCommand);
 
   try {
     app.parse(argc, argv);
@@ -57,5 +58,6 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("check")) return check();
   if (app.got_subcommand("capture")) return capture();
   if (app.got_subcommand("sockets")) return sockets();
+  if (app.got_subcommand("agent")) return agent();
   return 2;
 }

@@ -98,7 +98,9 @@ Runner AddSocketsCommand(CLI::App& app) {
     }
     std::unordered_map<uint64_t, SocketRecord> open;
     auto print = [&](const SocketRecord& record, const ft_conn_event* close) {
-      fprintf(out, "%s\n", ToJson(record, close).dump().c_str());
+      // Prefixes are raw bytes (TLS, binary protocols): what is not UTF-8 becomes U+FFFD.
+      fprintf(out, "%s\n",
+              ToJson(record, close).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       fflush(out);
     };
     SessionCallbacks callbacks;

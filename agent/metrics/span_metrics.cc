@@ -1,0 +1,395 @@
+#include "agent/metrics/span_metrics.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "agent/spans/span_assembler.h"
+
+namespace flowtracer::metrics {
+namespace {
+
+using spans::AttributeValue;
+using spans::Span;
+using spans::SpanKind;
+
+constexpr std::string_view kHttpServerDuration = "http.server.request.duration";
+constexpr std::string_view kHttpClientDuration = "http.client.request.duration";
+constexpr std::string_view kMessagingClientDuration = "messaging.client.operation.duration";
+constexpr std::string_view kMessagingProcessDuration = "messaging.process.duration";
+
+struct MetricInfo {
+  std::string_view name;
+  std::string_view description;
+};
+constexpr MetricInfo kRedMetrics[] = {
+    {kHttpServerDuration, "Duration of HTTP server requests."},
+    {kHttpClientDuration, "Duration of HTTP client requests."},
+    {kMessagingClientDuration, "Duration of messaging operation initiated by a producer or consumer client."},
+    {kMessagingProcessDuration, "Duration of processing operation."},
+};
+
+// The methods the HTTP semantic conventions name; anything else is "_OTHER" so a client
+// sending random methods cannot create series.
+std::string NormalMethod(std::string_view method) {
+  static constexpr std::string_view kKnown[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                                "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (std::string_view known : kKnown)
+    if (method == known) return std::string(method);
+  return "_OTHER";
+}
+
+const std::string* StringAttribute(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  return value ? std::get_if<std::string>(value) : nullptr;
+}
+
+const int64_t* IntAttribute(const Span& span, const std::string& key) {
+  const AttributeValue* value = span.Find(key);
+  return value ? std::get_if<int64_t>(value) : nullptr;
+}
+
+std::string Endpoint(const uint8_t address[16], uint16_t port) {
+  std::string text = spans::FormatAddress(address);
+  if (text.find(':') != std::string::npos) text = "[" + text + "]";
+  return text + ":" + std::to_string(port);
+}
+
+// Pairing keys are raw bytes: formatting addresses for every span would cost more than
+// the rest of the aggregation.
+void AppendEndpointBytes(std::string* key, const uint8_t address[16], uint16_t port) {
+  key->append(reinterpret_cast<const char*>(address), 16);
+  key->append(reinterpret_cast<const char*>(&port), sizeof(port));
+}
+
+bool IsMessaging(const Span& span) {
+  return span.kind == SpanKind::kProducer || span.kind == SpanKind::kConsumer;
+}
+
+// The service graph's "failed": the server did not answer properly (5xx or no
+// response), whichever end the span came from, so a 4xx (the client's mistake) is not a
+// failure of the edge. Messaging has no status code: the span's status decides.
+bool EndFailed(const Span& span) {
+  if (IsMessaging(span)) return span.status == spans::StatusCode::kError;
+  const int64_t* status = IntAttribute(span, "http.response.status_code");
+  return status == nullptr || *status >= 500;
+}
+
+// Length of the valid UTF-8 sequence starting at `text`, or 0 when it is not one.
+size_t Utf8SequenceLength(std::string_view text) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  size_t length;
+  uint32_t min_code_point;
+  if (lead < 0x80) return 1;
+  if (lead >= 0xc2 && lead <= 0xdf) length = 2, min_code_point = 0x80;
+  else if (lead >= 0xe0 && lead <= 0xef) length = 3, min_code_point = 0x800;
+  else if (lead >= 0xf0 && lead <= 0xf4) length = 4, min_code_point = 0x10000;
+  else return 0;
+  if (text.size() < length) return 0;
+  uint32_t code_point = lead & (0x3f >> (length - 1));
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xc0) != 0x80) return 0;
+    code_point = (code_point << 6) | (byte(i) & 0x3f);
+  }
+  if (code_point < min_code_point || code_point > 0x10ffff || (code_point >= 0xd800 && code_point <= 0xdfff))
+    return 0;
+  return length;
+}
+
+}  // namespace
+
+std::string ValidLabelValue(std::string_view value, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(value.size(), max_bytes));
+  while (!value.empty()) {
+    const size_t length = Utf8SequenceLength(value);
+    const size_t consumed = length ? length : 1;  // an invalid byte becomes one '?'
+    if (out.size() + consumed > max_bytes) break;  // never cut a character in two
+    if (length) out.append(value.substr(0, length));
+    else out += '?';
+    value.remove_prefix(consumed);
+  }
+  return out;
+}
+
+void HistogramData::Record(double value) {
+  const auto bound = std::lower_bound(kDurationBucketsSeconds.begin(), kDurationBucketsSeconds.end(), value);
+  ++bucket_counts[bound - kDurationBucketsSeconds.begin()];
+  min = count == 0 ? value : std::min(min, value);
+  max = count == 0 ? value : std::max(max, value);
+  ++count;
+  sum += value;
+}
+
+SpanMetrics::SpanMetrics(SpanMetricsOptions options) : options_(std::move(options)) {}
+
+uint64_t SpanMetrics::Now() const {
+  if (options_.now_unix_ns) return options_.now_unix_ns();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string SpanMetrics::Cut(std::string_view value) const {
+  return ValidLabelValue(value, options_.max_label_bytes);
+}
+
+void SpanMetrics::Add(const Span& span) {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ++stats_.spans;
+  RecordRed(span, now);
+  RecordEnd(span, now);
+  ExpireLocked(now, false);
+}
+
+void SpanMetrics::Tick() {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ExpireLocked(now, false);
+}
+
+void SpanMetrics::FlushPending() {
+  const uint64_t now = Now();
+  std::lock_guard lock(mutex_);
+  ExpireLocked(now, true);
+}
+
+void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
+  std::string_view metric;
+  Labels labels;
+  auto add_string = [&](const char* key) {
+    if (const std::string* value = StringAttribute(span, key)) labels.push_back({key, Cut(*value)});
+  };
+  auto add_int = [&](const char* key) {
+    if (const int64_t* value = IntAttribute(span, key)) labels.push_back({key, *value});
+  };
+  if (IsMessaging(span)) {
+    metric = span.kind == SpanKind::kProducer ? kMessagingClientDuration : kMessagingProcessDuration;
+    add_string("messaging.system");
+    add_string("messaging.operation.name");
+    add_string("messaging.destination.name");
+    add_string("server.address");
+    add_int("server.port");
+  } else {
+    metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
+    if (const std::string* method = StringAttribute(span, "http.request.method"))
+      labels.push_back({"http.request.method", NormalMethod(*method)});
+    add_int("http.response.status_code");
+    add_string("network.protocol.version");  // "1.1", "1.0"
+    if (span.kind == SpanKind::kServer) {
+      add_string("http.route");  // already templated and capped per service
+    } else {
+      add_string("server.address");
+      add_int("server.port");
+    }
+  }
+  // error.type is a status code or a short reason, never free text.
+  add_string("error.type");
+  std::sort(labels.begin(), labels.end());
+
+  std::string service = Cut(span.service);
+  if (!services_.contains(service) && services_.size() >= options_.max_services) {
+    ++stats_.services_overflowed;
+    service = kOverflowName;
+  }
+  ServiceMetrics& service_metrics = services_[service];
+  MetricSeries& metric_series = service_metrics.by_metric[std::string(metric)];
+  auto series = metric_series.series.find(labels);
+  if (series == metric_series.series.end()) {
+    if (service_metrics.series_count >= options_.max_series_per_service ||
+        series_total_ >= options_.max_series_total) {
+      ++stats_.series_overflowed;
+      labels = {{std::string(kOverflowAttribute), true}};
+      series = metric_series.series.find(labels);
+    }
+    if (series == metric_series.series.end()) {
+      series = metric_series.series.emplace(labels, Series{now, HistogramData{}}).first;
+      ++service_metrics.series_count;
+      ++series_total_;
+    }
+  }
+  series->second.histogram.Record((span.end_unix_ns - span.start_unix_ns) / 1e9);
+}
+
+std::string SpanMetrics::PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const {
+  const std::string endpoint = Endpoint(address, port);
+  const std::string host = spans::FormatAddress(address);
+  const PeerName* host_match = nullptr;
+  for (const PeerName& peer : options_.peer_names) {
+    if (peer.address == endpoint) return peer.name;
+    if (peer.address == host) host_match = &peer;
+  }
+  if (host_match) return host_match->name;
+  // A client's port is ephemeral: it would make one node per connection.
+  return with_port ? endpoint : host;
+}
+
+void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
+  PendingEnd end;
+  end.deadline_unix_ns = now + options_.pairing_wait_ns;
+  end.is_server = span.kind == SpanKind::kServer || span.kind == SpanKind::kConsumer;
+  end.service = span.service;
+  end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
+  end.failed = EndFailed(span);
+  const ft_tuple& t = span.tuple;
+  std::copy(std::begin(t.remote_addr), std::end(t.remote_addr), end.peer_address.begin());
+  end.peer_port = t.remote_port;
+  end.peer_with_port = !end.is_server || IsMessaging(span);
+  if (IsMessaging(span)) {
+    // The broker sits between producer and consumer: the consumer's parent is the
+    // producer's span (trace context travels in the message).
+    end.connection_type = "messaging_system";
+    const spans::SpanId& id = span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id;
+    end.key = "m";
+    end.key.append(reinterpret_cast<const char*>(id.data()), id.size());
+  } else if (end.is_server) {
+    end.key = "h";
+    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
+    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
+  } else {
+    end.key = "h";
+    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
+    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
+  }
+
+  auto& other_side = pending_by_key_[!end.is_server];
+  if (auto waiting = other_side.find(end.key); waiting != other_side.end()) {
+    std::vector<uint64_t>& others = waiting->second;
+    auto other = pending_.find(others.front());
+    others.erase(others.begin());
+    PendingEnd other_end = std::move(other->second);
+    pending_.erase(other);
+    if (others.empty()) other_side.erase(waiting);
+    const PendingEnd& client = end.is_server ? other_end : end;
+    const PendingEnd& server = end.is_server ? end : other_end;
+    ++stats_.graph_pairs;
+    CountEdge({Cut(client.service), Cut(server.service), end.connection_type}, &client, &server, now);
+    return;
+  }
+  pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
+  pending_.emplace(next_sequence_++, std::move(end));
+  while (pending_.size() > options_.max_pending_spans) {
+    ++stats_.pending_evicted;
+    CountUnpaired(PopOldest(), now);
+  }
+}
+
+SpanMetrics::PendingEnd SpanMetrics::PopOldest() {
+  auto oldest = pending_.begin();
+  PendingEnd end = std::move(oldest->second);
+  pending_.erase(oldest);
+  auto& same_side = pending_by_key_[end.is_server];
+  auto keyed = same_side.find(end.key);
+  keyed->second.erase(keyed->second.begin());  // the oldest overall is the oldest of its key
+  if (keyed->second.empty()) same_side.erase(keyed);
+  return end;
+}
+
+void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
+  while (!pending_.empty() && (all || pending_.begin()->second.deadline_unix_ns <= now))
+    CountUnpaired(PopOldest(), now);
+}
+
+void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {
+  ++stats_.graph_unpaired;
+  const std::string peer = Cut(PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port));
+  if (end.is_server) {
+    CountEdge({peer, Cut(end.service), end.connection_type}, nullptr, &end, now);
+  } else {
+    CountEdge({Cut(end.service), peer, end.connection_type}, &end, nullptr, now);
+  }
+}
+
+SpanMetrics::Edge SpanMetrics::NewEdge(uint64_t now) {
+  Edge edge;
+  edge.start_unix_ns = now;
+  return edge;
+}
+
+void SpanMetrics::CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server,
+                            uint64_t now) {
+  auto edge = edges_.find(key);
+  if (edge == edges_.end()) {
+    EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
+    if (edges_.size() >= options_.max_graph_edges) {
+      ++stats_.edges_overflowed;
+      edge = edges_.find(overflow);
+      if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
+    } else {
+      edge = edges_.emplace(key, NewEdge(now)).first;
+    }
+  }
+  Edge& e = edge->second;
+  ++e.total;
+  if ((client && client->failed) || (server && server->failed)) ++e.failed;
+  if (client) e.client_seconds.Record(client->seconds);
+  if (server) e.server_seconds.Record(server->seconds);
+}
+
+SpanMetricsStats SpanMetrics::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+MetricsSnapshot SpanMetrics::Collect() const {
+  MetricsSnapshot snapshot;
+  snapshot.time_unix_ns = Now();
+  std::lock_guard lock(mutex_);
+  for (const auto& [service, service_metrics] : services_) {
+    ResourceMetrics resource{service, {}};
+    for (const MetricInfo& info : kRedMetrics) {
+      auto found = service_metrics.by_metric.find(std::string(info.name));
+      if (found == service_metrics.by_metric.end()) continue;
+      Metric metric{std::string(info.name), std::string(info.description), "s", MetricKind::kHistogram, {}};
+      for (const auto& [labels, series] : found->second.series) {
+        Point point;
+        point.labels = labels;
+        point.start_unix_ns = series.start_unix_ns;
+        point.histogram = series.histogram;
+        metric.points.push_back(std::move(point));
+      }
+      resource.metrics.push_back(std::move(metric));
+    }
+    snapshot.resources.push_back(std::move(resource));
+  }
+
+  if (!edges_.empty()) {
+    ResourceMetrics graph{"", {}};
+    Metric total{"traces_service_graph_request_total", "Requests between two nodes of the service graph.",
+                 "{request}", MetricKind::kCounter, {}};
+    Metric failed{"traces_service_graph_request_failed_total",
+                  "Failed requests (5xx or no response) between two nodes of the service graph.",
+                  "{request}", MetricKind::kCounter, {}};
+    Metric server_seconds{"traces_service_graph_request_server_seconds",
+                          "Request duration as seen by the server.", "s", MetricKind::kHistogram, {}};
+    Metric client_seconds{"traces_service_graph_request_client_seconds",
+                          "Request duration as seen by the client.", "s", MetricKind::kHistogram, {}};
+    for (const auto& [key, edge] : edges_) {
+      Point point;
+      point.labels = {{"client", key.client}, {"connection_type", key.connection_type}, {"server", key.server}};
+      point.start_unix_ns = edge.start_unix_ns;
+      point.value = static_cast<int64_t>(edge.total);
+      total.points.push_back(point);
+      point.value = static_cast<int64_t>(edge.failed);
+      failed.points.push_back(point);
+      point.value = 0;
+      if (edge.server_seconds.count) {
+        point.histogram = edge.server_seconds;
+        server_seconds.points.push_back(point);
+      }
+      if (edge.client_seconds.count) {
+        point.histogram = edge.client_seconds;
+        client_seconds.points.push_back(point);
+      }
+    }
+    graph.metrics.push_back(std::move(total));
+    graph.metrics.push_back(std::move(failed));
+    if (!server_seconds.points.empty()) graph.metrics.push_back(std::move(server_seconds));
+    if (!client_seconds.points.empty()) graph.metrics.push_back(std::move(client_seconds));
+    snapshot.resources.push_back(std::move(graph));
+  }
+  return snapshot;
+}
+
+}  // namespace flowtracer::metrics

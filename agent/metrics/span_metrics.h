@@ -1,0 +1,138 @@
+// Metrics from spans, with no code in the services: RED histograms per service in the
+// OpenTelemetry semantic convention names, and the service graph in the names Grafana's
+// service graph view reads. Cardinality and memory are bounded (docs/metrics.md).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/metrics/metric_data.h"
+#include "agent/spans/span.h"
+
+namespace flowtracer::metrics {
+
+// A name for a peer that is not traced on this host: `address` is "10.0.0.7" or
+// "10.0.0.7:5432" (a port-specific entry wins).
+struct PeerName {
+  std::string address;
+  std::string name;
+};
+
+struct SpanMetricsOptions {
+  size_t max_series_per_service = 2000;   // beyond: one series marked otel.metric.overflow
+  size_t max_series_total = 50000;        // all services together, same overflow
+  size_t max_services = 1000;             // beyond: spans count under service "{overflow}"
+  size_t max_graph_edges = 10000;         // beyond: one edge {overflow} -> {overflow}
+  uint64_t pairing_wait_ns = 2'000'000'000;  // how long a span waits for the other end's
+  size_t max_pending_spans = 100000;      // spans waiting to be paired
+  size_t max_label_bytes = 256;           // longer attribute values are cut
+  std::vector<PeerName> peer_names;
+  std::function<uint64_t()> now_unix_ns;  // injectable clock; default: the system clock
+};
+
+struct SpanMetricsStats {
+  uint64_t spans = 0;
+  uint64_t series_overflowed = 0;     // spans recorded into an overflow series
+  uint64_t services_overflowed = 0;   // spans of services past max_services
+  uint64_t edges_overflowed = 0;      // graph requests folded into the overflow edge
+  uint64_t pending_evicted = 0;       // spans counted unpaired early: pending table full
+  uint64_t graph_pairs = 0;           // requests whose both ends were traced here
+  uint64_t graph_unpaired = 0;        // requests seen from one end only
+};
+
+// `value` as valid UTF-8 (Prometheus and OTLP receivers reject anything else: request
+// paths are bytes from the network), invalid bytes as '?', at most `max_bytes` long
+// without splitting a character.
+std::string ValidLabelValue(std::string_view value, size_t max_bytes);
+
+class SpanMetrics {
+ public:
+  static constexpr std::string_view kOverflowName = "{overflow}";
+  static constexpr std::string_view kOverflowAttribute = "otel.metric.overflow";
+
+  explicit SpanMetrics(SpanMetricsOptions options = {});
+
+  void Add(const spans::Span& span);
+  // Counts spans whose other end did not arrive in time; call about once a second.
+  void Tick();
+  // Counts every span still waiting as unpaired (end of a capture).
+  void FlushPending();
+
+  MetricsSnapshot Collect() const;
+  SpanMetricsStats stats() const;
+
+ private:
+  struct Series {
+    uint64_t start_unix_ns = 0;
+    HistogramData histogram;
+  };
+  struct MetricSeries {
+    std::map<Labels, Series> series;
+  };
+  struct ServiceMetrics {
+    size_t series_count = 0;
+    std::map<std::string, MetricSeries> by_metric;  // metric name -> series
+  };
+  struct EdgeKey {
+    std::string client;
+    std::string server;
+    std::string connection_type;
+    bool operator<(const EdgeKey& o) const {
+      return std::tie(client, server, connection_type) <
+             std::tie(o.client, o.server, o.connection_type);
+    }
+  };
+  struct Edge {
+    uint64_t start_unix_ns = 0;
+    uint64_t total = 0;
+    uint64_t failed = 0;
+    HistogramData server_seconds;
+    HistogramData client_seconds;
+  };
+  // One end of a call, waiting for the other end's span.
+  struct PendingEnd {
+    uint64_t deadline_unix_ns = 0;
+    std::string key;
+    bool is_server = false;
+    std::string service;
+    // The other end, named only if its span never arrives (formatting costs more than pairing).
+    std::array<uint8_t, 16> peer_address{};
+    uint16_t peer_port = 0;
+    bool peer_with_port = false;  // a server is IP:PORT, a client (ephemeral port) only IP
+    std::string connection_type;
+    double seconds = 0;
+    bool failed = false;
+  };
+
+  void RecordRed(const spans::Span& span, uint64_t now);
+  void RecordEnd(const spans::Span& span, uint64_t now);
+  void CountUnpaired(const PendingEnd& end, uint64_t now);
+  void CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server, uint64_t now);
+  static Edge NewEdge(uint64_t now);
+  PendingEnd PopOldest();  // pending_ must not be empty
+  void ExpireLocked(uint64_t now, bool all);
+  std::string PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const;
+  std::string Cut(std::string_view value) const;
+  uint64_t Now() const;
+
+  SpanMetricsOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, ServiceMetrics> services_;
+  size_t series_total_ = 0;
+  std::map<EdgeKey, Edge> edges_;
+  // Pending ends in arrival order (= deadline order), and per pairing key the sequence
+  // numbers of each side's ends, oldest first (HTTP/1 answers in order).
+  std::map<uint64_t, PendingEnd> pending_;
+  std::unordered_map<std::string, std::vector<uint64_t>> pending_by_key_[2];  // usually one each
+  uint64_t next_sequence_ = 0;
+  SpanMetricsStats stats_;
+};
+
+}  // namespace flowtracer::metrics

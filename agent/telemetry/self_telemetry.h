@@ -1,0 +1,48 @@
+// The agent's own counters: what it saw, what it lost (per reason), what it exported.
+// Written by the capture and export threads (relaxed atomics), read by anyone: the
+// shutdown log and the metrics exporter. Names are a contract (README, "Self-telemetry").
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flowtracer::telemetry {
+
+struct SelfTelemetry {
+  // Capture: kernel events and losses, refreshed from the kernel counters once a second.
+  std::atomic<uint64_t> events_data{0};
+  std::atomic<uint64_t> events_connection{0};
+  std::atomic<uint64_t> events_lost_ring_buffer_full{0};
+  std::atomic<uint64_t> events_lost_connection_table_full{0};
+  std::atomic<uint64_t> events_lost_user_memory_unreadable{0};
+  std::atomic<uint64_t> events_lost_syscall_stash_full{0};
+  // Userspace: records it could not use.
+  std::atomic<uint64_t> events_lost_malformed{0};
+  std::atomic<uint64_t> events_lost_unknown_connection{0};
+  std::atomic<uint64_t> stream_gap_bytes{0};
+
+  // Spans.
+  std::atomic<uint64_t> spans_produced{0};
+  std::atomic<uint64_t> spans_exported{0};
+  std::atomic<uint64_t> spans_dropped_queue_full{0};     // oldest dropped to make room
+  std::atomic<uint64_t> spans_dropped_export_failed{0};  // retries exhausted or permanent error
+  std::atomic<uint64_t> spans_dropped_rejected{0};       // the receiver's partial_success
+  std::atomic<uint64_t> spans_dropped_shutdown{0};       // still queued when the flush timed out
+  std::atomic<uint64_t> export_requests{0};              // every attempt, retries included
+  std::atomic<uint64_t> export_errors{0};                // attempts that failed
+  std::atomic<uint64_t> queue_depth_spans{0};            // gauge
+
+  enum class Kind { kCounter, kGauge };
+  struct Value {
+    std::string name;    // e.g. "flowtracer.spans.dropped"
+    std::string reason;  // attribute value for per-reason counters, else empty
+    Kind kind;
+    uint64_t value;
+  };
+  // Every value with its stable name, for logs and metrics.
+  std::vector<Value> Snapshot() const;
+};
+
+}  // namespace flowtracer::telemetry

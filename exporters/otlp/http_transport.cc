@@ -1,0 +1,165 @@
+// OTLP/HTTP: POST of the protobuf request (Content-Type application/x-protobuf), gzip when
+// asked. One curl handle, reused, so the connection stays open between exports.
+#include <curl/curl.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "exporters/otlp/otlp_options.h"
+#include "exporters/otlp/transport.h"
+
+namespace flowtracer::exporters::otlp {
+namespace {
+
+bool Gzip(const std::string& input, std::string* output) {
+  z_stream stream{};
+  // windowBits 15 + 16: a gzip header and trailer, not zlib's.
+  if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return false;
+  output->resize(deflateBound(&stream, input.size()) + 32);
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+  stream.avail_in = static_cast<uInt>(input.size());
+  stream.next_out = reinterpret_cast<Bytef*>(output->data());
+  stream.avail_out = static_cast<uInt>(output->size());
+  int status = deflate(&stream, Z_FINISH);
+  output->resize(stream.total_out);
+  deflateEnd(&stream);
+  return status == Z_STREAM_END;
+}
+
+size_t AppendBody(char* data, size_t size, size_t count, void* user) {
+  static_cast<std::string*>(user)->append(data, size * count);
+  return size * count;
+}
+
+size_t ReadHeader(char* data, size_t size, size_t count, void* user) {
+  std::string_view line(data, size * count);
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() > kName.size() && strncasecmp(line.data(), kName.data(), kName.size()) == 0) {
+    std::string value(line.substr(kName.size()));
+    while (!value.empty() && isspace(static_cast<unsigned char>(value.back()))) value.pop_back();
+    size_t first = value.find_first_not_of(' ');
+    *static_cast<std::string*>(user) = first == std::string::npos ? "" : value.substr(first);
+  }
+  return size * count;
+}
+
+// Retry-After is either seconds or an HTTP date (RFC 9110 section 10.2.3).
+std::optional<uint64_t> ParseRetryAfterMs(const std::string& value) {
+  if (value.empty()) return std::nullopt;
+  char* end = nullptr;
+  unsigned long long seconds = strtoull(value.c_str(), &end, 10);
+  if (end && *end == '\0') return seconds * 1000;
+  time_t when = curl_getdate(value.c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  time_t now = time(nullptr);
+  return when > now ? static_cast<uint64_t>(when - now) * 1000 : 0;
+}
+
+class HttpTransport : public Transport {
+  // libcurl calls this often during a transfer; non-zero aborts it (shutdown deadline).
+  static int CheckDeadline(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return std::chrono::steady_clock::now() >= static_cast<HttpTransport*>(self)->Deadline() ? 1 : 0;
+  }
+
+ public:
+  HttpTransport(TransportOptions options, CURL* curl) : options_(std::move(options)), curl_(curl) {
+    headers_ = curl_slist_append(headers_, "Content-Type: application/x-protobuf");
+    if (options_.gzip) headers_ = curl_slist_append(headers_, "Content-Encoding: gzip");
+    headers_ = curl_slist_append(headers_, "User-Agent: flowtracer/" FLOWTRACER_VERSION);
+    headers_ = curl_slist_append(headers_, "Expect:");  // no 100-continue round trip
+    for (const auto& [key, value] : options_.headers)
+      headers_ = curl_slist_append(headers_, (key + ": " + value).c_str());
+  }
+  ~HttpTransport() override {
+    curl_slist_free_all(headers_);
+    curl_easy_cleanup(curl_);
+  }
+
+  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+    std::string compressed;
+    const std::string* body = &request;
+    if (options_.gzip) {
+      if (!Gzip(request, &compressed)) return {SendResult::Outcome::kFailed, "gzip failed", {}, {}};
+      body = &compressed;
+    }
+    std::string response, retry_after;
+    curl_easy_reset(curl_);
+    curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
+    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body->data());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
+    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
+    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<uint64_t>(timeout_ms, 5000)));
+    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);  // curl's timeouts must not raise SIGALRM
+    curl_easy_setopt(curl_, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
+    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, AppendBody);
+    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response);
+    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, ReadHeader);
+    curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &retry_after);
+    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, CheckDeadline);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
+    CURLcode code = curl_easy_perform(curl_);
+    SendResult result;
+    if (code != CURLE_OK) {
+      // No answer at all (refused, reset, timed out): the receiver may come back.
+      result.outcome = SendResult::Outcome::kRetryable;
+      result.error = curl_easy_strerror(code);
+      return result;
+    }
+    long status = 0;
+    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300) {
+      result.outcome = SendResult::Outcome::kSuccess;
+      result.response = std::move(response);
+      return result;
+    }
+    result.error = "HTTP " + std::to_string(status);
+    bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
+    result.outcome = retryable ? SendResult::Outcome::kRetryable : SendResult::Outcome::kFailed;
+    if (retryable) result.retry_after_ms = ParseRetryAfterMs(retry_after);
+    return result;
+  }
+
+  std::string Describe() const override {
+    return options_.endpoint + " (http/protobuf" + (options_.gzip ? ", gzip)" : ")");
+  }
+
+ private:
+  TransportOptions options_;
+  CURL* curl_;
+  curl_slist* headers_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error) {
+  std::string reason;
+  if (!ValidateEndpointUrl(options.endpoint, &reason)) {
+    *error = "OTLP endpoint " + reason;
+    return nullptr;
+  }
+  static std::once_flag global_init;
+  std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  CURL* curl = curl_easy_init();
+  if (!curl) {
+    *error = "libcurl could not start";
+    return nullptr;
+  }
+  return std::make_unique<HttpTransport>(options, curl);
+}
+
+std::unique_ptr<Transport> MakeTransport(const TransportOptions& options, std::string* error) {
+  return options.protocol == Protocol::kGrpc ? MakeGrpcTransport(options, error)
+                                             : MakeHttpTransport(options, error);
+}
+
+std::string GrpcMethod(Signal signal) {
+  return signal == Signal::kTraces ? "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                                   : "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+}
+
+}  // namespace flowtracer::exporters::otlp

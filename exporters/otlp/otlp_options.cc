@@ -1,0 +1,188 @@
+#include "exporters/otlp/otlp_options.h"
+
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+
+namespace flowtracer::exporters::otlp {
+namespace {
+
+std::string Trim(std::string_view text) {
+  size_t begin = 0, end = text.size();
+  while (begin < end && isspace(static_cast<unsigned char>(text[begin]))) ++begin;
+  while (end > begin && isspace(static_cast<unsigned char>(text[end - 1]))) --end;
+  return std::string(text.substr(begin, end - begin));
+}
+
+bool PercentDecode(std::string_view text, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out->push_back(text[i]);
+      continue;
+    }
+    if (i + 2 >= text.size() || !isxdigit(static_cast<unsigned char>(text[i + 1])) ||
+        !isxdigit(static_cast<unsigned char>(text[i + 2])))
+      return false;
+    out->push_back(static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16)));
+    i += 2;
+  }
+  return true;
+}
+
+}  // namespace
+
+EnvLookup ProcessEnvironment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* value = getenv(name.c_str());
+    if (!value || !*value) return std::nullopt;  // set but empty counts as unset (spec)
+    return std::string(value);
+  };
+}
+
+bool ParseProtocol(const std::string& text, Protocol* protocol) {
+  if (text == "http/protobuf") *protocol = Protocol::kHttpProtobuf;
+  else if (text == "grpc") *protocol = Protocol::kGrpc;
+  else return false;
+  return true;
+}
+
+std::string ProtocolName(Protocol protocol) {
+  return protocol == Protocol::kGrpc ? "grpc" : "http/protobuf";
+}
+
+bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* reason) {
+  KeyValues parsed;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = Trim(std::string_view(text).substr(start, comma - start));
+    start = comma + 1;
+    if (item.empty()) continue;
+    size_t equals = item.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      *reason = "'" + item + "' is not key=value";
+      return false;
+    }
+    std::string key = Trim(item.substr(0, equals)), value;
+    if (!PercentDecode(Trim(item.substr(equals + 1)), &value)) {
+      *reason = "'" + item + "' has a malformed %-escape";
+      return false;
+    }
+    parsed.emplace_back(key, value);
+  }
+  *out = std::move(parsed);
+  return true;
+}
+
+bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) {
+    *reason = "'" + url + "' is not a URL: use http://host:port or https://host:port";
+    return false;
+  }
+  std::string scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") {
+    *reason = "'" + url + "' has scheme '" + scheme + "': use http:// or https://";
+    return false;
+  }
+  std::string rest = url.substr(scheme_end + 3);
+  std::string authority = rest.substr(0, rest.find('/'));
+  std::string host = authority;
+  if (!authority.empty() && authority[0] == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string::npos) {
+      *reason = "'" + url + "' has an unclosed IPv6 address";
+      return false;
+    }
+    host = authority.substr(1, close - 1);
+    authority = authority.substr(close + 1);
+  } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
+    host = authority.substr(0, colon);
+    authority = authority.substr(colon);
+  } else {
+    authority.clear();
+  }
+  if (host.empty()) {
+    *reason = "'" + url + "' has no host";
+    return false;
+  }
+  for (char c : host) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' && c != ':') {
+      *reason = "'" + url + "' has an invalid host '" + host + "'";
+      return false;
+    }
+  }
+  if (!authority.empty()) {  // ":port"
+    std::string port = authority.substr(1);
+    unsigned value = 0;
+    auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value == 0 ||
+        value > 65535) {
+      *reason = "'" + url + "' has an invalid port '" + port + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* options) {
+  if (auto v = env("OTEL_EXPORTER_OTLP_ENDPOINT")) options->endpoint = *v;
+  if (auto v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) options->traces_endpoint = *v;
+  if (auto v = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")) options->metrics_endpoint = *v;
+  for (const char* name : {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                           "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"}) {
+    std::string reason;
+    if (auto v = env(name); v && !ValidateEndpointUrl(*v, &reason)) return std::string(name) + ": " + reason;
+  }
+  if (auto v = env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+    if (!ParseProtocol(*v, &options->protocol))
+      return "OTEL_EXPORTER_OTLP_PROTOCOL: '" + *v + "' is not http/protobuf or grpc";
+  }
+  if (auto v = env("OTEL_EXPORTER_OTLP_HEADERS")) {
+    std::string reason;
+    if (!ParseKeyValueList(*v, &options->headers, &reason)) return "OTEL_EXPORTER_OTLP_HEADERS: " + reason;
+  }
+  if (auto v = env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+    if (*v == "gzip") options->gzip = true;
+    else if (*v == "none") options->gzip = false;
+    else return "OTEL_EXPORTER_OTLP_COMPRESSION: '" + *v + "' is not gzip or none";
+  }
+  if (auto v = env("OTEL_EXPORTER_OTLP_TIMEOUT")) {
+    uint64_t ms = 0;
+    auto [end, error] = std::from_chars(v->data(), v->data() + v->size(), ms);
+    if (error != std::errc() || end != v->data() + v->size() || ms == 0)
+      return "OTEL_EXPORTER_OTLP_TIMEOUT: '" + *v + "' is not a positive number of milliseconds";
+    options->timeout_ms = ms;
+  }
+  if (auto v = env("OTEL_RESOURCE_ATTRIBUTES")) {
+    std::string reason;
+    if (!ParseKeyValueList(*v, &options->resource_attributes, &reason))
+      return "OTEL_RESOURCE_ATTRIBUTES: " + reason;
+  }
+  return "";
+}
+
+std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {
+  const std::string& specific = signal == Signal::kTraces ? options.traces_endpoint : options.metrics_endpoint;
+  if (!specific.empty()) return specific;
+  bool grpc = options.protocol == Protocol::kGrpc;
+  std::string base = options.endpoint;
+  if (base.empty()) base = grpc ? "http://localhost:4317" : "http://localhost:4318";
+  if (grpc) return base;
+  if (base.back() == '/') base.pop_back();
+  return base + (signal == Signal::kTraces ? "/v1/traces" : "/v1/metrics");
+}
+
+TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal) {
+  TransportOptions transport;
+  transport.protocol = options.protocol;
+  transport.signal = signal;
+  transport.endpoint = ResolveEndpoint(options, signal);
+  transport.headers = options.headers;
+  transport.gzip = options.gzip;
+  return transport;
+}
+
+}  // namespace flowtracer::exporters::otlp

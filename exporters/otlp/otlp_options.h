@@ -1,0 +1,65 @@
+// Where and how OTLP goes: defaults, then the standard OTEL_* environment variables
+// (https://opentelemetry.io/docs/specs/otel/protocol/exporter/), then whatever the caller
+// (the agent's YAML file and flags) sets on top.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "exporters/otlp/transport.h"
+
+namespace flowtracer::exporters::otlp {
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+struct OtlpExporterOptions {
+  // Base endpoint: "/v1/traces" and "/v1/metrics" are appended for OTLP/HTTP. Empty means
+  // http://localhost:4318 (OTLP/HTTP) or http://localhost:4317 (gRPC).
+  std::string endpoint;
+  std::string traces_endpoint;   // used as is when set
+  std::string metrics_endpoint;  // used as is when set
+  Protocol protocol = Protocol::kHttpProtobuf;
+  KeyValues headers;
+  bool gzip = false;
+  uint64_t timeout_ms = 10000;  // per export request
+  KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: added to every resource
+
+  // Batching (spans): a request goes out when this many are queued, or after the delay.
+  uint32_t max_export_batch_spans = 512;
+  uint64_t schedule_delay_ms = 1000;
+  uint32_t max_queue_spans = 8192;  // when full, the oldest span is dropped and counted
+
+  // Retries of retryable failures: exponential backoff with jitter, Retry-After honoured.
+  uint32_t max_attempts = 5;
+  uint64_t initial_backoff_ms = 1000;
+  uint64_t max_backoff_ms = 5000;
+  uint64_t max_retry_after_ms = 30000;  // a larger Retry-After is capped to this
+};
+
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+EnvLookup ProcessEnvironment();
+
+// Applies the OTEL_EXPORTER_OTLP_* and OTEL_RESOURCE_ATTRIBUTES variables that are set.
+// Returns "" or one sentence naming the variable and what is wrong with it.
+std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* options);
+
+// "http/protobuf" or "grpc"; false otherwise.
+bool ParseProtocol(const std::string& text, Protocol* protocol);
+std::string ProtocolName(Protocol protocol);
+
+// "k1=v1,k2=v2" with percent-encoded values (W3C Baggage style, as the OTEL variables use).
+bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* reason);
+
+// An http:// or https:// URL with a host; `reason` says what is wrong otherwise.
+bool ValidateEndpointUrl(const std::string& url, std::string* reason);
+
+// The URL the signal goes to, after the defaults and the /v1/<signal> rule.
+std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);
+
+TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal);
+
+}  // namespace flowtracer::exporters::otlp

@@ -1,0 +1,132 @@
+#include "exporters/otlp/span_exporter.h"
+
+#include <spdlog/spdlog.h>
+
+namespace flowtracer::exporters::otlp {
+namespace {
+
+RetryPolicy PolicyFrom(const OtlpExporterOptions& options) {
+  RetryPolicy policy;
+  policy.max_attempts = options.max_attempts;
+  policy.initial_backoff_ms = options.initial_backoff_ms;
+  policy.max_backoff_ms = options.max_backoff_ms;
+  policy.max_retry_after_ms = options.max_retry_after_ms;
+  policy.timeout_ms = options.timeout_ms;
+  return policy;
+}
+
+}  // namespace
+
+OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::unique_ptr<Transport> transport,
+                                   telemetry::SelfTelemetry* telemetry)
+    : options_(options), telemetry_(telemetry), sender_(std::move(transport), PolicyFrom(options)) {
+  if (options_.max_export_batch_spans == 0) options_.max_export_batch_spans = 1;
+  if (options_.max_queue_spans < options_.max_export_batch_spans) options_.max_queue_spans = options_.max_export_batch_spans;
+  thread_ = std::thread([this] { Run(); });
+}
+
+OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
+
+void OtlpSpanExporter::Export(spans::Span span, ResourcePtr resource) {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      telemetry_->spans_dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (queue_.size() >= options_.max_queue_spans) {
+      queue_.pop_front();
+      ++finished_total_;
+      telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
+    }
+    queue_.push_back({std::move(span), std::move(resource)});
+    ++enqueued_total_;
+    telemetry_->queue_depth_spans.store(queue_.size(), std::memory_order_relaxed);
+    wake = queue_.size() == options_.max_export_batch_spans;
+  }
+  if (wake) work_.notify_one();
+}
+
+bool OtlpSpanExporter::ForceFlush(uint64_t timeout_ms) {
+  std::unique_lock lock(mutex_);
+  uint64_t target = enqueued_total_;
+  flush_requested_ = true;
+  work_.notify_one();
+  return done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return finished_total_ >= target; });
+}
+
+void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_ = true;
+  }
+  sender_.SetDeadline(RetryingSender::Clock::now() + std::chrono::milliseconds(timeout_ms));
+  work_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void OtlpSpanExporter::Run() {
+  auto delay = std::chrono::milliseconds(options_.schedule_delay_ms);
+  auto next_send = std::chrono::steady_clock::now() + delay;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    work_.wait_until(lock, next_send, [&] {
+      return stopping_ || flush_requested_ || queue_.size() >= options_.max_export_batch_spans;
+    });
+    if (queue_.empty()) {
+      flush_requested_ = false;
+      if (stopping_) break;
+      next_send = std::chrono::steady_clock::now() + delay;
+      continue;
+    }
+    size_t count = std::min<size_t>(queue_.size(), options_.max_export_batch_spans);
+    std::vector<ResourcedSpan> batch;
+    batch.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    telemetry_->queue_depth_spans.store(queue_.size(), std::memory_order_relaxed);
+    lock.unlock();
+    SendBatch(batch);
+    lock.lock();
+    finished_total_ += count;
+    done_.notify_all();
+    if (queue_.size() < options_.max_export_batch_spans) next_send = std::chrono::steady_clock::now() + delay;
+  }
+  done_.notify_all();
+}
+
+void OtlpSpanExporter::SendBatch(std::vector<ResourcedSpan>& batch) {
+  opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest request;
+  EncodeSpans(batch, &request);
+  std::string bytes;
+  request.SerializeToString(&bytes);
+  SendOutcome outcome = sender_.Send(bytes);
+  telemetry_->export_requests.fetch_add(outcome.attempts, std::memory_order_relaxed);
+  telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);
+  uint64_t count = batch.size();
+  if (outcome.last.outcome != SendResult::Outcome::kSuccess) {
+    bool shutting_down = outcome.attempts == 0 || sender_.DeadlinePassed();
+    (shutting_down ? telemetry_->spans_dropped_shutdown : telemetry_->spans_dropped_export_failed)
+        .fetch_add(count, std::memory_order_relaxed);
+    spdlog::warn("OTLP export to {} failed after {} attempt(s): {}; {} spans dropped", sender_.transport().Describe(),
+                 outcome.attempts, outcome.last.error, count);
+    return;
+  }
+  opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse response;
+  uint64_t rejected = 0;
+  if (!outcome.last.response.empty() && response.ParseFromString(outcome.last.response) && response.has_partial_success()) {
+    rejected = std::min<uint64_t>(count, std::max<int64_t>(0, response.partial_success().rejected_spans()));
+    if (rejected || !response.partial_success().error_message().empty())
+      spdlog::warn("OTLP receiver rejected {} of {} spans: {}", rejected, count,
+                   response.partial_success().error_message());
+  }
+  telemetry_->spans_dropped_rejected.fetch_add(rejected, std::memory_order_relaxed);
+  telemetry_->spans_exported.fetch_add(count - rejected, std::memory_order_relaxed);
+}
+
+}  // namespace flowtracer::exporters::otlp

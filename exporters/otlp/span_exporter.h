@@ -1,0 +1,56 @@
+// Batches spans and sends them as OTLP on its own thread. Export() only queues (a short
+// lock, never the network), so capture is never held up by the collector. The queue is
+// bounded: when full, the oldest span is dropped and counted.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "agent/telemetry/self_telemetry.h"
+#include "exporters/otlp/otlp_options.h"
+#include "exporters/otlp/retrying_sender.h"
+#include "exporters/otlp/span_encoder.h"
+
+namespace flowtracer::exporters::otlp {
+
+class OtlpSpanExporter {
+ public:
+  // `telemetry` must outlive the exporter.
+  OtlpSpanExporter(const OtlpExporterOptions& options, std::unique_ptr<Transport> transport,
+                   telemetry::SelfTelemetry* telemetry);
+  ~OtlpSpanExporter();  // Shutdown(0) if not done
+
+  void Export(spans::Span span, ResourcePtr resource);
+
+  // Waits until everything queued before the call was sent (or dropped). False on timeout.
+  bool ForceFlush(uint64_t timeout_ms);
+
+  // Sends what is queued within timeout_ms, then stops; spans left are counted as dropped.
+  void Shutdown(uint64_t timeout_ms);
+
+  std::string Describe() { return sender_.transport().Describe(); }
+
+ private:
+  void Run();
+  void SendBatch(std::vector<ResourcedSpan>& batch);
+
+  OtlpExporterOptions options_;
+  telemetry::SelfTelemetry* telemetry_;
+  RetryingSender sender_;
+
+  std::mutex mutex_;
+  std::condition_variable work_;  // wakes the export thread
+  std::condition_variable done_;  // wakes ForceFlush
+  std::deque<ResourcedSpan> queue_;
+  uint64_t enqueued_total_ = 0;   // spans ever queued
+  uint64_t finished_total_ = 0;   // spans sent or dropped (queued ones only)
+  bool flush_requested_ = false;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+}  // namespace flowtracer::exporters::otlp

@@ -1,0 +1,74 @@
+// How serialized OTLP requests reach a receiver, whatever the signal: the span exporter
+// and the metrics exporter both hand a Transport the bytes of an Export*ServiceRequest.
+// Implementations: OTLP/HTTP with protobuf bodies (libcurl) and OTLP/gRPC (grpc++).
+// Tests inject a fake.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flowtracer::exporters::otlp {
+
+enum class Signal { kTraces, kMetrics };
+enum class Protocol { kHttpProtobuf, kGrpc };
+
+struct SendResult {
+  enum class Outcome {
+    kSuccess,    // the receiver took the request (it may still reject part of it)
+    kRetryable,  // 429/502/503/504, gRPC UNAVAILABLE/RESOURCE_EXHAUSTED/..., no connection
+    kFailed,     // anything else: retrying would not help
+  };
+  Outcome outcome = Outcome::kFailed;
+  std::string error;                     // "HTTP 503", "connection refused", ...
+  std::optional<uint64_t> retry_after_ms;  // the receiver's Retry-After, when it gave one
+  std::string response;                  // serialized Export*ServiceResponse on success
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Blocks for at most timeout_ms. Never throws. Called from one thread at a time.
+  virtual SendResult Send(const std::string& request, uint64_t timeout_ms) = 0;
+  virtual std::string Describe() const = 0;  // "http://collector:4318/v1/traces (gzip)"
+
+  // Shutdown: a request still running at `deadline` is abandoned (Send returns kRetryable).
+  // Callable from any thread.
+  void SetDeadline(std::chrono::steady_clock::time_point deadline) {
+    deadline_ns_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
+ protected:
+  std::chrono::steady_clock::time_point Deadline() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(deadline_ns_.load(std::memory_order_relaxed)));
+  }
+
+ private:
+  std::atomic<std::chrono::steady_clock::rep> deadline_ns_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
+};
+
+struct TransportOptions {
+  Protocol protocol = Protocol::kHttpProtobuf;
+  Signal signal = Signal::kTraces;
+  std::string endpoint;  // full URL: http(s)://host:port/v1/traces, or http(s)://host:port for gRPC
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool gzip = false;
+};
+
+// Returns nullptr and sets *error when the endpoint cannot be used.
+std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error);
+std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, std::string* error);
+std::unique_ptr<Transport> MakeTransport(const TransportOptions& options, std::string* error);
+
+// The delay in a gRPC error's google.rpc.RetryInfo detail (serialized google.rpc.Status).
+std::optional<uint64_t> GrpcRetryDelayMs(const std::string& status_details);
+
+// "/opentelemetry.proto.collector.trace.v1.TraceService/Export" and the metrics one.
+std::string GrpcMethod(Signal signal);
+
+}  // namespace flowtracer::exporters::otlp

@@ -1,0 +1,588 @@
+// OTLP options, encoding, batching, retries and the HTTP transport, against a fake
+// transport or a loopback HTTP server (no root needed).
+#include <gtest/gtest.h>
+
+#include <google/protobuf/any.pb.h>
+#include <google/protobuf/duration.pb.h>
+#include <httplib.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "agent/spans/ids.h"
+#include "exporters/otlp/otlp_options.h"
+#include "exporters/otlp/retrying_sender.h"
+#include "exporters/otlp/span_encoder.h"
+#include "exporters/otlp/span_exporter.h"
+
+namespace flowtracer::exporters::otlp {
+namespace {
+
+using opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest;
+using opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse;
+using Clock = std::chrono::steady_clock;
+
+EnvLookup FakeEnv(std::map<std::string, std::string> values) {
+  return [values](const std::string& name) -> std::optional<std::string> {
+    auto it = values.find(name);
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+spans::Span MakeSpan(uint8_t tag, bool root = false) {
+  spans::Span span;
+  span.trace_id.fill(0x11);
+  span.span_id.fill(tag);
+  if (!root) span.parent_span_id.fill(0x22);
+  span.kind = spans::SpanKind::kClient;
+  span.name = "GET /users/{id}";
+  span.service = "gateway";
+  span.pid = 4242;
+  span.start_unix_ns = 1700000000000000000ull;
+  span.end_unix_ns = 1700000000002500000ull;
+  span.status = spans::StatusCode::kError;
+  span.attributes = {{"http.request.method", std::string("GET")},
+                     {"http.response.status_code", int64_t{503}},
+                     {"flowtracer.role_inferred", true},
+                     {"some.ratio", 0.5}};
+  return span;
+}
+
+ResourcePtr MakeResource(uint32_t pid, const std::string& service) {
+  process::ProcessInfo info;
+  info.pid = pid;
+  info.service_name = service;
+  info.executable_name = "python3";
+  info.executable_path = "/usr/bin/python3";
+  info.command_args = {"python3", "/srv/app.py", "--port", "8080"};
+  return std::make_shared<Resource>(ProcessResource(info, "node-1", 777, {{"deployment.environment", "test"},
+                                                                           {"service.name", "ignored"}}));
+}
+
+std::map<std::string, std::string> StringAttributes(const google::protobuf::RepeatedPtrField<
+                                                    opentelemetry::proto::common::v1::KeyValue>& attributes) {
+  std::map<std::string, std::string> out;
+  for (const auto& kv : attributes) {
+    const auto& v = kv.value();
+    if (v.has_string_value()) out[kv.key()] = v.string_value();
+    else if (v.has_int_value()) out[kv.key()] = "int:" + std::to_string(v.int_value());
+    else if (v.has_bool_value()) out[kv.key()] = v.bool_value() ? "bool:true" : "bool:false";
+    else if (v.has_double_value()) out[kv.key()] = "double:" + std::to_string(v.double_value());
+    else if (v.has_array_value()) {
+      std::string joined;
+      for (const auto& item : v.array_value().values()) joined += "[" + item.string_value() + "]";
+      out[kv.key()] = joined;
+    }
+  }
+  return out;
+}
+
+// ---- Options.
+
+TEST(OtlpOptionsTest, DefaultsAreLocalHttp) {
+  OtlpExporterOptions options;
+  EXPECT_EQ(ApplyOtelEnvironment(FakeEnv({}), &options), "");
+  EXPECT_EQ(ResolveEndpoint(options, Signal::kTraces), "http://localhost:4318/v1/traces");
+  EXPECT_EQ(ResolveEndpoint(options, Signal::kMetrics), "http://localhost:4318/v1/metrics");
+  options.protocol = Protocol::kGrpc;
+  EXPECT_EQ(ResolveEndpoint(options, Signal::kTraces), "http://localhost:4317");
+}
+
+TEST(OtlpOptionsTest, StandardVariables) {
+  OtlpExporterOptions options;
+  std::string error = ApplyOtelEnvironment(
+      FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"},
+               {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "https://metrics.example:443/custom"},
+               {"OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret%20value, x-tenant = a"},
+               {"OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"},
+               {"OTEL_EXPORTER_OTLP_TIMEOUT", "2500"},
+               {"OTEL_RESOURCE_ATTRIBUTES", "k8s.cluster.name=prod,deployment.environment=eu%2Cwest"}}),
+      &options);
+  ASSERT_EQ(error, "");
+  EXPECT_EQ(ResolveEndpoint(options, Signal::kTraces), "http://collector:4318/v1/traces");
+  EXPECT_EQ(ResolveEndpoint(options, Signal::kMetrics), "https://metrics.example:443/custom");
+  ASSERT_EQ(options.headers.size(), 2u);
+  EXPECT_EQ(options.headers[0], std::make_pair(std::string("api-key"), std::string("secret value")));
+  EXPECT_EQ(options.headers[1], std::make_pair(std::string("x-tenant"), std::string("a")));
+  EXPECT_TRUE(options.gzip);
+  EXPECT_EQ(options.timeout_ms, 2500u);
+  ASSERT_EQ(options.resource_attributes.size(), 2u);
+  EXPECT_EQ(options.resource_attributes[1].second, "eu,west");
+
+  OtlpExporterOptions grpc;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"},
+                                          {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[::1]:4317"}}),
+                                 &grpc),
+            "");
+  EXPECT_EQ(grpc.protocol, Protocol::kGrpc);
+  EXPECT_EQ(ResolveEndpoint(grpc, Signal::kTraces), "http://[::1]:4317");
+}
+
+TEST(OtlpOptionsTest, BadValuesNameTheVariable) {
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
+      {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:99999"},
+      {"OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"},
+      {"OTEL_EXPORTER_OTLP_TIMEOUT", "10s"},
+      {"OTEL_EXPORTER_OTLP_HEADERS", "novalue"},
+      {"OTEL_RESOURCE_ATTRIBUTES", "a=%zz"},
+  };
+  for (const auto& [name, value] : cases) {
+    OtlpExporterOptions options;
+    std::string error = ApplyOtelEnvironment(FakeEnv({{name, value}}), &options);
+    EXPECT_NE(error.find(name), std::string::npos) << name << "=" << value << ": " << error;
+  }
+}
+
+TEST(OtlpOptionsTest, EndpointUrls) {
+  std::string reason;
+  for (const char* good : {"http://localhost:4318", "https://otel.example.com", "http://10.0.0.1:4317/",
+                           "http://[fe80::1]:4318/v1/traces", "http://collector.observability.svc:4318"})
+    EXPECT_TRUE(ValidateEndpointUrl(good, &reason)) << good << ": " << reason;
+  for (const char* bad : {"", "localhost:4318", "http://", "http://:4318", "http://host:0", "http://host:port",
+                          "grpc://host:4317", "http://ho st:1"})
+    EXPECT_FALSE(ValidateEndpointUrl(bad, &reason)) << bad;
+}
+
+// ---- Encoding.
+
+TEST(OtlpEncoderTest, OneResourcePerProcessWithSpanFields) {
+  ResourcePtr gateway = MakeResource(4242, "gateway");
+  ResourcePtr billing = MakeResource(5151, "billing");
+  std::vector<ResourcedSpan> batch = {{MakeSpan(1), gateway}, {MakeSpan(2, true), billing}, {MakeSpan(3), gateway}};
+  ExportTraceServiceRequest request;
+  EncodeSpans(batch, &request);
+  ASSERT_EQ(request.resource_spans_size(), 2);
+
+  const auto& first = request.resource_spans(0);
+  auto resource = StringAttributes(first.resource().attributes());
+  EXPECT_EQ(resource["service.name"], "gateway");
+  EXPECT_EQ(resource["service.instance.id"], "node-1/4242/777");
+  EXPECT_EQ(resource["process.pid"], "int:4242");
+  EXPECT_EQ(resource["process.executable.name"], "python3");
+  EXPECT_EQ(resource["process.command_args"], "[python3][/srv/app.py][--port][8080]");
+  EXPECT_EQ(resource["host.name"], "node-1");
+  EXPECT_EQ(resource["telemetry.distro.name"], "flowtracer");
+  EXPECT_EQ(resource["deployment.environment"], "test");  // agent-wide attribute added
+  ASSERT_EQ(first.scope_spans_size(), 1);
+  EXPECT_EQ(first.scope_spans(0).scope().name(), "flowtracer");
+  ASSERT_EQ(first.scope_spans(0).spans_size(), 2);
+
+  const auto& span = first.scope_spans(0).spans(0);
+  EXPECT_EQ(span.trace_id(), std::string(16, '\x11'));
+  EXPECT_EQ(span.span_id(), std::string(8, '\x01'));
+  EXPECT_EQ(span.parent_span_id(), std::string(8, '\x22'));
+  EXPECT_EQ(span.kind(), opentelemetry::proto::trace::v1::Span::SPAN_KIND_CLIENT);
+  EXPECT_EQ(span.name(), "GET /users/{id}");
+  EXPECT_EQ(span.start_time_unix_nano(), 1700000000000000000ull);
+  EXPECT_EQ(span.end_time_unix_nano(), 1700000000002500000ull);
+  EXPECT_EQ(span.status().code(), opentelemetry::proto::trace::v1::Status::STATUS_CODE_ERROR);
+  auto attributes = StringAttributes(span.attributes());
+  EXPECT_EQ(attributes["http.request.method"], "GET");
+  EXPECT_EQ(attributes["http.response.status_code"], "int:503");
+  EXPECT_EQ(attributes["flowtracer.role_inferred"], "bool:true");
+  EXPECT_EQ(attributes["some.ratio"], "double:0.500000");
+
+  const auto& root = request.resource_spans(1).scope_spans(0).spans(0);
+  EXPECT_TRUE(root.parent_span_id().empty());
+  EXPECT_EQ(StringAttributes(request.resource_spans(1).resource().attributes())["service.name"], "billing");
+}
+
+TEST(OtlpEncoderTest, ProcessStartTicksFromProcStat) {
+  EXPECT_GT(ProcessStartTicks(getpid()), 0u);
+  EXPECT_EQ(ProcessStartTicks(0, "/nonexistent"), 0u);
+}
+
+// ---- Exporter with a fake transport.
+
+class FakeTransport : public Transport {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::vector<ExportTraceServiceRequest> requests;  // every attempt, decoded
+    std::vector<Clock::time_point> times;
+    std::deque<SendResult> script;  // results to give, then success
+    std::string response;           // on success
+    std::atomic<bool> block{false};
+    size_t SpanCount() {
+      std::lock_guard lock(mutex);
+      size_t n = 0;
+      for (const auto& r : requests)
+        for (const auto& rs : r.resource_spans())
+          for (const auto& ss : rs.scope_spans()) n += ss.spans_size();
+      return n;
+    }
+    size_t Attempts() {
+      std::lock_guard lock(mutex);
+      return requests.size();
+    }
+  };
+  explicit FakeTransport(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+    auto start = Clock::now();
+    while (shared_->block && Clock::now() - start < std::chrono::milliseconds(timeout_ms))
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard lock(shared_->mutex);
+    ExportTraceServiceRequest decoded;
+    EXPECT_TRUE(decoded.ParseFromString(request));
+    shared_->requests.push_back(decoded);
+    shared_->times.push_back(Clock::now());
+    if (shared_->block) return {SendResult::Outcome::kRetryable, "timed out", {}, {}};
+    if (!shared_->script.empty()) {
+      SendResult result = shared_->script.front();
+      shared_->script.pop_front();
+      return result;
+    }
+    return {SendResult::Outcome::kSuccess, "", {}, shared_->response};
+  }
+  std::string Describe() const override { return "fake"; }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+OtlpExporterOptions FastOptions() {
+  OtlpExporterOptions options;
+  options.max_export_batch_spans = 10;
+  options.schedule_delay_ms = 100;
+  options.max_queue_spans = 100;
+  options.initial_backoff_ms = 20;
+  options.max_backoff_ms = 80;
+  options.timeout_ms = 1000;
+  return options;
+}
+
+bool WaitFor(const std::function<bool()>& condition, int timeout_ms = 5000) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return condition();
+}
+
+uint64_t Dropped(const telemetry::SelfTelemetry& t) {
+  return t.spans_dropped_queue_full + t.spans_dropped_export_failed + t.spans_dropped_rejected +
+         t.spans_dropped_shutdown;
+}
+
+TEST(OtlpSpanExporterTest, BatchesBySizeThenByTime) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  for (int i = 0; i < 25; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  // Two full batches go at once; the last 5 wait for the schedule delay.
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 25; }));
+  ASSERT_EQ(shared->Attempts(), 3u);
+  EXPECT_EQ(shared->requests[0].resource_spans(0).scope_spans(0).spans_size(), 10);
+  EXPECT_EQ(shared->requests[2].resource_spans(0).scope_spans(0).spans_size(), 5);
+  exporter.Shutdown(1000);
+  EXPECT_EQ(telemetry.spans_exported, 25u);
+  EXPECT_EQ(Dropped(telemetry), 0u);
+  EXPECT_EQ(telemetry.queue_depth_spans, 0u);
+}
+
+TEST(OtlpSpanExporterTest, RetriesRetryableErrorsWithBackoff) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->script = {{SendResult::Outcome::kRetryable, "HTTP 503", {}, {}},
+                    {SendResult::Outcome::kRetryable, "HTTP 502", {}, {}}};
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  ASSERT_EQ(shared->Attempts(), 3u);
+  // Backoff with jitter: [10, 20] ms after the first failure, [20, 40] ms after the second.
+  EXPECT_GE(shared->times[1] - shared->times[0], std::chrono::milliseconds(10));
+  EXPECT_GE(shared->times[2] - shared->times[1], std::chrono::milliseconds(20));
+  EXPECT_EQ(telemetry.spans_exported, 10u);
+  EXPECT_EQ(telemetry.export_requests, 3u);
+  EXPECT_EQ(telemetry.export_errors, 2u);
+}
+
+TEST(OtlpSpanExporterTest, HonoursRetryAfter) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->script = {{SendResult::Outcome::kRetryable, "HTTP 429", 300, {}}};
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  exporter.Export(MakeSpan(1), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  ASSERT_EQ(shared->Attempts(), 2u);
+  EXPECT_GE(shared->times[1] - shared->times[0], std::chrono::milliseconds(300));
+  EXPECT_EQ(telemetry.spans_exported, 1u);
+}
+
+TEST(OtlpSpanExporterTest, PermanentErrorsAndExhaustedRetriesDropAndCount) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->script = {{SendResult::Outcome::kFailed, "HTTP 400", {}, {}}};
+  for (int i = 0; i < 5; ++i) shared->script.push_back({SendResult::Outcome::kRetryable, "HTTP 503", {}, {}});
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  EXPECT_EQ(shared->Attempts(), 1u + 5u);  // no retry of a 400; five attempts of the 503s
+  EXPECT_EQ(telemetry.spans_dropped_export_failed, 20u);
+  EXPECT_EQ(telemetry.spans_exported, 0u);
+  // Recovery: the next batch goes through.
+  exporter.Export(MakeSpan(1), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  EXPECT_EQ(telemetry.spans_exported, 1u);
+}
+
+TEST(OtlpSpanExporterTest, PartialSuccessCountsRejectedSpans) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  ExportTraceServiceResponse response;
+  response.mutable_partial_success()->set_rejected_spans(3);
+  response.mutable_partial_success()->set_error_message("too old");
+  response.SerializeToString(&shared->response);
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  EXPECT_EQ(telemetry.spans_exported, 7u);
+  EXPECT_EQ(telemetry.spans_dropped_rejected, 3u);
+}
+
+TEST(OtlpSpanExporterTest, FullQueueDropsOldestAndExportNeverBlocks) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->block = true;  // the receiver hangs until each attempt times out
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.timeout_ms = 200;
+  options.max_attempts = 1;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  auto start = Clock::now();
+  for (int i = 0; i < 1000; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(150)) << "Export waited for the network";
+  EXPECT_LE(telemetry.queue_depth_spans, 100u);
+  EXPECT_GE(telemetry.spans_dropped_queue_full, 1000u - 100u - 10u);
+  shared->block = false;
+  ASSERT_TRUE(exporter.ForceFlush(5000));
+  exporter.Shutdown(1000);
+  // Every span is accounted for, and the newest survived.
+  EXPECT_EQ(telemetry.spans_exported + Dropped(telemetry), 1000u);
+  EXPECT_GE(telemetry.spans_exported, 100u);
+  const auto& last_request = shared->requests.back();
+  const auto& spans = last_request.resource_spans(0).scope_spans(0).spans();
+  EXPECT_EQ(spans[spans.size() - 1].span_id(), std::string(8, static_cast<char>(999 & 0xff)));
+}
+
+TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  for (int i = 0; i < 1000; ++i) shared->script.push_back({SendResult::Outcome::kRetryable, "refused", {}, {}});
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.initial_backoff_ms = 1000;
+  options.max_backoff_ms = 1000;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  for (int i = 0; i < 50; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
+  auto start = Clock::now();
+  exporter.Shutdown(300);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500));
+  exporter.Export(MakeSpan(1), MakeResource(1, "a"));  // after shutdown: counted, not queued
+  EXPECT_EQ(telemetry.spans_exported, 0u);
+  EXPECT_EQ(Dropped(telemetry), 51u);
+  EXPECT_GE(telemetry.spans_dropped_shutdown, 1u);
+}
+
+TEST(RetryingSenderTest, BackoffDoublesUpToTheCap) {
+  RetryPolicy policy;
+  policy.initial_backoff_ms = 100;
+  policy.max_backoff_ms = 1000;
+  EXPECT_EQ(RetryingSender::BackoffMs(policy, 1), 100u);
+  EXPECT_EQ(RetryingSender::BackoffMs(policy, 2), 200u);
+  EXPECT_EQ(RetryingSender::BackoffMs(policy, 4), 800u);
+  EXPECT_EQ(RetryingSender::BackoffMs(policy, 5), 1000u);
+  EXPECT_EQ(RetryingSender::BackoffMs(policy, 40), 1000u);
+}
+
+// ---- OTLP/HTTP transport against a loopback server.
+
+std::string Gunzip(const std::string& in) {
+  z_stream stream{};
+  inflateInit2(&stream, 15 + 16);
+  std::string out(in.size() * 20 + 1024, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  stream.avail_in = static_cast<uInt>(in.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  inflate(&stream, Z_FINISH);
+  out.resize(stream.total_out);
+  inflateEnd(&stream);
+  return out;
+}
+
+TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
+  httplib::Server server;
+  std::mutex mutex;
+  std::string body, content_type, encoding, api_key, path;
+  std::atomic<int> status{200};
+  server.Post(R"(/v1/.*)", [&](const httplib::Request& request, httplib::Response& response) {
+    std::lock_guard lock(mutex);
+    path = request.path;
+    body = request.body;
+    content_type = request.get_header_value("Content-Type");
+    encoding = request.get_header_value("Content-Encoding");
+    api_key = request.get_header_value("api-key");
+    response.status = status;
+    if (status == 503) response.set_header("Retry-After", "7");
+    response.set_content("", "application/x-protobuf");
+  });
+  server.set_keep_alive_timeout(1);  // stop() waits for open keep-alive connections
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+
+  TransportOptions options;
+  options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  options.gzip = true;
+  options.headers = {{"api-key", "secret"}};
+  std::string error;
+  auto transport = MakeHttpTransport(options, &error);
+  ASSERT_TRUE(transport) << error;
+
+  ExportTraceServiceRequest request;
+  EncodeSpans({{MakeSpan(9), MakeResource(1, "a")}}, &request);
+  std::string bytes = request.SerializeAsString();
+  SendResult ok = transport->Send(bytes, 2000);
+  EXPECT_EQ(ok.outcome, SendResult::Outcome::kSuccess) << ok.error;
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(path, "/v1/traces");
+    EXPECT_EQ(content_type, "application/x-protobuf");
+    EXPECT_EQ(encoding, "gzip");
+    EXPECT_EQ(api_key, "secret");
+    // cpp-httplib may or may not have inflated it already.
+    std::string plain = body.size() >= 2 && body[0] == '\x1f' && body[1] == '\x8b' ? Gunzip(body) : body;
+    EXPECT_EQ(plain, bytes);
+  }
+
+  status = 503;
+  SendResult busy = transport->Send(bytes, 2000);
+  EXPECT_EQ(busy.outcome, SendResult::Outcome::kRetryable);
+  EXPECT_EQ(busy.error, "HTTP 503");
+  ASSERT_TRUE(busy.retry_after_ms.has_value());
+  EXPECT_EQ(*busy.retry_after_ms, 7000u);
+  status = 400;
+  EXPECT_EQ(transport->Send(bytes, 2000).outcome, SendResult::Outcome::kFailed);
+  server.stop();
+  thread.join();
+
+  // Nobody listening: retryable, not a failure of the data.
+  SendResult refused = transport->Send(bytes, 2000);
+  EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
+  EXPECT_FALSE(refused.error.empty());
+}
+
+TEST(OtlpGrpcTransportTest, ReadsRetryInfoFromStatusDetails) {
+  auto field = [](int number, const std::string& bytes) {
+    return std::string(1, static_cast<char>(number << 3 | 2)) + std::string(1, static_cast<char>(bytes.size())) + bytes;
+  };
+  google::protobuf::Duration delay;
+  delay.set_seconds(2);
+  delay.set_nanos(500000000);
+  google::protobuf::Any retry_info;
+  retry_info.set_type_url("type.googleapis.com/google.rpc.RetryInfo");
+  retry_info.set_value(field(1, delay.SerializeAsString()));
+  google::protobuf::Any other;
+  other.set_type_url("type.googleapis.com/google.rpc.DebugInfo");
+  other.set_value(field(1, "x"));
+  std::string status = std::string("\x08\x0e") + field(2, "busy") + field(3, other.SerializeAsString()) +
+                       field(3, retry_info.SerializeAsString());
+  EXPECT_EQ(GrpcRetryDelayMs(status), std::optional<uint64_t>(2500));
+  EXPECT_EQ(GrpcRetryDelayMs(std::string("\x08\x0e") + field(3, other.SerializeAsString())), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs(""), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs("\x1a\x7f"), std::nullopt);  // truncated
+}
+
+TEST(OtlpHttpTransportTest, ShutdownAbandonsARequestInFlight) {
+  httplib::Server server;
+  std::atomic<bool> release{false};
+  server.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    for (int i = 0; i < 100 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    response.status = 200;
+  });
+  server.set_keep_alive_timeout(1);
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+
+  TransportOptions transport_options;
+  transport_options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  std::string error;
+  auto transport = MakeHttpTransport(transport_options, &error);
+  ASSERT_TRUE(transport) << error;
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.timeout_ms = 10000;  // the request alone would hang for 5 s
+  {
+    OtlpSpanExporter exporter(options, std::move(transport), &telemetry);
+    exporter.Export(MakeSpan(1), MakeResource(1, "a"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the request is in flight
+    auto start = Clock::now();
+    exporter.Shutdown(200);
+    EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500));
+  }
+  EXPECT_EQ(telemetry.spans_dropped_shutdown, 1u);
+  release = true;
+  server.stop();
+  thread.join();
+}
+
+TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
+  TransportOptions options;
+  options.endpoint = "localhost:4318";
+  std::string error;
+  EXPECT_FALSE(MakeHttpTransport(options, &error));
+  EXPECT_NE(error.find("localhost:4318"), std::string::npos);
+  options.protocol = Protocol::kGrpc;
+  options.endpoint = "grpc://x";
+  EXPECT_FALSE(MakeTransport(options, &error));
+}
+
+}  // namespace
+}  // namespace flowtracer::exporters::otlp
+
+namespace flowtracer::telemetry {
+namespace {
+
+TEST(SelfTelemetryTest, SnapshotNamesAreTheDocumentedOnes) {
+  SelfTelemetry telemetry;
+  telemetry.spans_dropped_queue_full = 7;
+  telemetry.queue_depth_spans = 3;
+  std::set<std::string> names;
+  for (const SelfTelemetry::Value& value : telemetry.Snapshot()) {
+    names.insert(value.reason.empty() ? value.name : value.name + "{" + value.reason + "}");
+    if (value.name == "flowtracer.spans.dropped" && value.reason == "queue_full") {
+      EXPECT_EQ(value.value, 7u);
+    }
+    if (value.name == "flowtracer.export.queue_depth") {
+      EXPECT_EQ(value.kind, SelfTelemetry::Kind::kGauge);
+      EXPECT_EQ(value.value, 3u);
+    }
+  }
+  // README, "Self-telemetry": these names are a contract.
+  std::set<std::string> documented = {
+      "flowtracer.events.seen{data}", "flowtracer.events.seen{connection}",
+      "flowtracer.events.lost{ring_buffer_full}", "flowtracer.events.lost{connection_table_full}",
+      "flowtracer.events.lost{user_memory_unreadable}", "flowtracer.events.lost{syscall_stash_full}",
+      "flowtracer.events.lost{malformed}", "flowtracer.events.lost{unknown_connection}",
+      "flowtracer.stream.gap_bytes", "flowtracer.spans.produced", "flowtracer.spans.exported",
+      "flowtracer.spans.dropped{queue_full}", "flowtracer.spans.dropped{export_failed}",
+      "flowtracer.spans.dropped{rejected}", "flowtracer.spans.dropped{shutdown}", "flowtracer.export.requests",
+      "flowtracer.export.errors", "flowtracer.export.queue_depth"};
+  EXPECT_EQ(names, documented);
+}
+
+}  // namespace
+}  // namespace flowtracer::telemetry
