@@ -17,11 +17,10 @@
 #include "agent/cli/agent_config.h"
 #include "agent/cli/commands.h"
 #include "agent/cli/tracer_session.h"
-#include "agent/conntrack/connection_tracker.h"
+#include "agent/pipeline/trace_pipeline.h"
 #include "agent/metrics/self_metrics.h"
 #include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
-#include "agent/spans/span_assembler.h"
 #include "agent/telemetry/self_telemetry.h"
 #include "exporters/otlp/span_exporter.h"
 #include "exporters/otlp_metrics/metrics_exporter.h"
@@ -32,17 +31,6 @@ namespace {
 
 namespace otlp = exporters::otlp;
 namespace otlp_metrics = exporters::otlp_metrics;
-
-class TracerControl : public conntrack::KernelControl {
- public:
-  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override {
-    if (tracer_) tracer_->SetConnControl(conn_id, control);
-  }
-  void ForgetConnControl(uint64_t conn_id) override {
-    if (tracer_) tracer_->ForgetConnControl(conn_id);
-  }
-  loader::SocketTracer* tracer_ = nullptr;
-};
 
 // /healthz: the capture loop ticked recently. /readyz: capture is attached and running.
 class HealthServer {
@@ -94,8 +82,9 @@ std::string HostName(const otlp::KeyValues& resource_attributes) {
   return name;
 }
 
-void CopyCounters(const loader::CounterValues& kernel, const conntrack::TrackerStats& stats,
+void CopyCounters(const loader::CounterValues& kernel, const pipeline::TracePipeline& pipeline,
                   telemetry::SelfTelemetry* t) {
+  const conntrack::TrackerStats& stats = pipeline.tracker_stats();
   auto set = [](std::atomic<uint64_t>& to, uint64_t value) { to.store(value, std::memory_order_relaxed); };
   set(t->events_data, kernel[FT_CTR_DATA_EVENTS]);
   set(t->events_connection, kernel[FT_CTR_CONN_EVENTS]);
@@ -106,6 +95,10 @@ void CopyCounters(const loader::CounterValues& kernel, const conntrack::TrackerS
   set(t->events_lost_malformed, stats.malformed_records);
   set(t->events_lost_unknown_connection, stats.data_for_unknown_connection);
   set(t->stream_gap_bytes, stats.gap_bytes);
+  std::vector<std::pair<std::string, uint64_t>> anomalies;
+  for (pipeline::PipelineAnomaly& anomaly : pipeline.Anomalies())
+    anomalies.emplace_back(std::move(anomaly.reason), anomaly.value);
+  t->SetPipelineAnomalies(std::move(anomalies));
 }
 
 std::string Join(const auto& items) {
@@ -323,15 +316,15 @@ Runner AddAgentCommand(CLI::App& app) {
       return resource;
     };
 
-    spans::AssemblerOptions assembler_options;
-    assembler_options.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
-    spans::SpanAssembler assembler(assembler_options, &processes, [&](const spans::Span& span) {
+    pipeline::PipelineOptions pipeline_options;
+    pipeline_options.http.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
+    pipeline_options.messaging.monotonic_to_unix_ns = pipeline_options.http.monotonic_to_unix_ns;
+    TracerControl control;
+    pipeline::TracePipeline pipeline(pipeline_options, &processes, [&](const spans::Span& span) {
       telemetry.spans_produced.fetch_add(1, std::memory_order_relaxed);
       span_metrics.Add(span);
       exporter.Export(span, resource_of(span));
-    });
-    TracerControl control;
-    conntrack::ConnectionTracker tracker({}, &assembler, &control);
+    }, &control);
 
     SessionOptions session;
     session.duration = "0";
@@ -340,26 +333,27 @@ Runner AddAgentCommand(CLI::App& app) {
     session.hooks = config.hooks;
     session.max_payload_bytes = config.max_payload_bytes;
     SessionCallbacks callbacks;
-    callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    callbacks.on_record = [&](const void* data, size_t size) { pipeline.OnRecord(data, size); };
     bool started = false;
     callbacks.on_started = [&](loader::SocketTracer& tracer) {
       started = true;
       control.tracer_ = &tracer;
+      // Every self-metric series exists (at zero) from the start, not from the first tick.
+      CopyCounters(tracer.ReadCounters(), pipeline, &telemetry);
       health.SetReady(true);
       spdlog::info("tracing; stop with SIGTERM or Ctrl-C");
     };
     callbacks.on_tick = [&](uint64_t now) {
-      tracker.Tick(now);
+      pipeline.Tick(now);
       health.Tick();
       span_metrics.Tick();
-      if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), tracker.stats(), &telemetry);
+      if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), pipeline, &telemetry);
     };
     loader::CounterValues counters{};
     int status = RunSession(session, callbacks, &counters);
     health.SetReady(false);
-    uint64_t in_flight = 0;
-    tracker.Flush(&in_flight);
-    CopyCounters(counters, tracker.stats(), &telemetry);
+    const uint64_t in_flight = pipeline.Flush();
+    CopyCounters(counters, pipeline, &telemetry);
     span_metrics.FlushPending();
     // Spans and the last metrics go out side by side: stopping takes at most one timeout.
     std::thread metrics_stop([&] {

@@ -9,33 +9,15 @@
 
 #include "agent/cli/commands.h"
 #include "agent/cli/tracer_session.h"
-#include "agent/conntrack/connection_tracker.h"
 #include "agent/metrics/span_metrics.h"
+#include "agent/pipeline/trace_pipeline.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/call_summary.h"
-#include "agent/spans/messaging_assembler.h"
-#include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
 #include "exporters/prometheus/prometheus_server.h"
 #include "exporters/service_map.h"
 
 namespace flowtracer::cli {
-namespace {
-
-// Forwards the tracker's copy instructions to the kernel once the tracer is running.
-class TracerControl : public conntrack::KernelControl {
- public:
-  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override {
-    if (tracer_) tracer_->SetConnControl(conn_id, control);
-  }
-  void ForgetConnControl(uint64_t conn_id) override {
-    if (tracer_) tracer_->ForgetConnControl(conn_id);
-  }
-  loader::SocketTracer* tracer_ = nullptr;
-};
-
-}  // namespace
-
 Runner AddCaptureCommand(CLI::App& app) {
   CLI::App* command = app.add_subcommand(
       "capture", "Trace requests between services for a while and print the spans");
@@ -132,24 +114,20 @@ Runner AddCaptureCommand(CLI::App& app) {
       fmt::print(out, "{}\n", line);
       fflush(out);
     };
-    spans::SpanAssembler assembler(assembler_options, &processes, emit);
-    spans::MessagingOptions messaging_options;
-    messaging_options.monotonic_to_unix_ns = assembler_options.monotonic_to_unix_ns;
-    spans::MessagingAssembler messaging(
-        messaging_options, &processes, &assembler, emit,
-        [&](const std::string& producer_service, const spans::Span& consumer) {
-          summary.AddMessageHop(producer_service, consumer);
-        });
+    pipeline::PipelineOptions pipeline_options;
+    pipeline_options.http = assembler_options;
+    pipeline_options.messaging.monotonic_to_unix_ns = assembler_options.monotonic_to_unix_ns;
     TracerControl control;
-    conntrack::ConnectionTracker tracker({}, &messaging, &control);
+    pipeline::TracePipeline pipeline(pipeline_options, &processes, emit, &control,
+                                     [&](const std::string& producer_service, const spans::Span& consumer) {
+                                       summary.AddMessageHop(producer_service, consumer);
+                                     });
 
     SessionCallbacks callbacks;
-    callbacks.on_record = [&](const void* data, size_t size) { tracker.OnRecord(data, size); };
+    callbacks.on_record = [&](const void* data, size_t size) { pipeline.OnRecord(data, size); };
     callbacks.on_started = [&](loader::SocketTracer& tracer) { control.tracer_ = &tracer; };
     callbacks.on_tick = [&](uint64_t now) {
-      tracker.Tick(now);
-      assembler.Tick(now);
-      messaging.Tick(now);
+      pipeline.Tick(now);
       span_metrics.Tick();
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };
@@ -158,10 +136,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     int status = RunSession(flags->session, callbacks, &counters);
     const double elapsed_seconds = (MonotonicNowNs() - started_ns) / 1e9;
     if (live_count) fmt::print(stderr, "\r");
-    uint64_t in_flight = 0;
-    tracker.Flush(&in_flight);
-    assembler.Flush();
-    messaging.Flush();
+    const uint64_t in_flight = pipeline.Flush();
     span_metrics.FlushPending();
     prometheus.Stop();
     if (out && out != stdout) fclose(out);
@@ -172,7 +147,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     std::vector<spans::CallSummaryRow> rows = summary.Rows();
     if (!rows.empty()) fmt::print(stderr, "\n{}", exporters::SummaryTable(rows));
     if (print_map) fmt::print(stdout, "{}", exporters::MermaidServiceMap(rows, elapsed_seconds));
-    const conntrack::TrackerStats& stats = tracker.stats();
+    const conntrack::TrackerStats& stats = pipeline.tracker_stats();
     std::vector<std::pair<std::string, uint64_t>> losses = {
         {"requests in flight at exit (not printed)", in_flight},
         {"kernel: events lost, ring buffer full", counters[FT_CTR_DROP_RINGBUF_FULL]},
@@ -182,31 +157,15 @@ Runner AddCaptureCommand(CLI::App& app) {
         {"malformed records", stats.malformed_records},
         {"data for connections never announced", stats.data_for_unknown_connection},
         {"bytes missing from streams (gaps)", stats.gap_bytes},
-        {"stream buffer overflows", stats.stream_overflow_drops},
-        {"HTTP resynchronisations", stats.http_resyncs},
-        {"HTTP responses without a request", stats.http_orphan_responses},
-        {"HTTP responses after their request timed out", stats.http_late_responses},
-        {"HTTP requests dropped (too many awaiting responses)", stats.http_pending_overflow},
-        {"connections evicted (table full)", stats.connections_evicted_full},
-        {"NATS resynchronisations", stats.nats_resyncs},
-        {"NATS messages without a fingerprint (body not captured)", stats.nats_messages_without_fingerprint},
-        {"NATS bytes not captured (messages in them lost)", stats.nats_uncaptured_bytes},
-        {"NATS deliveries linked to no publish", messaging.stats().deliveries_unlinked},
-        {"NATS publishes dropped (match table full)", messaging.stats().publishes_dropped_table_full},
-        {"NATS consumers ended early (table full)", messaging.stats().consumers_dropped_table_full},
-        {"routes folded into {overflow}", assembler.routes().overflow_count()},
-        {"requests without decided ids (table full)", assembler.stats().open_requests_dropped},
-        {"spans sent before their trace settled: too old", assembler.stats().held_spans_forced_out_age},
-        {"spans sent before their trace settled: too many", assembler.stats().held_spans_forced_out_count},
-        {"spans held until exit", assembler.stats().held_spans_released_at_exit},
-        {"event-loop processes not remembered (table full)", assembler.stats().event_loop_table_full},
-        {"same-host pairs not linked (ends in two traces)", assembler.stats().same_host_not_linked},
-        {"requests forgotten unanswered after 60 s", assembler.stats().open_requests_expired},
-        {"metric series folded into overflow", span_metrics.stats().series_overflowed},
-        {"metric services folded into {overflow}", span_metrics.stats().services_overflowed},
-        {"service graph: calls counted early (pending full)", span_metrics.stats().pending_evicted},
-        {"service graph: edges folded into {overflow}", span_metrics.stats().edges_overflowed},
     };
+    for (const pipeline::PipelineAnomaly& anomaly : pipeline.Anomalies())
+      losses.emplace_back(anomaly.description, anomaly.value);
+    for (const auto& [what, value] : std::vector<std::pair<std::string, uint64_t>>{
+             {"metric series folded into overflow", span_metrics.stats().series_overflowed},
+             {"metric services folded into {overflow}", span_metrics.stats().services_overflowed},
+             {"service graph: calls counted early (pending full)", span_metrics.stats().pending_evicted},
+             {"service graph: edges folded into {overflow}", span_metrics.stats().edges_overflowed}})
+      losses.emplace_back(what, value);
     bool header = false;
     for (const auto& [what, value] : losses) {
       if (!value) continue;

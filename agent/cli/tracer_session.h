@@ -1,4 +1,4 @@
-// What `capture` and `sockets` share: the flags that choose what to trace, and the
+// What `capture`, `agent` and `sockets` share: the flags that choose what to trace, and the
 // loop that polls the kernel until the duration ends or the user stops it.
 #pragma once
 
@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/conntrack/connection_tracker.h"
 #include "agent/loader/socket_tracer.h"
 
 namespace flowtracer::cli {
@@ -36,6 +37,18 @@ struct SessionCallbacks {
 // stderr at the end when any is non-zero. `counters` receives their final values.
 int RunSession(const SessionOptions& options, SessionCallbacks callbacks,
                loader::CounterValues* counters = nullptr);
+
+// Forwards the tracker's copy instructions to the kernel once the tracer is running.
+class TracerControl : public conntrack::KernelControl {
+ public:
+  void SetConnControl(uint64_t conn_id, const ft_conn_control& control) override {
+    if (tracer_) tracer_->SetConnControl(conn_id, control);
+  }
+  void ForgetConnControl(uint64_t conn_id) override {
+    if (tracer_) tracer_->ForgetConnControl(conn_id);
+  }
+  loader::SocketTracer* tracer_ = nullptr;
+};
 
 uint64_t MonotonicNowNs();
 int64_t MonotonicToUnixOffsetNs();

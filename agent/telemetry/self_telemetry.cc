@@ -5,7 +5,7 @@ namespace flowtracer::telemetry {
 std::vector<SelfTelemetry::Value> SelfTelemetry::Snapshot() const {
   auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
   const Kind c = Kind::kCounter;
-  return {
+  std::vector<Value> values = {
       {"flowtracer.events.seen", "data", c, get(events_data)},
       {"flowtracer.events.seen", "connection", c, get(events_connection)},
       {"flowtracer.events.lost", "ring_buffer_full", c, get(events_lost_ring_buffer_full)},
@@ -25,6 +25,9 @@ std::vector<SelfTelemetry::Value> SelfTelemetry::Snapshot() const {
       {"flowtracer.export.errors", "", c, get(export_errors)},
       {"flowtracer.export.queue_depth", "", Kind::kGauge, get(queue_depth_spans)},
   };
+  std::lock_guard<std::mutex> lock(anomalies_mutex_);
+  for (const auto& [reason, value] : pipeline_anomalies_) values.push_back({"flowtracer.pipeline.anomalies", reason, c, value});
+  return values;
 }
 
 }  // namespace flowtracer::telemetry

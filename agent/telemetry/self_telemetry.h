@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace flowtracer::telemetry {
@@ -34,6 +36,13 @@ struct SelfTelemetry {
   std::atomic<uint64_t> export_errors{0};                // attempts that failed
   std::atomic<uint64_t> queue_depth_spans{0};            // gauge
 
+  // Losses and oddities of the userspace pipeline by reason (TracePipeline::Anomalies),
+  // replaced whole by the capture thread on every tick.
+  void SetPipelineAnomalies(std::vector<std::pair<std::string, uint64_t>> by_reason) {
+    std::lock_guard<std::mutex> lock(anomalies_mutex_);
+    pipeline_anomalies_ = std::move(by_reason);
+  }
+
   enum class Kind { kCounter, kGauge };
   struct Value {
     std::string name;    // e.g. "flowtracer.spans.dropped"
@@ -43,6 +52,10 @@ struct SelfTelemetry {
   };
   // Every value with its stable name, for logs and metrics.
   std::vector<Value> Snapshot() const;
+
+ private:
+  mutable std::mutex anomalies_mutex_;
+  std::vector<std::pair<std::string, uint64_t>> pipeline_anomalies_;
 };
 
 }  // namespace flowtracer::telemetry

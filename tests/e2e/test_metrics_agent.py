@@ -138,6 +138,7 @@ class AgentMetricsTest(E2ETest):
         samples = parse_exposition(exposition)
         lost = select(samples, "flowtracer_events_lost_total", reason="ring_buffer_full")
         self.assertEqual([value for _, value in lost], [0])
+        self.assertTrue(select(samples, "flowtracer_pipeline_anomalies_total", reason="same_host_not_linked"))
         self.assertEqual(total(samples, "traces_service_graph_request_total", client="gateway", server="billing"), SENT)
         self.assertEqual(total(samples, "http_server_request_duration_seconds_count", service_name="billing"), SENT)
         self.assertEqual(agent.stop(), 0)
@@ -173,6 +174,10 @@ class AgentMetricsTest(E2ETest):
         self.assertEqual(len(produced), 1)
         self.assertGreaterEqual(int(produced[0][1]["asInt"]), 4 * SENT)
         self.assertTrue(points(last, "flowtracer", "flowtracer.events.lost"))
+        # The pipeline's anomalies, one series per reason: a clean run has none.
+        anomalies = {a["reason"]: int(p["asInt"]) for a, p, _ in points(last, "flowtracer", "flowtracer.pipeline.anomalies")}
+        self.assertIn("http_resync", anomalies)
+        self.assertEqual(anomalies["http_orphan_response"], 0)
         sent_exports = [p for a, p, _ in points(last, "flowtracer", "flowtracer.metrics.export.requests")
                         if a["reason"] == "sent"]
         self.assertEqual(len(sent_exports), 1)

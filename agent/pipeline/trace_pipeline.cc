@@ -1,0 +1,57 @@
+#include "agent/pipeline/trace_pipeline.h"
+
+#include <utility>
+
+namespace flowtracer::pipeline {
+
+TracePipeline::TracePipeline(PipelineOptions options, process::ProcessRegistry* processes,
+                             spans::SpanAssembler::SpanHandler on_span, conntrack::KernelControl* control,
+                             spans::MessagingAssembler::HopHandler on_message_hop)
+    : http_(options.http, processes, on_span),
+      messaging_(options.messaging, processes, &http_, on_span, std::move(on_message_hop)),
+      tracker_(options.tracker, &messaging_, control) {}
+
+void TracePipeline::Tick(uint64_t now_ns) {
+  tracker_.Tick(now_ns);
+  http_.Tick(now_ns);
+  messaging_.Tick(now_ns);
+}
+
+uint64_t TracePipeline::Flush() {
+  uint64_t in_flight = 0;
+  tracker_.Flush(&in_flight);
+  http_.Flush();
+  messaging_.Flush();
+  return in_flight;
+}
+
+std::vector<PipelineAnomaly> TracePipeline::Anomalies() const {
+  const conntrack::TrackerStats& t = tracker_.stats();
+  const spans::AssemblerStats& h = http_.stats();
+  const spans::MessagingStats& m = messaging_.stats();
+  return {
+      {"stream_buffer_overflow", "stream buffer overflows", t.stream_overflow_drops},
+      {"connection_evicted_table_full", "connections evicted (table full)", t.connections_evicted_full},
+      {"http_resync", "HTTP resynchronisations", t.http_resyncs},
+      {"http_orphan_response", "HTTP responses without a request", t.http_orphan_responses},
+      {"http_late_response", "HTTP responses after their request timed out", t.http_late_responses},
+      {"http_pending_overflow", "HTTP requests dropped (too many awaiting responses)", t.http_pending_overflow},
+      {"nats_resync", "NATS resynchronisations", t.nats_resyncs},
+      {"nats_message_without_fingerprint", "NATS messages without a fingerprint (body not captured)",
+       t.nats_messages_without_fingerprint},
+      {"nats_uncaptured_bytes", "NATS bytes not captured (messages in them lost)", t.nats_uncaptured_bytes},
+      {"nats_delivery_unlinked", "NATS deliveries linked to no publish", m.deliveries_unlinked},
+      {"nats_publish_dropped_table_full", "NATS publishes dropped (match table full)", m.publishes_dropped_table_full},
+      {"nats_consumer_dropped_table_full", "NATS consumers ended early (table full)", m.consumers_dropped_table_full},
+      {"route_overflow", "routes folded into {overflow}", http_.routes().overflow_count()},
+      {"open_request_dropped_table_full", "requests without decided ids (table full)", h.open_requests_dropped},
+      {"held_span_forced_out_age", "spans sent before their trace settled: too old", h.held_spans_forced_out_age},
+      {"held_span_forced_out_count", "spans sent before their trace settled: too many", h.held_spans_forced_out_count},
+      {"held_span_released_at_exit", "spans held until exit", h.held_spans_released_at_exit},
+      {"event_loop_table_full", "event-loop processes not remembered (table full)", h.event_loop_table_full},
+      {"same_host_not_linked", "same-host pairs not linked (ends in two traces)", h.same_host_not_linked},
+      {"open_request_expired", "requests forgotten unanswered after 60 s", h.open_requests_expired},
+  };
+}
+
+}  // namespace flowtracer::pipeline

@@ -1,0 +1,64 @@
+#include "agent/pipeline/trace_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/unit/kernel_records.h"
+
+namespace flowtracer::pipeline {
+namespace {
+
+using records::ConnRecord;
+using records::DataRecord;
+
+struct Replay {
+  process::ProcessRegistry processes;
+  std::vector<spans::Span> spans;
+  TracePipeline pipeline{PipelineOptions{}, &processes, [this](const spans::Span& span) { spans.push_back(span); },
+                         nullptr};
+  uint64_t position[2] = {0, 0};
+
+  void Feed(const std::string& record) { pipeline.OnRecord(record.data(), record.size()); }
+  void Send(ft_direction direction, std::string_view bytes, uint64_t ts) {
+    Feed(DataRecord(1, direction, position[direction], bytes, ts, 4242, static_cast<uint32_t>(bytes.size())));
+    position[direction] += bytes.size();
+  }
+};
+
+TEST(TracePipelineTest, RecordsBecomeSpansAndFlushEndsThem) {
+  Replay run;
+  run.Feed(ConnRecord(FT_EVENT_CONN_OPEN, 1, 1000, FT_ROLE_SERVER));
+  run.Send(FT_DIR_INGRESS, "GET /users/42 HTTP/1.1\r\nHost: x\r\n\r\n", 2000);
+  run.Send(FT_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 5000);
+  run.Send(FT_DIR_INGRESS, "GET /never HTTP/1.1\r\n\r\n", 6000);
+  run.pipeline.Tick(7000);
+  EXPECT_EQ(run.pipeline.Flush(), 1u);  // /never is still awaiting its response
+  ASSERT_EQ(run.spans.size(), 1u);
+  EXPECT_EQ(run.spans[0].name, "GET /users/{id}");
+  EXPECT_EQ(run.spans[0].kind, spans::SpanKind::kServer);
+  EXPECT_EQ(run.spans[0].end_unix_ns - run.spans[0].start_unix_ns, 3000u);
+}
+
+TEST(TracePipelineTest, AnomaliesHaveUniqueStableReasonsAndCount) {
+  Replay run;
+  run.Feed(ConnRecord(FT_EVENT_CONN_OPEN, 1, 1000, FT_ROLE_SERVER));
+  run.Send(FT_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2000);  // no request seen
+  run.Send(FT_DIR_INGRESS, "GET / HTTP/1.1\r\n\r\n", 3000);
+  run.Send(FT_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4000);
+  run.pipeline.Flush();
+  std::set<std::string> reasons;
+  uint64_t orphans = 0;
+  for (const PipelineAnomaly& anomaly : run.pipeline.Anomalies()) {
+    EXPECT_TRUE(reasons.insert(anomaly.reason).second) << anomaly.reason;
+    EXPECT_EQ(anomaly.reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz_"), std::string::npos) << anomaly.reason;
+    EXPECT_FALSE(anomaly.description.empty());
+    if (anomaly.reason == "http_orphan_response") orphans = anomaly.value;
+  }
+  EXPECT_EQ(orphans, 1u);
+}
+
+}  // namespace
+}  // namespace flowtracer::pipeline
