@@ -201,13 +201,19 @@ class OtlpExportTest(E2ETest):
         return gateway, gateway_port, billing, billing_port
 
     def _check_chain(self, receiver, gateway, gateway_port, billing, billing_port):
-        received = wait_until(lambda: len(receiver.spans()) >= 5, 10) and receiver.spans()
-        self.assertTrue(received, "no spans reached the receiver")
-        by_key = {}
-        for resource, scope, span in received:
-            attrs = attributes(span["attributes"])
-            by_key.setdefault((resource["service.name"], span["kind"], span["name"]), []).append(
-                (resource, scope, span, attrs))
+        wanted = {("gateway", "SPAN_KIND_SERVER", "GET /call"), ("gateway", "SPAN_KIND_CLIENT", "GET /charge/{id}"),
+                  ("billing", "SPAN_KIND_SERVER", "GET /charge/{id}"), ("billing", "SPAN_KIND_SERVER", "GET /status/{id}")}
+
+        def index():
+            by_key = {}
+            for resource, scope, span in receiver.spans():
+                by_key.setdefault((resource["service.name"], span["kind"], span["name"]), []).append(
+                    (resource, scope, span, attributes(span["attributes"])))
+            return by_key
+
+        self.assertTrue(wait_until(lambda: wanted <= index().keys(), 10), f"received only {sorted(index())}")
+        received = receiver.spans()
+        by_key = index()
         gateway_server = by_key[("gateway", "SPAN_KIND_SERVER", "GET /call")][0]
         gateway_client = by_key[("gateway", "SPAN_KIND_CLIENT", "GET /charge/{id}")][0]
         billing_server = by_key[("billing", "SPAN_KIND_SERVER", "GET /charge/{id}")][0]
