@@ -38,30 +38,87 @@ void CallSummary::AddSample(Edge& edge, uint64_t duration_ns, bool error) {
   }
 }
 
+namespace {
+uint64_t SpanKey(const SpanId& id) {
+  uint64_t key = 0;
+  for (uint8_t byte : id) key = key << 8 | byte;
+  return key;
+}
+}  // namespace
+
+void CallSummary::AddByEndpoint(const std::string& service, bool server, const std::string& peer_endpoint,
+                                uint64_t duration_ns, bool error) {
+  EdgeKey key{service, server, peer_endpoint};
+  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, "(other)"};
+  AddSample(edges_[key], duration_ns, error);
+}
+
+void CallSummary::AddNamed(const std::string& caller, const std::string& callee, uint64_t duration_ns,
+                           bool error) {
+  std::pair<std::string, std::string> key{caller, callee};
+  if (!named_edges_.count(key) && named_edges_.size() >= kMaxEdges) key = {"(other)", "(other)"};
+  AddSample(named_edges_[key], duration_ns, error);
+}
+
 void CallSummary::Add(const Span& span) {
   // Messaging spans count through AddMessageHop: their peer is the broker, not the callee.
   if (span.kind == SpanKind::kProducer || span.kind == SpanKind::kConsumer) return;
   bool server = span.kind == SpanKind::kServer;
+  bool error = span.status == StatusCode::kError;
+  uint64_t duration_ns = span.end_unix_ns - span.start_unix_ns;
   if (service_by_endpoint_.size() < 4 * kMaxEdges)
     service_by_endpoint_[Endpoint(span.tuple.local_addr, span.tuple.local_port)] = span.service;
-  EdgeKey key{span.service, server, Endpoint(span.tuple.remote_addr, span.tuple.remote_port)};
-  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, "(other)"};
-  AddSample(edges_[key], span.end_unix_ns - span.start_unix_ns, span.status == StatusCode::kError);
+  std::string peer_endpoint = Endpoint(span.tuple.remote_addr, span.tuple.remote_port);
+  if (!server) {
+    if (client_service_by_span_id_.size() >= kMaxKnownClientSpans) client_service_by_span_id_.clear();
+    uint64_t id = SpanKey(span.span_id);
+    client_service_by_span_id_[id] = span.service;
+    AddByEndpoint(span.service, false, peer_endpoint, duration_ns, error);
+    // Server spans that finished before their caller's span came in.
+    if (auto waiting = servers_waiting_for_parent_.find(id); waiting != servers_waiting_for_parent_.end()) {
+      for (const WaitingServerSpan& w : waiting->second) AddNamed(span.service, w.service, w.duration_ns, w.error);
+      waiting_server_spans_ -= waiting->second.size();
+      servers_waiting_for_parent_.erase(waiting);
+    }
+    return;
+  }
+  uint64_t parent = SpanKey(span.parent_span_id);
+  if (parent != 0) {
+    if (auto caller = client_service_by_span_id_.find(parent); caller != client_service_by_span_id_.end()) {
+      AddNamed(caller->second, span.service, duration_ns, error);
+      return;
+    }
+    if (waiting_server_spans_ < kMaxWaitingServerSpans) {
+      // The parent may be a client span still to come, or one on another host (then this
+      // waits until Rows() and is named by its endpoint).
+      servers_waiting_for_parent_[parent].push_back({span.service, peer_endpoint, duration_ns, error});
+      ++waiting_server_spans_;
+      return;
+    }
+  }
+  AddByEndpoint(span.service, true, peer_endpoint, duration_ns, error);
 }
 
 void CallSummary::AddMessageHop(const std::string& producer_service, const Span& consumer) {
   std::string subject;
   if (const AttributeValue* value = consumer.Find("messaging.destination.name"))
     subject = std::get<std::string>(*value);
-  std::pair<std::string, std::string> key{producer_service, consumer.service + " via " + subject};
-  if (!message_edges_.count(key) && message_edges_.size() >= kMaxEdges) key = {"(other)", "(other)"};
-  AddSample(message_edges_[key], consumer.end_unix_ns - consumer.start_unix_ns,
-            consumer.status == StatusCode::kError);
+  AddNamed(producer_service, consumer.service + " via " + subject, consumer.end_unix_ns - consumer.start_unix_ns,
+           consumer.status == StatusCode::kError);
 }
 
 std::vector<CallSummaryRow> CallSummary::Rows() const {
-  std::map<std::pair<std::string, std::string>, Edge> merged = message_edges_;
-  for (const auto& [key, edge] : edges_) {
+  std::map<std::pair<std::string, std::string>, Edge> merged = named_edges_;
+  std::map<EdgeKey, Edge> by_endpoint = edges_;
+  for (const auto& [parent, waiting] : servers_waiting_for_parent_) {
+    for (const WaitingServerSpan& w : waiting) {
+      Edge& edge = by_endpoint[EdgeKey{w.service, true, w.caller_endpoint}];
+      ++edge.count;
+      if (w.error) ++edge.errors;
+      edge.durations_ns.push_back(w.duration_ns);
+    }
+  }
+  for (const auto& [key, edge] : by_endpoint) {
     auto peer = service_by_endpoint_.find(key.peer_endpoint);
     bool peer_traced = peer != service_by_endpoint_.end();
     std::string caller, callee;

@@ -435,6 +435,49 @@ TEST(CallSummaryTest, LocalCallCountedOnceFromServerSide) {
   }
 }
 
+TEST(CallSummaryTest, ReusedEphemeralPortNamesEachCallerByItsParentSpan) {
+  // gateway and then ledger call billing from the same local port (reused after close):
+  // each server span is credited to the client span that is its parent.
+  Span gateway = CallSpan("gateway", SpanKind::kClient, {kLocalhost, 40000}, {kLocalhost, 8080}, 3'000'000);
+  gateway.span_id = {0, 0, 0, 0, 0, 0, 0, 1};
+  Span billing_for_gateway = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40000}, 2'000'000);
+  billing_for_gateway.parent_span_id = gateway.span_id;
+  Span ledger = CallSpan("ledger", SpanKind::kClient, {kLocalhost, 40000}, {kLocalhost, 8080}, 5'000'000);
+  ledger.span_id = {0, 0, 0, 0, 0, 0, 0, 2};
+  Span billing_for_ledger = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40000}, 4'000'000);
+  billing_for_ledger.parent_span_id = ledger.span_id;
+  for (bool server_first : {false, true}) {
+    SCOPED_TRACE(server_first);
+    CallSummary summary;
+    if (server_first) {
+      summary.Add(billing_for_gateway);
+      summary.Add(gateway);
+      summary.Add(billing_for_ledger);
+      summary.Add(ledger);
+    } else {
+      summary.Add(gateway);
+      summary.Add(billing_for_gateway);
+      summary.Add(ledger);
+      summary.Add(billing_for_ledger);
+    }
+    std::vector<CallSummaryRow> rows = summary.Rows();
+    ASSERT_EQ(rows.size(), 2u);
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.caller < b.caller; });
+    ExpectRow(rows[0], "gateway", "billing", 1, 0, 2.0, 2.0);
+    ExpectRow(rows[1], "ledger", "billing", 1, 0, 4.0, 4.0);
+  }
+}
+
+TEST(CallSummaryTest, ServerSpanWithRemoteParentIsNamedByAddressAtTheEnd) {
+  CallSummary summary;
+  Span server = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, 55555}, 4'000'000);
+  server.parent_span_id = {9, 9, 9, 9, 9, 9, 9, 9};  // a client span on another host
+  summary.Add(server);
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 1u);
+  ExpectRow(rows[0], "10.1.2.3", "billing", 1, 0, 4.0, 4.0);
+}
+
 TEST(CallSummaryTest, RemoteCalleeCountedFromClientSpans) {
   CallSummary summary;
   const Side remote = {{93, 184, 216, 34}, 443};
