@@ -49,11 +49,20 @@ static __always_inline bool ports_wanted(struct sock *sk) {
          bpf_map_lookup_elem(&port_filter, &remote_port);
 }
 
-/* The ring buffer wakes the agent only once enough is queued; the agent also polls on
- * a short timer, so a quiet host still sees its events promptly. */
-static __always_inline __u64 wakeup_flags(void) {
+/* Ring buffer bytes a record of `size` takes (8-byte header, 8-byte aligned). */
+#define RINGBUF_RECORD_BYTES(size) (8 + (((size) + 7) & ~7ull))
+
+/* Wake-ups are batched: the agent is woken when a record crosses a multiple of
+ * wakeup_data_bytes of queued data, so at most once per that much, and its poll timer
+ * collects quieter traffic. A wake-up raises an irq_work (a self-IPI, several us in a
+ * VM); forcing one per record while the agent lags, or the kernel's default of one per
+ * record whenever the agent has caught up, costs more than the rest of the hook.
+ * `reserved`: the record is already counted as queued (reserve/submit). */
+static __always_inline __u64 wakeup_flags(__u64 record_bytes, bool reserved) {
   if (!wakeup_data_bytes) return 0;
-  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_data_bytes
+  __u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+  __u64 before = reserved && queued >= record_bytes ? queued - record_bytes : queued;
+  return before / wakeup_data_bytes != (before + record_bytes) / wakeup_data_bytes
              ? BPF_RB_FORCE_WAKEUP
              : BPF_RB_NO_WAKEUP;
 }
@@ -123,7 +132,7 @@ static __always_inline bool announce_conn(struct sock *sk, struct ft_conn_state 
   event->role = state->role;
   __builtin_memset(event->_pad, 0, sizeof(event->_pad));
   bpf_get_current_comm(event->comm, sizeof(event->comm));
-  bpf_ringbuf_submit(event, wakeup_flags());
+  bpf_ringbuf_submit(event, wakeup_flags(RINGBUF_RECORD_BYTES(sizeof(*event)), true));
   count(FT_CTR_CONN_EVENTS, 1);
   state->pid = pid_tgid >> 32;
   return true;
@@ -270,8 +279,8 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
     count(FT_CTR_PAYLOAD_TRUNCATED, 1);
   event->payload_bytes = payload_bytes;
 
-  if (bpf_ringbuf_output(&events, event, sizeof(*event) + (payload_bytes & (2 * FT_MAX_PAYLOAD - 1)),
-                         wakeup_flags()))
+  __u64 event_bytes = sizeof(*event) + (payload_bytes & (2 * FT_MAX_PAYLOAD - 1));
+  if (bpf_ringbuf_output(&events, event, event_bytes, wakeup_flags(RINGBUF_RECORD_BYTES(event_bytes), false)))
     count(FT_CTR_DROP_RINGBUF_FULL, 1);
   else
     count(FT_CTR_DATA_EVENTS, 1);

@@ -30,7 +30,7 @@ static __always_inline void close_conn(struct sock *sk) {
       event->role = state->role;
       __builtin_memset(event->_pad, 0, sizeof(event->_pad));
       __builtin_memset(event->comm, 0, sizeof(event->comm));
-      bpf_ringbuf_submit(event, wakeup_flags());
+      bpf_ringbuf_submit(event, wakeup_flags(RINGBUF_RECORD_BYTES(sizeof(*event)), true));
       count(FT_CTR_CONN_EVENTS, 1);
     } else {
       count(FT_CTR_DROP_RINGBUF_FULL, 1);
