@@ -194,14 +194,18 @@ def otlp_available(flowtracer):
 
 
 class Agent:
-    """flowtracer in one phase's mode: 'capture' or 'otlp' (agent exporting to the sink)."""
+    """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10: it
+    yields to the traced programs when the CPUs are saturated) or 'otlp' (agent exporting
+    to the sink)."""
 
     def __init__(self, flowtracer, mode, extra_args):
         self.mode = mode
         self.log_path = tempfile.mktemp(prefix=f"ft-bench-{mode}.", suffix=".log")
         self.log = open(self.log_path, "w")
-        if mode == "capture":
+        if mode in ("capture", "capture_nice"):
             command = [flowtracer, "capture", "-d", "0", "-o", "/dev/null"] + extra_args
+            if mode == "capture_nice":
+                command = ["nice", "-n", "10"] + command
             env = os.environ.copy()
         else:
             command = [flowtracer, "agent"] + extra_args
@@ -371,7 +375,7 @@ def fmt(value, digits=1):
 
 def nginx_main(args):
     flowtracer = args.flowtracer
-    modes = ["none", "capture"]
+    modes = ["none", "capture"] + (["capture_nice"] if args.nice_phase else [])
     sink = None
     have_otlp = otlp_available(flowtracer)
     if have_otlp:
@@ -395,7 +399,7 @@ def nginx_main(args):
                 for mode in rotated(modes, round_index):
                     stats = measure(flowtracer, mode, extra, loads[load_name])
                     results.setdefault((load_name, mode), []).append(stats)
-                    log(f"round {round_index + 1} {load_name:8} {mode:8} " + json.dumps(
+                    log(f"round {round_index + 1} {load_name:8} {mode:12} " + json.dumps(
                         {k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()
                          if k != "losses"}))
     finally:
@@ -410,8 +414,9 @@ def nginx_main(args):
         base = results[(load_name, "none")]
         base_rps, base_p50, base_p99 = med(base, "rps"), med(base, "p50_us"), med(base, "p99_us")
         log(f"## {load_name}: untraced {fmt(base_rps, 0)} req/s, p50 {fmt(base_p50)} us, p99 {fmt(base_p99)} us")
-        log(f"{'phase':8} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
-            f"{'+p99 us':>8} {'cpu%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} {'lost':>6}")
+        log(f"{'phase':12} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
+            f"{'+p99 us':>8} {'cpu%':>6} {'wait%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} "
+            f"{'lost':>8}")
         for mode in modes:
             rows = results.get((load_name, mode), [])
             if not rows:
@@ -426,17 +431,19 @@ def nginx_main(args):
                 "p99_ratio": p99 / base_p99 if p99 and base_p99 else None,
                 "p99_added_us": p99 - base_p99 if p99 is not None and base_p99 is not None else None,
                 "agent_cpu_pct": med(rows, "agent_cpu_pct"), "agent_cpu_s_per_10k": cpu_per_10k,
+                "agent_runqueue_wait_pct": med(rows, "agent_runqueue_wait_pct"),
                 "rss_start_mb": (max(r["rss_start_kb"] for r in rows) / 1024) if mode != "none" else None,
                 "rss_steady_mb": (med(rows, "rss_steady_kb") / 1024) if mode != "none" else None,
                 "rss_peak_mb": (max(r["rss_peak_kb"] for r in rows) / 1024) if mode != "none" else None,
                 "events_lost": sum(r["events_lost"] for r in rows) if mode != "none" else None,
             }
             summary[f"{load_name}/{mode}"] = row
-            log(f"{mode:8} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
+            log(f"{mode:12} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
                 f"{fmt(row['p50_ratio'], 2):>5} {fmt(p99):>8} {fmt(row['p99_ratio'], 2):>5} "
-                f"{fmt(row['p99_added_us']):>8} {fmt(row['agent_cpu_pct']):>6} {fmt(cpu_per_10k, 3):>9} "
+                f"{fmt(row['p99_added_us']):>8} {fmt(row['agent_cpu_pct']):>6} "
+                f"{fmt(row['agent_runqueue_wait_pct']):>6} {fmt(cpu_per_10k, 3):>9} "
                 f"{fmt(row['rss_start_mb']):>9} {fmt(row['rss_steady_mb']):>7} {fmt(row['rss_peak_mb']):>6} "
-                f"{fmt(row['events_lost'], 0):>6}")
+                f"{fmt(row['events_lost'], 0):>8}")
         losses = {}
         for mode in modes[1:]:
             for r in results.get((load_name, mode), []):
@@ -454,25 +461,40 @@ def nginx_main(args):
 # ---- Scale
 
 
-def kernel_conns_entries():
-    """Entries in the agent's kernel connection table (map `conns`), or None."""
-    result = subprocess.run(["bpftool", "-j", "map", "dump", "name", "conns"],
-                            capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        return None
-    try:
-        return len(json.loads(result.stdout))
-    except ValueError:
-        return None
+def conns_map_ids():
+    """Ids of the loaded maps named `conns` (the agents' kernel connection tables)."""
+    result = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True, timeout=60)
+    return {m["id"] for m in json.loads(result.stdout) if m.get("name") == "conns"}
+
+
+def kernel_conns_entries(map_ids):
+    """Entries in the given kernel connection tables, or None."""
+    total = 0
+    for map_id in map_ids:
+        result = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            return None
+        try:
+            total += len(json.loads(result.stdout))
+        except ValueError:
+            return None
+    return total
 
 
 def scale_main(args):
-    resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))  # children inherit it
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    if hard < args.concurrent + 1000:
+        sys.exit(f"open files limit {hard} is too low for {args.concurrent} connections")
     nginx = Nginx(args.workers)
     extra = args.agent_args.split() if args.agent_args else []
     try:
         # 1. Many concurrent keep-alive connections.
+        maps_before = conns_map_ids()
         agent = Agent(args.flowtracer, "capture", extra)
+        # Other tracers may run on the machine: the agent's table is the one it created.
+        our_maps = conns_map_ids() - maps_before
         sampler = RssSampler(agent.pid, 0.5)
         log(f"# agent started: RSS {agent.start_rss_kb / 1024:.1f} MB")
         timeline = []
@@ -482,7 +504,7 @@ def scale_main(args):
             timeline.append((stats, rss))
             log(f"keep-alive step {step + 1}: {args.concurrent} connections, {stats['requests']} requests, "
                 f"{stats['rps']:.0f} req/s, errors {stats['errors']}, agent RSS {rss / 1024:.1f} MB")
-        entries_after_keepalive = kernel_conns_entries()
+        entries_after_keepalive = kernel_conns_entries(our_maps)
         # 2. Churn: connections opened and closed (one request each).
         churned = 0
         churn_steps = []
@@ -494,7 +516,7 @@ def scale_main(args):
             churn_steps.append((churned, rss))
             log(f"churn: {churned} connections so far ({stats['rps']:.0f}/s), agent RSS {rss / 1024:.1f} MB")
         time.sleep(2)
-        entries_after_churn = kernel_conns_entries()
+        entries_after_churn = kernel_conns_entries(our_maps)
         samples = sampler.stop()
         losses, hwm, text = agent.stop()
     finally:
@@ -527,7 +549,10 @@ def scale_main(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--flowtracer", required=True)
-    parser.add_argument("--agent-args", default="", help="extra flags for flowtracer")
+    # Only the benchmark's own traffic: other programs on a shared machine would otherwise
+    # add their load to the agent's figures (the filter runs in the kernel).
+    parser.add_argument("--agent-args", default=f"--port {NGINX_PORT} --port {NGINX_CLOSE_PORT}",
+                        help="flags for flowtracer capture")
     parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
     parser.add_argument("--json", help="write the summary here")
@@ -538,6 +563,8 @@ def main():
     nginx.add_argument("--wrk-threads", type=int, default=1)
     nginx.add_argument("--rate-clients", type=int, default=20)
     nginx.add_argument("--loads", default="wrk,rate10k,rate20k")
+    nginx.add_argument("--nice-phase", action="store_true",
+                       help="also measure capture at nice 10 (yields the CPU at saturation)")
     scale = sub.add_parser("scale")
     scale.add_argument("--concurrent", type=int, default=10000)
     scale.add_argument("--keepalive-steps", type=int, default=3)

@@ -7,6 +7,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-$HERE/../build}
 shift || true
-ulimit -n 200000  # 10 000 connections: both ends' descriptors in this host
+# 10 000 connections: wrk and nginx each hold one descriptor per connection.
+ulimit -n "$(ulimit -Hn)"
 exec python3 "$HERE/load_bench.py" --flowtracer "$BUILD/flowtracer" --workers 2 \
   ${DURATION:+--duration $DURATION} ${JSON:+--json $JSON} scale "$@"

@@ -10,6 +10,7 @@ namespace {
 // they arrive, so steady traffic copies payloads without allocating. Shared by the
 // thread's streams and bounded (64 x 32 KiB at most), so idle connections hold none.
 constexpr size_t kMaxSpareBuffers = 64;
+constexpr size_t kIdleSegmentCapacity = 2;
 constexpr size_t kMaxSpareBufferBytes = 32 * 1024;
 thread_local std::vector<std::string> spare_buffers;
 
@@ -107,13 +108,15 @@ void ByteStream::SkipHole() {
 }
 
 void ByteStream::DropConsumedSegments() {
-  while (!segments_.empty() && segments_.front().end <= read_position_) {
-    Segment& front = segments_.front();
-    buffered_bytes_ -= front.data.size();
-    last_timestamp_ns_ = front.timestamp_ns;
-    GiveSpareBuffer(std::move(front.data));
-    segments_.pop_front();
+  auto consumed = segments_.begin();
+  for (; consumed != segments_.end() && consumed->end <= read_position_; ++consumed) {
+    buffered_bytes_ -= consumed->data.size();
+    last_timestamp_ns_ = consumed->timestamp_ns;
+    GiveSpareBuffer(std::move(consumed->data));
   }
+  segments_.erase(segments_.begin(), consumed);
+  // An idle stream keeps room for a couple of calls, not for the largest burst it saw.
+  if (segments_.empty() && segments_.capacity() > kIdleSegmentCapacity) std::vector<Segment>().swap(segments_);
 }
 
 const ByteStream::Segment* ByteStream::SegmentAt(uint64_t position) const {
