@@ -1,6 +1,6 @@
 /* TCP loopback ping-pong of small writes and reads: the cost of one traced socket call.
  *
- *   pingpong [--threads 1|2] [--iterations N] [--opaque] [--port P]
+ *   pingpong [--threads 1|2] [--iterations N] [--opaque] [--port P] [--pace N]
  *
  * Each iteration: the client writes a small HTTP request, the server reads it and
  * writes a small response, the client reads it (4 socket calls). With --threads 1 both
@@ -8,6 +8,8 @@
  * scheduling in the measurement); with --threads 2 the server is a second thread.
  * Bytes are HTTP by default so the agent keeps copying them; --opaque sends bytes that
  * are not a protocol the agent parses (it then stops copying after detection).
+ * --pace N sleeps 1 ms after every N iterations (single thread only), so a tracer that
+ * keeps up loses nothing; sleeping costs no CPU time, so CPU per iteration stays comparable.
  *
  * Prints one line: "ns_per_iteration=<wall> cpu_ns_per_iteration=<cpu> calls_per_iteration=4
  * iterations=<n>". CPU time is the figure to compare: on a shared machine wall time also
@@ -94,14 +96,16 @@ static void *serve(void *arg) {
 
 int main(int argc, char **argv) {
   struct config c = {.iterations = 200000};
+  long pace = 0;
   int threads = 1, port = 21001; /* the benchmarks' port range is 21000-21999 */
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--iterations") && i + 1 < argc) c.iterations = atol(argv[++i]);
     else if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--opaque")) c.opaque = 1;
+    else if (!strcmp(argv[i], "--pace") && i + 1 < argc) pace = atol(argv[++i]);
     else {
-      fprintf(stderr, "usage: pingpong [--threads 1|2] [--iterations N] [--opaque] [--port P]\n");
+      fprintf(stderr, "usage: pingpong [--threads 1|2] [--iterations N] [--opaque] [--port P] [--pace N]\n");
       return 2;
     }
   }
@@ -138,6 +142,10 @@ int main(int argc, char **argv) {
       write_all(c.server_fd, response, response_len);
     }
     read_exactly(c.client_fd, buf, response_len);
+    if (pace && threads == 1 && (i + 1) % pace == 0) {
+      struct timespec pause = {0, 1000000};
+      nanosleep(&pause, NULL);
+    }
   }
   if (threads == 2) pthread_join(server, NULL);
   double elapsed = now_ns() - start, cpu = cpu_ns() - cpu_start;

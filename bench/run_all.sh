@@ -37,7 +37,7 @@ echo "== 2. syscall overhead"
 "$HERE/syscall_overhead.sh" "$BUILD" | tee "$RESULTS_DIR/syscall_overhead.txt"
 
 echo "== 3. nginx"
-JSON=$RESULTS_DIR/nginx.json "$HERE/nginx_wrk.sh" "$BUILD" | tee "$RESULTS_DIR/nginx.txt"
+JSON=$RESULTS_DIR/nginx.json "$HERE/nginx_wrk.sh" "$BUILD" --nice-phase | tee "$RESULTS_DIR/nginx.txt"
 
 echo "== 4. scale"
 JSON=$RESULTS_DIR/scale.json "$HERE/scale.sh" "$BUILD" | tee "$RESULTS_DIR/scale.txt"

@@ -5,14 +5,16 @@
 # shared machine only these side-by-side ratios mean anything.
 #
 #   bench/syscall_overhead.sh [BUILD_DIR]
-#   env: ROUNDS (5), ITERATIONS (200000), THREADS ("1 2"), SYSCALL_HOOKS (1: also
+#   env: ROUNDS (5), ITERATIONS (200000), THREADS ("1 1paced 2"), SYSCALL_HOOKS (1: also
 #        measure the syscall-tracepoint fallback family), PORT (21001)
 set -euo pipefail
 BUILD=${1:-$(dirname "$0")/../build}
 BUILD=$(cd "$BUILD" && pwd)
 ROUNDS=${ROUNDS:-5}
 ITERATIONS=${ITERATIONS:-200000}
-THREADS=${THREADS:-"1 2"}
+# 1: both ends in one thread; 1paced: the same with a 1 ms pause every 25 iterations (at
+# most ~100 000 events/s, which the agent can keep up with: nothing lost); 2: two threads.
+THREADS=${THREADS:-"1 1paced 2"}
 SYSCALL_HOOKS=${SYSCALL_HOOKS:-1}
 PORT=${PORT:-21001}
 FLOWTRACER=$BUILD/flowtracer
@@ -94,9 +96,9 @@ start_phase() {
 }
 
 stop_phase() {
-  local phase=$1
+  local phase=$1 threads=$2
   [[ -n $HELPER_PID ]] || return 0
-  if [[ $phase == capture_* ]]; then program_ns_per_run "$phase" "$PROGRAMS_BEFORE"; fi
+  if [[ $phase == capture_* && $threads == 1 ]]; then program_ns_per_run "$phase" "$PROGRAMS_BEFORE"; fi
   kill -INT "$HELPER_PID"
   wait "$HELPER_PID" || true
   HELPER_PID=""
@@ -104,7 +106,7 @@ stop_phase() {
     # Losses the agent reports at exit ("events lost, ring buffer full", ...).
     local lost
     lost=$(grep -E "events lost|lost_ring_buffer_full" "$WORK/$phase.log" | grep -oE "[0-9]+$" | head -1 || true)
-    echo "$phase lost ${lost:-0}" >>"$WORK/losses"
+    echo "$phase $threads ${lost:-0}" >>"$WORK/losses"
   fi
 }
 
@@ -118,15 +120,20 @@ for round in $(seq 1 "$ROUNDS"); do
   n=${#PHASES[@]}
   for i in $(seq 0 $((n - 1))); do
     phase=${PHASES[$(((i + round) % n))]}
-    start_phase "$phase"
     for threads in $THREADS; do
-      result=$("$PINGPONG" --threads "$threads" --iterations "$ITERATIONS" --port "$PORT")
+      # One attach per measurement, so losses are known per thread mode.
+      start_phase "$phase"
+      if [[ $threads == 1paced ]]; then
+        result=$("$PINGPONG" --threads 1 --pace 25 --iterations $((ITERATIONS / 4)) --port "$PORT")
+      else
+        result=$("$PINGPONG" --threads "$threads" --iterations "$ITERATIONS" --port "$PORT")
+      fi
       wall=$(echo "$result" | sed -E 's/^ns_per_iteration=([0-9.]+).*/\1/')
       cpu=$(echo "$result" | sed -E 's/.*cpu_ns_per_iteration=([0-9.]+).*/\1/')
       echo "$phase $threads $cpu $wall" >>"$WORK/samples"
       echo "round $round $phase threads=$threads cpu_ns_per_iteration=$cpu wall_ns_per_iteration=$wall"
+      stop_phase "$phase" "$threads"
     done
-    stop_phase "$phase"
   done
 done
 
@@ -161,5 +168,12 @@ done
 echo
 echo "# events lost per capture phase (the agent shares 2 CPUs with the ping-pong and the"
 echo "# machine's other load; a lost event costs the traced call less than a delivered one)"
-cat "$WORK/losses" 2>/dev/null || true
+printf "%-16s %-8s %12s\n" phase threads "events lost (per run, all rounds)"
+for phase in "${PHASES[@]}"; do
+  [[ $phase == capture_* ]] || continue
+  for threads in $THREADS; do
+    printf "%-16s %-8s %s\n" "$phase" "$threads" \
+      "$(awk -v p="$phase" -v t="$threads" '$1==p && $2==t {printf "%s ", $3}' "$WORK/losses")"
+  done
+done
 rm -rf "$WORK"
