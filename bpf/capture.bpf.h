@@ -244,13 +244,21 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
 
   __u64 position = call_position(sk, state, direction, length);
 
-  __u32 skip = 0;
-  struct ft_conn_control *control = bpf_map_lookup_elem(&conn_control, &state->conn_id);
-  if (control) {
-    if (control->flags & FT_CONTROL_IGNORE) return;
-    __u64 skip_until = control->skip_until[direction & 1];
-    if (skip_until > position) skip = skip_until - position < length ? skip_until - position : length;
+  /* The agent's copy instructions: looked up only when they may have changed since this
+   * connection last looked (a hash lookup on every call otherwise). The generation is
+   * read before the lookup, so a change made during it is seen by the next call. */
+  __u64 generation = control_generation;
+  if (state->control_generation != generation) {
+    struct ft_conn_control *control = bpf_map_lookup_elem(&conn_control, &state->conn_id);
+    state->control_skip_until[0] = control ? control->skip_until[0] : 0;
+    state->control_skip_until[1] = control ? control->skip_until[1] : 0;
+    state->control_flags = control ? control->flags : 0;
+    state->control_generation = generation;
   }
+  if (state->control_flags & FT_CONTROL_IGNORE) return;
+  __u32 skip = 0;
+  __u64 skip_until = state->control_skip_until[direction & 1];
+  if (skip_until > position) skip = skip_until - position < length ? skip_until - position : length;
 
   __u32 cpu = bpf_get_smp_processor_id();
   struct data_event_scratch *scratch = bpf_map_lookup_elem(&data_scratch, &cpu);

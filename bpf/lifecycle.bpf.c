@@ -9,6 +9,7 @@ const volatile __u32 max_payload_bytes = FT_MAX_PAYLOAD;
 const volatile __u8 filter_by_pid = 0;
 const volatile __u8 filter_by_port = 0;
 const volatile __u64 wakeup_data_bytes = 0;
+volatile __u64 control_generation = 0;
 
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3

@@ -286,10 +286,18 @@ CounterValues SocketTracer::ReadCounters() const {
 void SocketTracer::SetConnControl(uint64_t conn_id, const ft_conn_control& control) {
   bpf_map__update_elem(skeleton_->maps.conn_control, &conn_id, sizeof(conn_id), &control,
                        sizeof(control), BPF_ANY);
+  BumpControlGeneration();
 }
 
 void SocketTracer::ForgetConnControl(uint64_t conn_id) {
   bpf_map__delete_elem(skeleton_->maps.conn_control, &conn_id, sizeof(conn_id), 0);
+  BumpControlGeneration();
+}
+
+void SocketTracer::BumpControlGeneration() {
+  // After the map change (a system call, so already ordered): the programs re-read their
+  // connection's control once the generation they cached is stale.
+  __atomic_add_fetch(&skeleton_->bss->control_generation, 1, __ATOMIC_RELEASE);
 }
 
 }  // namespace flowtracer::loader

@@ -61,6 +61,7 @@ class SocketTracer {
 
  private:
   SocketTracer() = default;
+  void BumpControlGeneration();
 
   struct SkeletonDeleter {
     void operator()(flowtracer_bpf* skeleton) const;
