@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -53,7 +54,10 @@ std::string Errno(int err) { return std::strerror(err < 0 ? -err : err); }
 }  // namespace
 
 // Reads the BPF ring buffer through its mmap'ed pages (the kernel's documented layout:
-// a consumer page, a producer page, then the data pages mapped twice). Unlike libbpf's
+// a consumer page, a producer page, then the data pages). The data is mapped once, not
+// twice as libbpf does to see wrapped records whole: a second mapping doubles the ring's
+// share of the agent's RSS (8 MiB counted as 16), and the rare record that wraps is copied
+// instead. Unlike libbpf's
 // reader, which publishes its position after every record, it publishes once per
 // batch (and every kPublishBytes): each publication is a cache line the producing CPU
 // must fetch back on its next reserve, so per-record publication costs every traced
@@ -78,7 +82,7 @@ class SocketTracer::RingReader {
       return nullptr;
     }
     reader->consumer_page_ = consumer;
-    void* producer = mmap(nullptr, reader->page_bytes_ + 2 * reader->data_bytes_, PROT_READ, MAP_SHARED,
+    void* producer = mmap(nullptr, reader->page_bytes_ + reader->data_bytes_, PROT_READ, MAP_SHARED,
                           map_fd, reader->page_bytes_);
     if (producer == MAP_FAILED) {
       *error = "cannot map the ring buffer: " + Errno(errno);
@@ -97,7 +101,7 @@ class SocketTracer::RingReader {
 
   ~RingReader() {
     if (consumer_page_) munmap(consumer_page_, page_bytes_);
-    if (producer_page_) munmap(producer_page_, page_bytes_ + 2 * data_bytes_);
+    if (producer_page_) munmap(producer_page_, page_bytes_ + data_bytes_);
     if (epoll_fd_ >= 0) close(epoll_fd_);
   }
 
@@ -129,8 +133,16 @@ class SocketTracer::RingReader {
         }
         const uint32_t length = length_word & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
         if (!(length_word & BPF_RINGBUF_DISCARD_BIT)) {
-          // The data pages are mapped twice, so a record that wraps is contiguous here.
-          handler(reinterpret_cast<const uint8_t*>(header) + BPF_RINGBUF_HDR_SZ, length);
+          // Headers are 8-byte aligned and never wrap; a record's data may.
+          const uint64_t data_offset = ((consumed & mask) + BPF_RINGBUF_HDR_SZ) & mask;
+          const uint64_t first_part = std::min<uint64_t>(length, data_bytes_ - data_offset);
+          if (first_part == length) {
+            handler(data + data_offset, length);
+          } else {
+            wrapped_.assign(data + data_offset, data + data_offset + first_part);
+            wrapped_.insert(wrapped_.end(), data, data + (length - first_part));
+            handler(wrapped_.data(), length);
+          }
           ++records;
         }
         consumed += (length + BPF_RINGBUF_HDR_SZ + 7) & ~uint64_t{7};
@@ -152,6 +164,7 @@ class SocketTracer::RingReader {
   void* consumer_page_ = nullptr;
   void* producer_page_ = nullptr;
   int epoll_fd_ = -1;
+  std::vector<uint8_t> wrapped_;  // a record that wraps the end of the ring, made whole
 };
 
 std::string_view HookFamilyName(HookFamily family) {
