@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The pipeline benchmark of this tree against the same benchmark built from another
-# revision's pipeline sources (default: main), run alternately in one session so the
-# ratio is not an artefact of a busy machine.
+# revision's pipeline sources (default: where this branch left main), run alternately in
+# one session so the ratio is not an artefact of a busy machine.
 #   bench/pipeline_compare.sh [REV] [ROUNDS]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-REV=${1:-main}
+REV=${1:-$(git -C "$ROOT" merge-base HEAD main)}
 ROUNDS=${2:-3}
 WORK=$(mktemp -d /tmp/ft-pipeline-compare.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -14,13 +14,13 @@ trap 'rm -rf "$WORK"' EXIT
 # Same compiler flags as the RelWithDebInfo build.
 build() {
   local src=$1 out=$2
+  # The pipeline: every source of the stages the benchmark drives (no libbpf, no CLI).
+  local sources
+  sources=$(find "$src/agent/protocols" "$src/agent/conntrack" "$src/agent/spans" "$src/agent/process" \
+    -name '*.cc' -not -name '*_test.cc' | sort)
+  # shellcheck disable=SC2086
   g++ -std=c++20 -O2 -g -DNDEBUG -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL -DFMT_SHARED -I"$src" -I"$src/bpf/include" \
-    "$ROOT/bench/pipeline_bench.cc" \
-    "$src/agent/protocols/http1/parse.cc" "$src/agent/spans/route.cc" \
-    "$src/agent/process/process_info.cc" "$src/agent/conntrack/byte_stream.cc" \
-    "$src/agent/conntrack/connection_tracker.cc" "$src/agent/conntrack/http1_stream.cc" \
-    "$src/agent/spans/ids.cc" "$src/agent/spans/span_assembler.cc" \
-    -o "$out" -lbenchmark -lspdlog -lfmt -lpthread
+    "$ROOT/bench/pipeline_bench.cc" $sources -o "$out" -lbenchmark -lspdlog -lfmt -lpthread
 }
 mkdir -p "$WORK/base"
 git -C "$ROOT" archive "$REV" | tar -x -C "$WORK/base"
@@ -37,12 +37,14 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 # csv: which,"name",iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,...
-echo "benchmark,${REV}_events_per_s,this_events_per_s,ratio (medians of $ROUNDS alternating runs, CPU time)"
+# (the head parser rows compare bytes/s)
+echo "benchmark,${REV:0:12}_items_per_s,this_items_per_s,ratio (medians of $ROUNDS alternating runs, CPU time)"
 python3 - "$WORK/results.csv" <<'EOF'
 import csv, statistics, sys
 rows = {}
 for r in csv.reader(open(sys.argv[1])):
-    rows.setdefault((r[1], r[0]), []).append(float(r[7]))
+    # items_per_second, or bytes_per_second for benchmarks that count no items
+    rows.setdefault((r[1], r[0]), []).append(float(r[7] or r[6]))
 for name in sorted({n for n, _ in rows}):
     base, this = statistics.median(rows[(name, "base")]), statistics.median(rows[(name, "this")])
     print(f"{name},{base:.0f},{this:.0f},{this / base:.2f}")
