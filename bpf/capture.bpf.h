@@ -49,11 +49,20 @@ static __always_inline bool ports_wanted(struct sock *sk) {
          bpf_map_lookup_elem(&port_filter, &remote_port);
 }
 
-/* The ring buffer wakes the agent only once enough is queued; the agent also polls on
- * a short timer, so a quiet host still sees its events promptly. */
-static __always_inline __u64 wakeup_flags(void) {
+/* Ring buffer bytes a record of `size` takes (8-byte header, 8-byte aligned). */
+#define RINGBUF_RECORD_BYTES(size) (8 + (((size) + 7) & ~7ull))
+
+/* Wake-ups are batched: the agent is woken when a record crosses a multiple of
+ * wakeup_data_bytes of queued data, so at most once per that much, and its poll timer
+ * collects quieter traffic. A wake-up raises an irq_work (a self-IPI, several us in a
+ * VM); forcing one per record while the agent lags, or the kernel's default of one per
+ * record whenever the agent has caught up, costs more than the rest of the hook.
+ * `reserved`: the record is already counted as queued (reserve/submit). */
+static __always_inline __u64 wakeup_flags(__u64 record_bytes, bool reserved) {
   if (!wakeup_data_bytes) return 0;
-  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_data_bytes
+  __u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+  __u64 before = reserved && queued >= record_bytes ? queued - record_bytes : queued;
+  return before / wakeup_data_bytes != (before + record_bytes) / wakeup_data_bytes
              ? BPF_RB_FORCE_WAKEUP
              : BPF_RB_NO_WAKEUP;
 }
@@ -123,7 +132,7 @@ static __always_inline bool announce_conn(struct sock *sk, struct ft_conn_state 
   event->role = state->role;
   __builtin_memset(event->_pad, 0, sizeof(event->_pad));
   bpf_get_current_comm(event->comm, sizeof(event->comm));
-  bpf_ringbuf_submit(event, wakeup_flags());
+  bpf_ringbuf_submit(event, wakeup_flags(RINGBUF_RECORD_BYTES(sizeof(*event)), true));
   count(FT_CTR_CONN_EVENTS, 1);
   state->pid = pid_tgid >> 32;
   return true;
@@ -237,13 +246,21 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
   __u32 seq_start = 0;
   __u64 position = call_position(sk, state, direction, length, &seq_start);
 
-  __u32 skip = 0;
-  struct ft_conn_control *control = bpf_map_lookup_elem(&conn_control, &state->conn_id);
-  if (control) {
-    if (control->flags & FT_CONTROL_IGNORE) return;
-    __u64 skip_until = control->skip_until[direction & 1];
-    if (skip_until > position) skip = skip_until - position < length ? skip_until - position : length;
+  /* The agent's copy instructions: looked up only when they may have changed since this
+   * connection last looked (a hash lookup on every call otherwise). The generation is
+   * read before the lookup, so a change made during it is seen by the next call. */
+  __u64 generation = control_generation;
+  if (state->control_generation != generation) {
+    struct ft_conn_control *control = bpf_map_lookup_elem(&conn_control, &state->conn_id);
+    state->control_skip_until[0] = control ? control->skip_until[0] : 0;
+    state->control_skip_until[1] = control ? control->skip_until[1] : 0;
+    state->control_flags = control ? control->flags : 0;
+    state->control_generation = generation;
   }
+  if (state->control_flags & FT_CONTROL_IGNORE) return;
+  __u32 skip = 0;
+  __u64 skip_until = state->control_skip_until[direction & 1];
+  if (skip_until > position) skip = skip_until - position < length ? skip_until - position : length;
 
   __u32 cpu = bpf_get_smp_processor_id();
   struct data_event_scratch *scratch = bpf_map_lookup_elem(&data_scratch, &cpu);
@@ -272,8 +289,8 @@ static __always_inline void capture_io(struct sock *sk, int direction, __u32 len
     count(FT_CTR_PAYLOAD_TRUNCATED, 1);
   event->payload_bytes = payload_bytes;
 
-  if (bpf_ringbuf_output(&events, event, sizeof(*event) + (payload_bytes & (2 * FT_MAX_PAYLOAD - 1)),
-                         wakeup_flags()))
+  __u64 event_bytes = sizeof(*event) + (payload_bytes & (2 * FT_MAX_PAYLOAD - 1));
+  if (bpf_ringbuf_output(&events, event, event_bytes, wakeup_flags(RINGBUF_RECORD_BYTES(event_bytes), false)))
     count(FT_CTR_DROP_RINGBUF_FULL, 1);
   else
     count(FT_CTR_DATA_EVENTS, 1);

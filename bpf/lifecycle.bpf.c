@@ -9,6 +9,7 @@ const volatile __u32 max_payload_bytes = FT_MAX_PAYLOAD;
 const volatile __u8 filter_by_pid = 0;
 const volatile __u8 filter_by_port = 0;
 const volatile __u64 wakeup_data_bytes = 0;
+volatile __u64 control_generation = 0;
 
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
@@ -30,7 +31,7 @@ static __always_inline void close_conn(struct sock *sk) {
       event->role = state->role;
       __builtin_memset(event->_pad, 0, sizeof(event->_pad));
       __builtin_memset(event->comm, 0, sizeof(event->comm));
-      bpf_ringbuf_submit(event, wakeup_flags());
+      bpf_ringbuf_submit(event, wakeup_flags(RINGBUF_RECORD_BYTES(sizeof(*event)), true));
       count(FT_CTR_CONN_EVENTS, 1);
     } else {
       count(FT_CTR_DROP_RINGBUF_FULL, 1);

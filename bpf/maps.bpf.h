@@ -14,6 +14,10 @@ extern const volatile __u8 filter_by_pid;        /* only pids in pid_filter are 
 extern const volatile __u8 filter_by_port;       /* only local/remote ports in port_filter */
 extern const volatile __u64 wakeup_data_bytes;   /* wake the agent once this much is queued */
 
+/* Written by the agent (the skeleton maps .bss): bumped after every change to
+ * conn_control, so a connection's cached copy of its control is known to be current. */
+extern volatile __u64 control_generation;
+
 /* Events to the agent (CONN_OPEN, CONN_CLOSE, DATA). Size set by the agent. */
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -47,10 +47,19 @@ static __always_inline void decode_syscall(struct io_args *args, int direction) 
   if (call == FT_IO_UNKNOWN) args->fd = -1;
 }
 
+/* The tracepoint's socket is a BTF pointer the verifier trusts: its fields are plain
+ * loads, where is_tcp_inet() pays a probe-read helper call for each (this runs on every
+ * socket call of the host, traced or not). */
+static __always_inline bool is_tcp_inet_btf(struct sock *sk) {
+  __u16 family = sk->__sk_common.skc_family;
+  if (family != AF_INET && family != AF_INET6) return false;
+  return BPF_CORE_READ_BITFIELD(sk, sk_protocol) == IPPROTO_TCP;
+}
+
 static __always_inline int on_socket_io(struct sock *sk, int direction, int ret) {
   if (ret <= 0) return 0;
   __u64 pid_tgid = bpf_get_current_pid_tgid();
-  if (!pid_wanted(pid_tgid) || !is_tcp_inet(sk)) return 0;
+  if (!pid_wanted(pid_tgid) || !is_tcp_inet_btf(sk)) return 0;
   struct io_args args;
   decode_syscall(&args, direction);
   capture_io(sk, direction, ret, &args, FT_HOOK_SOCKET_TRACEPOINTS, pid_tgid);

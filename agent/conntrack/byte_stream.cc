@@ -1,8 +1,35 @@
 #include "agent/conntrack/byte_stream.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace flowtracer::conntrack {
+namespace {
+
+// Buffers of consumed segments, reused for new ones: most calls are consumed as soon as
+// they arrive, so steady traffic copies payloads without allocating. Shared by the
+// thread's streams and bounded (64 x 32 KiB at most), so idle connections hold none.
+constexpr size_t kMaxSpareBuffers = 64;
+constexpr size_t kIdleSegmentCapacity = 2;
+constexpr size_t kMaxSpareBufferBytes = 32 * 1024;
+thread_local std::vector<std::string> spare_buffers;
+
+std::string TakeSpareBuffer() {
+  if (spare_buffers.empty()) return {};
+  std::string buffer = std::move(spare_buffers.back());
+  spare_buffers.pop_back();
+  return buffer;
+}
+
+void GiveSpareBuffer(std::string&& buffer) {
+  // Short strings live inside the object: nothing to reuse.
+  if (buffer.capacity() <= 15 || buffer.capacity() > kMaxSpareBufferBytes ||
+      spare_buffers.size() >= kMaxSpareBuffers)
+    return;
+  spare_buffers.push_back(std::move(buffer));
+}
+
+}  // namespace
 
 void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset,
                      std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
@@ -32,6 +59,7 @@ void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset
     ++overflow_drops_;
     payload = {};
   }
+  if (!payload.empty()) segment.data = TakeSpareBuffer();
   segment.data.assign(payload);
   buffered_bytes_ += segment.data.size();
   segments_.push_back(std::move(segment));
@@ -83,11 +111,15 @@ void ByteStream::SkipHole() {
 }
 
 void ByteStream::DropConsumedSegments() {
-  while (!segments_.empty() && segments_.front().end <= read_position_) {
-    buffered_bytes_ -= segments_.front().data.size();
-    last_timestamp_ns_ = segments_.front().timestamp_ns;
-    segments_.pop_front();
+  auto consumed = segments_.begin();
+  for (; consumed != segments_.end() && consumed->end <= read_position_; ++consumed) {
+    buffered_bytes_ -= consumed->data.size();
+    last_timestamp_ns_ = consumed->timestamp_ns;
+    GiveSpareBuffer(std::move(consumed->data));
   }
+  segments_.erase(segments_.begin(), consumed);
+  // An idle stream keeps room for a couple of calls, not for the largest burst it saw.
+  if (segments_.empty() && segments_.capacity() > kIdleSegmentCapacity) std::vector<Segment>().swap(segments_);
 }
 
 const ByteStream::Segment* ByteStream::SegmentAt(uint64_t position) const {

@@ -5,10 +5,10 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace flowtracer::conntrack {
 
@@ -65,7 +65,9 @@ class ByteStream {
   const Segment* SegmentAt(uint64_t position) const;
   void DropConsumedSegments();
 
-  std::deque<Segment> segments_;
+  // A vector, not a deque: an empty deque still holds ~600 bytes, and the agent keeps two
+  // streams per connection, mostly empty (keep-alive connections between requests).
+  std::vector<Segment> segments_;
   uint64_t read_position_ = 0;
   bool started_ = false;
   size_t buffered_bytes_ = 0;

@@ -29,7 +29,7 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
 
   if (side.type == MessageType::kRequest) {
     if (pending_.size() >= kMaxPendingRequests) {
-      pending_.pop_front();
+      pending_.erase(pending_.begin());
       ++stats_.pending_overflow;
     }
     pending_.push_back(std::move(message));
@@ -50,7 +50,10 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
   }
   HttpExchange exchange;
   exchange.request = std::move(pending_.front());
-  pending_.pop_front();
+  pending_.erase(pending_.begin());
+  // Between requests a keep-alive connection holds no pending storage (one allocation
+  // per request is cheaper than ~250 bytes on every idle connection).
+  if (pending_.empty()) pending_.shrink_to_fit();
   exchange.response = std::move(message);
   if (status == 101) upgraded_ = true;
   done->push_back(std::move(exchange));
@@ -230,7 +233,7 @@ void Http1Conversation::Close(ByteStream& requests, ByteStream& responses,
   while (!pending_.empty()) {
     HttpExchange exchange;
     exchange.request = std::move(pending_.front());
-    pending_.pop_front();
+    pending_.erase(pending_.begin());
     exchange.error_type = "connection_closed";
     done->push_back(std::move(exchange));
   }
@@ -240,7 +243,7 @@ void Http1Conversation::ExpireOlderThan(uint64_t deadline_ns, std::vector<HttpEx
   while (!pending_.empty() && pending_.front().start_ns < deadline_ns) {
     HttpExchange exchange;
     exchange.request = std::move(pending_.front());
-    pending_.pop_front();
+    pending_.erase(pending_.begin());
     exchange.error_type = "timeout";
     done->push_back(std::move(exchange));
     ++expired_awaiting_response_;

@@ -14,7 +14,6 @@
 #include "flowtracer/events.h"
 
 struct flowtracer_bpf;
-struct ring_buffer;
 
 namespace flowtracer::loader {
 
@@ -62,16 +61,15 @@ class SocketTracer {
 
  private:
   SocketTracer() = default;
+  void BumpControlGeneration();
 
   struct SkeletonDeleter {
     void operator()(flowtracer_bpf* skeleton) const;
   };
-  struct RingBufferDeleter {
-    void operator()(ring_buffer* ring) const;
-  };
+  class RingReader;
 
   std::unique_ptr<flowtracer_bpf, SkeletonDeleter> skeleton_;
-  std::unique_ptr<ring_buffer, RingBufferDeleter> ring_;
+  std::unique_ptr<RingReader> ring_;
   RecordHandler handler_;
   HookFamily hooks_ = HookFamily::kSocketTracepoints;
 };

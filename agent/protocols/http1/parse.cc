@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 
 namespace flowtracer::http1 {
 namespace {
@@ -17,15 +18,15 @@ constexpr size_t kMaxTrailerBytes = 64 * 1024;
 // Matching a start-line prefix: kPrefix means the buffer ended while it still matched.
 enum class Match { kNo, kPrefix, kYes };
 
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 bool IsAlnum(char c) {
   return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
 // RFC 9110 section 5.6.2 tchar: the characters of field names and method tokens.
-bool IsTchar(char c) {
-  if (IsAlnum(c)) return true;
+constexpr bool IsTcharSlow(char c) {
+  if (IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
   switch (c) {
     case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
     case '-': case '.': case '^': case '_': case '`': case '|': case '~':
@@ -36,10 +37,25 @@ bool IsTchar(char c) {
 }
 
 // Control characters other than HTAB; obs-text (>= 0x80) is allowed in values.
-bool IsForbiddenCtl(char c) {
+constexpr bool IsForbiddenCtlSlow(char c) {
   const auto byte = static_cast<unsigned char>(c);
   return (byte < 0x20 && c != '\t') || byte == 0x7f;
 }
+
+// Byte classes looked up in one table: the head scanners touch every byte of a head.
+enum ByteClass : uint8_t { kTchar = 1, kForbiddenCtl = 2, kLineEnd = 4 };
+constexpr std::array<uint8_t, 256> kByteClass = [] {
+  std::array<uint8_t, 256> table{};
+  for (int i = 0; i < 256; ++i) {
+    const char c = static_cast<char>(i);
+    table[i] = (IsTcharSlow(c) ? kTchar : 0) | (IsForbiddenCtlSlow(c) ? kForbiddenCtl : 0) |
+               (c == '\r' || c == '\n' ? kLineEnd : 0);
+  }
+  return table;
+}();
+
+bool IsTchar(char c) { return kByteClass[static_cast<unsigned char>(c)] & kTchar; }
+bool IsForbiddenCtl(char c) { return kByteClass[static_cast<unsigned char>(c)] & kForbiddenCtl; }
 
 int HexValue(char c) {
   if (IsDigit(c)) return c - '0';
@@ -131,22 +147,36 @@ bool IsNoBodyStatus(int status_code) {
   return (status_code >= 100 && status_code < 200) || status_code == 204 || status_code == 304;
 }
 
-// Walks a head once to validate it (out == nullptr, no allocation, used on every
-// incremental call), then once more to fill `out` after it is known to be complete.
+// Walks a head once, keeping views of its parts (no allocation: an incomplete head is
+// parsed again on every call that adds bytes); Fill() copies them into a Message only
+// once the head is complete.
 class HeadParser {
  public:
-  HeadParser(std::string_view buf, const ParseLimits& limits, Message* out)
-      : buf_(buf), limits_(limits), out_(out) {}
+  HeadParser(std::string_view buf, const ParseLimits& limits) : buf_(buf), limits_(limits) {}
 
   ParseState Parse(MessageType type) {
     ParseState state =
         type == MessageType::kRequest ? ParseRequestLine() : ParseStatusLine();
     if (state != ParseState::kSuccess) return state;
-    state = ParseHeaderLines();
-    if (state != ParseState::kSuccess || out_ == nullptr) return state;
-    out_->type = type;
-    out_->head_bytes = pos_;
-    return ComputeFraming(out_);
+    return ParseHeaderLines();
+  }
+
+  // After Parse() returned kSuccess.
+  ParseState Fill(MessageType type, Message* out) const {
+    out->type = type;
+    out->minor_version = minor_version_;
+    out->method.assign(method_);
+    out->target.assign(target_);
+    out->status_code = status_code_;
+    out->reason.assign(reason_);
+    out->headers.clear();
+    out->headers.reserve(field_count_);
+    for (size_t i = 0; i < field_count_; ++i) {
+      const auto& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
+      out->headers.emplace_back(field.first, field.second);
+    }
+    out->head_bytes = pos_;
+    return ComputeFraming(out);
   }
 
  private:
@@ -190,10 +220,12 @@ class HeadParser {
 
   // Advances pos_ to the CR or LF that ends the current line, rejecting control bytes.
   ParseState ScanToLineEnd() {
-    while (!AtEnd()) {
-      const char c = buf_[pos_];
-      if (c == '\r' || c == '\n') return ParseState::kSuccess;
-      if (IsForbiddenCtl(c)) return ParseState::kInvalid;
+    const size_t size = buf_.size();
+    const char* data = buf_.data();
+    while (pos_ < size) {
+      const uint8_t byte_class = kByteClass[static_cast<unsigned char>(data[pos_])];
+      if (byte_class & kLineEnd) return ParseState::kSuccess;
+      if (byte_class & kForbiddenCtl) return ParseState::kInvalid;
       ++pos_;
     }
     return ParseState::kNeedsMoreData;
@@ -225,13 +257,9 @@ class HeadParser {
     state = ExpectLineEnd();
     if (state != ParseState::kSuccess) return state;
 
-    if (out_ != nullptr) {
-      out_->minor_version = minor_version;
-      out_->method.assign(method);
-      out_->target.assign(target);
-      out_->status_code = 0;
-      out_->reason.clear();
-    }
+    minor_version_ = minor_version;
+    method_ = method;
+    target_ = target;
     return ParseState::kSuccess;
   }
 
@@ -265,18 +293,13 @@ class HeadParser {
     state = ExpectLineEnd();
     if (state != ParseState::kSuccess) return state;
 
-    if (out_ != nullptr) {
-      out_->minor_version = minor_version;
-      out_->method.clear();
-      out_->target.clear();
-      out_->status_code = status_code;
-      out_->reason.assign(reason);
-    }
+    minor_version_ = minor_version;
+    status_code_ = status_code;
+    reason_ = reason;
     return ParseState::kSuccess;
   }
 
   ParseState ParseHeaderLines() {
-    if (out_ != nullptr) out_->headers.clear();
     size_t header_count = 0;
     while (true) {
       if (AtEnd()) return ParseState::kNeedsMoreData;
@@ -305,7 +328,7 @@ class HeadParser {
       if (state != ParseState::kSuccess) return state;
 
       if (++header_count > limits_.max_headers) return ParseState::kInvalid;
-      if (out_ != nullptr) out_->headers.emplace_back(name, value);
+      AddField(name, value);
     }
   }
 
@@ -376,10 +399,27 @@ class HeadParser {
     return ParseState::kSuccess;
   }
 
+  void AddField(std::string_view name, std::string_view value) {
+    if (field_count_ < kInlineFields) {
+      inline_fields_[field_count_] = {name, value};
+    } else {
+      more_fields_.emplace_back(name, value);
+    }
+    ++field_count_;
+  }
+
+  // Enough for ordinary heads without touching the heap.
+  static constexpr size_t kInlineFields = 32;
+
   std::string_view buf_;
   const ParseLimits& limits_;
-  Message* out_;
   size_t pos_ = 0;
+  int minor_version_ = 1;
+  int status_code_ = 0;
+  std::string_view method_, target_, reason_;
+  std::array<std::pair<std::string_view, std::string_view>, kInlineFields> inline_fields_;
+  std::vector<std::pair<std::string_view, std::string_view>> more_fields_;
+  size_t field_count_ = 0;
 };
 
 }  // namespace
@@ -421,12 +461,13 @@ ParseState ParseHead(MessageType type, std::string_view buf, Message* out,
 
   // Parsing only the allowed prefix bounds the work and makes an oversized head kInvalid.
   const std::string_view bounded = buf.substr(0, std::min(buf.size(), limits.max_head_bytes));
-  const ParseState state = HeadParser(bounded, limits, nullptr).Parse(type);
+  HeadParser parser(bounded, limits);
+  const ParseState state = parser.Parse(type);
   if (state == ParseState::kNeedsMoreData && buf.size() > limits.max_head_bytes) {
     return ParseState::kInvalid;
   }
   if (state != ParseState::kSuccess) return state;
-  return HeadParser(bounded, limits, out).Parse(type);
+  return parser.Fill(type, out);
 }
 
 BodyFraming ResponseFraming(const Message& response, std::string_view request_method) {

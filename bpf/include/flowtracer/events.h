@@ -131,6 +131,12 @@ struct ft_conn_state {
   __u8 role;              /* enum ft_role */
   __u8 announced;         /* CONN_OPEN was sent */
   __u8 seen[2];           /* per direction: last_seq_end is valid */
+  /* The connection's ft_conn_control as last read, valid while the agent's control
+   * generation is still control_generation: most calls then skip the lookup. */
+  __u64 control_generation;
+  __u64 control_skip_until[2];
+  __u32 control_flags;
+  __u32 _pad;
 };
 
 /* Written by the agent, read by the kernel, keyed by conn_id: how much of a connection

@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmarks: nginx on loopback under wrk and h2load, with no agent,
+with `flowtracer capture`, and with capture plus OTLP export to a local sink, phases
+interleaved and repeated in one run; and the scale run (10 000 keep-alive connections,
+100 000 connections churned). Entry points: bench/nginx_wrk.sh, bench/scale.sh.
+
+Only ratios between phases of one run mean anything on a shared machine: each phase is
+measured right beside the others and the phase order rotates every round.
+"""
+import argparse
+import http.server
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# The benchmarks' ports: 21000-21999.
+NGINX_PORT = 21080
+NGINX_CLOSE_PORT = 21081
+OTLP_SINK_PORT = 21318
+
+
+def log(message):
+    print(message, flush=True)
+
+
+# ---- /proc readings
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def runqueue_wait_seconds(pid):
+    """Time the process's threads were runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except OSError:
+            pass
+    return total / 1e9
+
+
+def memory_kb(pid):
+    """(VmRSS, VmHWM) in KiB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+class RssSampler:
+    """Samples a process's RSS every `period_s` on a thread."""
+
+    def __init__(self, pid, period_s=0.25):
+        self.pid, self.period_s, self.samples = pid, period_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), memory_kb(self.pid)[0]))
+            except OSError:
+                return
+            self._stop.wait(self.period_s)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        return self.samples
+
+
+# ---- nginx
+
+
+NGINX_CONF = """
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 30000; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  server {{
+    listen 127.0.0.1:{port} backlog=8192 reuseport;
+    location / {{ default_type text/plain; return 200 "hello, world\\n"; }}
+  }}
+  server {{
+    listen 127.0.0.1:{close_port} backlog=8192;
+    keepalive_timeout 0;
+    location / {{ default_type text/plain; return 200 "hello, world\\n"; }}
+  }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, workers):
+        self.prefix = tempfile.mkdtemp(prefix="ft-bench-nginx.")
+        conf = os.path.join(self.prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(workers=workers, prefix=self.prefix, port=NGINX_PORT,
+                                      close_port=NGINX_CLOSE_PORT))
+        self.process = subprocess.Popen(["nginx", "-p", self.prefix, "-c", conf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{NGINX_PORT}/"],
+                               check=True, timeout=2)
+                return
+            except subprocess.CalledProcessError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start: see {self.prefix}/error.log")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGQUIT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+# ---- OTLP sink: accepts OTLP/HTTP exports and answers 200 with an empty response.
+
+
+class OtlpSink:
+    def __init__(self):
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                sink.requests += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", OTLP_SINK_PORT), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---- The agent
+
+
+def otlp_available(flowtracer):
+    """`flowtracer agent` (OTLP export) exists in this build."""
+    result = subprocess.run([flowtracer, "--help"], capture_output=True, text=True)
+    return any(line.split()[:1] == ["agent"] for line in result.stdout.splitlines())
+
+
+class Agent:
+    """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10: it
+    yields to the traced programs when the CPUs are saturated) or 'otlp' (agent exporting
+    to the sink)."""
+
+    def __init__(self, flowtracer, mode, extra_args):
+        self.mode = mode
+        self.log_path = tempfile.mktemp(prefix=f"ft-bench-{mode}.", suffix=".log")
+        self.log = open(self.log_path, "w")
+        if mode in ("capture", "capture_nice"):
+            command = [flowtracer, "capture", "-d", "0", "-o", "/dev/null"] + extra_args
+            if mode == "capture_nice":
+                command = ["nice", "-n", "10"] + command
+            env = os.environ.copy()
+        else:
+            command = [flowtracer, "agent"] + extra_args
+            env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{OTLP_SINK_PORT}",
+                       OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        self.pid = self.process.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"flowtracer {mode} exited: {open(self.log_path).read()}")
+            if "capturing with" in open(self.log_path).read():
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"flowtracer {mode} did not start: {open(self.log_path).read()}")
+        time.sleep(0.5)  # settle: the first poll, process lookups
+        self.start_rss_kb, self.start_hwm_kb = memory_kb(self.pid)
+
+    def stop(self):
+        """Stops the agent; returns (losses dict, peak RSS KiB, stderr text)."""
+        _, hwm = memory_kb(self.pid)
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        text = open(self.log_path).read()
+        os.unlink(self.log_path)
+        return parse_losses(text), hwm, text
+
+
+def parse_losses(text):
+    """The agent's closing report: 'losses and oddities' lines and kernel counter warnings."""
+    losses = {}
+    in_losses = False
+    for line in text.splitlines():
+        if line.startswith("losses and oddities"):
+            in_losses = True
+            continue
+        if in_losses and line.startswith("  "):
+            what, _, value = line.strip().rpartition(" ")
+            if value.isdigit():
+                losses[what.strip()] = int(value)
+        elif in_losses and line.strip():
+            in_losses = False
+    return losses
+
+
+def events_lost(losses):
+    return sum(v for k, v in losses.items() if k.startswith("kernel:") and "lost" in k)
+
+
+# ---- Load generators
+
+
+def parse_duration_us(text):
+    for suffix, scale in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    raise ValueError(text)
+
+
+def run_wrk(port, duration_s, connections, threads, extra=()):
+    result = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",
+                             "--latency", *extra, f"http://127.0.0.1:{port}/"],
+                            capture_output=True, text=True, timeout=duration_s + 60)
+    out = result.stdout
+    stats = {"requests": 0, "rps": 0.0, "p50_us": None, "p99_us": None, "errors": 0}
+    in_distribution = False
+    for line in out.splitlines():
+        words = line.split()
+        if "Latency Distribution" in line:
+            in_distribution = True
+        elif in_distribution and words and words[0] in ("50%", "99%"):
+            stats["p50_us" if words[0] == "50%" else "p99_us"] = parse_duration_us(words[1])
+        elif "requests in" in line:
+            stats["requests"] = int(words[0])
+            in_distribution = False
+        elif line.startswith("Requests/sec:"):
+            stats["rps"] = float(words[1])
+        elif "Socket errors" in line or "Non-2xx" in line:
+            stats["errors"] += sum(int(w.rstrip(",")) for w in words if w.rstrip(",").isdigit())
+    if result.returncode != 0 or not stats["requests"]:
+        raise RuntimeError(f"wrk failed: {result.stderr}{out}")
+    return stats
+
+
+def percentile(sorted_values, fraction):
+    if not sorted_values:
+        return None
+    index = max(0, min(len(sorted_values) - 1, int(round(fraction * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[index]
+
+
+def run_h2load_rate(port, rate, duration_s, clients):
+    """HTTP/1.1 at a fixed request rate (h2load --rps per client); latency from its log."""
+    log_path = tempfile.mktemp(prefix="ft-bench-h2load.")
+    per_client = max(1, rate // clients)
+    result = subprocess.run(["h2load", "--h1", "-c", str(clients), "--rps", str(per_client),
+                             "-D", str(duration_s), "--warm-up-time", "1", "--log-file", log_path,
+                             f"http://127.0.0.1:{port}/"],
+                            capture_output=True, text=True, timeout=duration_s + 60)
+    latencies = []
+    statuses_ok = 0
+    try:
+        with open(log_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    latencies.append(int(parts[2]))
+                    statuses_ok += parts[1] == "200"
+    finally:
+        if os.path.exists(log_path):
+            os.unlink(log_path)
+    latencies.sort()
+    if result.returncode != 0 or not latencies:
+        raise RuntimeError(f"h2load failed: {result.stderr}{result.stdout}")
+    return {"requests": len(latencies), "ok": statuses_ok, "rps": len(latencies) / duration_s,
+            "p50_us": percentile(latencies, 0.50), "p99_us": percentile(latencies, 0.99)}
+
+
+# ---- One measured phase
+
+
+def measure(flowtracer, mode, extra_args, load):
+    """Runs `load()` with the agent in `mode` ('none', 'capture', 'otlp'); returns stats."""
+    agent = Agent(flowtracer, mode, extra_args) if mode != "none" else None
+    sampler = RssSampler(agent.pid) if agent else None
+    cpu_before = cpu_seconds(agent.pid) if agent else 0.0
+    wait_before = runqueue_wait_seconds(agent.pid) if agent else 0.0
+    t0 = time.monotonic()
+    stats = load()
+    wall_s = time.monotonic() - t0
+    if agent:
+        stats["agent_cpu_s"] = cpu_seconds(agent.pid) - cpu_before
+        stats["agent_cpu_pct"] = 100.0 * stats["agent_cpu_s"] / wall_s
+        # Runnable but not running: how much other load on the machine starved the agent.
+        stats["agent_runqueue_wait_pct"] = 100.0 * (runqueue_wait_seconds(agent.pid) - wait_before) / wall_s
+        samples = [kb for _, kb in sampler.stop()]
+        # Steady: the second half of the load.
+        stats["rss_steady_kb"] = statistics.median(samples[len(samples) // 2:]) if samples else 0
+        stats["rss_start_kb"] = agent.start_hwm_kb
+        losses, hwm, _ = agent.stop()
+        stats["rss_peak_kb"] = hwm
+        stats["events_lost"] = events_lost(losses)
+        stats["losses"] = losses
+    return stats
+
+
+def rotated(items, round_index):
+    shift = round_index % len(items)
+    return items[shift:] + items[:shift]
+
+
+def med(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=1):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def nginx_main(args):
+    flowtracer = args.flowtracer
+    modes = ["none", "capture"] + (["capture_nice"] if args.nice_phase else [])
+    sink = None
+    have_otlp = otlp_available(flowtracer)
+    if have_otlp:
+        modes.append("otlp")
+        sink = OtlpSink()
+    else:
+        log("# capture+OTLP phase: not available (this build has no `flowtracer agent`)")
+    extra = args.agent_args.split() if args.agent_args else []
+    nginx = Nginx(args.workers)
+    results = {}  # (load, mode) -> [stats]
+    loads = {
+        "wrk": lambda: run_wrk(NGINX_PORT, args.duration, args.connections, args.wrk_threads),
+        "rate10k": lambda: run_h2load_rate(NGINX_PORT, 10000, args.duration, args.rate_clients),
+        "rate20k": lambda: run_h2load_rate(NGINX_PORT, 20000, args.duration, args.rate_clients * 2),
+    }
+    selected = [l for l in args.loads.split(",") if l]
+    try:
+        run_wrk(NGINX_PORT, 2, args.connections, args.wrk_threads)  # warm-up
+        for round_index in range(args.rounds):
+            for load_name in selected:
+                for mode in rotated(modes, round_index):
+                    stats = measure(flowtracer, mode, extra, loads[load_name])
+                    results.setdefault((load_name, mode), []).append(stats)
+                    log(f"round {round_index + 1} {load_name:8} {mode:12} " + json.dumps(
+                        {k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()
+                         if k != "losses"}))
+    finally:
+        nginx.stop()
+        if sink:
+            sink.stop()
+
+    log("")
+    log(f"# medians over {args.rounds} rounds; ratios are traced/untraced from the same run")
+    summary = {}
+    for load_name in selected:
+        base = results[(load_name, "none")]
+        base_rps, base_p50, base_p99 = med(base, "rps"), med(base, "p50_us"), med(base, "p99_us")
+        log(f"## {load_name}: untraced {fmt(base_rps, 0)} req/s, p50 {fmt(base_p50)} us, p99 {fmt(base_p99)} us")
+        log(f"{'phase':12} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
+            f"{'+p99 us':>8} {'cpu%':>6} {'wait%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} "
+            f"{'lost':>8}")
+        for mode in modes:
+            rows = results.get((load_name, mode), [])
+            if not rows:
+                continue
+            rps, p50, p99 = med(rows, "rps"), med(rows, "p50_us"), med(rows, "p99_us")
+            cpu_per_10k = None
+            if mode != "none":
+                cpu_per_10k = statistics.median(r["agent_cpu_s"] / r["requests"] * 10000 for r in rows)
+            row = {
+                "rps": rps, "throughput_ratio": rps / base_rps, "p50_us": p50, "p99_us": p99,
+                "p50_ratio": p50 / base_p50 if p50 and base_p50 else None,
+                "p99_ratio": p99 / base_p99 if p99 and base_p99 else None,
+                "p99_added_us": p99 - base_p99 if p99 is not None and base_p99 is not None else None,
+                "agent_cpu_pct": med(rows, "agent_cpu_pct"), "agent_cpu_s_per_10k": cpu_per_10k,
+                "agent_runqueue_wait_pct": med(rows, "agent_runqueue_wait_pct"),
+                "rss_start_mb": (max(r["rss_start_kb"] for r in rows) / 1024) if mode != "none" else None,
+                "rss_steady_mb": (med(rows, "rss_steady_kb") / 1024) if mode != "none" else None,
+                "rss_peak_mb": (max(r["rss_peak_kb"] for r in rows) / 1024) if mode != "none" else None,
+                "events_lost": sum(r["events_lost"] for r in rows) if mode != "none" else None,
+            }
+            summary[f"{load_name}/{mode}"] = row
+            log(f"{mode:12} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
+                f"{fmt(row['p50_ratio'], 2):>5} {fmt(p99):>8} {fmt(row['p99_ratio'], 2):>5} "
+                f"{fmt(row['p99_added_us']):>8} {fmt(row['agent_cpu_pct']):>6} "
+                f"{fmt(row['agent_runqueue_wait_pct']):>6} {fmt(cpu_per_10k, 3):>9} "
+                f"{fmt(row['rss_start_mb']):>9} {fmt(row['rss_steady_mb']):>7} {fmt(row['rss_peak_mb']):>6} "
+                f"{fmt(row['events_lost'], 0):>8}")
+        losses = {}
+        for mode in modes[1:]:
+            for r in results.get((load_name, mode), []):
+                for k, v in r.get("losses", {}).items():
+                    losses[f"{mode}: {k}"] = losses.get(f"{mode}: {k}", 0) + v
+        for k, v in sorted(losses.items()):
+            log(f"  {k}: {v}")
+    if not have_otlp:
+        log("capture+OTLP: not available in this build")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+# ---- Scale
+
+
+def conns_map_ids():
+    """Ids of the loaded maps named `conns` (the agents' kernel connection tables)."""
+    result = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True, timeout=60)
+    return {m["id"] for m in json.loads(result.stdout) if m.get("name") == "conns"}
+
+
+def kernel_conns_entries(map_ids):
+    """Entries in the given kernel connection tables, or None."""
+    total = 0
+    for map_id in map_ids:
+        result = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            return None
+        try:
+            total += len(json.loads(result.stdout))
+        except ValueError:
+            return None
+    return total
+
+
+def scale_main(args):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    if hard < args.concurrent + 1000:
+        sys.exit(f"open files limit {hard} is too low for {args.concurrent} connections")
+    nginx = Nginx(args.workers)
+    extra = args.agent_args.split() if args.agent_args else []
+    try:
+        # 1. Many concurrent keep-alive connections.
+        maps_before = conns_map_ids()
+        agent = Agent(args.flowtracer, "capture", extra)
+        # Other tracers may run on the machine: the agent's table is the one it created.
+        our_maps = conns_map_ids() - maps_before
+        sampler = RssSampler(agent.pid, 0.5)
+        log(f"# agent started: RSS {agent.start_rss_kb / 1024:.1f} MB")
+        timeline = []
+        for step in range(args.keepalive_steps):
+            stats = run_wrk(NGINX_PORT, args.duration, args.concurrent, 2, extra=("--timeout", "10s"))
+            rss, _ = memory_kb(agent.pid)
+            timeline.append((stats, rss))
+            log(f"keep-alive step {step + 1}: {args.concurrent} connections, {stats['requests']} requests, "
+                f"{stats['rps']:.0f} req/s, errors {stats['errors']}, agent RSS {rss / 1024:.1f} MB")
+        entries_after_keepalive = kernel_conns_entries(our_maps)
+        # 2. Churn: connections opened and closed (one request each).
+        churned = 0
+        churn_steps = []
+        t0 = time.monotonic()
+        while churned < args.churn and time.monotonic() - t0 < args.churn_timeout:
+            stats = run_wrk(NGINX_CLOSE_PORT, args.duration, 64, 1, extra=("-H", "Connection: close"))
+            churned += stats["requests"]
+            rss, _ = memory_kb(agent.pid)
+            churn_steps.append((churned, rss))
+            log(f"churn: {churned} connections so far ({stats['rps']:.0f}/s), agent RSS {rss / 1024:.1f} MB")
+        time.sleep(2)
+        entries_after_churn = kernel_conns_entries(our_maps)
+        samples = sampler.stop()
+        losses, hwm, text = agent.stop()
+    finally:
+        nginx.stop()
+    rss_values = [kb for _, kb in samples]
+    log("")
+    log("# scale")
+    log(f"concurrent keep-alive connections: {args.concurrent}; churned connections: {churned}")
+    log(f"agent RSS MB: start {agent.start_rss_kb / 1024:.1f}, after keep-alive "
+        f"{timeline[-1][1] / 1024:.1f}, after churn {churn_steps[-1][1] / 1024 if churn_steps else 0:.1f}, "
+        f"peak {hwm / 1024:.1f}, min/max sampled {min(rss_values) / 1024:.1f}/{max(rss_values) / 1024:.1f}")
+    if len(churn_steps) >= 2:
+        first, last = churn_steps[0], churn_steps[-1]
+        log(f"RSS growth over churn from {first[0]} to {last[0]} connections: "
+            f"{(last[1] - first[1]) / 1024:+.1f} MB")
+    log(f"kernel connection table entries: after keep-alive {entries_after_keepalive}, "
+        f"after churn {entries_after_churn}")
+    log(f"losses: {json.dumps(losses)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"concurrent": args.concurrent, "churned": churned,
+                       "rss_start_mb": agent.start_rss_kb / 1024, "rss_peak_mb": hwm / 1024,
+                       "rss_after_keepalive_mb": timeline[-1][1] / 1024,
+                       "rss_after_churn_mb": churn_steps[-1][1] / 1024 if churn_steps else None,
+                       "churn_rss_mb": [(c, kb / 1024) for c, kb in churn_steps],
+                       "kernel_conns_after_keepalive": entries_after_keepalive,
+                       "kernel_conns_after_churn": entries_after_churn, "losses": losses}, f, indent=1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--flowtracer", required=True)
+    # Only the benchmark's own traffic: other programs on a shared machine would otherwise
+    # add their load to the agent's figures (the filter runs in the kernel).
+    parser.add_argument("--agent-args", default=f"--port {NGINX_PORT} --port {NGINX_CLOSE_PORT}",
+                        help="flags for flowtracer capture")
+    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    parser.add_argument("--json", help="write the summary here")
+    sub = parser.add_subparsers(dest="command", required=True)
+    nginx = sub.add_parser("nginx")
+    nginx.add_argument("--rounds", type=int, default=3)
+    nginx.add_argument("--connections", type=int, default=64)
+    nginx.add_argument("--wrk-threads", type=int, default=1)
+    nginx.add_argument("--rate-clients", type=int, default=20)
+    nginx.add_argument("--loads", default="wrk,rate10k,rate20k")
+    nginx.add_argument("--nice-phase", action="store_true",
+                       help="also measure capture at nice 10 (yields the CPU at saturation)")
+    scale = sub.add_parser("scale")
+    scale.add_argument("--concurrent", type=int, default=10000)
+    scale.add_argument("--keepalive-steps", type=int, default=3)
+    scale.add_argument("--churn", type=int, default=100000)
+    scale.add_argument("--churn-timeout", type=int, default=300)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (loads eBPF programs)")
+    nginx_main(args) if args.command == "nginx" else scale_main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Scale: 10 000 concurrent keep-alive connections to nginx, then 100 000 connections
+# opened and closed, under one `flowtracer capture`; the agent's RSS over time and the
+# kernel connection table's size show both stay bounded.
+#   bench/scale.sh [BUILD_DIR] [load_bench.py scale options]
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD=${1:-$HERE/../build}
+shift || true
+# 10 000 connections: wrk and nginx each hold one descriptor per connection.
+ulimit -n "$(ulimit -Hn)"
+exec python3 "$HERE/load_bench.py" --flowtracer "$BUILD/flowtracer" --workers 2 \
+  ${DURATION:+--duration $DURATION} ${JSON:+--json $JSON} scale "$@"
