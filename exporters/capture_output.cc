@@ -8,29 +8,19 @@
 
 #include "agent/spans/ids.h"
 #include "agent/spans/span_assembler.h"
+#include "agent/text/utf8.h"
 
 namespace flowtracer::exporters {
 namespace {
 
-// Length of the UTF-8 sequence starting at text[i], or 0 when it is not valid UTF-8.
-size_t Utf8SequenceLength(std::string_view text, size_t i) {
-  auto byte = static_cast<unsigned char>(text[i]);
-  size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xe ? 3 : (byte >> 3) == 0x1e ? 4 : 0;
-  if (length == 0 || i + length > text.size()) return 0;
-  for (size_t k = 1; k < length; ++k) {
-    if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 0;
-  }
-  return length;
-}
-
 // At most `width` characters (code points), "~" marking a cut. Fields come from network
 // bytes, so control characters and invalid UTF-8 become '?' rather than reach a terminal.
-std::string Fit(std::string_view text, size_t width) {
+std::string Fit(std::string_view field, size_t width) {
   std::vector<std::string_view> characters;
-  for (size_t i = 0; i < text.size();) {
-    size_t length = Utf8SequenceLength(text, i);
-    auto byte = static_cast<unsigned char>(text[i]);
-    characters.push_back(length == 0 || byte < 0x20 || byte == 0x7f ? "?" : text.substr(i, length));
+  for (size_t i = 0; i < field.size();) {
+    size_t length = text::Utf8SequenceLength(field.substr(i));
+    auto byte = static_cast<unsigned char>(field[i]);
+    characters.push_back(length == 0 || byte < 0x20 || byte == 0x7f ? "?" : field.substr(i, length));
     i += length ? length : 1;
   }
   bool cut = characters.size() > width;

@@ -1,5 +1,7 @@
 #include "agent/metrics/span_metrics.h"
 
+#include "agent/text/utf8.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -74,43 +76,7 @@ bool EndFailed(const Span& span) {
   return status == nullptr || *status >= 500;
 }
 
-// Length of the valid UTF-8 sequence starting at `text`, or 0 when it is not one.
-size_t Utf8SequenceLength(std::string_view text) {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
-  const unsigned char lead = byte(0);
-  size_t length;
-  uint32_t min_code_point;
-  if (lead < 0x80) return 1;
-  if (lead >= 0xc2 && lead <= 0xdf) length = 2, min_code_point = 0x80;
-  else if (lead >= 0xe0 && lead <= 0xef) length = 3, min_code_point = 0x800;
-  else if (lead >= 0xf0 && lead <= 0xf4) length = 4, min_code_point = 0x10000;
-  else return 0;
-  if (text.size() < length) return 0;
-  uint32_t code_point = lead & (0x3f >> (length - 1));
-  for (size_t i = 1; i < length; ++i) {
-    if ((byte(i) & 0xc0) != 0x80) return 0;
-    code_point = (code_point << 6) | (byte(i) & 0x3f);
-  }
-  if (code_point < min_code_point || code_point > 0x10ffff || (code_point >= 0xd800 && code_point <= 0xdfff))
-    return 0;
-  return length;
-}
-
 }  // namespace
-
-std::string ValidLabelValue(std::string_view value, size_t max_bytes) {
-  std::string out;
-  out.reserve(std::min(value.size(), max_bytes));
-  while (!value.empty()) {
-    const size_t length = Utf8SequenceLength(value);
-    const size_t consumed = length ? length : 1;  // an invalid byte becomes one '?'
-    if (out.size() + consumed > max_bytes) break;  // never cut a character in two
-    if (length) out.append(value.substr(0, length));
-    else out += '?';
-    value.remove_prefix(consumed);
-  }
-  return out;
-}
 
 void HistogramData::Record(double value) {
   const auto bound = std::lower_bound(kDurationBucketsSeconds.begin(), kDurationBucketsSeconds.end(), value);
@@ -131,7 +97,7 @@ uint64_t SpanMetrics::Now() const {
 }
 
 std::string SpanMetrics::Cut(std::string_view value) const {
-  return ValidLabelValue(value, options_.max_label_bytes);
+  return text::ValidUtf8(value, options_.max_label_bytes);
 }
 
 void SpanMetrics::Add(const Span& span) {

@@ -47,11 +47,6 @@ struct SpanMetricsStats {
   uint64_t graph_unpaired = 0;        // requests seen from one end only
 };
 
-// `value` as valid UTF-8 (Prometheus and OTLP receivers reject anything else: request
-// paths are bytes from the network), invalid bytes as '?', at most `max_bytes` long
-// without splitting a character.
-std::string ValidLabelValue(std::string_view value, size_t max_bytes);
-
 class SpanMetrics {
  public:
   static constexpr std::string_view kOverflowName = "{overflow}";

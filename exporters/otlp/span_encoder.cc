@@ -4,17 +4,26 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "agent/text/utf8.h"
+
 namespace flowtracer::exporters::otlp {
 namespace {
 
 namespace common = opentelemetry::proto::common::v1;
 namespace trace = opentelemetry::proto::trace::v1;
 
+// OTLP strings must be UTF-8 (receivers reject the whole request otherwise), and paths,
+// headers and names come from network bytes and process memory.
+void SetString(std::string_view value, std::string* out) {
+  if (text::IsValidUtf8(value)) out->assign(value);
+  else *out = text::ValidUtf8(value);
+}
+
 void SetValue(const spans::AttributeValue& value, common::AnyValue* out) {
   std::visit(
       [out](const auto& v) {
         using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) out->set_string_value(v);
+        if constexpr (std::is_same_v<T, std::string>) SetString(v, out->mutable_string_value());
         else if constexpr (std::is_same_v<T, int64_t>) out->set_int_value(v);
         else if constexpr (std::is_same_v<T, bool>) out->set_bool_value(v);
         else out->set_double_value(v);
@@ -97,7 +106,8 @@ void EncodeSpans(const std::vector<ResourcedSpan>& batch,
           common::KeyValue* kv = resource_spans->mutable_resource()->add_attributes();
           kv->set_key("process.command_args");
           common::ArrayValue* array = kv->mutable_value()->mutable_array_value();
-          for (const std::string& arg : item.resource->command_args) array->add_values()->set_string_value(arg);
+          for (const std::string& arg : item.resource->command_args)
+            SetString(arg, array->add_values()->mutable_string_value());
         }
       }
       scope = resource_spans->add_scope_spans();
@@ -110,7 +120,8 @@ void EncodeSpans(const std::vector<ResourcedSpan>& batch,
     out->set_span_id(span.span_id.data(), span.span_id.size());
     bool root = std::all_of(span.parent_span_id.begin(), span.parent_span_id.end(), [](uint8_t b) { return b == 0; });
     if (!root) out->set_parent_span_id(span.parent_span_id.data(), span.parent_span_id.size());
-    out->set_name(span.name);
+    if (!span.trace_state.empty()) SetString(span.trace_state, out->mutable_trace_state());
+    SetString(span.name, out->mutable_name());
     out->set_kind(Kind(span.kind));
     out->set_start_time_unix_nano(span.start_unix_ns);
     out->set_end_time_unix_nano(span.end_unix_ns);

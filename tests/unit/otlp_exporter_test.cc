@@ -195,6 +195,19 @@ TEST(OtlpEncoderTest, OneResourcePerProcessWithSpanFields) {
   EXPECT_EQ(StringAttributes(request.resource_spans(1).resource().attributes())["service.name"], "billing");
 }
 
+TEST(OtlpEncoderTest, StringsAreValidUtf8AndTraceStateIsKept) {
+  spans::Span span = MakeSpan(1);
+  span.name = "GET /caf\xc3\xa9/\xff";
+  span.trace_state = "vendor=abc";
+  span.attributes.push_back({"url.path", std::string("/caf\xc3\xa9/\xff\xfe")});
+  ExportTraceServiceRequest request;
+  EncodeSpans({{span, MakeResource(4242, "gateway")}}, &request);
+  const auto& out = request.resource_spans(0).scope_spans(0).spans(0);
+  EXPECT_EQ(out.name(), "GET /caf\xc3\xa9/\xef\xbf\xbd");
+  EXPECT_EQ(out.trace_state(), "vendor=abc");
+  EXPECT_EQ(StringAttributes(out.attributes())["url.path"], "/caf\xc3\xa9/\xef\xbf\xbd\xef\xbf\xbd");
+}
+
 TEST(OtlpEncoderTest, ProcessStartTicksFromProcStat) {
   EXPECT_GT(ProcessStartTicks(getpid()), 0u);
   EXPECT_EQ(ProcessStartTicks(0, "/nonexistent"), 0u);
