@@ -8,6 +8,7 @@ import sys
 import time
 
 from harness import HERE, E2ETest, Process, Tracer, curl, start_test_server, wait_for_port
+from test_otlp_agent import Agent, Receiver, attributes
 
 SERVICES = os.path.join(HERE, "nats_services.py")
 
@@ -36,6 +37,27 @@ def wait_for_line(process, text, timeout_s=15):
     raise AssertionError(f"no '{text}' from pid {process.pid} within {timeout_s}s")
 
 
+class AgentTracer:
+    """`flowtracer agent` exporting OTLP to the Node receiver (independent decoder), with
+    the Tracer's stop(): the spans received, in the capture JSON's shape, and the log."""
+
+    def __init__(self, test, *args):
+        self.receiver = Receiver(test)
+        self.agent = Agent(test, "--endpoint", f"http://127.0.0.1:{self.receiver.http_port}", *args)
+
+    def stop(self, settle_s=0.5):
+        status, log, counters = self.agent.stop(settle_s=settle_s)
+        records = []
+        for resource, _, span in self.receiver.spans():
+            records.append({
+                "kind": span["kind"].replace("SPAN_KIND_", ""), "service": resource["service.name"],
+                "name": span["name"], "trace_id": span["traceId"], "span_id": span["spanId"],
+                "parent_span_id": span.get("parentSpanId", ""), "attributes": attributes(span["attributes"]),
+                "start_time_unix_nano": int(span["startTimeUnixNano"]),
+                "end_time_unix_nano": int(span["endTimeUnixNano"])})
+        return records, log
+
+
 class CaptureNatsTest(E2ETest):
     def start_nats(self, port):
         server = Process(["nats-server", "-p", str(port), "-a", "127.0.0.1"])
@@ -49,14 +71,17 @@ class CaptureNatsTest(E2ETest):
         self.addCleanup(service.stop)
         return service
 
-    def run_checkout(self, base_port, propagate, tracer_first, subscribers=("notify",)):
+    def run_checkout(self, base_port, propagate, tracer_first, subscribers=("notify",), agent=False):
         """Starts nats-server, mail, subscribers and checkout; POSTs one order; returns
         (records, log, subscriber processes, body)."""
         nats_port, checkout_port, mail_port = base_port, base_port + 1, base_port + 2
         subject = f"orders.created.{base_port}"
         self.start_nats(nats_port)
         tracer = None
-        if tracer_first:
+        if agent:
+            tracer = AgentTracer(self, "--port", str(nats_port), "--port", str(checkout_port),
+                                 "--port", str(mail_port))
+        elif tracer_first:
             tracer = Tracer(self, "capture", "--port", str(nats_port), "--port", str(checkout_port),
                             "--port", str(mail_port))
         start_test_server(self, mail_port, name="mail")
@@ -149,6 +174,15 @@ class CaptureNatsTest(E2ETest):
         server, producer, consumers, by_kind = self.chain(records, log, subject, body)
         self.assertEqual(handled[0].split()[-1], "-")  # no headers at all
         self.assertEqual(producer["attributes"]["messaging.operation.name"], "PUB")
+        self.assertEqual(len(consumers), 1, log)
+        self.assertEqual(consumers[0]["attributes"]["flowtracer.parent.source"], "payload_match")
+        self.assert_consumer_chain(consumers[0], producer, by_kind, log)
+
+    def test_agent_exports_the_same_trace_over_otlp(self):
+        # `flowtracer agent` runs the same pipeline as capture: NATS spans reach OTLP linked.
+        records, log, handled, body, subject = self.run_checkout(22140, propagate=False, tracer_first=True,
+                                                                 agent=True)
+        server, producer, consumers, by_kind = self.chain(records, log, subject, body)
         self.assertEqual(len(consumers), 1, log)
         self.assertEqual(consumers[0]["attributes"]["flowtracer.parent.source"], "payload_match")
         self.assert_consumer_chain(consumers[0], producer, by_kind, log)
