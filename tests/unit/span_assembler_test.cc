@@ -1,5 +1,6 @@
 #include "agent/spans/span_assembler.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -1194,6 +1195,42 @@ TEST(FormatAddressTest, MappedV4AndV6) {
   EXPECT_EQ(FormatAddress(v6), "fe80::1234:0:0:abcd");
   const uint8_t any[16] = {};
   EXPECT_EQ(FormatAddress(any), "::");
+}
+
+// FormatAddress formats IPv4 by hand: it must print exactly what inet_ntop prints.
+TEST(FormatAddressTest, MatchesInetNtop) {
+  auto expected = [](const uint8_t address[16]) {
+    char text[INET6_ADDRSTRLEN] = {};
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(address, kMapped, 12) == 0) {
+      inet_ntop(AF_INET, address + 12, text, sizeof(text));
+    } else {
+      inet_ntop(AF_INET6, address, text, sizeof(text));
+    }
+    return std::string(text);
+  };
+  std::array<uint8_t, 16> address{};
+  address[10] = address[11] = 0xff;
+  // Every octet value in every position: one, two and three digits.
+  for (int position = 12; position < 16; ++position) {
+    for (int value = 0; value < 256; ++value) {
+      for (int other = 12; other < 16; ++other) address[other] = other == position ? 0 : 7;
+      address[position] = static_cast<uint8_t>(value);
+      ASSERT_EQ(FormatAddress(address.data()), expected(address.data()));
+    }
+  }
+  std::memset(address.data() + 12, 255, 4);
+  EXPECT_EQ(FormatAddress(address.data()), "255.255.255.255");
+  std::memset(address.data() + 12, 0, 4);
+  EXPECT_EQ(FormatAddress(address.data()), "0.0.0.0");
+  // IPv6, including the forms inet_ntop prints with an embedded IPv4 address.
+  std::array<uint8_t, 16> loopback6{};
+  loopback6[15] = 1;
+  EXPECT_EQ(FormatAddress(loopback6.data()), "::1");
+  std::array<uint8_t, 16> v6{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0, 0xa8, 0, 1};
+  EXPECT_EQ(FormatAddress(v6.data()), expected(v6.data()));
+  std::array<uint8_t, 16> compat{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 1, 2, 3};
+  EXPECT_EQ(FormatAddress(compat.data()), expected(compat.data()));
 }
 
 }  // namespace
