@@ -9,15 +9,6 @@
 namespace flowtracer::spans {
 namespace {
 
-std::string EndpointKey(const uint8_t addr_a[16], uint16_t port_a, const uint8_t addr_b[16], uint16_t port_b) {
-  std::string key(36, '\0');
-  std::memcpy(key.data(), addr_a, 16);
-  std::memcpy(key.data() + 16, &port_a, 2);
-  std::memcpy(key.data() + 18, addr_b, 16);
-  std::memcpy(key.data() + 34, &port_b, 2);
-  return key;
-}
-
 // Host header "example.com:8080" -> "example.com"; "[::1]:80" -> "::1".
 // The most attributes an HTTP span carries (20 from BuildSpan, 1 from Emit), so the
 // vector is allocated once.
@@ -63,6 +54,16 @@ std::string FormatAddress(const uint8_t address[16]) {
   char text[INET6_ADDRSTRLEN] = {};
   inet_ntop(AF_INET6, address, text, sizeof(text));
   return text;
+}
+
+SpanAssembler::Endpoints SpanAssembler::EndpointKey(const uint8_t addr_a[16], uint16_t port_a,
+                                                   const uint8_t addr_b[16], uint16_t port_b) {
+  Endpoints key;
+  std::memcpy(key.bytes.data(), addr_a, 16);
+  std::memcpy(key.bytes.data() + 16, &port_a, 2);
+  std::memcpy(key.bytes.data() + 18, addr_b, 16);
+  std::memcpy(key.bytes.data() + 34, &port_b, 2);
+  return key;
 }
 
 SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry* processes,
@@ -242,13 +243,13 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     in_flight.push_back(key);
     if (request.start_seq && ids.parent_source.empty()) {
       auto& waiting = unmatched_server_requests_[ids.endpoints];
-      if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.pop_front();
+      if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.erase(waiting.begin());
       waiting.push_back({*request.start_seq, key});
     }
     open_requests_[key] = std::move(ids);
     return;
   }
-  const std::string& endpoints = ids.endpoints;
+  const Endpoints& endpoints = ids.endpoints;
   if (request.start_seq) {
     // The server on this host may have read this request before its write reached us.
     if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) {
@@ -268,7 +269,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       }
     }
     auto& queue = unmatched_client_requests_[endpoints];
-    if (queue.size() >= kMaxUnmatchedPerConnection) queue.pop_front();
+    if (queue.size() >= kMaxUnmatchedPerConnection) queue.erase(queue.begin());
     queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
   open_requests_[key] = std::move(ids);
@@ -320,7 +321,7 @@ void SpanAssembler::LinkLateServer(const RequestKey& server_key, const RequestId
   ++stats_.parent_from_same_host_late;
 }
 
-void SpanAssembler::ForgetWaitingServer(const std::string& endpoints, const RequestKey& key) {
+void SpanAssembler::ForgetWaitingServer(const Endpoints& endpoints, const RequestKey& key) {
   auto it = unmatched_server_requests_.find(endpoints);
   if (it == unmatched_server_requests_.end()) return;
   std::erase_if(it->second, [&](const UnmatchedServer& w) { return w.key == key; });
@@ -399,11 +400,7 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
     ForgetInFlight(connection.pid, key);
     if (!unmatched_server_requests_.empty()) {
       const ft_tuple& t = connection.tuple;
-      if (!ids.endpoints.empty()) {
-        ForgetWaitingServer(ids.endpoints, key);  // computed when the request started
-      } else {
-        ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
-      }
+      ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
     }
   }
   Span span = BuildSpan(connection, exchange, ids);
