@@ -159,8 +159,9 @@ class SpanAssembler : public conntrack::TrackerSink {
                              const conntrack::HttpMessageRecord& request);
   RequestIds DecideClientIds(const conntrack::ConnectionInfo& connection,
                              const conntrack::HttpMessageRecord& request);
-  Span BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
-                 const RequestIds& ids);
+  // Writes the span over `out` (the span built last), reusing its strings' storage.
+  void BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
+                 const RequestIds& ids, Span* out);
   void ForgetInFlight(uint32_t pid, const RequestKey& key);
   void ExpireOpenRequests(uint64_t now_ns);
   void Forget(const conntrack::ConnectionInfo& connection);
@@ -209,6 +210,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
+  // The span being built and emitted: handlers see it by reference during the call only.
+  Span reused_span_;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
