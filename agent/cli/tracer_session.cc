@@ -106,6 +106,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
       spdlog::error("reading the ring buffer failed: {}", strerror(-polled));
       return 1;
     }
+    if (callbacks.on_batch_end) callbacks.on_batch_end();
     uint64_t now = MonotonicNowNs();
     if (callbacks.on_tick && now >= next_tick_ns) {
       callbacks.on_tick(now);
@@ -116,6 +117,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   // Events already queued belong to the capture (bounded: traffic may not stop).
   for (int round = 0; round < 100 && tracer->Poll(0) > 0; ++round) {
   }
+  if (callbacks.on_batch_end) callbacks.on_batch_end();
   loader::CounterValues values = tracer->ReadCounters();
   for (int i = 0; i < FT_CTR_MAX; ++i) {
     if (IsLossCounter(i) && values[i]) spdlog::warn("kernel: {} = {}", CounterName(i), values[i]);

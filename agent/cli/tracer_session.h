@@ -31,6 +31,8 @@ struct SessionCallbacks {
   loader::RecordHandler on_record;
   std::function<void(loader::SocketTracer&)> on_started;  // may be empty
   std::function<void(uint64_t now_monotonic_ns)> on_tick;  // about once a second
+  // After each read of the ring buffer (at most 100 ms apart): the end of a batch.
+  std::function<void()> on_batch_end;  // may be empty
 };
 
 // Runs the session; returns the exit status. Kernel loss counters are printed to

@@ -40,12 +40,12 @@ std::string NormalMethod(std::string_view method) {
   return "_OTHER";
 }
 
-const std::string* StringAttribute(const Span& span, const std::string& key) {
+const std::string* StringAttribute(const Span& span, std::string_view key) {
   const AttributeValue* value = span.Find(key);
   return value ? std::get_if<std::string>(value) : nullptr;
 }
 
-const int64_t* IntAttribute(const Span& span, const std::string& key) {
+const int64_t* IntAttribute(const Span& span, std::string_view key) {
   const AttributeValue* value = span.Find(key);
   return value ? std::get_if<int64_t>(value) : nullptr;
 }

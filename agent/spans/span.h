@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -39,7 +40,7 @@ struct Span {
   std::vector<Attribute> attributes;
   ft_tuple tuple{};  // the traced side's connection, local first
 
-  const AttributeValue* Find(const std::string& key) const {
+  const AttributeValue* Find(std::string_view key) const {
     for (const Attribute& a : attributes)
       if (a.key == key) return &a.value;
     return nullptr;

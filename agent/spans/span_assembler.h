@@ -12,11 +12,12 @@
 // group is open (or the hold bounds force them out).
 #pragma once
 
+#include <array>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -116,6 +117,21 @@ class SpanAssembler : public conntrack::TrackerSink {
   };
   using GroupPtr = std::shared_ptr<TraceGroup>;
 
+  // Both ends of a connection, client first: addresses and ports as the kernel gives them.
+  // A fixed array, not a string: keys built per request allocate nothing.
+  struct Endpoints {
+    std::array<uint8_t, 36> bytes{};
+    bool operator==(const Endpoints&) const = default;
+  };
+  struct EndpointsHash {
+    size_t operator()(const Endpoints& e) const {
+      return std::hash<std::string_view>{}(
+          std::string_view(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size()));
+    }
+  };
+  static Endpoints EndpointKey(const uint8_t addr_a[16], uint16_t port_a, const uint8_t addr_b[16],
+                               uint16_t port_b);
+
   struct RequestIds {
     GroupPtr group;
     bool trace_from_header = false;  // this request's own traceparent gave the trace id
@@ -127,7 +143,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     uint32_t pid = 0;
     uint32_t tid = 0;
     uint64_t start_ns = 0;
-    std::string endpoints;  // EndpointKey of the connection, client side first
+    Endpoints endpoints;  // of the connection, client side first
     bool server = false;
   };
   struct RequestKey {
@@ -143,8 +159,9 @@ class SpanAssembler : public conntrack::TrackerSink {
                              const conntrack::HttpMessageRecord& request);
   RequestIds DecideClientIds(const conntrack::ConnectionInfo& connection,
                              const conntrack::HttpMessageRecord& request);
-  Span BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
-                 const RequestIds& ids);
+  // Writes the span over `out` (the span built last), reusing its strings' storage.
+  void BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
+                 const RequestIds& ids, Span* out);
   void ForgetInFlight(uint32_t pid, const RequestKey& key);
   void ExpireOpenRequests(uint64_t now_ns);
   void Forget(const conntrack::ConnectionInfo& connection);
@@ -153,7 +170,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   static GroupPtr Root(GroupPtr group);
   bool Merge(const GroupPtr& from, const GroupPtr& into);
   void LinkLateServer(const RequestKey& server_key, const RequestIds& client);
-  void ForgetWaitingServer(const std::string& endpoints, const RequestKey& key);
+  void ForgetWaitingServer(const Endpoints& endpoints, const RequestKey& key);
   void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
   void Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns);
   static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
@@ -183,8 +200,9 @@ class SpanAssembler : public conntrack::TrackerSink {
   // Only requests not yet read by the other end wait here (pipelining depth): a request
   // that finds no entry is left without a same-host parent, never given a wrong one.
   static constexpr size_t kMaxUnmatchedPerConnection = 16;
-  std::unordered_map<std::string, std::deque<UnmatchedClient>> unmatched_client_requests_;
-  std::unordered_map<std::string, std::deque<UnmatchedServer>> unmatched_server_requests_;
+  // Queues of at most 16, oldest first: a vector allocates once (a deque twice, 576 bytes).
+  std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
+  std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash> unmatched_server_requests_;
   // Processes seen serving several connections' requests at once on one thread.
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
@@ -192,6 +210,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
+  // The span being built and emitted: handlers see it by reference during the call only.
+  Span reused_span_;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).

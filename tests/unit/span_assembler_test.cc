@@ -1,5 +1,6 @@
 #include "agent/spans/span_assembler.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -1194,6 +1196,75 @@ TEST(FormatAddressTest, MappedV4AndV6) {
   EXPECT_EQ(FormatAddress(v6), "fe80::1234:0:0:abcd");
   const uint8_t any[16] = {};
   EXPECT_EQ(FormatAddress(any), "::");
+}
+
+// Spans are built over the previous one's storage: nothing of an earlier span (error
+// status, error.type, user agent, a longer value) may reach the next.
+TEST(SpanAssemblerTest, ConsecutiveSpansShareNothing) {
+  Pipeline p;
+  ft_tuple tuple = Tuple(kBilling, kRemoteClient);
+  p.Open(1, FT_ROLE_SERVER, 500, "billing", tuple);
+  p.Read(1, 500, "GET /a/very/long/path/for/the/first/request HTTP/1.1\r\nHost: billing.example\r\n"
+                 "User-Agent: curl/8\r\n\r\n", 10);
+  p.Write(1, 500, "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n", 20);
+  p.Read(1, 500, "PUT /b HTTP/1.0\r\n\r\n", 30);
+  p.Write(1, 500, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 40);
+  ASSERT_EQ(p.spans.size(), 2u);
+  const Span& first = p.spans[0];
+  const Span& second = p.spans[1];
+  EXPECT_EQ(first.status, StatusCode::kError);
+  EXPECT_EQ(Str(first, "error.type"), "503");
+  EXPECT_EQ(Str(first, "user_agent.original"), "curl/8");
+  EXPECT_EQ(Str(first, "server.address"), "billing.example");
+  EXPECT_EQ(first.name, "GET /a/very/long/path/for/the/first/request");
+  EXPECT_EQ(second.status, StatusCode::kUnset);
+  EXPECT_FALSE(Has(second, "error.type"));
+  EXPECT_FALSE(Has(second, "user_agent.original"));
+  EXPECT_EQ(second.name, "PUT /b");
+  EXPECT_EQ(Str(second, "url.path"), "/b");
+  EXPECT_EQ(Str(second, "server.address"), "127.0.0.1");
+  EXPECT_EQ(Str(second, "network.protocol.version"), "1.0");
+  EXPECT_EQ(Int(second, "http.response.status_code"), 200);
+  EXPECT_EQ(Int(second, "http.response.body.size"), 2);
+  EXPECT_EQ(second.start_unix_ns, 30u);
+  std::vector<std::string> keys = Keys(second);
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size()) << "a key twice";
+}
+
+// FormatAddress formats IPv4 by hand: it must print exactly what inet_ntop prints.
+TEST(FormatAddressTest, MatchesInetNtop) {
+  auto expected = [](const uint8_t address[16]) {
+    char text[INET6_ADDRSTRLEN] = {};
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(address, kMapped, 12) == 0) {
+      inet_ntop(AF_INET, address + 12, text, sizeof(text));
+    } else {
+      inet_ntop(AF_INET6, address, text, sizeof(text));
+    }
+    return std::string(text);
+  };
+  std::array<uint8_t, 16> address{};
+  address[10] = address[11] = 0xff;
+  // Every octet value in every position: one, two and three digits.
+  for (int position = 12; position < 16; ++position) {
+    for (int value = 0; value < 256; ++value) {
+      for (int other = 12; other < 16; ++other) address[other] = other == position ? 0 : 7;
+      address[position] = static_cast<uint8_t>(value);
+      ASSERT_EQ(FormatAddress(address.data()), expected(address.data()));
+    }
+  }
+  std::memset(address.data() + 12, 255, 4);
+  EXPECT_EQ(FormatAddress(address.data()), "255.255.255.255");
+  std::memset(address.data() + 12, 0, 4);
+  EXPECT_EQ(FormatAddress(address.data()), "0.0.0.0");
+  // IPv6, including the forms inet_ntop prints with an embedded IPv4 address.
+  std::array<uint8_t, 16> loopback6{};
+  loopback6[15] = 1;
+  EXPECT_EQ(FormatAddress(loopback6.data()), "::1");
+  std::array<uint8_t, 16> v6{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0, 0xa8, 0, 1};
+  EXPECT_EQ(FormatAddress(v6.data()), expected(v6.data()));
+  std::array<uint8_t, 16> compat{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 1, 2, 3};
+  EXPECT_EQ(FormatAddress(compat.data()), expected(compat.data()));
 }
 
 }  // namespace
