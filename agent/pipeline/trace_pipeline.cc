@@ -1,5 +1,7 @@
 #include "agent/pipeline/trace_pipeline.h"
 
+#include <cstring>
+#include <string_view>
 #include <utility>
 
 namespace flowtracer::pipeline {
@@ -7,9 +9,23 @@ namespace flowtracer::pipeline {
 TracePipeline::TracePipeline(PipelineOptions options, process::ProcessRegistry* processes,
                              spans::SpanAssembler::SpanHandler on_span, conntrack::KernelControl* control,
                              spans::MessagingAssembler::HopHandler on_message_hop)
-    : http_(options.http, processes, on_span),
+    : processes_(processes),
+      http_(options.http, processes, on_span),
       messaging_(options.messaging, processes, &http_, on_span, std::move(on_message_hop)),
       tracker_(options.tracker, &messaging_, control) {}
+
+void TracePipeline::OnRecord(const void* data, size_t size) {
+  if (size >= sizeof(ft_conn_event)) {
+    ft_conn_event open;
+    std::memcpy(&open, data, sizeof(open));
+    if (open.header.type == FT_EVENT_CONN_OPEN) {
+      // Read the process now, while it surely exists: one that exits right after its calls
+      // (a batch job, a CLI) would otherwise be named by its comm when its spans are built.
+      processes_->Get(open.header.pid, std::string_view(open.comm, strnlen(open.comm, sizeof(open.comm))));
+    }
+  }
+  tracker_.OnRecord(data, size);
+}
 
 void TracePipeline::Tick(uint64_t now_ns) {
   tracker_.Tick(now_ns);

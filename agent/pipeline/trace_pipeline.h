@@ -38,7 +38,7 @@ class TracePipeline {
   TracePipeline(const TracePipeline&) = delete;
   TracePipeline& operator=(const TracePipeline&) = delete;
 
-  void OnRecord(const void* data, size_t size) { tracker_.OnRecord(data, size); }
+  void OnRecord(const void* data, size_t size);
   // Timeouts, idle connections and held spans; `now_ns` on the kernel's clock.
   void Tick(uint64_t now_ns);
   // End of tracing: emits every span that can still be built and returns the requests
@@ -50,6 +50,7 @@ class TracePipeline {
   const conntrack::TrackerStats& tracker_stats() const { return tracker_.stats(); }
 
  private:
+  process::ProcessRegistry* processes_;
   spans::SpanAssembler http_;
   spans::MessagingAssembler messaging_;
   conntrack::ConnectionTracker tracker_;

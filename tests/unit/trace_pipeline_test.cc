@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@ using records::ConnRecord;
 using records::DataRecord;
 
 struct Replay {
+  explicit Replay(std::string proc_root = "/proc") : processes(std::move(proc_root)) {}
   process::ProcessRegistry processes;
   std::vector<spans::Span> spans;
   TracePipeline pipeline{PipelineOptions{}, &processes, [this](const spans::Span& span) { spans.push_back(span); },
@@ -40,6 +43,25 @@ TEST(TracePipelineTest, RecordsBecomeSpansAndFlushEndsThem) {
   EXPECT_EQ(run.spans[0].name, "GET /users/{id}");
   EXPECT_EQ(run.spans[0].kind, spans::SpanKind::kServer);
   EXPECT_EQ(run.spans[0].end_unix_ns - run.spans[0].start_unix_ns, 3000u);
+}
+
+TEST(TracePipelineTest, ProcessIsReadWhenItsConnectionOpens) {
+  // A short-lived client: by the time its spans are built its /proc entry is gone.
+  char root_template[] = "/tmp/flowtracer_pipeline_proc_XXXXXX";
+  ASSERT_NE(::mkdtemp(root_template), nullptr);
+  const std::filesystem::path root = root_template;
+  std::filesystem::create_directories(root / "4242");
+  std::ofstream(root / "4242" / "environ", std::ios::binary) << std::string("OTEL_SERVICE_NAME=batch-job\0", 28);
+  std::ofstream(root / "4242" / "cmdline", std::ios::binary) << std::string("python3\0job.py\0", 15);
+  std::ofstream(root / "4242" / "comm") << "python3\n";
+  Replay run(root.string());
+  run.Feed(ConnRecord(FT_EVENT_CONN_OPEN, 1, 1000, FT_ROLE_CLIENT));
+  std::filesystem::remove_all(root);  // the process exits
+  run.Send(FT_DIR_EGRESS, "GET /report HTTP/1.1\r\n\r\n", 2000);
+  run.Send(FT_DIR_INGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3000);
+  run.pipeline.Flush();
+  ASSERT_EQ(run.spans.size(), 1u);
+  EXPECT_EQ(run.spans[0].service, "batch-job");
 }
 
 TEST(TracePipelineTest, AnomaliesHaveUniqueStableReasonsAndCount) {
