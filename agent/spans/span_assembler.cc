@@ -355,7 +355,10 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   std::vector<std::pair<Span, bool>> held = std::move(group->held);
   group->held.clear();
   holding_.erase(group.get());
-  for (auto& [span, from_header] : held) Emit(span, from_header, *group);
+  for (auto& [span, from_header] : held) {
+    Emit(span, from_header, *group);
+    if (spare_spans_.size() < kMaxSpareSpans) spare_spans_.push_back(std::move(span));
+  }
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
@@ -411,7 +414,13 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
   } else {
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
     Hold(group, std::move(reused_span_), ids.trace_from_header, end_ns);
-    reused_span_ = Span{};  // moved from: start again from nothing
+    // The next span is built over a released one, or from nothing.
+    if (spare_spans_.empty()) {
+      reused_span_ = Span{};
+    } else {
+      reused_span_ = std::move(spare_spans_.back());
+      spare_spans_.pop_back();
+    }
   }
 }
 

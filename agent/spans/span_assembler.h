@@ -212,6 +212,10 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
   // The span being built and emitted: handlers see it by reference during the call only.
   Span reused_span_;
+  // Spans released from holding, kept for their storage: the next held span's successor is
+  // built over one (a same-host server span is held until its client's response is read).
+  static constexpr size_t kMaxSpareSpans = 32;
+  std::vector<Span> spare_spans_;
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
