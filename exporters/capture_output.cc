@@ -1,5 +1,6 @@
 #include "exporters/capture_output.h"
 
+#include <algorithm>
 #include <ctime>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,10 @@ namespace {
 // At most `width` characters (code points), "~" marking a cut. Fields come from network
 // bytes, so control characters and invalid UTF-8 become '?' rather than reach a terminal.
 std::string Fit(std::string_view field, size_t width) {
+  // Most fields are short printable ASCII: nothing to cut or replace.
+  if (field.size() <= width &&
+      std::all_of(field.begin(), field.end(), [](char c) { return c >= 0x20 && c < 0x7f; }))
+    return std::string(field);
   std::vector<std::string_view> characters;
   for (size_t i = 0; i < field.size();) {
     size_t length = text::Utf8SequenceLength(field.substr(i));

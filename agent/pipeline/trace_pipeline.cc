@@ -15,14 +15,15 @@ TracePipeline::TracePipeline(PipelineOptions options, process::ProcessRegistry* 
       tracker_(options.tracker, &messaging_, control) {}
 
 void TracePipeline::OnRecord(const void* data, size_t size) {
-  if (size >= sizeof(ft_conn_event)) {
+  // Only the type is read on the hot path: data records are the common case.
+  uint32_t type = 0;
+  if (size >= sizeof(ft_conn_event)) std::memcpy(&type, data, sizeof(type));
+  if (type == FT_EVENT_CONN_OPEN) {
     ft_conn_event open;
     std::memcpy(&open, data, sizeof(open));
-    if (open.header.type == FT_EVENT_CONN_OPEN) {
-      // Read the process now, while it surely exists: one that exits right after its calls
-      // (a batch job, a CLI) would otherwise be named by its comm when its spans are built.
-      processes_->Get(open.header.pid, std::string_view(open.comm, strnlen(open.comm, sizeof(open.comm))));
-    }
+    // Read the process now, while it surely exists: one that exits right after its calls
+    // (a batch job, a CLI) would otherwise be named by its comm when its spans are built.
+    processes_->Get(open.header.pid, std::string_view(open.comm, strnlen(open.comm, sizeof(open.comm))));
   }
   tracker_.OnRecord(data, size);
 }
