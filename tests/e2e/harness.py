@@ -114,7 +114,7 @@ class Tracer:
         """Stops with Ctrl-C (as a person would) and returns (records, stderr)."""
         time.sleep(settle_s)  # let the last events reach the ring buffer
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=30)
+        self.stdout, err = self.proc.communicate(timeout=30)
         self.exit_code = self.proc.returncode
         with open(self.output) as f:
             records = [json.loads(line) for line in f if line.strip()]

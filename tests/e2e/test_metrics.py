@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import FLOWTRACER, HERE, HOOKS, E2ETest, Process, wait_for_port
+from harness import HERE, E2ETest, Process, Tracer, wait_for_port
 
 BILLING_PORT = 20001
 GATEWAY_PORT = 20002
@@ -68,32 +67,12 @@ def start_service(test, port, downstream=None, name=None):
     return server
 
 
-class Capture:
+class Capture(Tracer):
     """`flowtracer capture` with the Prometheus endpoint on, spans as JSON to a file."""
 
     def __init__(self, test, *extra):
-        self.output = tempfile.NamedTemporaryFile(prefix="flowtracer-", suffix=".json", delete=False).name
-        test.addCleanup(lambda: os.path.exists(self.output) and os.unlink(self.output))
-        args = [FLOWTRACER, "capture", "--duration", "120s", "--hooks", HOOKS, "--format", "json",
-                "--output", self.output, "--port", str(BILLING_PORT), "--port", str(GATEWAY_PORT),
-                "--prometheus-port", str(METRICS_PORT), "--prometheus-address", "127.0.0.1", *extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        test.addCleanup(self._kill)
-        deadline = time.monotonic() + 30
-        self.stderr_lines = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            self.stderr_lines.append(line)
-            if "capturing with" in line:
-                return
-            if not line and self.proc.poll() is not None:
-                break
-        raise RuntimeError("flowtracer did not start: " + "".join(self.stderr_lines))
-
-    def _kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(test, "capture", "--port", str(BILLING_PORT), "--port", str(GATEWAY_PORT),
+                         "--prometheus-port", str(METRICS_PORT), "--prometheus-address", "127.0.0.1", *extra)
 
     def metrics_text(self):
         status, content_type, text = fetch(f"http://127.0.0.1:{METRICS_PORT}/metrics")
@@ -102,12 +81,8 @@ class Capture:
 
     def stop(self):
         """Ctrl-C; returns (spans, stdout, stderr)."""
-        time.sleep(0.5)
-        self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=30)
-        with open(self.output) as f:
-            spans = [json.loads(line) for line in f if line.strip()]
-        return spans, out, "".join(self.stderr_lines) + err
+        spans, stderr = super().stop()
+        return spans, self.stdout, stderr
 
 
 def wait_until(predicate, timeout_s, what):
