@@ -383,6 +383,10 @@ def nginx_main(args):
         sink = OtlpSink()
     else:
         log("# capture+OTLP phase: not available (this build has no `flowtracer agent`)")
+    if args.baseline:
+        # The same phases with another build, interleaved with this one's: a before/after
+        # comparison from one run.
+        modes += [f"{mode}@base" for mode in modes[1:]]
     extra = args.agent_args.split() if args.agent_args else []
     nginx = Nginx(args.workers)
     results = {}  # (load, mode) -> [stats]
@@ -397,7 +401,8 @@ def nginx_main(args):
         for round_index in range(args.rounds):
             for load_name in selected:
                 for mode in rotated(modes, round_index):
-                    stats = measure(flowtracer, mode, extra, loads[load_name])
+                    binary = args.baseline if mode.endswith("@base") else flowtracer
+                    stats = measure(binary, mode.removesuffix("@base"), extra, loads[load_name])
                     results.setdefault((load_name, mode), []).append(stats)
                     log(f"round {round_index + 1} {load_name:8} {mode:12} " + json.dumps(
                         {k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()
@@ -414,7 +419,7 @@ def nginx_main(args):
         base = results[(load_name, "none")]
         base_rps, base_p50, base_p99 = med(base, "rps"), med(base, "p50_us"), med(base, "p99_us")
         log(f"## {load_name}: untraced {fmt(base_rps, 0)} req/s, p50 {fmt(base_p50)} us, p99 {fmt(base_p99)} us")
-        log(f"{'phase':12} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
+        log(f"{'phase':17} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
             f"{'+p99 us':>8} {'cpu%':>6} {'wait%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} "
             f"{'lost':>8}")
         for mode in modes:
@@ -438,7 +443,7 @@ def nginx_main(args):
                 "events_lost": sum(r["events_lost"] for r in rows) if mode != "none" else None,
             }
             summary[f"{load_name}/{mode}"] = row
-            log(f"{mode:12} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
+            log(f"{mode:17} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
                 f"{fmt(row['p50_ratio'], 2):>5} {fmt(p99):>8} {fmt(row['p99_ratio'], 2):>5} "
                 f"{fmt(row['p99_added_us']):>8} {fmt(row['agent_cpu_pct']):>6} "
                 f"{fmt(row['agent_runqueue_wait_pct']):>6} {fmt(cpu_per_10k, 3):>9} "
@@ -563,6 +568,8 @@ def main():
     nginx.add_argument("--wrk-threads", type=int, default=1)
     nginx.add_argument("--rate-clients", type=int, default=20)
     nginx.add_argument("--loads", default="wrk,rate10k,rate20k")
+    nginx.add_argument("--baseline", help="another flowtracer build measured in the same run "
+                       "(its phases are suffixed @base)")
     nginx.add_argument("--nice-phase", action="store_true",
                        help="also measure capture at nice 10 (yields the CPU at saturation)")
     scale = sub.add_parser("scale")

@@ -111,7 +111,8 @@ Runner AddCaptureCommand(CLI::App& app) {
     auto emit = [&](const spans::Span& span) {
       ++span_count;
       summary.Add(span);
-      span_metrics.Add(span);
+      // Span metrics are read only through the Prometheus endpoint.
+      if (flags->prometheus_port != 0) span_metrics.Add(span);
       if (!out) return;
       // Paths and headers are bytes from the network: bytes that are not UTF-8 become U+FFFD
       // (dump() would throw and end the capture).

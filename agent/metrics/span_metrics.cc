@@ -32,11 +32,11 @@ constexpr MetricInfo kRedMetrics[] = {
 
 // The methods the HTTP semantic conventions name; anything else is "_OTHER" so a client
 // sending random methods cannot create series.
-std::string NormalMethod(std::string_view method) {
+std::string_view NormalMethod(std::string_view method) {
   static constexpr std::string_view kKnown[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
                                                 "CONNECT", "OPTIONS", "TRACE", "PATCH"};
   for (std::string_view known : kKnown)
-    if (method == known) return std::string(method);
+    if (method == known) return known;
   return "_OTHER";
 }
 
@@ -122,14 +122,23 @@ void SpanMetrics::FlushPending() {
 }
 
 void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
+  // The attributes that become labels, as views into the span: nothing is copied unless
+  // the span starts a series this aggregator has not seen.
+  struct LabelView {
+    std::string_view key;
+    const std::string* text = nullptr;  // a string label, else `number`
+    std::string_view normal_text;       // a label whose value is normalised (method)
+    int64_t number = 0;
+  };
+  std::array<LabelView, 8> views;
+  size_t view_count = 0;
+  auto add_string = [&](std::string_view key) {
+    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, value, {}, 0};
+  };
+  auto add_int = [&](std::string_view key) {
+    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, nullptr, {}, *value};
+  };
   std::string_view metric;
-  Labels labels;
-  auto add_string = [&](const char* key) {
-    if (const std::string* value = StringAttribute(span, key)) labels.push_back({key, Cut(*value)});
-  };
-  auto add_int = [&](const char* key) {
-    if (const int64_t* value = IntAttribute(span, key)) labels.push_back({key, *value});
-  };
   if (IsMessaging(span)) {
     metric = span.kind == SpanKind::kProducer ? kMessagingClientDuration : kMessagingProcessDuration;
     add_string("messaging.system");
@@ -140,7 +149,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   } else {
     metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
     if (const std::string* method = StringAttribute(span, "http.request.method"))
-      labels.push_back({"http.request.method", NormalMethod(*method)});
+      views[view_count++] = {"http.request.method", nullptr, NormalMethod(*method), 0};
     add_int("http.response.status_code");
     add_string("network.protocol.version");  // "1.1", "1.0"
     if (span.kind == SpanKind::kServer) {
@@ -152,11 +161,47 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   }
   // error.type is a status code or a short reason, never free text.
   add_string("error.type");
-  std::sort(labels.begin(), labels.end());
 
+  // The series this combination resolved to before, if any. The signature holds the raw
+  // values, each after its length so no value can imitate another's (a value cut to
+  // max_label_bytes maps to the same series either way).
+  std::string& signature = signature_scratch_;
+  signature.clear();
+  auto append_field = [&signature](std::string_view bytes) {
+    const uint32_t size = bytes.size();
+    signature.append(reinterpret_cast<const char*>(&size), sizeof(size));
+    signature.append(bytes);
+  };
+  append_field(span.service);
+  append_field(metric);
+  for (size_t i = 0; i < view_count; ++i) {
+    const LabelView& view = views[i];
+    append_field(view.key);
+    if (view.text) append_field(*view.text);
+    else if (!view.normal_text.empty()) append_field(view.normal_text);
+    else append_field({reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
+  }
+  const double seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
+  if (auto known = series_by_signature_.find(signature); known != series_by_signature_.end()) {
+    stats_.services_overflowed += known->second.service_overflowed;
+    stats_.series_overflowed += known->second.series_overflowed;
+    known->second.series->histogram.Record(seconds);
+    return;
+  }
+
+  Labels labels;
+  labels.reserve(view_count);
+  for (size_t i = 0; i < view_count; ++i) {
+    const LabelView& view = views[i];
+    if (view.text) labels.push_back({std::string(view.key), Cut(*view.text)});
+    else if (!view.normal_text.empty()) labels.push_back({std::string(view.key), std::string(view.normal_text)});
+    else labels.push_back({std::string(view.key), view.number});
+  }
+  std::sort(labels.begin(), labels.end());
+  ResolvedSeries resolved;
   std::string service = Cut(span.service);
   if (!services_.contains(service) && services_.size() >= options_.max_services) {
-    ++stats_.services_overflowed;
+    resolved.service_overflowed = true;
     service = kOverflowName;
   }
   ServiceMetrics& service_metrics = services_[service];
@@ -165,7 +210,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   if (series == metric_series.series.end()) {
     if (service_metrics.series_count >= options_.max_series_per_service ||
         series_total_ >= options_.max_series_total) {
-      ++stats_.series_overflowed;
+      resolved.series_overflowed = true;
       labels = {{std::string(kOverflowAttribute), true}};
       series = metric_series.series.find(labels);
     }
@@ -175,7 +220,13 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
       ++series_total_;
     }
   }
-  series->second.histogram.Record((span.end_unix_ns - span.start_unix_ns) / 1e9);
+  resolved.series = &series->second;  // std::map: stable, and series are never removed
+  stats_.services_overflowed += resolved.service_overflowed;
+  stats_.series_overflowed += resolved.series_overflowed;
+  resolved.series->histogram.Record(seconds);
+  // Bounded like the series themselves: combinations past the caps take this slow path.
+  if (series_by_signature_.size() < options_.max_series_total + options_.max_services)
+    series_by_signature_.emplace(signature, resolved);
 }
 
 std::string SpanMetrics::PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const {

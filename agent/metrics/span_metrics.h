@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <vector>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -91,6 +90,13 @@ class SpanMetrics {
     HistogramData server_seconds;
     HistogramData client_seconds;
   };
+  // Where a span's label combination was recorded, so the next span with the same one
+  // needs no label strings, sorting or map walks.
+  struct ResolvedSeries {
+    Series* series = nullptr;
+    bool service_overflowed = false;
+    bool series_overflowed = false;
+  };
   // One end of a call, waiting for the other end's span.
   struct PendingEnd {
     uint64_t deadline_unix_ns = 0;
@@ -121,6 +127,8 @@ class SpanMetrics {
   mutable std::mutex mutex_;
   std::map<std::string, ServiceMetrics> services_;
   size_t series_total_ = 0;
+  std::unordered_map<std::string, ResolvedSeries> series_by_signature_;
+  std::string signature_scratch_;
   std::map<EdgeKey, Edge> edges_;
   // Pending ends in arrival order (= deadline order), and per pairing key the sequence
   // numbers of each side's ends, oldest first (HTTP/1 answers in order).

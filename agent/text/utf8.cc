@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace flowtracer::text {
 
@@ -42,7 +43,19 @@ std::string ValidUtf8(std::string_view value, size_t max_bytes) {
 }
 
 bool IsValidUtf8(std::string_view value) {
+  // ASCII is most of what is checked (paths, header values, attribute keys): 8 bytes at
+  // a time until a byte with its high bit set.
+  while (value.size() >= 8) {
+    uint64_t word;
+    memcpy(&word, value.data(), sizeof(word));
+    if (word & 0x8080808080808080ull) break;
+    value.remove_prefix(8);
+  }
   while (!value.empty()) {
+    if (static_cast<unsigned char>(value[0]) < 0x80) {
+      value.remove_prefix(1);
+      continue;
+    }
     size_t length = Utf8SequenceLength(value);
     if (length == 0) return false;
     value.remove_prefix(length);

@@ -1,6 +1,9 @@
 #include "exporters/otlp/span_exporter.h"
 
+#include <opentelemetry/proto/collector/trace/v1/trace_service.pb.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 namespace flowtracer::exporters::otlp {
 namespace {
@@ -27,7 +30,10 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
 
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
-void OtlpSpanExporter::Export(spans::Span span, ResourcePtr resource) {
+void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
+  // Encoded outside the lock; the buffer then trades places with the slot's old one.
+  thread_local std::string message;
+  EncodeSpan(span, &message);
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
@@ -35,15 +41,26 @@ void OtlpSpanExporter::Export(spans::Span span, ResourcePtr resource) {
       telemetry_->spans_dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    if (queue_.size() >= options_.max_queue_spans) {
-      queue_.pop_front();
+    if (queued_ == options_.max_queue_spans) {
+      head_ = (head_ + 1) % slots_.size();
+      --queued_;
       ++finished_total_;
       telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
     }
-    queue_.push_back({std::move(span), std::move(resource)});
+    if (queued_ == slots_.size()) {
+      // Every slot is in use and the queue may still grow: make the ring contiguous from
+      // slot 0 and add one. Happens only while the queue reaches a new high-water mark.
+      std::rotate(slots_.begin(), slots_.begin() + head_, slots_.end());
+      head_ = 0;
+      slots_.emplace_back();
+    }
+    QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
+    slot.message.swap(message);
+    slot.resource = std::move(resource);
+    ++queued_;
     ++enqueued_total_;
-    telemetry_->queue_depth_spans.store(queue_.size(), std::memory_order_relaxed);
-    wake = queue_.size() == options_.max_export_batch_spans;
+    telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);
+    wake = queued_ == options_.max_export_batch_spans;
   }
   if (wake) work_.notify_one();
 }
@@ -74,41 +91,39 @@ void OtlpSpanExporter::Run() {
   std::unique_lock lock(mutex_);
   while (true) {
     work_.wait_until(lock, next_send, [&] {
-      return stopping_ || flush_requested_ || queue_.size() >= options_.max_export_batch_spans;
+      return stopping_ || flush_requested_ || queued_ >= options_.max_export_batch_spans;
     });
-    if (queue_.empty()) {
+    if (queued_ == 0) {
       flush_requested_ = false;
       if (stopping_) break;
       next_send = std::chrono::steady_clock::now() + delay;
       continue;
     }
-    size_t count = std::min<size_t>(queue_.size(), options_.max_export_batch_spans);
-    std::vector<ResourcedSpan> batch;
-    batch.reserve(count);
+    const size_t count = std::min<size_t>(queued_, options_.max_export_batch_spans);
+    if (batch_.size() < count) batch_.resize(count);
     for (size_t i = 0; i < count; ++i) {
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+      // Swapped, not moved: the slot gets the batch entry's storage back for reuse.
+      std::swap(batch_[i], slots_[head_]);
+      head_ = (head_ + 1) % slots_.size();
     }
-    telemetry_->queue_depth_spans.store(queue_.size(), std::memory_order_relaxed);
+    queued_ -= count;
+    telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);
     lock.unlock();
-    SendBatch(batch);
+    SendBatch(count);
     lock.lock();
     finished_total_ += count;
     done_.notify_all();
-    if (queue_.size() < options_.max_export_batch_spans) next_send = std::chrono::steady_clock::now() + delay;
+    if (queued_ < options_.max_export_batch_spans) next_send = std::chrono::steady_clock::now() + delay;
   }
   done_.notify_all();
 }
 
-void OtlpSpanExporter::SendBatch(std::vector<ResourcedSpan>& batch) {
-  opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest request;
-  EncodeSpans(batch, &request);
-  std::string bytes;
-  request.SerializeToString(&bytes);
-  SendOutcome outcome = sender_.Send(bytes);
+void OtlpSpanExporter::SendBatch(size_t count) {
+  for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i].resource.get(), batch_[i].message);
+  request_encoder_.Finish(&request_bytes_);
+  SendOutcome outcome = sender_.Send(request_bytes_);
   telemetry_->export_requests.fetch_add(outcome.attempts, std::memory_order_relaxed);
   telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);
-  uint64_t count = batch.size();
   if (outcome.last.outcome != SendResult::Outcome::kSuccess) {
     bool shutting_down = outcome.attempts == 0 || sender_.DeadlinePassed();
     (shutting_down ? telemetry_->spans_dropped_shutdown : telemetry_->spans_dropped_export_failed)

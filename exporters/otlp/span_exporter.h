@@ -1,13 +1,13 @@
-// Batches spans and sends them as OTLP on its own thread. Export() only queues (a short
-// lock, never the network), so capture is never held up by the collector. The queue is
-// bounded: when full, the oldest span is dropped and counted.
+// Batches spans and sends them as OTLP on its own thread. Export() encodes the span and
+// queues its bytes (a short lock, never the network), so capture is never held up by the
+// collector. The queue is bounded: when full, the oldest span is dropped and counted.
 #pragma once
 
 #include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "agent/telemetry/self_telemetry.h"
 #include "exporters/otlp/otlp_options.h"
@@ -23,7 +23,7 @@ class OtlpSpanExporter {
                    telemetry::SelfTelemetry* telemetry);
   ~OtlpSpanExporter();  // Shutdown(0) if not done
 
-  void Export(spans::Span span, ResourcePtr resource);
+  void Export(const spans::Span& span, ResourcePtr resource);
 
   // Waits until everything queued before the call was sent (or dropped). False on timeout.
   bool ForceFlush(uint64_t timeout_ms);
@@ -34,8 +34,15 @@ class OtlpSpanExporter {
   std::string Describe() { return sender_.transport().Describe(); }
 
  private:
+  // An encoded span waiting to be sent. Queue slots are reused: a span's bytes go into
+  // the storage of one sent before, so queueing allocates nothing once sizes settle.
+  struct QueuedSpan {
+    std::string message;  // the Span message (EncodeSpan)
+    ResourcePtr resource;
+  };
+
   void Run();
-  void SendBatch(std::vector<ResourcedSpan>& batch);
+  void SendBatch(size_t count);
 
   OtlpExporterOptions options_;
   telemetry::SelfTelemetry* telemetry_;
@@ -44,13 +51,21 @@ class OtlpSpanExporter {
   std::mutex mutex_;
   std::condition_variable work_;  // wakes the export thread
   std::condition_variable done_;  // wakes ForceFlush
-  std::deque<ResourcedSpan> queue_;
+  std::vector<QueuedSpan> slots_;  // a ring: queued spans are [head_, head_ + queued_)
+  size_t head_ = 0;
+  size_t queued_ = 0;
   uint64_t enqueued_total_ = 0;   // spans ever queued
   uint64_t finished_total_ = 0;   // spans sent or dropped (queued ones only)
   bool flush_requested_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
   std::thread thread_;
+
+  // The export thread's own: the batch being sent (slots swapped out of the ring) and
+  // the request's buffers.
+  std::vector<QueuedSpan> batch_;
+  TraceRequestEncoder request_encoder_;
+  std::string request_bytes_;
 };
 
 }  // namespace flowtracer::exporters::otlp

@@ -4,11 +4,13 @@
 
 #include <google/protobuf/any.pb.h>
 #include <google/protobuf/duration.pb.h>
+#include <opentelemetry/proto/collector/trace/v1/trace_service.pb.h>
 #include <httplib.h>
 #include <zlib.h>
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <map>
 #include <set>
 #include <thread>
@@ -62,6 +64,23 @@ ResourcePtr MakeResource(uint32_t pid, const std::string& service) {
   info.command_args = {"python3", "/srv/app.py", "--port", "8080"};
   return std::make_shared<Resource>(ProcessResource(info, "node-1", 777, {{"deployment.environment", "test"},
                                                                            {"service.name", "ignored"}}));
+}
+
+// Encodes the spans the way the exporter does, and decodes the request with the generated
+// classes.
+ExportTraceServiceRequest Encode(const std::vector<std::pair<spans::Span, ResourcePtr>>& batch,
+                                 TraceRequestEncoder* encoder = nullptr) {
+  TraceRequestEncoder local;
+  if (!encoder) encoder = &local;
+  std::string message, bytes;
+  for (const auto& [span, resource] : batch) {
+    EncodeSpan(span, &message);
+    encoder->Add(resource.get(), message);
+  }
+  encoder->Finish(&bytes);
+  ExportTraceServiceRequest request;
+  EXPECT_TRUE(request.ParseFromString(bytes));
+  return request;
 }
 
 std::map<std::string, std::string> StringAttributes(const google::protobuf::RepeatedPtrField<
@@ -156,9 +175,7 @@ TEST(OtlpOptionsTest, EndpointUrls) {
 TEST(OtlpEncoderTest, OneResourcePerProcessWithSpanFields) {
   ResourcePtr gateway = MakeResource(4242, "gateway");
   ResourcePtr billing = MakeResource(5151, "billing");
-  std::vector<ResourcedSpan> batch = {{MakeSpan(1), gateway}, {MakeSpan(2, true), billing}, {MakeSpan(3), gateway}};
-  ExportTraceServiceRequest request;
-  EncodeSpans(batch, &request);
+  ExportTraceServiceRequest request = Encode({{MakeSpan(1), gateway}, {MakeSpan(2, true), billing}, {MakeSpan(3), gateway}});
   ASSERT_EQ(request.resource_spans_size(), 2);
 
   const auto& first = request.resource_spans(0);
@@ -200,12 +217,51 @@ TEST(OtlpEncoderTest, StringsAreValidUtf8AndTraceStateIsKept) {
   span.name = "GET /caf\xc3\xa9/\xff";
   span.trace_state = "vendor=abc";
   span.attributes.push_back({"url.path", std::string("/caf\xc3\xa9/\xff\xfe")});
-  ExportTraceServiceRequest request;
-  EncodeSpans({{span, MakeResource(4242, "gateway")}}, &request);
+  ExportTraceServiceRequest request = Encode({{span, MakeResource(4242, "gateway")}});
   const auto& out = request.resource_spans(0).scope_spans(0).spans(0);
   EXPECT_EQ(out.name(), "GET /caf\xc3\xa9/\xef\xbf\xbd");
   EXPECT_EQ(out.trace_state(), "vendor=abc");
   EXPECT_EQ(StringAttributes(out.attributes())["url.path"], "/caf\xc3\xa9/\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+TEST(OtlpEncoderTest, EdgeValuesAndEncoderReuse) {
+  spans::Span span = MakeSpan(1);
+  span.attributes = {{"negative", int64_t{-5}},
+                     {"zero", int64_t{0}},
+                     {"max", std::numeric_limits<int64_t>::max()},
+                     {"false", false},
+                     {"empty", std::string()},
+                     {"k\xff", std::string("v")},
+                     {"long", std::string(300, 'x')}};  // a length needing a 2-byte varint
+  span.status = spans::StatusCode::kUnset;
+  span.start_unix_ns = 0;
+  span.kind = spans::SpanKind::kConsumer;
+  TraceRequestEncoder encoder;
+  ExportTraceServiceRequest first = Encode({{span, MakeResource(1, "a")}, {MakeSpan(2), nullptr}}, &encoder);
+  ASSERT_EQ(first.resource_spans_size(), 2);
+  const auto& out = first.resource_spans(0).scope_spans(0).spans(0);
+  ASSERT_EQ(out.attributes_size(), 7);
+  EXPECT_EQ(out.attributes(0).value().int_value(), -5);
+  EXPECT_TRUE(out.attributes(1).value().has_int_value());
+  EXPECT_EQ(out.attributes(1).value().int_value(), 0);
+  EXPECT_EQ(out.attributes(2).value().int_value(), std::numeric_limits<int64_t>::max());
+  EXPECT_TRUE(out.attributes(3).value().has_bool_value());
+  EXPECT_FALSE(out.attributes(3).value().bool_value());
+  EXPECT_TRUE(out.attributes(4).value().has_string_value());
+  EXPECT_EQ(out.attributes(5).key(), "k\xef\xbf\xbd");
+  EXPECT_EQ(out.attributes(6).value().string_value(), std::string(300, 'x'));
+  EXPECT_FALSE(out.has_status());
+  EXPECT_EQ(out.start_time_unix_nano(), 0u);
+  EXPECT_EQ(out.kind(), opentelemetry::proto::trace::v1::Span::SPAN_KIND_CONSUMER);
+  EXPECT_FALSE(first.resource_spans(1).has_resource());  // no resource given
+  EXPECT_EQ(first.resource_spans(1).scope_spans(0).scope().name(), "flowtracer");
+  EXPECT_FALSE(first.resource_spans(1).scope_spans(0).scope().version().empty());
+
+  // The next request starts empty: nothing of the first one is left in the encoder.
+  ExportTraceServiceRequest second = Encode({{MakeSpan(3), MakeResource(2, "b")}}, &encoder);
+  ASSERT_EQ(second.resource_spans_size(), 1);
+  ASSERT_EQ(second.resource_spans(0).scope_spans(0).spans_size(), 1);
+  EXPECT_EQ(second.resource_spans(0).scope_spans(0).spans(0).span_id(), std::string(8, '\x03'));
 }
 
 TEST(OtlpEncoderTest, ProcessStartTicksFromProcStat) {
@@ -464,9 +520,7 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   auto transport = MakeHttpTransport(options, &error);
   ASSERT_TRUE(transport) << error;
 
-  ExportTraceServiceRequest request;
-  EncodeSpans({{MakeSpan(9), MakeResource(1, "a")}}, &request);
-  std::string bytes = request.SerializeAsString();
+  std::string bytes = Encode({{MakeSpan(9), MakeResource(1, "a")}}).SerializeAsString();
   SendResult ok = transport->Send(bytes, 2000);
   EXPECT_EQ(ok.outcome, SendResult::Outcome::kSuccess) << ok.error;
   {
