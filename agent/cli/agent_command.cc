@@ -218,16 +218,17 @@ Runner AddAgentCommand(CLI::App& app) {
       return 2;
     }
 
-    if (flags->check_config) {
-      PrintConfig(config);
-      return 0;
-    }
-
+    // Built before --check-config returns, so the check also covers the endpoint and, for
+    // gRPC, the module (nothing is sent: connections are made on the first export).
     std::string error;
     auto transport = otlp::MakeTransport(otlp::TransportOptionsFor(config.exporter, otlp::Signal::kTraces), &error);
     if (!transport) {
       spdlog::error("{}", error);
       return 2;
+    }
+    if (flags->check_config) {
+      PrintConfig(config);
+      return 0;
     }
     HealthServer health;
     if (!health.Start(config.health_listen, &error)) {

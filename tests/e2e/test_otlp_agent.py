@@ -578,10 +578,10 @@ class AgentConfigTest(unittest.TestCase):
 class AgentConfigErrorsTest(unittest.TestCase):
     """Refused before anything is loaded: one message naming the source, non-zero exit."""
 
-    def _run(self, *args, config=None, env=None, user=None):
+    def _run(self, *args, config=None, env=None, user=None, binary=FLOWTRACER):
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         full_env.update(env or {})
-        command = [FLOWTRACER, "agent", *args]
+        command = [binary, "agent", *args]
         if user:
             command = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *command]
         if config is not None:
@@ -646,6 +646,21 @@ class AgentConfigErrorsTest(unittest.TestCase):
     def test_missing_file(self):
         message, _ = self._run("--config", "/nonexistent/agent.yaml")
         self.assertIn("/nonexistent/agent.yaml", message)
+
+    def test_grpc_without_its_module(self):
+        # The binary copied alone: OTLP/gRPC cannot load, and --check-config says so.
+        directory = tempfile.mkdtemp(prefix="ft-alone.")
+        self.addCleanup(shutil.rmtree, directory, True)
+        alone = os.path.join(directory, "flowtracer")
+        shutil.copy(FLOWTRACER, alone)
+        message, _ = self._run("--protocol", "grpc", "--check-config", binary=alone)
+        self.assertIn("flowtracer-otlp-grpc.so", message)
+        self.assertIn(directory, message)
+        # Beside the real build the same check passes: the module is found there.
+        result = subprocess.run([FLOWTRACER, "agent", "--protocol", "grpc", "--check-config"],
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("protocol: grpc", result.stdout)
 
 
 if __name__ == "__main__":
