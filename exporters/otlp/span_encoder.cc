@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <cassert>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -20,30 +22,48 @@ using google::protobuf::io::CodedOutputStream;
 // Protobuf wire types used by OTLP's messages.
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2 };
 
-void PutVarint(uint64_t value, std::string* out) {
-  if (value < 0x80) {  // tags and most lengths
-    out->push_back(static_cast<char>(value));
-    return;
+// Most a field's tag and length prefix take (field numbers below 2048: 2 + 10 bytes).
+constexpr size_t kMaxFieldPrefixBytes = 12;
+// Repairing invalid UTF-8 makes a string at most 3 times longer (a byte becomes U+FFFD).
+constexpr size_t kMaxRepairGrowth = 3;
+
+// Writes protobuf wire format at the end of a string through a raw pointer, into room
+// sized beforehand from an upper bound: appending field by field was most of the
+// encoder's cost. The string is cut to what was written when the writer goes.
+class WireWriter {
+ public:
+  WireWriter(std::string* out, size_t max_bytes) : out_(out) {
+    const size_t start = out->size();
+    out->resize(start + max_bytes);
+    p_ = reinterpret_cast<uint8_t*>(out->data()) + start;
   }
-  uint8_t buffer[10];
-  uint8_t* end = CodedOutputStream::WriteVarint64ToArray(value, buffer);
-  out->append(reinterpret_cast<const char*>(buffer), end - buffer);
-}
+  ~WireWriter() {
+    assert(p_ <= reinterpret_cast<uint8_t*>(out_->data()) + out_->size());
+    out_->resize(p_ - reinterpret_cast<uint8_t*>(out_->data()));
+  }
+  WireWriter(const WireWriter&) = delete;
+  WireWriter& operator=(const WireWriter&) = delete;
 
-void PutTag(uint32_t field, WireType type, std::string* out) { PutVarint((field << 3) | type, out); }
+  void Varint(uint64_t value) { p_ = CodedOutputStream::WriteVarint64ToArray(value, p_); }
+  void Tag(uint32_t field, WireType type) { Varint((field << 3) | type); }
+  void Raw(std::string_view bytes) {
+    memcpy(p_, bytes.data(), bytes.size());
+    p_ += bytes.size();
+  }
+  void Bytes(uint32_t field, std::string_view bytes) {
+    Tag(field, kLengthDelimited);
+    Varint(bytes.size());
+    Raw(bytes);
+  }
+  void Fixed64(uint32_t field, uint64_t value) {
+    Tag(field, kFixed64);
+    p_ = CodedOutputStream::WriteLittleEndian64ToArray(value, p_);
+  }
 
-void PutBytes(uint32_t field, std::string_view bytes, std::string* out) {
-  PutTag(field, kLengthDelimited, out);
-  PutVarint(bytes.size(), out);
-  out->append(bytes);
-}
-
-void PutFixed64(uint32_t field, uint64_t value, std::string* out) {
-  PutTag(field, kFixed64, out);
-  uint8_t buffer[8];
-  CodedOutputStream::WriteLittleEndian64ToArray(value, buffer);
-  out->append(reinterpret_cast<const char*>(buffer), sizeof(buffer));
-}
+ private:
+  std::string* out_;
+  uint8_t* p_;
+};
 
 // Size of a length-delimited field holding `length` bytes.
 size_t BytesFieldSize(uint32_t field, size_t length) {
@@ -61,45 +81,77 @@ std::string_view Utf8(std::string_view value, std::string* repaired) {
 
 // Per-thread buffers, so encoding a span allocates only until their sizes settle.
 struct Scratch {
-  std::string any_value;
   std::string repaired_key;
   std::string repaired_value;
 };
 thread_local Scratch scratch;
 
-// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4.
-void PutAnyValue(const spans::AttributeValue& value, std::string* out) {
-  std::visit(
-      [out](const auto& v) {
+// Upper bound of an attribute's KeyValue field.
+size_t MaxAttributeBytes(const spans::Attribute& attribute) {
+  const auto* text = std::get_if<std::string>(&attribute.value);
+  return 4 * kMaxFieldPrefixBytes + kMaxRepairGrowth * (attribute.key.size() + (text ? text->size() : 10));
+}
+
+// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4. The
+// size of the AnyValue message of `value`; `text` is set to the string to write for a
+// string value (repaired if needed).
+size_t AnyValueSize(const spans::AttributeValue& value, std::string_view* text) {
+  return std::visit(
+      [text](const auto& v) -> size_t {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, std::string>) {
-          PutBytes(1, Utf8(v, &scratch.repaired_value), out);
+          *text = Utf8(v, &scratch.repaired_value);
+          return BytesFieldSize(1, text->size());
         } else if constexpr (std::is_same_v<T, bool>) {
-          PutTag(2, kVarint, out);
-          PutVarint(v ? 1 : 0, out);
+          return 2;
         } else if constexpr (std::is_same_v<T, int64_t>) {
-          PutTag(3, kVarint, out);
-          PutVarint(static_cast<uint64_t>(v), out);  // int64: negative values take 10 bytes
+          return 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(v));
         } else {
-          PutFixed64(4, std::bit_cast<uint64_t>(v), out);
+          return 1 + 8;
         }
       },
       value);
 }
 
-// A KeyValue (key 1, value 2) as field `field` of the enclosing message.
-void PutKeyValue(uint32_t field, std::string_view key, std::string_view any_value, std::string* out) {
-  key = Utf8(key, &scratch.repaired_key);
-  PutTag(field, kLengthDelimited, out);
-  PutVarint(BytesFieldSize(1, key.size()) + BytesFieldSize(2, any_value.size()), out);
-  PutBytes(1, key, out);
-  PutBytes(2, any_value, out);
+void WriteAnyValue(WireWriter& out, const spans::AttributeValue& value, std::string_view text) {
+  std::visit(
+      [&out, text](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          out.Bytes(1, text);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out.Tag(2, kVarint);
+          out.Varint(v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          out.Tag(3, kVarint);
+          out.Varint(static_cast<uint64_t>(v));  // int64: negative values take 10 bytes
+        } else {
+          out.Fixed64(4, std::bit_cast<uint64_t>(v));
+        }
+      },
+      value);
 }
 
-void PutAttribute(uint32_t field, const spans::Attribute& attribute, std::string* out) {
-  scratch.any_value.clear();
-  PutAnyValue(attribute.value, &scratch.any_value);
-  PutKeyValue(field, attribute.key, scratch.any_value, out);
+// A KeyValue (key 1, value 2) as field `field` of the enclosing message; `any_value` is
+// an encoded AnyValue.
+void WriteKeyValue(WireWriter& out, uint32_t field, std::string_view key, std::string_view any_value) {
+  key = Utf8(key, &scratch.repaired_key);
+  out.Tag(field, kLengthDelimited);
+  out.Varint(BytesFieldSize(1, key.size()) + BytesFieldSize(2, any_value.size()));
+  out.Bytes(1, key);
+  out.Bytes(2, any_value);
+}
+
+void WriteAttribute(WireWriter& out, uint32_t field, const spans::Attribute& attribute) {
+  const std::string_view key = Utf8(attribute.key, &scratch.repaired_key);
+  std::string_view text;
+  const size_t any_value_size = AnyValueSize(attribute.value, &text);
+  out.Tag(field, kLengthDelimited);
+  out.Varint(BytesFieldSize(1, key.size()) + BytesFieldSize(2, any_value_size));
+  out.Bytes(1, key);
+  out.Tag(2, kLengthDelimited);
+  out.Varint(any_value_size);
+  WriteAnyValue(out, attribute.value, text);
 }
 
 trace::Span::SpanKind Kind(spans::SpanKind kind) {
@@ -125,8 +177,10 @@ trace::Status::StatusCode Status(spans::StatusCode code) {
 const std::string& ScopeMessage() {
   static const std::string message = [] {
     std::string out;
-    PutBytes(1, "flowtracer", &out);
-    PutBytes(2, FLOWTRACER_VERSION, &out);
+    constexpr std::string_view kName = "flowtracer", kVersion = FLOWTRACER_VERSION;
+    WireWriter writer(&out, 2 * kMaxFieldPrefixBytes + kName.size() + kVersion.size());
+    writer.Bytes(1, kName);
+    writer.Bytes(2, kVersion);
     return out;
   }();
   return message;
@@ -174,18 +228,29 @@ Resource ProcessResource(const process::ProcessInfo& info, const std::string& ho
 
 std::string EncodeResource(const Resource& resource) {
   std::string out;
-  for (const spans::Attribute& attribute : resource.attributes) PutAttribute(1, attribute, &out);
+  {
+    size_t max_bytes = 0;
+    for (const spans::Attribute& attribute : resource.attributes) max_bytes += MaxAttributeBytes(attribute);
+    WireWriter writer(&out, max_bytes);
+    for (const spans::Attribute& attribute : resource.attributes) WriteAttribute(writer, 1, attribute);
+  }
   if (!resource.command_args.empty()) {
     // AnyValue.array_value (5) of ArrayValue.values (1), each an AnyValue.string_value.
-    std::string array, item;
+    std::string array, any_value;
     for (const std::string& arg : resource.command_args) {
-      item.clear();
-      PutBytes(1, Utf8(arg, &scratch.repaired_value), &item);
-      PutBytes(1, item, &array);
+      const std::string_view text = Utf8(arg, &scratch.repaired_value);
+      WireWriter item(&array, 2 * kMaxFieldPrefixBytes + text.size());
+      item.Tag(1, kLengthDelimited);
+      item.Varint(BytesFieldSize(1, text.size()));
+      item.Bytes(1, text);
     }
-    std::string any_value;
-    PutBytes(5, array, &any_value);
-    PutKeyValue(1, "process.command_args", any_value, &out);
+    {
+      WireWriter value(&any_value, kMaxFieldPrefixBytes + array.size());
+      value.Bytes(5, array);
+    }
+    constexpr std::string_view kKey = "process.command_args";
+    WireWriter writer(&out, 3 * kMaxFieldPrefixBytes + kKey.size() + any_value.size());
+    WriteKeyValue(writer, 1, kKey, any_value);
   }
   return out;
 }
@@ -194,27 +259,31 @@ std::string EncodeResource(const Resource& resource) {
 // kind 6, start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, status 15.
 void EncodeSpan(const spans::Span& span, std::string* out) {
   out->clear();
+  size_t max_bytes = 10 * kMaxFieldPrefixBytes + 16 + 8 + 8 + 8 + 8 + 8 +
+                     kMaxRepairGrowth * (span.trace_state.size() + span.name.size());
+  for (const spans::Attribute& attribute : span.attributes) max_bytes += MaxAttributeBytes(attribute);
+  WireWriter writer(out, max_bytes);
   auto bytes_of = [](const auto& id) {
     return std::string_view(reinterpret_cast<const char*>(id.data()), id.size());
   };
-  PutBytes(1, bytes_of(span.trace_id), out);
-  PutBytes(2, bytes_of(span.span_id), out);
-  if (!span.trace_state.empty()) PutBytes(3, Utf8(span.trace_state, &scratch.repaired_value), out);
+  writer.Bytes(1, bytes_of(span.trace_id));
+  writer.Bytes(2, bytes_of(span.span_id));
+  if (!span.trace_state.empty()) writer.Bytes(3, Utf8(span.trace_state, &scratch.repaired_value));
   bool root = std::all_of(span.parent_span_id.begin(), span.parent_span_id.end(), [](uint8_t b) { return b == 0; });
-  if (!root) PutBytes(4, bytes_of(span.parent_span_id), out);
-  PutBytes(5, Utf8(span.name, &scratch.repaired_value), out);
-  PutTag(6, kVarint, out);
-  PutVarint(Kind(span.kind), out);
-  PutFixed64(7, span.start_unix_ns, out);
-  PutFixed64(8, span.end_unix_ns, out);
-  for (const spans::Attribute& attribute : span.attributes) PutAttribute(9, attribute, out);
+  if (!root) writer.Bytes(4, bytes_of(span.parent_span_id));
+  writer.Bytes(5, Utf8(span.name, &scratch.repaired_value));
+  writer.Tag(6, kVarint);
+  writer.Varint(Kind(span.kind));
+  writer.Fixed64(7, span.start_unix_ns);
+  writer.Fixed64(8, span.end_unix_ns);
+  for (const spans::Attribute& attribute : span.attributes) WriteAttribute(writer, 9, attribute);
   if (span.status != spans::StatusCode::kUnset) {
     // Status: code 3.
     const uint64_t code = Status(span.status);
-    PutTag(15, kLengthDelimited, out);
-    PutVarint(1 + CodedOutputStream::VarintSize64(code), out);
-    PutTag(3, kVarint, out);
-    PutVarint(code, out);
+    writer.Tag(15, kLengthDelimited);
+    writer.Varint(1 + CodedOutputStream::VarintSize64(code));
+    writer.Tag(3, kVarint);
+    writer.Varint(code);
   }
 }
 
@@ -225,7 +294,8 @@ void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_me
     groups_[used_groups_].resource = resource;
     ++used_groups_;
   }
-  PutBytes(2, span_message, &groups_[it->second].span_fields);  // ScopeSpans.spans
+  WireWriter writer(&groups_[it->second].span_fields, kMaxFieldPrefixBytes + span_message.size());
+  writer.Bytes(2, span_message);  // ScopeSpans.spans
   ++spans_;
 }
 
@@ -234,6 +304,13 @@ void TraceRequestEncoder::Finish(std::string* out) {
   constexpr size_t kKeptBufferBytes = 256 * 1024;
   out->clear();
   const std::string& scope = ScopeMessage();
+  size_t max_bytes = 0;
+  for (size_t i = 0; i < used_groups_; ++i) {
+    const Group& group = groups_[i];
+    max_bytes += 4 * kMaxFieldPrefixBytes + scope.size() + group.span_fields.size() +
+                 (group.resource ? group.resource->message.size() : 0);
+  }
+  WireWriter writer(out, max_bytes);
   for (size_t i = 0; i < used_groups_; ++i) {
     Group& group = groups_[i];
     // ExportTraceServiceRequest.resource_spans 1 { ResourceSpans.resource 1,
@@ -242,13 +319,13 @@ void TraceRequestEncoder::Finish(std::string* out) {
     const size_t scope_spans_size = BytesFieldSize(1, scope.size()) + group.span_fields.size();
     const size_t resource_spans_size =
         (has_resource ? BytesFieldSize(1, group.resource->message.size()) : 0) + BytesFieldSize(2, scope_spans_size);
-    PutTag(1, kLengthDelimited, out);
-    PutVarint(resource_spans_size, out);
-    if (has_resource) PutBytes(1, group.resource->message, out);
-    PutTag(2, kLengthDelimited, out);
-    PutVarint(scope_spans_size, out);
-    PutBytes(1, scope, out);
-    out->append(group.span_fields);
+    writer.Tag(1, kLengthDelimited);
+    writer.Varint(resource_spans_size);
+    if (has_resource) writer.Bytes(1, group.resource->message);
+    writer.Tag(2, kLengthDelimited);
+    writer.Varint(scope_spans_size);
+    writer.Bytes(1, scope);
+    writer.Raw(group.span_fields);
     group.span_fields.clear();
     if (group.span_fields.capacity() > kKeptBufferBytes) std::string().swap(group.span_fields);
     group.resource = nullptr;

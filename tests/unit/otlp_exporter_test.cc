@@ -264,6 +264,34 @@ TEST(OtlpEncoderTest, EdgeValuesAndEncoderReuse) {
   EXPECT_EQ(second.resource_spans(0).scope_spans(0).spans(0).span_id(), std::string(8, '\x03'));
 }
 
+TEST(OtlpEncoderTest, WorstCaseUtf8RepairFits) {
+  // Every byte invalid: each becomes the 3-byte U+FFFD, the most a string can grow.
+  const std::string garbage(1000, '\xff');
+  std::string replaced;
+  for (int i = 0; i < 1000; ++i) replaced += "\xef\xbf\xbd";
+  spans::Span span = MakeSpan(1);
+  span.name = garbage;
+  span.trace_state = garbage;
+  span.attributes = {{garbage, garbage}, {"k", garbage}, {garbage, int64_t{-1}}};
+  process::ProcessInfo info;
+  info.service_name = garbage;
+  info.command_args = {garbage, "x"};
+  auto resource = std::make_shared<Resource>(ProcessResource(info, garbage, 1, {{garbage, garbage}}));
+  ExportTraceServiceRequest request = Encode({{span, resource}});
+  const auto& out = request.resource_spans(0).scope_spans(0).spans(0);
+  EXPECT_EQ(out.name(), replaced);
+  EXPECT_EQ(out.trace_state(), replaced);
+  ASSERT_EQ(out.attributes_size(), 3);
+  EXPECT_EQ(out.attributes(0).key(), replaced);
+  EXPECT_EQ(out.attributes(0).value().string_value(), replaced);
+  EXPECT_EQ(out.attributes(2).value().int_value(), -1);
+  auto attributes = StringAttributes(request.resource_spans(0).resource().attributes());
+  EXPECT_EQ(attributes["service.name"], replaced);
+  EXPECT_EQ(attributes["host.name"], replaced);
+  EXPECT_EQ(attributes[replaced], replaced);
+  EXPECT_EQ(attributes["process.command_args"], "[" + replaced + "][x]");
+}
+
 TEST(OtlpEncoderTest, ProcessStartTicksFromProcStat) {
   EXPECT_GT(ProcessStartTicks(getpid()), 0u);
   EXPECT_EQ(ProcessStartTicks(0, "/nonexistent"), 0u);
