@@ -20,6 +20,7 @@
 #include "agent/spans/messaging_assembler.h"
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
+#include "tests/unit/kernel_records.h"
 
 namespace flowtracer {
 namespace {
@@ -87,54 +88,21 @@ class Feeder {
 
   void Open(uint64_t conn_id, ft_role role, uint32_t pid, std::string_view comm, const ft_tuple& tuple,
             uint64_t ts = 1) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_OPEN;
-    event.header.pid = pid;
-    event.header.tid = pid;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    event.tuple = tuple;
-    event.role = static_cast<uint8_t>(role);
-    std::memcpy(event.comm, comm.data(), std::min(comm.size(), sizeof(event.comm)));
-    tracker.OnRecord(&event, sizeof(event));
+    feeder_.Open(conn_id, role, pid, comm, tuple, ts);
   }
-  void Close(uint64_t conn_id, uint64_t ts) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_CLOSE;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    tracker.OnRecord(&event, sizeof(event));
-  }
+  void Close(uint64_t conn_id, uint64_t ts) { feeder_.Close(conn_id, ts); }
   // One call that moved `length` bytes (default: all of `captured`).
   void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view captured, uint64_t ts,
             uint32_t length = UINT32_MAX) {
-    if (length == UINT32_MAX) length = static_cast<uint32_t>(captured.size());
-    ft_data_event event{};
-    event.header.type = FT_EVENT_DATA;
-    event.header.tid = tid;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    uint64_t& position = positions_[{conn_id, direction}];
-    event.position = position;
-    event.length = length;
-    event.payload_bytes = static_cast<uint32_t>(captured.size());
-    event.direction = static_cast<uint8_t>(direction);
-    std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
-    record.append(captured);
-    tracker.OnRecord(record.data(), record.size());
-    position += length;
+    feeder_.Data(conn_id, direction, tid, captured, ts, length);
   }
-  void Write(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
-    Data(conn_id, FT_DIR_EGRESS, tid, bytes, ts);
-  }
-  void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
-    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts);
-  }
+  void Write(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) { feeder_.Write(conn_id, tid, bytes, ts); }
+  void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) { feeder_.Read(conn_id, tid, bytes, ts); }
 
   conntrack::ConnectionTracker tracker;
 
  private:
-  std::map<std::pair<uint64_t, int>, uint64_t> positions_;
+  records::RecordFeeder feeder_{[this](const void* data, size_t size) { tracker.OnRecord(data, size); }};
 };
 
 constexpr std::string_view kInfo = "INFO {\"server_id\":\"x\",\"version\":\"2.9.10\",\"headers\":true} \r\n";

@@ -18,6 +18,7 @@
 #include "agent/conntrack/connection_tracker.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/ids.h"
+#include "tests/unit/kernel_records.h"
 
 namespace flowtracer::spans {
 namespace {
@@ -108,33 +109,14 @@ class Pipeline {
 
   void Open(uint64_t conn_id, ft_role role, uint32_t pid, std::string_view comm, const ft_tuple& tuple,
             uint64_t ts = 1) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_OPEN;
-    event.header.pid = pid;
-    event.header.tid = pid;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    event.tuple = tuple;
-    event.role = static_cast<uint8_t>(role);
-    std::memcpy(event.comm, comm.data(), std::min(comm.size(), sizeof(event.comm)));
-    tracker.OnRecord(&event, sizeof(event));
+    feeder_.Open(conn_id, role, pid, comm, tuple, ts);
   }
-  void Close(uint64_t conn_id, uint64_t ts) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_CLOSE;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    tracker.OnRecord(&event, sizeof(event));
-  }
-  void Write(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
-    Data(conn_id, FT_DIR_EGRESS, tid, bytes, ts);
-  }
-  void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) {
-    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts);
-  }
+  void Close(uint64_t conn_id, uint64_t ts) { feeder_.Close(conn_id, ts); }
+  void Write(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) { feeder_.Write(conn_id, tid, bytes, ts); }
+  void Read(uint64_t conn_id, uint32_t tid, std::string_view bytes, uint64_t ts) { feeder_.Read(conn_id, tid, bytes, ts); }
   // A read whose copy the kernel cut at `copied_bytes` (the payload cap).
   void ReadCut(uint64_t conn_id, uint32_t tid, std::string_view bytes, size_t copied_bytes, uint64_t ts) {
-    Data(conn_id, FT_DIR_INGRESS, tid, bytes, ts, copied_bytes);
+    feeder_.Data(conn_id, FT_DIR_INGRESS, tid, bytes.substr(0, copied_bytes), ts, static_cast<uint32_t>(bytes.size()));
   }
 
   TempProcRoot proc_root_;  // before `processes`, which is built from it
@@ -144,28 +126,7 @@ class Pipeline {
   std::vector<Span> spans;
 
  private:
-  void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view bytes, uint64_t ts,
-            size_t copied_bytes = SIZE_MAX) {
-    ft_data_event event{};
-    event.header.type = FT_EVENT_DATA;
-    event.header.tid = tid;
-    event.header.timestamp_ns = ts;
-    event.header.conn_id = conn_id;
-    uint64_t& position = positions_[{conn_id, direction}];
-    event.position = position;
-    // Both ends of a test connection start their sequence numbers at 0.
-    event.seq_start = static_cast<uint32_t>(position);
-    event.length = static_cast<uint32_t>(bytes.size());
-    std::string_view copied = bytes.substr(0, copied_bytes);
-    event.payload_bytes = static_cast<uint32_t>(copied.size());
-    event.direction = static_cast<uint8_t>(direction);
-    std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
-    record.append(copied);
-    tracker.OnRecord(record.data(), record.size());
-    position += bytes.size();
-  }
-
-  std::map<std::pair<uint64_t, int>, uint64_t> positions_;
+  records::RecordFeeder feeder_{[this](const void* data, size_t size) { tracker.OnRecord(data, size); }};
 };
 
 constexpr std::string_view kOk = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
