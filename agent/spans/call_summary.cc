@@ -8,10 +8,10 @@
 namespace flowtracer::spans {
 namespace {
 
-std::string Endpoint(const uint8_t address[16], uint16_t port) {
-  std::string text = FormatAddress(address);
-  if (text.find(':') != std::string::npos) text = "[" + text + "]";
-  return text + ":" + std::to_string(port);
+// "10.0.0.7" or "[fe80::1]".
+std::string HostText(const std::array<uint8_t, 16>& address) {
+  std::string text = FormatAddress(address.data());
+  return text.find(':') != std::string::npos ? "[" + text + "]" : text;
 }
 
 // Nearest-rank percentile: the smallest sample with at least `quantile` of samples at or below it.
@@ -46,10 +46,11 @@ uint64_t SpanKey(const SpanId& id) {
 }
 }  // namespace
 
-void CallSummary::AddByEndpoint(const std::string& service, bool server, const std::string& peer_endpoint,
+void CallSummary::AddByEndpoint(const std::string& service, bool server, const EndpointKey& peer,
                                 uint64_t duration_ns, bool error) {
-  EdgeKey key{service, server, peer_endpoint};
-  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, "(other)"};
+  EdgeKey key{service, server, peer};
+  // The overflow edge: an all-zero endpoint under a service name no process has.
+  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, EndpointKey{}};
   AddSample(edges_[key], duration_ns, error);
 }
 
@@ -66,14 +67,17 @@ void CallSummary::Add(const Span& span) {
   bool server = span.kind == SpanKind::kServer;
   bool error = span.status == StatusCode::kError;
   uint64_t duration_ns = span.end_unix_ns - span.start_unix_ns;
-  if (service_by_endpoint_.size() < 4 * kMaxEdges)
-    service_by_endpoint_[Endpoint(span.tuple.local_addr, span.tuple.local_port)] = span.service;
-  std::string peer_endpoint = Endpoint(span.tuple.remote_addr, span.tuple.remote_port);
+  EndpointKey local, peer;
+  std::memcpy(local.address.data(), span.tuple.local_addr, 16);
+  local.port = span.tuple.local_port;
+  std::memcpy(peer.address.data(), span.tuple.remote_addr, 16);
+  peer.port = span.tuple.remote_port;
+  if (service_by_endpoint_.size() < 4 * kMaxEdges) service_by_endpoint_[local] = span.service;
   if (!server) {
     if (client_service_by_span_id_.size() >= kMaxKnownClientSpans) client_service_by_span_id_.clear();
     uint64_t id = SpanKey(span.span_id);
     client_service_by_span_id_[id] = span.service;
-    AddByEndpoint(span.service, false, peer_endpoint, duration_ns, error);
+    AddByEndpoint(span.service, false, peer, duration_ns, error);
     // Server spans that finished before their caller's span came in.
     if (auto waiting = servers_waiting_for_parent_.find(id); waiting != servers_waiting_for_parent_.end()) {
       for (const WaitingServerSpan& w : waiting->second) AddNamed(span.service, w.service, w.duration_ns, w.error);
@@ -91,12 +95,12 @@ void CallSummary::Add(const Span& span) {
     if (waiting_server_spans_ < kMaxWaitingServerSpans) {
       // The parent may be a client span still to come, or one on another host (then this
       // waits until Rows() and is named by its endpoint).
-      servers_waiting_for_parent_[parent].push_back({span.service, peer_endpoint, duration_ns, error});
+      servers_waiting_for_parent_[parent].push_back({span.service, peer, duration_ns, error});
       ++waiting_server_spans_;
       return;
     }
   }
-  AddByEndpoint(span.service, true, peer_endpoint, duration_ns, error);
+  AddByEndpoint(span.service, true, peer, duration_ns, error);
 }
 
 void CallSummary::AddMessageHop(const std::string& producer_service, const Span& consumer) {
@@ -112,24 +116,25 @@ std::vector<CallSummaryRow> CallSummary::Rows() const {
   std::map<EdgeKey, Edge> by_endpoint = edges_;
   for (const auto& [parent, waiting] : servers_waiting_for_parent_) {
     for (const WaitingServerSpan& w : waiting) {
-      Edge& edge = by_endpoint[EdgeKey{w.service, true, w.caller_endpoint}];
+      Edge& edge = by_endpoint[EdgeKey{w.service, true, w.caller}];
       ++edge.count;
       if (w.error) ++edge.errors;
       edge.durations_ns.push_back(w.duration_ns);
     }
   }
   for (const auto& [key, edge] : by_endpoint) {
-    auto peer = service_by_endpoint_.find(key.peer_endpoint);
-    bool peer_traced = peer != service_by_endpoint_.end();
+    const bool overflow = key.service == "(other)" && key.peer == EndpointKey{};
+    auto peer = service_by_endpoint_.find(key.peer);
+    bool peer_traced = !overflow && peer != service_by_endpoint_.end();
     std::string caller, callee;
     if (key.server) {
       // A remote caller is named by its address: its port is ephemeral.
-      caller = peer_traced ? peer->second : key.peer_endpoint.substr(0, key.peer_endpoint.rfind(':'));
+      caller = peer_traced ? peer->second : overflow ? "(other)" : HostText(key.peer.address);
       callee = key.service;
     } else {
       if (peer_traced) continue;  // the traced server's spans count this call
       caller = key.service;
-      callee = key.peer_endpoint;
+      callee = overflow ? "(other)" : HostText(key.peer.address) + ":" + std::to_string(key.peer.port);
     }
     Edge& target = merged[{caller, callee}];
     target.count += edge.count;

@@ -4,7 +4,10 @@
 // are named by address.
 #pragma once
 
+#include <array>
+#include <compare>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -41,18 +44,30 @@ class CallSummary {
     uint64_t errors = 0;
     std::vector<uint64_t> durations_ns;
   };
+  // An address and port as the kernel reported them: formatted only for Rows(), not for
+  // every span.
+  struct EndpointKey {
+    std::array<uint8_t, 16> address{};
+    uint16_t port = 0;
+    auto operator<=>(const EndpointKey&) const = default;
+  };
+  struct EndpointHash {
+    size_t operator()(const EndpointKey& e) const {
+      uint64_t words[2];
+      std::memcpy(words, e.address.data(), sizeof(words));
+      return std::hash<uint64_t>()(words[0] * 31 + words[1]) ^ e.port;
+    }
+  };
   struct EdgeKey {
     std::string service;
     bool server = false;
-    std::string peer_endpoint;  // "addr:port" of the other side
-    bool operator<(const EdgeKey& o) const {
-      return std::tie(service, server, peer_endpoint) < std::tie(o.service, o.server, o.peer_endpoint);
-    }
+    EndpointKey peer;  // the other side
+    auto operator<=>(const EdgeKey&) const = default;
   };
   // A server span whose parent (a client span on this host) has not been added yet.
   struct WaitingServerSpan {
     std::string service;
-    std::string caller_endpoint;
+    EndpointKey caller;
     uint64_t duration_ns;
     bool error;
   };
@@ -60,15 +75,15 @@ class CallSummary {
   static constexpr size_t kMaxWaitingServerSpans = 65536;
 
   void AddSample(Edge& edge, uint64_t duration_ns, bool error);
-  void AddByEndpoint(const std::string& service, bool server, const std::string& peer_endpoint,
-                     uint64_t duration_ns, bool error);
+  void AddByEndpoint(const std::string& service, bool server, const EndpointKey& peer, uint64_t duration_ns,
+                     bool error);
   void AddNamed(const std::string& caller, const std::string& callee, uint64_t duration_ns, bool error);
 
   std::map<EdgeKey, Edge> edges_;
   // (caller, callee) when both names are known: message hops, and server spans whose
   // parent is a client span seen here (the ephemeral port never names the caller then).
   std::map<std::pair<std::string, std::string>, Edge> named_edges_;
-  std::unordered_map<std::string, std::string> service_by_endpoint_;
+  std::unordered_map<EndpointKey, std::string, EndpointHash> service_by_endpoint_;
   std::unordered_map<uint64_t, std::string> client_service_by_span_id_;
   std::unordered_map<uint64_t, std::vector<WaitingServerSpan>> servers_waiting_for_parent_;
   size_t waiting_server_spans_ = 0;
