@@ -328,6 +328,186 @@ TEST(Http1Parse, EightKibCookieHeader) {
             ParseState::kNeedsMoreData);
 }
 
+// Values and targets are scanned in 16-byte blocks: the tests below put the byte that
+// matters at every offset of a field longer than two blocks, and cut heads at every byte.
+
+TEST(Http1Parse, ControlBytesAnywhereInALongValueAreInvalid) {
+  const std::string value(40, 'v');
+  for (char control : {'\x00', '\x01', '\x0b', '\x1f', '\x7f', '\r'}) {
+    for (size_t offset = 0; offset < value.size(); ++offset) {
+      std::string bad = value;
+      bad[offset] = control;
+      const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + bad + "\r\n\r\n";
+      EXPECT_EQ(Parse(kRequest, head), ParseState::kInvalid)
+          << "byte " << static_cast<int>(control) << " at " << offset;
+      const std::string response = "HTTP/1.1 200 OK\r\nX-Long: " + bad + "\r\n\r\n";
+      EXPECT_EQ(Parse(kResponse, response), ParseState::kInvalid)
+          << "byte " << static_cast<int>(control) << " at " << offset;
+    }
+  }
+}
+
+TEST(Http1Parse, TabsAndObsTextAnywhereInALongValueAreKept) {
+  const std::string value(40, 'v');
+  for (char allowed : {'\t', ' ', '~', '\x80', '\xa0', '\xff'}) {
+    for (size_t offset = 1; offset + 1 < value.size(); ++offset) {
+      std::string good = value;
+      good[offset] = allowed;
+      Message m;
+      ASSERT_EQ(ParseHead(kRequest, "GET / HTTP/1.1\r\nX-Long: " + good + "\r\n\r\n", &m),
+                ParseState::kSuccess)
+          << "byte " << static_cast<int>(allowed) << " at " << offset;
+      EXPECT_EQ(m.Header("x-long"), good);
+    }
+  }
+}
+
+TEST(Http1Parse, ControlBytesAnywhereInALongTargetAreInvalid) {
+  const std::string target = "/" + std::string(40, 't');
+  for (char control : {'\x00', '\t', '\x1f', '\x7f', '\r', '\n'}) {
+    for (size_t offset = 1; offset < target.size(); ++offset) {
+      std::string bad = target;
+      bad[offset] = control;
+      EXPECT_EQ(Parse(kRequest, "GET " + bad + " HTTP/1.1\r\n\r\n"), ParseState::kInvalid)
+          << "byte " << static_cast<int>(control) << " at " << offset;
+    }
+  }
+  std::string opaque = target;
+  opaque[20] = '\xc3';
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest, "GET " + opaque + " HTTP/1.1\r\n\r\n", &m), ParseState::kSuccess);
+  EXPECT_EQ(m.target, opaque);
+}
+
+TEST(Http1Parse, ControlBytesInALongReasonAreInvalid) {
+  const std::string reason(40, 'r');
+  for (size_t offset = 0; offset < reason.size(); ++offset) {
+    std::string bad = reason;
+    bad[offset] = '\x01';
+    EXPECT_EQ(Parse(kResponse, "HTTP/1.1 200 " + bad + "\r\n\r\n"), ParseState::kInvalid) << offset;
+  }
+  Message m;
+  ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 200 " + reason + "\r\n\r\n", &m), ParseState::kSuccess);
+  EXPECT_EQ(m.reason, reason);
+}
+
+TEST(Http1Parse, EveryByteSplitOfAHeadWithLongFields) {
+  const std::string head =
+      "GET /a/rather/long/target/path/for/the/block/scanner?with=query HTTP/1.1\r\n"
+      "Host: shop.example.com\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)\r\n"
+      "X-Tabbed: a\tvalue with a tab in the middle of its second block\r\n"
+      "X-Opaque: caf\xc3\xa9 caf\xc3\xa9 caf\xc3\xa9 caf\xc3\xa9 caf\xc3\xa9\r\n"
+      "Cookie: session=" + std::string(100, 'c') + "\r\n"
+      "Content-Length: 2\r\n"
+      "\r\n";
+  for (size_t split = 0; split < head.size(); ++split) {
+    ASSERT_EQ(Parse(kRequest, std::string_view(head).substr(0, split)), ParseState::kNeedsMoreData)
+        << "prefix of " << split << " bytes";
+  }
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest, head + "{}", &m), ParseState::kSuccess);
+  EXPECT_EQ(m.head_bytes, head.size());
+  ASSERT_EQ(m.headers.size(), 6u);
+  EXPECT_EQ(m.Header("x-tabbed"), "a\tvalue with a tab in the middle of its second block");
+  EXPECT_EQ(m.Header("cookie"), "session=" + std::string(100, 'c'));
+  EXPECT_EQ(m.framing, BodyFraming::kContentLength);
+  EXPECT_EQ(m.content_length, 2u);
+}
+
+TEST(Http1Parse, ObsFoldAfterALongValueIsInvalid) {
+  const std::string value(40, 'v');
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1\r\nX-A: " + value + "\r\n " + value + "\r\n\r\n"),
+            ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1\r\nX-A: " + value + "\r\n\t" + value + "\r\n\r\n"),
+            ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1\r\nX-A: " + value + "\n " + value + "\n\n"),
+            ParseState::kInvalid);
+}
+
+TEST(Http1Parse, FramingFieldsMatchWholeNamesInAnyCase) {
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest, "POST / HTTP/1.1\r\nCONTENT-LENGTH: 5\r\n\r\n", &m),
+            ParseState::kSuccess);
+  EXPECT_EQ(m.framing, BodyFraming::kContentLength);
+  EXPECT_EQ(m.content_length, 5u);
+  ASSERT_EQ(ParseHead(kRequest, "POST / HTTP/1.1\r\ntRaNsFeR-eNcOdInG: ChUnKeD\r\n\r\n", &m),
+            ParseState::kSuccess);
+  EXPECT_EQ(m.framing, BodyFraming::kChunked);
+
+  // Same length and first byte as a framing field, but another field: no framing, and a
+  // value that would be invalid for the framing field is just a value.
+  for (std::string_view name : {"Content-Lengtx", "Content-Langth", "content-lengt_", "Cookie-LengthX"}) {
+    ASSERT_EQ(ParseHead(kRequest, "POST / HTTP/1.1\r\n" + std::string(name) + ": x\r\n\r\n", &m),
+              ParseState::kSuccess)
+        << name;
+    EXPECT_EQ(m.framing, BodyFraming::kNone) << name;
+    EXPECT_EQ(m.Header(name), "x") << name;
+  }
+  for (std::string_view name : {"Transfer-Encodinx", "Transfer_Encoding", "transfer-encodings",
+                                "Xransfer-Encoding", "Transfer-Encodin"}) {
+    ASSERT_EQ(ParseHead(kRequest, "POST / HTTP/1.1\r\n" + std::string(name) + ": gzip\r\n\r\n", &m),
+              ParseState::kSuccess)
+        << name;
+    EXPECT_EQ(m.framing, BodyFraming::kNone) << name;
+  }
+  // The same in a response, where no length means "until close".
+  ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 200 OK\r\nContent-Lengtx: 5\r\n\r\n", &m),
+            ParseState::kSuccess);
+  EXPECT_EQ(m.framing, BodyFraming::kUntilClose);
+}
+
+TEST(Http1Parse, FramingErrorsWaitForTheWholeHead) {
+  // Whether the framing fields are acceptable is decided once the head is complete.
+  EXPECT_EQ(Parse(kRequest, "POST / HTTP/1.1\r\nContent-Length: x\r\nHost: a\r\n"),
+            ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "POST / HTTP/1.1\r\nContent-Length: x\r\nHost: a\r\n\r\n"),
+            ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n"),
+            ParseState::kNeedsMoreData);
+  // A later Transfer-Encoding still overrides an earlier bad Content-Length.
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest,
+                      "POST / HTTP/1.1\r\nContent-Length: 1, 2\r\nContent-Length: 3\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n",
+                      &m),
+            ParseState::kSuccess);
+  EXPECT_EQ(m.framing, BodyFraming::kChunked);
+  EXPECT_EQ(m.content_length, 0u);
+}
+
+TEST(Http1Parse, ReusedMessageIsOverwritten) {
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest,
+                      "POST /first HTTP/1.1\r\nHost: " + std::string(40, 'h') +
+                          "\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n",
+                      &m),
+            ParseState::kSuccess);
+  ASSERT_EQ(ParseHead(kRequest, "GET /2 HTTP/1.0\r\nhost: b\r\n\r\n", &m), ParseState::kSuccess);
+  EXPECT_EQ(m.method, "GET");
+  EXPECT_EQ(m.target, "/2");
+  EXPECT_EQ(m.minor_version, 0);
+  ASSERT_EQ(m.headers.size(), 1u);
+  EXPECT_EQ(m.headers[0].first, "host");
+  EXPECT_EQ(m.headers[0].second, "b");
+  EXPECT_EQ(m.framing, BodyFraming::kNone);
+  EXPECT_EQ(m.content_length, 0u);
+  EXPECT_EQ(m.head_bytes, 28u);
+}
+
+TEST(Http1Parse, ManyHeadersKeepTheirOrder) {
+  std::string head = "GET / HTTP/1.1\r\n";
+  for (int i = 0; i < 70; ++i) head += "X-H" + std::to_string(i) + ": value " + std::to_string(i) + "\r\n";
+  head += "\r\n";
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest, head, &m), ParseState::kSuccess);
+  ASSERT_EQ(m.headers.size(), 70u);
+  for (int i = 0; i < 70; ++i) {
+    EXPECT_EQ(m.headers[i].first, "X-H" + std::to_string(i));
+    EXPECT_EQ(m.headers[i].second, "value " + std::to_string(i));
+  }
+}
+
 // --- Body framing ------------------------------------------------------------------
 
 TEST(Http1Parse, RequestFraming) {
