@@ -62,28 +62,42 @@ bool IsForbiddenCtl(char c) { return kByteClass[static_cast<unsigned char>(c)] &
 // buf.size() when there is none. Header values, reason phrases and request targets are
 // most of a head's bytes and only their control bytes (line ends included) matter, so
 // they are tested 16 at a time (GCC/Clang vector extensions: SSE2 on x86-64, NEON on
-// arm64) instead of classified one by one.
+// arm64), and long runs 64 at a time, instead of classified one by one.
 size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
-  using Block = uint8_t __attribute__((vector_size(16)));
+  using Block = int8_t __attribute__((vector_size(16)));
   constexpr size_t kBlockBytes = sizeof(Block);
   const char* data = buf.data();
   const size_t size = buf.size();
-  const Block below_block = Block{} + below;
-  const Block del_block = Block{} + uint8_t{0x7f};
-  while (size - pos >= kBlockBytes) {
+  // Flipping the top bit makes a signed comparison order bytes as unsigned ones.
+  const Block top_bit = Block{} + static_cast<int8_t>(-128);
+  const Block below_flipped = Block{} + static_cast<int8_t>(below ^ 0x80);
+  const Block del = Block{} + static_cast<int8_t>(0x7f);
+  const auto matches = [&](size_t at) {  // 0xff in each byte that matches, else 0
     Block block;
-    std::memcpy(&block, data + pos, kBlockBytes);
-    const auto hits = (block < below_block) | (block == del_block);  // 0xff where it matches
+    std::memcpy(&block, data + at, kBlockBytes);
+    return ((block ^ top_bit) < below_flipped) | (block == del);
+  };
+  const auto any = [](auto hits) {
     uint64_t words[2];
     std::memcpy(words, &hits, sizeof(words));
-    if ((words[0] | words[1]) != 0) {
-      // The first match in memory order is the lowest byte of a little-endian word.
-      const size_t word = words[0] != 0 ? 0 : 1;
-      const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
-                                                                   : std::countl_zero(words[word]);
-      return pos + word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
-    }
-    pos += kBlockBytes;
+    return (words[0] | words[1]) != 0;
+  };
+
+  while (size - pos >= 4 * kBlockBytes &&
+         !any(matches(pos) | matches(pos + kBlockBytes) | matches(pos + 2 * kBlockBytes) |
+              matches(pos + 3 * kBlockBytes))) {
+    pos += 4 * kBlockBytes;
+  }
+  for (; size - pos >= kBlockBytes; pos += kBlockBytes) {
+    const auto hits = matches(pos);
+    uint64_t words[2];
+    std::memcpy(words, &hits, sizeof(words));
+    if ((words[0] | words[1]) == 0) continue;
+    // The first match in memory order is the lowest byte of a little-endian word.
+    const size_t word = words[0] != 0 ? 0 : 1;
+    const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
+                                                                 : std::countl_zero(words[word]);
+    return pos + word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
   }
   for (; pos < size; ++pos) {
     const auto byte = static_cast<uint8_t>(data[pos]);
@@ -108,6 +122,30 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   }
   return true;
 }
+
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
+// first byte rule out almost every other name before any full comparison.
+int KeptFieldIndex(std::string_view name) {
+  const char first = ToLowerAscii(name.front());
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    const std::string_view kept = kKeptFieldNames[i];
+    if (name.size() == kept.size() && first == kept.front() && EqualsIgnoreCase(name, kept)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+constexpr int KeptFieldIndexOf(std::string_view name) {
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    if (kKeptFieldNames[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+constexpr int kTransferEncodingField = KeptFieldIndexOf("transfer-encoding");
+constexpr int kContentLengthField = KeptFieldIndexOf("content-length");
+static_assert(kTransferEncodingField >= 0 && kContentLengthField >= 0,
+              "framing needs its fields kept");
 
 std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -206,12 +244,13 @@ class HeadParser {
     out->target.assign(target_);
     out->status_code = status_code_;
     out->reason.assign(reason_);
-    out->headers.resize(field_count_);
-    for (size_t i = 0; i < field_count_; ++i) {
+    out->headers.resize(kept_count_);
+    for (size_t i = 0; i < kept_count_; ++i) {
       const auto& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
       out->headers[i].first.assign(field.first);
       out->headers[i].second.assign(field.second);
     }
+    out->field_count = field_count_;
     out->head_bytes = pos_;
     out->framing = framing_;
     out->content_length = framing_ == BodyFraming::kContentLength ? content_length_ : 0;
@@ -335,7 +374,6 @@ class HeadParser {
   }
 
   ParseState ParseHeaderLines() {
-    size_t header_count = 0;
     while (true) {
       if (AtEnd()) return ParseState::kNeedsMoreData;
       const char first = buf_[pos_];
@@ -358,31 +396,28 @@ class HeadParser {
       const size_t value_begin = pos_;
       ParseState state = ScanToLineEnd();
       if (state != ParseState::kSuccess) return state;
-      const std::string_view value = TrimOws(buf_.substr(value_begin, pos_ - value_begin));
+      const size_t value_end = pos_;
       state = ExpectLineEnd();
       if (state != ParseState::kSuccess) return state;
 
-      if (++header_count > limits_.max_headers) return ParseState::kInvalid;
-      NoteFramingField(name, value);
+      if (++field_count_ > limits_.max_headers) return ParseState::kInvalid;
+      const int kept = KeptFieldIndex(name);
+      if (kept < 0) continue;
+      const std::string_view value = TrimOws(buf_.substr(value_begin, value_end - value_begin));
+      NoteFramingField(kept, value);
       AddField(name, value);
     }
   }
 
-  // Only Content-Length and Transfer-Encoding decide the framing; a name's length and
-  // first byte rule out almost every other field before any full comparison.
-  void NoteFramingField(std::string_view name, std::string_view value) {
-    constexpr std::string_view kTransferEncoding = "transfer-encoding";
-    constexpr std::string_view kContentLength = "content-length";
-    const char first = ToLowerAscii(name.front());
-    if (name.size() == kTransferEncoding.size() && first == 't' &&
-        EqualsIgnoreCase(name, kTransferEncoding)) {
+  // Only Content-Length and Transfer-Encoding decide the framing.
+  void NoteFramingField(int kept_field, std::string_view value) {
+    if (kept_field == kTransferEncodingField) {
       has_transfer_encoding_ = true;
       ForEachListElement(value, [&](std::string_view coding) {
         if (!coding.empty()) last_coding_ = coding;
         return true;
       });
-    } else if (name.size() == kContentLength.size() && first == 'c' &&
-               EqualsIgnoreCase(name, kContentLength)) {
+    } else if (kept_field == kContentLengthField) {
       // "5, 5" (a list of equal values) is allowed; anything else conflicting is not.
       ForEachListElement(value, [&](std::string_view element) {
         uint64_t parsed = 0;
@@ -432,16 +467,16 @@ class HeadParser {
   }
 
   void AddField(std::string_view name, std::string_view value) {
-    if (field_count_ < kInlineFields) {
-      inline_fields_[field_count_] = {name, value};
+    if (kept_count_ < kInlineFields) {
+      inline_fields_[kept_count_] = {name, value};
     } else {
       more_fields_.emplace_back(name, value);
     }
-    ++field_count_;
+    ++kept_count_;
   }
 
-  // Enough for ordinary heads without touching the heap.
-  static constexpr size_t kInlineFields = 32;
+  // Enough kept fields for any ordinary head without touching the heap.
+  static constexpr size_t kInlineFields = 16;
 
   std::string_view buf_;
   const ParseLimits& limits_;
@@ -451,7 +486,8 @@ class HeadParser {
   std::string_view method_, target_, reason_;
   std::array<std::pair<std::string_view, std::string_view>, kInlineFields> inline_fields_;
   std::vector<std::pair<std::string_view, std::string_view>> more_fields_;
-  size_t field_count_ = 0;
+  size_t kept_count_ = 0;
+  size_t field_count_ = 0;  // kept or not
 
   // What the framing fields said so far.
   bool has_transfer_encoding_ = false;
