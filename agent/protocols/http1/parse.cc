@@ -58,46 +58,66 @@ constexpr std::array<uint8_t, 256> kByteClass = [] {
 bool IsTchar(char c) { return kByteClass[static_cast<unsigned char>(c)] & kTchar; }
 bool IsForbiddenCtl(char c) { return kByteClass[static_cast<unsigned char>(c)] & kForbiddenCtl; }
 
-// Offset of the first byte at or after `pos` that is below `below` or is DEL, or
-// buf.size() when there is none. Header values, reason phrases and request targets are
-// most of a head's bytes and only their control bytes (line ends included) matter, so
-// they are tested 16 at a time (GCC/Clang vector extensions: SSE2 on x86-64, NEON on
-// arm64), and long runs 64 at a time, instead of classified one by one.
+// Offset of the first byte at or after `pos` that is below `below` (at most 0x7e) or is
+// DEL, or buf.size() when there is none. Header values, reason phrases and request
+// targets are most of a head's bytes and only their control bytes (line ends included)
+// matter, so they are tested 16 at a time (GCC/Clang vector extensions: SSE2 on x86-64,
+// NEON on arm64), and after the first block 64 at a time, instead of one by one.
 size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
-  using Block = int8_t __attribute__((vector_size(16)));
-  constexpr size_t kBlockBytes = sizeof(Block);
+  using Bytes = uint8_t __attribute__((vector_size(16)));
+  using SignedBytes = int8_t __attribute__((vector_size(16)));
+  constexpr size_t kBlockBytes = sizeof(Bytes);
   const char* data = buf.data();
   const size_t size = buf.size();
-  // Flipping the top bit makes a signed comparison order bytes as unsigned ones.
-  const Block top_bit = Block{} + static_cast<int8_t>(-128);
-  const Block below_flipped = Block{} + static_cast<int8_t>(below ^ 0x80);
-  const Block del = Block{} + static_cast<int8_t>(0x7f);
-  const auto matches = [&](size_t at) {  // 0xff in each byte that matches, else 0
-    Block block;
+  const auto load = [&](size_t at) {
+    Bytes block;
     std::memcpy(&block, data + at, kBlockBytes);
-    return ((block ^ top_bit) < below_flipped) | (block == del);
+    return block;
   };
-  const auto any = [](auto hits) {
-    uint64_t words[2];
-    std::memcpy(words, &hits, sizeof(words));
+  // As signed bytes plus 1, DEL wraps to -128, obs-text (0x80-0xff) to -127..0, and the
+  // bytes under `below` stay under below + 1: one comparison finds all three, and long
+  // runs are skipped with it; the exact test then leaves obs-text out.
+  const Bytes one = Bytes{} + uint8_t{1};
+  const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
+  const auto candidates = [&](Bytes block) {  // -1 in each byte found, else 0
+    return std::bit_cast<SignedBytes>(block + one) < limit;
+  };
+  const auto matches = [&](Bytes block) {
+    return candidates(block) & (std::bit_cast<SignedBytes>(block) >= SignedBytes{});
+  };
+  const auto any = [](SignedBytes hits) {
+    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
     return (words[0] | words[1]) != 0;
   };
-
-  while (size - pos >= 4 * kBlockBytes &&
-         !any(matches(pos) | matches(pos + kBlockBytes) | matches(pos + 2 * kBlockBytes) |
-              matches(pos + 3 * kBlockBytes))) {
-    pos += 4 * kBlockBytes;
-  }
-  for (; size - pos >= kBlockBytes; pos += kBlockBytes) {
-    const auto hits = matches(pos);
-    uint64_t words[2];
-    std::memcpy(words, &hits, sizeof(words));
-    if ((words[0] | words[1]) == 0) continue;
-    // The first match in memory order is the lowest byte of a little-endian word.
+  const auto first = [](SignedBytes hits) -> size_t {  // offset of the first hit
+    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
     const size_t word = words[0] != 0 ? 0 : 1;
+    // The first byte in memory order is the lowest of a little-endian word.
     const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
                                                                  : std::countl_zero(words[word]);
-    return pos + word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
+    return word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
+  };
+
+  // Most fields end within their first block.
+  if (size - pos >= kBlockBytes) {
+    const SignedBytes hits = matches(load(pos));
+    if (any(hits)) return pos + first(hits);
+    pos += kBlockBytes;
+  }
+  constexpr size_t kGroupBytes = 4 * kBlockBytes;
+  for (; size - pos >= kGroupBytes; pos += kGroupBytes) {
+    if (!any(candidates(load(pos)) | candidates(load(pos + kBlockBytes)) |
+             candidates(load(pos + 2 * kBlockBytes)) | candidates(load(pos + 3 * kBlockBytes)))) {
+      continue;
+    }
+    for (size_t at = pos; at < pos + kGroupBytes; at += kBlockBytes) {
+      const SignedBytes hits = matches(load(at));
+      if (any(hits)) return at + first(hits);
+    }
+  }
+  for (; size - pos >= kBlockBytes; pos += kBlockBytes) {
+    const SignedBytes hits = matches(load(pos));
+    if (any(hits)) return pos + first(hits);
   }
   for (; pos < size; ++pos) {
     const auto byte = static_cast<uint8_t>(data[pos]);
@@ -125,7 +145,14 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 
 // kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
 // first byte rule out almost every other name before any full comparison.
+constexpr uint64_t kKeptFieldLengths = [] {
+  uint64_t lengths = 0;
+  for (std::string_view name : kKeptFieldNames) lengths |= uint64_t{1} << name.size();
+  return lengths;
+}();
+
 int KeptFieldIndex(std::string_view name) {
+  if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
   const char first = ToLowerAscii(name.front());
   for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
     const std::string_view kept = kKeptFieldNames[i];
@@ -382,14 +409,11 @@ class HeadParser {
       // Leading whitespace is an obs-fold continuation (or junk before a name): rejected
       // rather than unfolded, as RFC 9112 section 5.2 allows.
       const size_t name_begin = pos_;
-      while (true) {
-        if (AtEnd()) return ParseState::kNeedsMoreData;
-        const char c = buf_[pos_];
-        if (c == ':') break;
-        if (!IsTchar(c)) return ParseState::kInvalid;
-        ++pos_;
-      }
-      if (pos_ == name_begin) return ParseState::kInvalid;
+      size_t name_end = pos_;
+      while (name_end < buf_.size() && IsTchar(buf_[name_end])) ++name_end;
+      pos_ = name_end;
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      if (buf_[pos_] != ':' || pos_ == name_begin) return ParseState::kInvalid;
       const std::string_view name = buf_.substr(name_begin, pos_ - name_begin);
       ++pos_;  // the colon
 
