@@ -143,14 +143,15 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
-// first byte rule out almost every other name before any full comparison.
+// Bit n set when a kept name is n bytes long.
 constexpr uint64_t kKeptFieldLengths = [] {
   uint64_t lengths = 0;
   for (std::string_view name : kKeptFieldNames) lengths |= uint64_t{1} << name.size();
   return lengths;
 }();
 
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
+// first byte rule out almost every other name before any full comparison.
 int KeptFieldIndex(std::string_view name) {
   if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
   const char first = ToLowerAscii(name.front());
