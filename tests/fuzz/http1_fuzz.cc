@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "agent/protocols/http1/parse.h"
@@ -60,6 +61,26 @@ void CheckHead(MessageType type, std::string_view buf) {
       Check(after_get == message.framing);
       ResponseFraming(message, "CONNECT");
     }
+    // Only the kept fields are copied, each under a kept name.
+    Check(message.headers.size() <= message.field_count);
+    for (const auto& field : message.headers) {
+      const std::string& name = field.first;
+      const std::string& value = field.second;
+      Check(std::any_of(flowtracer::http1::kKeptFieldNames.begin(),
+                        flowtracer::http1::kKeptFieldNames.end(), [&](std::string_view kept) {
+                          return name.size() == kept.size() &&
+                                 std::equal(name.begin(), name.end(), kept.begin(), [](char a, char b) {
+                                   return (a >= 'A' && a <= 'Z' ? a + 32 : a) == b;
+                                 });
+                        }));
+      // Kept values are trimmed and hold no control byte but HTAB.
+      Check(value.empty() || (value.front() != ' ' && value.front() != '\t' &&
+                              value.back() != ' ' && value.back() != '\t'));
+      Check(std::none_of(value.begin(), value.end(), [](char c) {
+        const auto byte = static_cast<unsigned char>(c);
+        return (byte < 0x20 && c != '\t') || byte == 0x7f;
+      }));
+    }
     if (!message.headers.empty()) {
       Check(message.HasHeader(message.headers.front().first));
       Check(message.Header(message.headers.front().first) == message.headers.front().second);
@@ -70,8 +91,12 @@ void CheckHead(MessageType type, std::string_view buf) {
     tight.max_head_bytes = message.head_bytes - 1;
     Check(ParseHead(type, buf, &shorter, tight) == ParseState::kInvalid);
     tight.max_head_bytes = message.head_bytes;
-    tight.max_headers = message.headers.size();
+    tight.max_headers = message.field_count;
     Check(ParseHead(type, buf, &shorter, tight) == ParseState::kSuccess);
+    if (message.field_count > 0) {
+      tight.max_headers = message.field_count - 1;
+      Check(ParseHead(type, buf, &shorter, tight) == ParseState::kInvalid);
+    }
   } else if (state == ParseState::kNeedsMoreData) {
     Check(ParseHead(type, buf.substr(0, buf.size() / 2), &message) ==
           ParseState::kNeedsMoreData);

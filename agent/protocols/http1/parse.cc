@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace flowtracer::http1 {
 namespace {
@@ -42,20 +44,87 @@ constexpr bool IsForbiddenCtlSlow(char c) {
   return (byte < 0x20 && c != '\t') || byte == 0x7f;
 }
 
-// Byte classes looked up in one table: the head scanners touch every byte of a head.
-enum ByteClass : uint8_t { kTchar = 1, kForbiddenCtl = 2, kLineEnd = 4 };
+// Byte classes looked up in one table (field names, chunked framing).
+enum ByteClass : uint8_t { kTchar = 1, kForbiddenCtl = 2 };
 constexpr std::array<uint8_t, 256> kByteClass = [] {
   std::array<uint8_t, 256> table{};
   for (int i = 0; i < 256; ++i) {
     const char c = static_cast<char>(i);
-    table[i] = (IsTcharSlow(c) ? kTchar : 0) | (IsForbiddenCtlSlow(c) ? kForbiddenCtl : 0) |
-               (c == '\r' || c == '\n' ? kLineEnd : 0);
+    table[i] = (IsTcharSlow(c) ? kTchar : 0) | (IsForbiddenCtlSlow(c) ? kForbiddenCtl : 0);
   }
   return table;
 }();
 
 bool IsTchar(char c) { return kByteClass[static_cast<unsigned char>(c)] & kTchar; }
 bool IsForbiddenCtl(char c) { return kByteClass[static_cast<unsigned char>(c)] & kForbiddenCtl; }
+
+// Offset of the first byte at or after `pos` that is below `below` (at most 0x7e) or is
+// DEL, or buf.size() when there is none. Header values, reason phrases and request
+// targets are most of a head's bytes and only their control bytes (line ends included)
+// matter, so they are tested 16 at a time (GCC/Clang vector extensions: SSE2 on x86-64,
+// NEON on arm64), and after the first block 64 at a time, instead of one by one.
+size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
+  using Bytes = uint8_t __attribute__((vector_size(16)));
+  using SignedBytes = int8_t __attribute__((vector_size(16)));
+  constexpr size_t kBlockBytes = sizeof(Bytes);
+  const char* data = buf.data();
+  const size_t size = buf.size();
+  const auto load = [&](size_t at) {
+    Bytes block;
+    std::memcpy(&block, data + at, kBlockBytes);
+    return block;
+  };
+  // As signed bytes plus 1, DEL wraps to -128, obs-text (0x80-0xff) to -127..0, and the
+  // bytes under `below` stay under below + 1: one comparison finds all three, and long
+  // runs are skipped with it; the exact test then leaves obs-text out.
+  const Bytes one = Bytes{} + uint8_t{1};
+  const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
+  const auto candidates = [&](Bytes block) {  // -1 in each byte found, else 0
+    return std::bit_cast<SignedBytes>(block + one) < limit;
+  };
+  const auto matches = [&](Bytes block) {
+    return candidates(block) & (std::bit_cast<SignedBytes>(block) >= SignedBytes{});
+  };
+  const auto any = [](SignedBytes hits) {
+    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
+    return (words[0] | words[1]) != 0;
+  };
+  const auto first = [](SignedBytes hits) -> size_t {  // offset of the first hit
+    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
+    const size_t word = words[0] != 0 ? 0 : 1;
+    // The first byte in memory order is the lowest of a little-endian word.
+    const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
+                                                                 : std::countl_zero(words[word]);
+    return word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
+  };
+
+  // Most fields end within their first block.
+  if (size - pos >= kBlockBytes) {
+    const SignedBytes hits = matches(load(pos));
+    if (any(hits)) return pos + first(hits);
+    pos += kBlockBytes;
+  }
+  constexpr size_t kGroupBytes = 4 * kBlockBytes;
+  for (; size - pos >= kGroupBytes; pos += kGroupBytes) {
+    if (!any(candidates(load(pos)) | candidates(load(pos + kBlockBytes)) |
+             candidates(load(pos + 2 * kBlockBytes)) | candidates(load(pos + 3 * kBlockBytes)))) {
+      continue;
+    }
+    for (size_t at = pos; at < pos + kGroupBytes; at += kBlockBytes) {
+      const SignedBytes hits = matches(load(at));
+      if (any(hits)) return at + first(hits);
+    }
+  }
+  for (; size - pos >= kBlockBytes; pos += kBlockBytes) {
+    const SignedBytes hits = matches(load(pos));
+    if (any(hits)) return pos + first(hits);
+  }
+  for (; pos < size; ++pos) {
+    const auto byte = static_cast<uint8_t>(data[pos]);
+    if (byte < below || byte == 0x7f) return pos;
+  }
+  return size;
+}
 
 int HexValue(char c) {
   if (IsDigit(c)) return c - '0';
@@ -73,6 +142,38 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   }
   return true;
 }
+
+// Bit n set when a kept name is n bytes long.
+constexpr uint64_t kKeptFieldLengths = [] {
+  uint64_t lengths = 0;
+  for (std::string_view name : kKeptFieldNames) lengths |= uint64_t{1} << name.size();
+  return lengths;
+}();
+
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
+// first byte rule out almost every other name before any full comparison.
+int KeptFieldIndex(std::string_view name) {
+  if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
+  const char first = ToLowerAscii(name.front());
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    const std::string_view kept = kKeptFieldNames[i];
+    if (name.size() == kept.size() && first == kept.front() && EqualsIgnoreCase(name, kept)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+constexpr int KeptFieldIndexOf(std::string_view name) {
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    if (kKeptFieldNames[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+constexpr int kTransferEncodingField = KeptFieldIndexOf("transfer-encoding");
+constexpr int kContentLengthField = KeptFieldIndexOf("content-length");
+static_assert(kTransferEncodingField >= 0 && kContentLengthField >= 0,
+              "framing needs its fields kept");
 
 std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -158,25 +259,29 @@ class HeadParser {
     ParseState state =
         type == MessageType::kRequest ? ParseRequestLine() : ParseStatusLine();
     if (state != ParseState::kSuccess) return state;
-    return ParseHeaderLines();
+    state = ParseHeaderLines();
+    if (state != ParseState::kSuccess) return state;
+    return DecideFraming(type);
   }
 
-  // After Parse() returned kSuccess.
-  ParseState Fill(MessageType type, Message* out) const {
+  // After Parse() returned kSuccess. Strings already in `out` keep their storage.
+  void Fill(MessageType type, Message* out) const {
     out->type = type;
     out->minor_version = minor_version_;
     out->method.assign(method_);
     out->target.assign(target_);
     out->status_code = status_code_;
     out->reason.assign(reason_);
-    out->headers.clear();
-    out->headers.reserve(field_count_);
-    for (size_t i = 0; i < field_count_; ++i) {
+    out->headers.resize(kept_count_);
+    for (size_t i = 0; i < kept_count_; ++i) {
       const auto& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
-      out->headers.emplace_back(field.first, field.second);
+      out->headers[i].first.assign(field.first);
+      out->headers[i].second.assign(field.second);
     }
+    out->field_count = field_count_;
     out->head_bytes = pos_;
-    return ComputeFraming(out);
+    out->framing = framing_;
+    out->content_length = framing_ == BodyFraming::kContentLength ? content_length_ : 0;
   }
 
  private:
@@ -218,17 +323,17 @@ class HeadParser {
     return ParseState::kSuccess;
   }
 
-  // Advances pos_ to the CR or LF that ends the current line, rejecting control bytes.
+  // Advances pos_ to the CR or LF that ends the current line, rejecting control bytes
+  // other than HTAB.
   ParseState ScanToLineEnd() {
-    const size_t size = buf_.size();
-    const char* data = buf_.data();
-    while (pos_ < size) {
-      const uint8_t byte_class = kByteClass[static_cast<unsigned char>(data[pos_])];
-      if (byte_class & kLineEnd) return ParseState::kSuccess;
-      if (byte_class & kForbiddenCtl) return ParseState::kInvalid;
+    while (true) {
+      pos_ = FindControlByte(buf_, pos_, ' ');
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      const char c = buf_[pos_];
+      if (c == '\r' || c == '\n') return ParseState::kSuccess;
+      if (c != '\t') return ParseState::kInvalid;
       ++pos_;
     }
-    return ParseState::kNeedsMoreData;
   }
 
   ParseState ParseRequestLine() {
@@ -241,13 +346,10 @@ class HeadParser {
     const size_t target_begin = pos_;
     if (AtEnd()) return ParseState::kNeedsMoreData;
     if (!PlausibleTargetStart(method, buf_[pos_])) return ParseState::kInvalid;
-    while (true) {
-      if (AtEnd()) return ParseState::kNeedsMoreData;
-      const char c = buf_[pos_];
-      if (c == ' ') break;
-      if (IsForbiddenCtl(c) || c == '\t') return ParseState::kInvalid;
-      ++pos_;
-    }
+    // SP ends the target; any other control byte (HTAB and DEL included) is invalid.
+    pos_ = FindControlByte(buf_, pos_, ' ' + 1);
+    if (AtEnd()) return ParseState::kNeedsMoreData;
+    if (buf_[pos_] != ' ') return ParseState::kInvalid;
     const std::string_view target = buf_.substr(target_begin, pos_ - target_begin);
     ++pos_;  // the SP
 
@@ -300,7 +402,6 @@ class HeadParser {
   }
 
   ParseState ParseHeaderLines() {
-    size_t header_count = 0;
     while (true) {
       if (AtEnd()) return ParseState::kNeedsMoreData;
       const char first = buf_[pos_];
@@ -309,107 +410,98 @@ class HeadParser {
       // Leading whitespace is an obs-fold continuation (or junk before a name): rejected
       // rather than unfolded, as RFC 9112 section 5.2 allows.
       const size_t name_begin = pos_;
-      while (true) {
-        if (AtEnd()) return ParseState::kNeedsMoreData;
-        const char c = buf_[pos_];
-        if (c == ':') break;
-        if (!IsTchar(c)) return ParseState::kInvalid;
-        ++pos_;
-      }
-      if (pos_ == name_begin) return ParseState::kInvalid;
+      size_t name_end = pos_;
+      while (name_end < buf_.size() && IsTchar(buf_[name_end])) ++name_end;
+      pos_ = name_end;
+      if (AtEnd()) return ParseState::kNeedsMoreData;
+      if (buf_[pos_] != ':' || pos_ == name_begin) return ParseState::kInvalid;
       const std::string_view name = buf_.substr(name_begin, pos_ - name_begin);
       ++pos_;  // the colon
 
       const size_t value_begin = pos_;
       ParseState state = ScanToLineEnd();
       if (state != ParseState::kSuccess) return state;
-      const std::string_view value = TrimOws(buf_.substr(value_begin, pos_ - value_begin));
+      const size_t value_end = pos_;
       state = ExpectLineEnd();
       if (state != ParseState::kSuccess) return state;
 
-      if (++header_count > limits_.max_headers) return ParseState::kInvalid;
+      if (++field_count_ > limits_.max_headers) return ParseState::kInvalid;
+      const int kept = KeptFieldIndex(name);
+      if (kept < 0) continue;
+      const std::string_view value = TrimOws(buf_.substr(value_begin, value_end - value_begin));
+      NoteFramingField(kept, value);
       AddField(name, value);
     }
   }
 
-  // RFC 9112 section 6.3, from the start line and headers alone.
-  static ParseState ComputeFraming(Message* m) {
-    const bool is_request = m->type == MessageType::kRequest;
-    bool has_transfer_encoding = false;
-    std::string_view last_coding;
-    bool has_content_length = false;
-    bool content_length_valid = true;
-    uint64_t content_length = 0;
-
-    for (const auto& [name, value] : m->headers) {
-      if (EqualsIgnoreCase(name, "Transfer-Encoding")) {
-        has_transfer_encoding = true;
-        ForEachListElement(value, [&](std::string_view coding) {
-          if (!coding.empty()) last_coding = coding;
-          return true;
-        });
-      } else if (EqualsIgnoreCase(name, "Content-Length")) {
-        // "5, 5" (a list of equal values) is allowed; anything else conflicting is not.
-        ForEachListElement(value, [&](std::string_view element) {
-          uint64_t parsed = 0;
-          bool ok = !element.empty();
-          for (char c : element) {
-            if (!IsDigit(c) || parsed > (UINT64_MAX - static_cast<uint64_t>(c - '0')) / 10) {
-              ok = false;
-              break;
-            }
-            parsed = parsed * 10 + static_cast<uint64_t>(c - '0');
+  // Only Content-Length and Transfer-Encoding decide the framing.
+  void NoteFramingField(int kept_field, std::string_view value) {
+    if (kept_field == kTransferEncodingField) {
+      has_transfer_encoding_ = true;
+      ForEachListElement(value, [&](std::string_view coding) {
+        if (!coding.empty()) last_coding_ = coding;
+        return true;
+      });
+    } else if (kept_field == kContentLengthField) {
+      // "5, 5" (a list of equal values) is allowed; anything else conflicting is not.
+      ForEachListElement(value, [&](std::string_view element) {
+        uint64_t parsed = 0;
+        bool ok = !element.empty();
+        for (char c : element) {
+          if (!IsDigit(c) || parsed > (UINT64_MAX - static_cast<uint64_t>(c - '0')) / 10) {
+            ok = false;
+            break;
           }
-          if (!ok || (has_content_length && parsed != content_length)) {
-            content_length_valid = false;
-            return false;
-          }
-          has_content_length = true;
-          content_length = parsed;
-          return true;
-        });
-      }
+          parsed = parsed * 10 + static_cast<uint64_t>(c - '0');
+        }
+        if (!ok || (has_content_length_ && parsed != content_length_)) {
+          content_length_valid_ = false;
+          return false;
+        }
+        has_content_length_ = true;
+        content_length_ = parsed;
+        return true;
+      });
     }
+  }
 
-    m->framing = BodyFraming::kNone;
-    m->content_length = 0;
+  // RFC 9112 section 6.3, from the start line and headers alone.
+  ParseState DecideFraming(MessageType type) {
+    const bool is_request = type == MessageType::kRequest;
+    framing_ = BodyFraming::kNone;
     // Transfer-Encoding overrides Content-Length, so a bad Content-Length beside it is
     // ignored.
-    if (has_transfer_encoding) {
-      if (EqualsIgnoreCase(last_coding, "chunked")) {
-        m->framing = BodyFraming::kChunked;
+    if (has_transfer_encoding_) {
+      if (EqualsIgnoreCase(last_coding_, "chunked")) {
+        framing_ = BodyFraming::kChunked;
       } else if (is_request) {
         return ParseState::kInvalid;  // a request body must end in chunked to be delimited
       } else {
-        m->framing = BodyFraming::kUntilClose;
+        framing_ = BodyFraming::kUntilClose;
       }
-    } else if (!content_length_valid) {
+    } else if (!content_length_valid_) {
       return ParseState::kInvalid;
-    } else if (has_content_length) {
-      m->framing = BodyFraming::kContentLength;
-      m->content_length = content_length;
+    } else if (has_content_length_) {
+      framing_ = BodyFraming::kContentLength;
     } else if (!is_request) {
-      m->framing = BodyFraming::kUntilClose;
+      framing_ = BodyFraming::kUntilClose;
     }
 
-    if (!is_request && IsNoBodyStatus(m->status_code)) {
-      m->framing = BodyFraming::kNone;
-      m->content_length = 0;
-    }
+    if (!is_request && IsNoBodyStatus(status_code_)) framing_ = BodyFraming::kNone;
     return ParseState::kSuccess;
   }
 
   void AddField(std::string_view name, std::string_view value) {
-    if (field_count_ < kInlineFields) {
-      inline_fields_[field_count_] = {name, value};
+    if (kept_count_ < kInlineFields) {
+      inline_fields_[kept_count_] = {name, value};
     } else {
       more_fields_.emplace_back(name, value);
     }
-    ++field_count_;
+    ++kept_count_;
   }
 
-  // Enough for ordinary heads without touching the heap.
-  static constexpr size_t kInlineFields = 32;
+  // Enough kept fields for any ordinary head without touching the heap.
+  static constexpr size_t kInlineFields = 16;
 
   std::string_view buf_;
   const ParseLimits& limits_;
@@ -419,7 +511,16 @@ class HeadParser {
   std::string_view method_, target_, reason_;
   std::array<std::pair<std::string_view, std::string_view>, kInlineFields> inline_fields_;
   std::vector<std::pair<std::string_view, std::string_view>> more_fields_;
-  size_t field_count_ = 0;
+  size_t kept_count_ = 0;
+  size_t field_count_ = 0;  // kept or not
+
+  // What the framing fields said so far.
+  bool has_transfer_encoding_ = false;
+  std::string_view last_coding_;
+  bool has_content_length_ = false;
+  bool content_length_valid_ = true;
+  uint64_t content_length_ = 0;
+  BodyFraming framing_ = BodyFraming::kNone;
 };
 
 }  // namespace
@@ -467,7 +568,8 @@ ParseState ParseHead(MessageType type, std::string_view buf, Message* out,
     return ParseState::kInvalid;
   }
   if (state != ParseState::kSuccess) return state;
-  return parser.Fill(type, out);
+  parser.Fill(type, out);
+  return ParseState::kSuccess;
 }
 
 BodyFraming ResponseFraming(const Message& response, std::string_view request_method) {

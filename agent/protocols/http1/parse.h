@@ -7,6 +7,7 @@
 //      position (kContentLength), or a ChunkedBodyDecoder fed with the body bytes.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -29,6 +30,13 @@ enum class BodyFraming {
   kUntilClose,     // a response without length: the body ends when the connection closes
 };
 
+// The header fields a Message keeps, lowercase: what framing, span building and trace
+// linking read. Every field of a head is validated, but only these are copied (a head of
+// large cookies costs no copy or allocation); reading another field means adding it here.
+inline constexpr std::array<std::string_view, 7> kKeptFieldNames = {
+    "host", "user-agent", "connection", "content-length", "transfer-encoding",
+    "traceparent", "tracestate"};
+
 struct Message {
   MessageType type = MessageType::kRequest;
   int minor_version = 1;  // HTTP/1.<minor_version>
@@ -41,14 +49,16 @@ struct Message {
   int status_code = 0;
   std::string reason;
 
-  // Header fields in the order received; names keep their original case.
+  // The kept header fields (kKeptFieldNames) in the order received; names keep their
+  // original case.
   std::vector<std::pair<std::string, std::string>> headers;
+  size_t field_count = 0;  // header fields received, kept or not
 
   BodyFraming framing = BodyFraming::kNone;
   uint64_t content_length = 0;  // valid when framing == kContentLength
   size_t head_bytes = 0;        // bytes of start line + headers + the blank line
 
-  // Case-insensitive lookup of the first header with this name; empty when absent.
+  // Case-insensitive lookup of the first kept header with this name; empty when absent.
   std::string_view Header(std::string_view name) const;
   bool HasHeader(std::string_view name) const;
 };
