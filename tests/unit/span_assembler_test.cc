@@ -486,7 +486,9 @@ TEST(SpanAssemblerTest, SameHostLateLinkNeverMixesTwoSettledTraces) {
   EXPECT_TRUE(IsZero(billing.parent_span_id));
   EXPECT_EQ(p.assembler.stats().same_host_not_linked, 1u);
   for (const Span& span : p.spans) {
-    if (span.service == "gateway") EXPECT_EQ(ToHex(span.trace_id), "11111111111111111111111111111111");
+    if (span.service == "gateway") {
+      EXPECT_EQ(ToHex(span.trace_id), "11111111111111111111111111111111");
+    }
   }
 }
 
