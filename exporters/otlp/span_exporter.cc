@@ -31,7 +31,8 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
 void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
-  // Encoded outside the lock; the buffer then trades places with the slot's old one.
+  // Encoded outside the lock into a buffer sized for the worst case, then copied: a slot
+  // holds only what its span needs (the slot's own storage is reused).
   thread_local std::string message;
   EncodeSpan(span, &message);
   bool wake = false;
@@ -55,7 +56,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
       slots_.emplace_back();
     }
     QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
-    slot.message.swap(message);
+    slot.message.assign(message);
     slot.resource = std::move(resource);
     ++queued_;
     ++enqueued_total_;

@@ -34,8 +34,8 @@ class OtlpSpanExporter {
   std::string Describe() { return sender_.transport().Describe(); }
 
  private:
-  // An encoded span waiting to be sent. Queue slots are reused: a span's bytes go into
-  // the storage of one sent before, so queueing allocates nothing once sizes settle.
+  // An encoded span waiting to be sent. Queue slots are reused: a span's bytes are copied
+  // into the storage of one sent before, so queueing allocates nothing once sizes settle.
   struct QueuedSpan {
     std::string message;  // the Span message (EncodeSpan)
     ResourcePtr resource;
