@@ -28,14 +28,23 @@ double PercentileMs(std::vector<uint64_t> samples, double quantile) {
 void CallSummary::AddSample(Edge& edge, uint64_t duration_ns, bool error) {
   ++edge.count;
   if (error) ++edge.errors;
-  if (edge.durations_ns.size() < kMaxSamplesPerEdge) {
+  const size_t edges = std::max<size_t>(1, edges_.size() + named_edges_.size());
+  const size_t cap = std::clamp(kSampleBudget / edges, kMinSamplesPerEdge, kMaxSamplesPerEdge);
+  if (edge.durations_ns.size() < cap) {
     edge.durations_ns.push_back(duration_ns);
   } else {
     // Reservoir sampling keeps a uniform sample of every call seen.
     std::uniform_int_distribution<uint64_t> pick(0, edge.count - 1);
     uint64_t slot = pick(random_);
-    if (slot < kMaxSamplesPerEdge) edge.durations_ns[slot] = duration_ns;
+    if (slot < edge.durations_ns.size()) edge.durations_ns[slot] = duration_ns;
   }
+}
+
+size_t CallSummary::samples() const {
+  size_t total = 0;
+  for (const auto& [key, edge] : edges_) total += edge.durations_ns.size();
+  for (const auto& [key, edge] : named_edges_) total += edge.durations_ns.size();
+  return total;
 }
 
 namespace {

@@ -30,7 +30,15 @@ struct CallSummaryRow {
 class CallSummary {
  public:
   static constexpr size_t kMaxSamplesPerEdge = 10000;  // reservoir beyond this
-  static constexpr size_t kMaxEdges = 10000;           // the rest share one "(other)" edge
+  // Samples kept over all edges: with many edges (a server called from thousands of
+  // client ports) each keeps fewer, down to kMinSamplesPerEdge, so memory stays near
+  // 8 bytes x kSampleBudget however many requests go by.
+  static constexpr size_t kSampleBudget = 200000;
+  static constexpr size_t kMinSamplesPerEdge = 64;
+  static constexpr size_t kMaxEdges = 10000;  // the rest share one "(other)" edge
+
+  // Samples held now, over all edges (for tests of the bound).
+  size_t samples() const;
 
   void Add(const Span& span);
   // A message published by `producer_service` and processed by `consumer` (both on this

@@ -490,6 +490,24 @@ TEST(CallSummaryTest, RemoteCalleeCountedFromClientSpans) {
   ExpectRow(rows[0], "gateway", "93.184.216.34:443", 3, 1, 2.0, 3.0);
 }
 
+TEST(CallSummaryTest, SamplesStayWithinTheBudgetWhenCallersUseThousandsOfPorts) {
+  // A server called on 10 000 connections, 100 calls each: one edge per client port until
+  // the table is printed. The samples kept stay near the budget, not one per call.
+  CallSummary summary;
+  for (int round = 0; round < 100; ++round)
+    for (uint16_t port = 0; port < 10000; ++port)
+      summary.Add(CallSpan("nginx", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, uint16_t(20000 + port)},
+                           1'000'000 + round * 10'000));
+  // All 10 000 edges exist after the first round, so each keeps the minimum.
+  EXPECT_EQ(summary.samples(), 10000 * CallSummary::kMinSamplesPerEdge);
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].count, 1'000'000u);
+  // Durations were 1.00 to 1.99 ms, uniformly over rounds: the sampled median is near 1.5.
+  EXPECT_NEAR(rows[0].p50_ms, 1.5, 0.1);
+  EXPECT_NEAR(rows[0].p99_ms, 1.98, 0.05);
+}
+
 TEST(CallSummaryTest, RemoteCallerNamedByAddress) {
   CallSummary summary;
   summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, 55555}, 4'000'000));
