@@ -187,14 +187,14 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
   }
 
   std::vector<HttpExchange> exchanges;
-  std::vector<HttpMessageRecord> started;
+  const RequestStarted started = StartedCallback(connection);
   if (closing) {
     connection.http.Close(connection.requests(), connection.responses(), &exchanges, &started);
   } else {
     connection.http.Process(connection.requests(), connection.responses(), &exchanges, &started);
   }
   if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
-  Emit(connection, started, exchanges);
+  Emit(connection, exchanges);
   if (!closing) UpdateKernelControl(connection);
 }
 
@@ -207,10 +207,16 @@ void ConnectionTracker::ProcessNats(Connection& connection, bool closing) {
   if (!closing) UpdateKernelControl(connection);
 }
 
-void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
-                             const std::vector<HttpExchange>& exchanges) {
+RequestStarted ConnectionTracker::StartedCallback(Connection& connection) {
+  // Passed to the sink as the head is parsed, not copied for later: a copy of each
+  // request's message (its kept header fields) was a measurable part of every span.
+  return [this, &connection](const HttpMessageRecord& request) {
+    if (sink_) sink_->OnHttpRequestStarted(connection.info, request);
+  };
+}
+
+void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpExchange>& exchanges) {
   if (!sink_) return;
-  for (const HttpMessageRecord& request : started) sink_->OnHttpRequestStarted(connection.info, request);
   for (const HttpExchange& exchange : exchanges) sink_->OnHttpExchange(connection.info, exchange);
 }
 
@@ -276,7 +282,7 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
     if (now_ns > options_.response_timeout_ns) {
       std::vector<HttpExchange> expired;
       connection->http.ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
-      Emit(*connection, {}, expired);
+      Emit(*connection, expired);
     }
     if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) idle.push_back(id);
   }
@@ -292,9 +298,9 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
     // Parse what arrived; exchanges still open are in flight, not failed.
     if (connection->info.protocol == Protocol::kHttp1) {
       std::vector<HttpExchange> exchanges;
-      std::vector<HttpMessageRecord> started;
+      const RequestStarted started = StartedCallback(*connection);
       connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
-      Emit(*connection, started, exchanges);
+      Emit(*connection, exchanges);
       if (in_flight) *in_flight += connection->http.pending_requests();
     } else if (connection->info.protocol == Protocol::kNats) {
       ProcessNats(*connection, /*closing=*/true);

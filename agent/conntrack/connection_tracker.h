@@ -110,8 +110,9 @@ class ConnectionTracker {
   void Process(Connection& connection, bool closing);
   void Remove(uint64_t conn_id);
   void Account(const Connection& connection);
-  void Emit(Connection& connection, const std::vector<HttpMessageRecord>& started,
-            const std::vector<HttpExchange>& exchanges);
+  // Reports each request to the sink as its head is parsed.
+  RequestStarted StartedCallback(Connection& connection);
+  void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);
   void UpdateKernelControl(Connection& connection);
   void ProcessNats(Connection& connection, bool closing);
 

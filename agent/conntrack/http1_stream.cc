@@ -60,7 +60,7 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
 }
 
 bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExchange>* done,
-                             std::vector<HttpMessageRecord>* started) {
+                             const RequestStarted* started) {
   if (stream.empty()) return false;
   switch (side.stage) {
     case Stage::kSeek:
@@ -119,7 +119,7 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
       side.message.head = std::move(head);
       if (side.type == MessageType::kRequest) {
         side.message.request_index = next_request_index_++;
-        if (started) started->push_back(side.message);
+        if (started) (*started)(side.message);
       }
       http1::BodyFraming framing = side.message.head.framing;
       if (side.type == MessageType::kResponse) {
@@ -195,7 +195,7 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
 
 void Http1Conversation::Process(ByteStream& requests, ByteStream& responses,
                                 std::vector<HttpExchange>* done,
-                                std::vector<HttpMessageRecord>* started) {
+                                const RequestStarted* started) {
   if (upgraded_) {
     requests.SkipAll();
     responses.SkipAll();
@@ -211,7 +211,7 @@ void Http1Conversation::Process(ByteStream& requests, ByteStream& responses,
 
 void Http1Conversation::Close(ByteStream& requests, ByteStream& responses,
                               std::vector<HttpExchange>* done,
-                              std::vector<HttpMessageRecord>* started) {
+                              const RequestStarted* started) {
   Process(requests, responses, done, started);
   if (request_side_.stage == Stage::kBody || request_side_.stage == Stage::kChunked) {
     // The close cut a request body short: the request still gets its span.

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,19 +39,23 @@ struct Http1Stats {
   uint64_t late_responses = 0;     // responses that came after their request timed out
 };
 
+// Called with each request as soon as its head is parsed (span ids are decided then),
+// before any exchange of the same Process call is reported.
+using RequestStarted = std::function<void(const HttpMessageRecord& request)>;
+
 class Http1Conversation {
  public:
   static constexpr size_t kMaxPendingRequests = 64;
 
-  // Parses what both streams hold and appends finished exchanges to `done`, and each
-  // request whose head was just parsed to `started` (span ids are decided then).
+  // Parses what both streams hold and appends finished exchanges to `done`; calls
+  // `started` (if given) for each request whose head was just parsed.
   void Process(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
-               std::vector<HttpMessageRecord>* started = nullptr);
+               const RequestStarted* started = nullptr);
 
   // The connection closed: a body delimited by the close ends now, and requests still
   // waiting for a response end with error_type "connection_closed".
   void Close(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
-             std::vector<HttpMessageRecord>* started = nullptr);
+             const RequestStarted* started = nullptr);
 
   // Requests that started before `deadline_ns` and are still unanswered end with
   // "timeout"; their responses, should they come later, are dropped and counted.
@@ -82,8 +87,7 @@ class Http1Conversation {
   }
 
   // Advances one side by at most one parsing step; false when it must wait for bytes.
-  bool Step(Side& side, ByteStream& stream, std::vector<HttpExchange>* done,
-            std::vector<HttpMessageRecord>* started);
+  bool Step(Side& side, ByteStream& stream, std::vector<HttpExchange>* done, const RequestStarted* started);
   // The message on `side` ends just before `end_position`.
   void Finish(Side& side, ByteStream& stream, uint64_t end_position, std::vector<HttpExchange>* done);
   void Resync(Side& side, ByteStream& stream);

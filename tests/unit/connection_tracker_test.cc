@@ -969,7 +969,8 @@ TEST(Http1ConversationTest, MessagesAreTimedByTheirOwnCalls) {
   Http1Conversation conversation;
   std::vector<HttpExchange> done;
   std::vector<HttpMessageRecord> started;
-  conversation.Process(requests, responses, &done, &started);
+  const RequestStarted record_started = [&started](const HttpMessageRecord& request) { started.push_back(request); };
+  conversation.Process(requests, responses, &done, &record_started);
   ASSERT_EQ(started.size(), 2u);
   EXPECT_EQ(started[0].tid, 1u);
   EXPECT_EQ(started[1].tid, 2u);
