@@ -114,9 +114,19 @@ void PrintConfig(const AgentConfig& config) {
   fmt::print("metrics endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kMetrics));
   fmt::print("protocol: {}\ncompression: {}\ntimeout: {}ms\n", otlp::ProtocolName(e.protocol),
              e.gzip ? "gzip" : "none", e.timeout_ms);
-  std::vector<std::string> header_names;
-  for (const auto& [key, unused] : e.headers) header_names.push_back(key);
-  fmt::print("headers: {}\n", header_names.empty() ? "none" : Join(header_names));
+  auto header_names = [](const otlp::KeyValues& headers) {
+    std::vector<std::string> names;
+    for (const auto& [key, unused] : headers) names.push_back(key);
+    return names.empty() ? std::string("none") : Join(names);
+  };
+  fmt::print("headers: {}\n", header_names(e.headers));
+  // A signal's own settings (OTEL_EXPORTER_OTLP_TRACES_*, ..._METRICS_*), where set.
+  for (auto [name, own] : {std::pair{"traces", &e.traces}, std::pair{"metrics", &e.metrics}}) {
+    if (own->protocol) fmt::print("{} protocol: {}\n", name, otlp::ProtocolName(*own->protocol));
+    if (own->gzip) fmt::print("{} compression: {}\n", name, *own->gzip ? "gzip" : "none");
+    if (own->timeout_ms) fmt::print("{} timeout: {}ms\n", name, *own->timeout_ms);
+    if (own->headers) fmt::print("{} headers: {}\n", name, header_names(*own->headers));
+  }
   fmt::print("batch: {} spans or {}ms; queue: {} spans; attempts: {}\n", e.max_export_batch_spans,
              e.schedule_delay_ms, e.max_queue_spans, e.max_attempts);
   for (const auto& [key, value] : e.resource_attributes) fmt::print("resource attribute: {}={}\n", key, value);
@@ -206,8 +216,11 @@ Runner AddAgentCommand(CLI::App& app) {
         spdlog::error("{}: {}", option->get_name(), reason);
         return 2;
       }
-      // A flag is the most specific setting: it also replaces a traces endpoint from the environment.
+      // A flag is the most specific setting: it also replaces a signal's own setting from
+      // the environment.
       if (key == "exporter.endpoint") config.exporter.traces_endpoint.clear();
+      if (key == "exporter.protocol") config.exporter.traces.protocol = config.exporter.metrics.protocol = std::nullopt;
+      if (key == "exporter.compression") config.exporter.traces.gzip = config.exporter.metrics.gzip = std::nullopt;
     }
     if (flags->pids_option->count()) config.pids = flags->pids;
     if (flags->ports_option->count()) config.ports = flags->ports;

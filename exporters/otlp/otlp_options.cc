@@ -127,6 +127,44 @@ bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
   return true;
 }
 
+namespace {
+
+// The PROTOCOL, HEADERS, COMPRESSION and TIMEOUT variables named `prefix` + suffix, into
+// the given settings; "" or what is wrong, naming the variable.
+std::string ApplyTransportVariables(const EnvLookup& env, const std::string& prefix, Protocol* protocol,
+                                    KeyValues* headers, bool* gzip, uint64_t* timeout_ms,
+                                    bool* protocol_set = nullptr, bool* headers_set = nullptr,
+                                    bool* gzip_set = nullptr, bool* timeout_set = nullptr) {
+  const std::string protocol_name = prefix + "PROTOCOL", headers_name = prefix + "HEADERS",
+                    compression_name = prefix + "COMPRESSION", timeout_name = prefix + "TIMEOUT";
+  if (auto v = env(protocol_name)) {
+    if (!ParseProtocol(*v, protocol)) return protocol_name + ": '" + *v + "' is not http/protobuf or grpc";
+    if (protocol_set) *protocol_set = true;
+  }
+  if (auto v = env(headers_name)) {
+    std::string reason;
+    if (!ParseKeyValueList(*v, headers, &reason)) return headers_name + ": " + reason;
+    if (headers_set) *headers_set = true;
+  }
+  if (auto v = env(compression_name)) {
+    if (*v == "gzip") *gzip = true;
+    else if (*v == "none") *gzip = false;
+    else return compression_name + ": '" + *v + "' is not gzip or none";
+    if (gzip_set) *gzip_set = true;
+  }
+  if (auto v = env(timeout_name)) {
+    uint64_t ms = 0;
+    auto [end, error] = std::from_chars(v->data(), v->data() + v->size(), ms);
+    if (error != std::errc() || end != v->data() + v->size() || ms == 0)
+      return timeout_name + ": '" + *v + "' is not a positive number of milliseconds";
+    *timeout_ms = ms;
+    if (timeout_set) *timeout_set = true;
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* options) {
   if (auto v = env("OTEL_EXPORTER_OTLP_ENDPOINT")) options->endpoint = *v;
   if (auto v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) options->traces_endpoint = *v;
@@ -136,25 +174,26 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
     std::string reason;
     if (auto v = env(name); v && !ValidateEndpointUrl(*v, &reason)) return std::string(name) + ": " + reason;
   }
-  if (auto v = env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
-    if (!ParseProtocol(*v, &options->protocol))
-      return "OTEL_EXPORTER_OTLP_PROTOCOL: '" + *v + "' is not http/protobuf or grpc";
-  }
-  if (auto v = env("OTEL_EXPORTER_OTLP_HEADERS")) {
-    std::string reason;
-    if (!ParseKeyValueList(*v, &options->headers, &reason)) return "OTEL_EXPORTER_OTLP_HEADERS: " + reason;
-  }
-  if (auto v = env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
-    if (*v == "gzip") options->gzip = true;
-    else if (*v == "none") options->gzip = false;
-    else return "OTEL_EXPORTER_OTLP_COMPRESSION: '" + *v + "' is not gzip or none";
-  }
-  if (auto v = env("OTEL_EXPORTER_OTLP_TIMEOUT")) {
-    uint64_t ms = 0;
-    auto [end, error] = std::from_chars(v->data(), v->data() + v->size(), ms);
-    if (error != std::errc() || end != v->data() + v->size() || ms == 0)
-      return "OTEL_EXPORTER_OTLP_TIMEOUT: '" + *v + "' is not a positive number of milliseconds";
-    options->timeout_ms = ms;
+  // A HEADERS variable replaces the headers (of the file), it does not add to them.
+  if (std::string error = ApplyTransportVariables(env, "OTEL_EXPORTER_OTLP_", &options->protocol, &options->headers,
+                                                  &options->gzip, &options->timeout_ms);
+      !error.empty())
+    return error;
+  for (auto [prefix, settings] : {std::pair{"OTEL_EXPORTER_OTLP_TRACES_", &options->traces},
+                                  std::pair{"OTEL_EXPORTER_OTLP_METRICS_", &options->metrics}}) {
+    Protocol protocol = options->protocol;
+    KeyValues headers;
+    bool gzip = options->gzip;
+    uint64_t timeout_ms = options->timeout_ms;
+    bool protocol_set = false, headers_set = false, gzip_set = false, timeout_set = false;
+    if (std::string error = ApplyTransportVariables(env, prefix, &protocol, &headers, &gzip, &timeout_ms,
+                                                    &protocol_set, &headers_set, &gzip_set, &timeout_set);
+        !error.empty())
+      return error;
+    if (protocol_set) settings->protocol = protocol;
+    if (headers_set) settings->headers = std::move(headers);
+    if (gzip_set) settings->gzip = gzip;
+    if (timeout_set) settings->timeout_ms = timeout_ms;
   }
   if (auto v = env("OTEL_RESOURCE_ATTRIBUTES")) {
     std::string reason;
@@ -164,10 +203,24 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
   return "";
 }
 
+namespace {
+const OtlpExporterOptions::SignalSettings& SettingsOf(const OtlpExporterOptions& options, Signal signal) {
+  return signal == Signal::kTraces ? options.traces : options.metrics;
+}
+}  // namespace
+
+Protocol ProtocolFor(const OtlpExporterOptions& options, Signal signal) {
+  return SettingsOf(options, signal).protocol.value_or(options.protocol);
+}
+
+uint64_t TimeoutMsFor(const OtlpExporterOptions& options, Signal signal) {
+  return SettingsOf(options, signal).timeout_ms.value_or(options.timeout_ms);
+}
+
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {
   const std::string& specific = signal == Signal::kTraces ? options.traces_endpoint : options.metrics_endpoint;
   if (!specific.empty()) return specific;
-  bool grpc = options.protocol == Protocol::kGrpc;
+  bool grpc = ProtocolFor(options, signal) == Protocol::kGrpc;
   std::string base = options.endpoint;
   if (base.empty()) base = grpc ? "http://localhost:4317" : "http://localhost:4318";
   if (grpc) return base;
@@ -177,11 +230,12 @@ std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {
 
 TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal) {
   TransportOptions transport;
-  transport.protocol = options.protocol;
+  const OtlpExporterOptions::SignalSettings& own = SettingsOf(options, signal);
+  transport.protocol = ProtocolFor(options, signal);
   transport.signal = signal;
   transport.endpoint = ResolveEndpoint(options, signal);
-  transport.headers = options.headers;
-  transport.gzip = options.gzip;
+  transport.headers = own.headers.value_or(options.headers);
+  transport.gzip = own.gzip.value_or(options.gzip);
   return transport;
 }
 

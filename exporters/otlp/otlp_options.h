@@ -28,6 +28,18 @@ struct OtlpExporterOptions {
   uint64_t timeout_ms = 10000;  // per export request
   KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: added to every resource
 
+  // A signal's own settings (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, ..._METRICS_HEADERS, ...),
+  // over the shared ones above; unset, the signal uses those. Read them through
+  // TransportOptionsFor, ResolveEndpoint and TimeoutMsFor.
+  struct SignalSettings {
+    std::optional<Protocol> protocol;
+    std::optional<KeyValues> headers;
+    std::optional<bool> gzip;
+    std::optional<uint64_t> timeout_ms;
+  };
+  SignalSettings traces;
+  SignalSettings metrics;
+
   // Batching (spans): a request goes out when this many are queued, or after the delay.
   uint32_t max_export_batch_spans = 512;
   uint64_t schedule_delay_ms = 1000;
@@ -43,8 +55,9 @@ struct OtlpExporterOptions {
 using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
 EnvLookup ProcessEnvironment();
 
-// Applies the OTEL_EXPORTER_OTLP_* and OTEL_RESOURCE_ATTRIBUTES variables that are set.
-// Returns "" or one sentence naming the variable and what is wrong with it.
+// Applies the OTEL_EXPORTER_OTLP_* variables that are set (the shared ones and the
+// TRACES_/METRICS_ ones), and OTEL_RESOURCE_ATTRIBUTES. Returns "" or one sentence naming
+// the variable and what is wrong with it.
 std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* options);
 
 // "http/protobuf" or "grpc"; false otherwise.
@@ -61,5 +74,9 @@ bool ValidateEndpointUrl(const std::string& url, std::string* reason);
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);
 
 TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal);
+
+// The signal's protocol and per-request timeout, its own settings first.
+Protocol ProtocolFor(const OtlpExporterOptions& options, Signal signal);
+uint64_t TimeoutMsFor(const OtlpExporterOptions& options, Signal signal);
 
 }  // namespace flowtracer::exporters::otlp

@@ -14,7 +14,7 @@ RetryPolicy PolicyFrom(const OtlpExporterOptions& options) {
   policy.initial_backoff_ms = options.initial_backoff_ms;
   policy.max_backoff_ms = options.max_backoff_ms;
   policy.max_retry_after_ms = options.max_retry_after_ms;
-  policy.timeout_ms = options.timeout_ms;
+  policy.timeout_ms = TimeoutMsFor(options, Signal::kTraces);
   return policy;
 }
 

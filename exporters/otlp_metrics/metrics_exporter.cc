@@ -14,7 +14,7 @@ OtlpMetricsExporter::OtlpMetricsExporter(const otlp::OtlpExporterOptions& option
       source_(std::move(source)),
       sender_(std::move(transport), otlp::RetryPolicy{options.max_attempts, options.initial_backoff_ms,
                                                       options.max_backoff_ms, options.max_retry_after_ms,
-                                                      options.timeout_ms}) {
+                                                      otlp::TimeoutMsFor(options, otlp::Signal::kMetrics)}) {
   thread_ = std::thread([this] { Run(); });
 }
 

@@ -542,6 +542,27 @@ class AgentConfigTest(unittest.TestCase):
         self.assertIn("compression: none", result.stdout)
         self.assertIn("ports: 9090\n", result.stdout)
 
+    def test_signal_specific_variables(self):
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+               "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "2500"}
+        result = check_config(env=env, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces endpoint: http://collector:4318\n", result.stdout)  # gRPC: no /v1 path
+        self.assertIn("metrics endpoint: http://collector:4318/v1/metrics\n", result.stdout)
+        self.assertIn("traces protocol: grpc\n", result.stdout)
+        self.assertIn("metrics compression: gzip\n", result.stdout)
+        self.assertIn("metrics timeout: 2500ms\n", result.stdout)
+        # A flag for the shared setting replaces the signal's own from the environment.
+        result = check_config("--protocol", "http/protobuf", "--compression", "none", env=env, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces endpoint: http://collector:4318/v1/traces\n", result.stdout)
+        self.assertNotIn("traces protocol:", result.stdout)
+        self.assertNotIn("metrics compression:", result.stdout)
+        self.assertIn("metrics timeout: 2500ms\n", result.stdout)
+        bad = check_config(env={"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, test=self)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", bad.stderr)
+
     def test_shipped_examples_are_valid(self):
         result = check_config("--config", os.path.join(REPO, "packaging", "flowtracer-agent.yaml"))
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -142,8 +142,47 @@ TEST(OtlpOptionsTest, StandardVariables) {
   EXPECT_EQ(ResolveEndpoint(grpc, Signal::kTraces), "http://[::1]:4317");
 }
 
+TEST(OtlpOptionsTest, SignalSpecificVariablesOverrideTheSharedOnes) {
+  OtlpExporterOptions options;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"},
+                                          {"OTEL_EXPORTER_OTLP_HEADERS", "api-key=shared"},
+                                          {"OTEL_EXPORTER_OTLP_TIMEOUT", "3000"},
+                                          {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"},
+                                          {"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=traces,x-team=a"},
+                                          {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1500"},
+                                          {"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"}}),
+                                 &options),
+            "");
+  TransportOptions traces = TransportOptionsFor(options, Signal::kTraces);
+  TransportOptions metrics = TransportOptionsFor(options, Signal::kMetrics);
+  EXPECT_EQ(traces.protocol, Protocol::kGrpc);
+  EXPECT_EQ(traces.endpoint, "http://collector:4318");  // gRPC: the base endpoint, no /v1 path
+  ASSERT_EQ(traces.headers.size(), 2u);
+  EXPECT_EQ(traces.headers[0].second, "traces");
+  EXPECT_FALSE(traces.gzip);
+  EXPECT_EQ(TimeoutMsFor(options, Signal::kTraces), 1500u);
+
+  EXPECT_EQ(metrics.protocol, Protocol::kHttpProtobuf);
+  EXPECT_EQ(metrics.endpoint, "http://collector:4318/v1/metrics");
+  ASSERT_EQ(metrics.headers.size(), 1u);
+  EXPECT_EQ(metrics.headers[0].second, "shared");
+  EXPECT_TRUE(metrics.gzip);
+  EXPECT_EQ(TimeoutMsFor(options, Signal::kMetrics), 3000u);
+
+  // Unset, a signal follows the shared settings, including the default endpoint of the
+  // protocol it ends up with.
+  OtlpExporterOptions defaults;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"}}), &defaults), "");
+  EXPECT_EQ(ResolveEndpoint(defaults, Signal::kTraces), "http://localhost:4318/v1/traces");
+  EXPECT_EQ(ResolveEndpoint(defaults, Signal::kMetrics), "http://localhost:4317");
+}
+
 TEST(OtlpOptionsTest, BadValuesNameTheVariable) {
   std::vector<std::pair<std::string, std::string>> cases = {
+      {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"},
+      {"OTEL_EXPORTER_OTLP_METRICS_HEADERS", "novalue"},
+      {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "br"},
+      {"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0"},
       {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
       {"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
       {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector"},
