@@ -14,33 +14,46 @@
 
 namespace flowtracer::records {
 
-inline std::string ConnRecord(uint32_t type, uint64_t conn_id, uint64_t timestamp_ns, ft_role role,
-                       uint32_t pid = 4242, std::string_view comm = "svc", uint64_t bytes_sent = 0,
-                       uint64_t bytes_received = 0) {
+// 127.0.0.1:8080 (local) and 127.0.0.1:40000, as IPv4-mapped addresses.
+inline ft_tuple LoopbackTuple() {
+  ft_tuple tuple{};
+  tuple.local_addr[10] = 0xff;
+  tuple.local_addr[11] = 0xff;
+  tuple.local_addr[12] = 127;
+  tuple.local_addr[15] = 1;
+  std::memcpy(tuple.remote_addr, tuple.local_addr, 16);
+  tuple.local_port = 8080;
+  tuple.remote_port = 40000;
+  tuple.family = 2;
+  return tuple;
+}
+
+inline ft_conn_event ConnEvent(uint32_t type, uint64_t conn_id, uint64_t timestamp_ns, ft_role role, uint32_t pid,
+                               std::string_view comm, const ft_tuple& tuple) {
   ft_conn_event event{};
   event.header.type = type;
   event.header.pid = pid;
   event.header.tid = pid;
   event.header.timestamp_ns = timestamp_ns;
   event.header.conn_id = conn_id;
-  event.tuple.local_addr[10] = 0xff;
-  event.tuple.local_addr[11] = 0xff;
-  event.tuple.local_addr[12] = 127;
-  event.tuple.local_addr[15] = 1;
-  std::memcpy(event.tuple.remote_addr, event.tuple.local_addr, 16);
-  event.tuple.local_port = 8080;
-  event.tuple.remote_port = 40000;
-  event.tuple.family = 2;
-  event.bytes_sent = bytes_sent;
-  event.bytes_received = bytes_received;
+  event.tuple = tuple;
   event.role = static_cast<uint8_t>(role);
   std::memcpy(event.comm, comm.data(), std::min(comm.size(), sizeof(event.comm)));
+  return event;
+}
+
+inline std::string ConnRecord(uint32_t type, uint64_t conn_id, uint64_t timestamp_ns, ft_role role,
+                              uint32_t pid = 4242, std::string_view comm = "svc", uint64_t bytes_sent = 0,
+                              uint64_t bytes_received = 0) {
+  ft_conn_event event = ConnEvent(type, conn_id, timestamp_ns, role, pid, comm, LoopbackTuple());
+  event.bytes_sent = bytes_sent;
+  event.bytes_received = bytes_received;
   return std::string(reinterpret_cast<const char*>(&event), sizeof(event));
 }
 
 inline std::string DataRecord(uint64_t conn_id, ft_direction direction, uint64_t position,
-                       std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
-                       uint32_t length, uint32_t payload_offset = 0) {
+                              std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
+                              uint32_t length, uint32_t payload_offset = 0, uint32_t seq_start = 0) {
   ft_data_event event{};
   event.header.type = FT_EVENT_DATA;
   event.header.pid = 4242;
@@ -53,6 +66,7 @@ inline std::string DataRecord(uint64_t conn_id, ft_direction direction, uint64_t
   event.payload_bytes = static_cast<uint32_t>(payload.size());
   event.fd = 5;
   event.direction = static_cast<uint8_t>(direction);
+  event.seq_start = seq_start;
   std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
   record.append(payload);
   return record;
@@ -67,23 +81,12 @@ class RecordFeeder {
 
   void Open(uint64_t conn_id, ft_role role, uint32_t pid, std::string_view comm, const ft_tuple& tuple,
             uint64_t timestamp_ns = 1) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_OPEN;
-    event.header.pid = pid;
-    event.header.tid = pid;
-    event.header.timestamp_ns = timestamp_ns;
-    event.header.conn_id = conn_id;
-    event.tuple = tuple;
-    event.role = static_cast<uint8_t>(role);
-    std::memcpy(event.comm, comm.data(), std::min(comm.size(), sizeof(event.comm)));
+    const ft_conn_event event = ConnEvent(FT_EVENT_CONN_OPEN, conn_id, timestamp_ns, role, pid, comm, tuple);
     deliver_(&event, sizeof(event));
   }
 
   void Close(uint64_t conn_id, uint64_t timestamp_ns) {
-    ft_conn_event event{};
-    event.header.type = FT_EVENT_CONN_CLOSE;
-    event.header.timestamp_ns = timestamp_ns;
-    event.header.conn_id = conn_id;
+    const ft_conn_event event = ConnEvent(FT_EVENT_CONN_CLOSE, conn_id, timestamp_ns, FT_ROLE_UNKNOWN, 0, "", {});
     deliver_(&event, sizeof(event));
   }
 
@@ -92,20 +95,10 @@ class RecordFeeder {
   void Data(uint64_t conn_id, ft_direction direction, uint32_t tid, std::string_view captured,
             uint64_t timestamp_ns, uint32_t length = UINT32_MAX) {
     if (length == UINT32_MAX) length = static_cast<uint32_t>(captured.size());
-    ft_data_event event{};
-    event.header.type = FT_EVENT_DATA;
-    event.header.tid = tid;
-    event.header.timestamp_ns = timestamp_ns;
-    event.header.conn_id = conn_id;
     uint64_t& position = positions_[{conn_id, direction}];
-    event.position = position;
     // Both ends of a test connection start their sequence numbers at 0.
-    event.seq_start = static_cast<uint32_t>(position);
-    event.length = length;
-    event.payload_bytes = static_cast<uint32_t>(captured.size());
-    event.direction = static_cast<uint8_t>(direction);
-    std::string record(reinterpret_cast<const char*>(&event), sizeof(event));
-    record.append(captured);
+    const std::string record = DataRecord(conn_id, direction, position, captured, timestamp_ns, tid, length,
+                                          /*payload_offset=*/0, /*seq_start=*/static_cast<uint32_t>(position));
     deliver_(record.data(), record.size());
     position += length;
   }

@@ -21,6 +21,7 @@
 #include "agent/spans/span_assembler.h"
 #include "exporters/capture_output.h"
 #include "tests/unit/kernel_records.h"
+#include "tests/unit/temp_proc_root.h"
 
 namespace flowtracer {
 namespace {
@@ -53,23 +54,6 @@ std::optional<std::string> Str(const Span& span, const std::string& key) {
   if (!value || !std::holds_alternative<std::string>(*value)) return std::nullopt;
   return std::get<std::string>(*value);
 }
-
-class TempProcRoot {
- public:
-  TempProcRoot() {
-    char pattern[] = "/tmp/flowtracer-proc-XXXXXX";
-    const char* dir = mkdtemp(pattern);
-    path_ = dir ? dir : "/nonexistent-flowtracer-proc";
-  }
-  ~TempProcRoot() {
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Records NATS messages as the tracker reports them.
 struct RecordingSink : conntrack::TrackerSink {

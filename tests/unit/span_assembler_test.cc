@@ -19,6 +19,7 @@
 #include "agent/process/process_info.h"
 #include "agent/spans/ids.h"
 #include "tests/unit/kernel_records.h"
+#include "tests/unit/temp_proc_root.h"
 
 namespace flowtracer::spans {
 namespace {
@@ -79,25 +80,6 @@ const Span& ByPath(const std::vector<Span>& spans, const std::string& path) {
   static const Span kNone;
   return kNone;
 }
-
-// An empty directory standing in for /proc: service names fall back to the comm.
-class TempProcRoot {
- public:
-  TempProcRoot() {
-    char pattern[] = "/tmp/flowtracer-proc-XXXXXX";
-    const char* dir = mkdtemp(pattern);
-    EXPECT_NE(dir, nullptr);
-    path_ = dir ? dir : "/nonexistent-flowtracer-proc";
-  }
-  ~TempProcRoot() {
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Ring buffer records -> ConnectionTracker -> SpanAssembler -> spans.
 class Pipeline {
