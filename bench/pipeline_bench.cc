@@ -174,6 +174,19 @@ void Report(benchmark::State& state, const RecordRound& round, const Pipeline& p
 
 // Long-lived keep-alive connections (nginx under wrk): `requests` exchanges per
 // connection per round, request and response each in one call.
+// Feeds `round` to the pipeline once per iteration (renumbered by PrepareRound, outside
+// the timing), then reports.
+void Replay(benchmark::State& state, RecordRound& round, Pipeline& pipeline, uint64_t conn_id_stride) {
+  uint64_t replay = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    round.PrepareRound(replay++, conn_id_stride);
+    state.ResumeTiming();
+    round.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
+  }
+  Report(state, round, pipeline);
+}
+
 void KeepAlive(benchmark::State& state, bool large_headers) {
   const int connections = static_cast<int>(state.range(0));
   const int requests = 16;
@@ -201,14 +214,7 @@ void KeepAlive(benchmark::State& state, bool large_headers) {
       out_pos[c] += response.size();
     }
 
-  uint64_t replay = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    round.PrepareRound(replay++, 0);
-    state.ResumeTiming();
-    round.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
-  }
-  Report(state, round, pipeline);
+  Replay(state, round, pipeline, 0);
 }
 
 void BM_KeepAliveSmall(benchmark::State& state) { KeepAlive(state, false); }
@@ -247,14 +253,7 @@ void BM_SameHostStitched(benchmark::State& state) {
     request_pos += request_text[r].size();
     response_pos += response.size();
   }
-  uint64_t replay = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    round.PrepareRound(replay++, 0);
-    state.ResumeTiming();
-    round.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
-  }
-  Report(state, round, pipeline);
+  Replay(state, round, pipeline, 0);
   if (pipeline.assembler.stats().parent_from_same_host * 2 != pipeline.spans)
     state.SkipWithError("server spans were not stitched to their client spans");
 }
@@ -272,14 +271,7 @@ void BM_ConnectionChurn(benchmark::State& state) {
     round.Data(c + 1, FT_DIR_EGRESS, kServerPid, 0, response, 0);
     round.Conn(FT_EVENT_CONN_CLOSE, c + 1, FT_ROLE_SERVER, kServerPid, kServerPort, 40000 + c);
   }
-  uint64_t replay = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    round.PrepareRound(replay++, connections);
-    state.ResumeTiming();
-    round.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
-  }
-  Report(state, round, pipeline);
+  Replay(state, round, pipeline, connections);
   if (pipeline.tracker.connection_count() != 0) state.SkipWithError("closed connections were kept");
 }
 
