@@ -132,25 +132,27 @@ void WriteAnyValue(WireWriter& out, const spans::AttributeValue& value, std::str
       value);
 }
 
-// A KeyValue (key 1, value 2) as field `field` of the enclosing message; `any_value` is
-// an encoded AnyValue.
-void WriteKeyValue(WireWriter& out, uint32_t field, std::string_view key, std::string_view any_value) {
+// A KeyValue (key 1, value 2) as field `field` of the enclosing message, up to the value's
+// length prefix: the caller writes an AnyValue of `any_value_size` bytes next.
+void WriteKeyValueUpToValue(WireWriter& out, uint32_t field, std::string_view key, size_t any_value_size) {
   key = Utf8(key, &scratch.repaired_key);
-  out.Tag(field, kLengthDelimited);
-  out.Varint(BytesFieldSize(1, key.size()) + BytesFieldSize(2, any_value.size()));
-  out.Bytes(1, key);
-  out.Bytes(2, any_value);
-}
-
-void WriteAttribute(WireWriter& out, uint32_t field, const spans::Attribute& attribute) {
-  const std::string_view key = Utf8(attribute.key, &scratch.repaired_key);
-  std::string_view text;
-  const size_t any_value_size = AnyValueSize(attribute.value, &text);
   out.Tag(field, kLengthDelimited);
   out.Varint(BytesFieldSize(1, key.size()) + BytesFieldSize(2, any_value_size));
   out.Bytes(1, key);
   out.Tag(2, kLengthDelimited);
   out.Varint(any_value_size);
+}
+
+// `any_value` is an encoded AnyValue.
+void WriteKeyValue(WireWriter& out, uint32_t field, std::string_view key, std::string_view any_value) {
+  WriteKeyValueUpToValue(out, field, key, any_value.size());
+  out.Raw(any_value);
+}
+
+void WriteAttribute(WireWriter& out, uint32_t field, const spans::Attribute& attribute) {
+  std::string_view text;
+  const size_t any_value_size = AnyValueSize(attribute.value, &text);
+  WriteKeyValueUpToValue(out, field, attribute.key, any_value_size);
   WriteAnyValue(out, attribute.value, text);
 }
 
