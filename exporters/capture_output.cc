@@ -14,13 +14,16 @@
 namespace flowtracer::exporters {
 namespace {
 
+// Most fields are short printable ASCII: nothing to cut or replace.
+bool FitsAsIs(std::string_view field, size_t width) {
+  return field.size() <= width &&
+         std::all_of(field.begin(), field.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
 // At most `width` characters (code points), "~" marking a cut. Fields come from network
 // bytes, so control characters and invalid UTF-8 become '?' rather than reach a terminal.
 std::string Fit(std::string_view field, size_t width) {
-  // Most fields are short printable ASCII: nothing to cut or replace.
-  if (field.size() <= width &&
-      std::all_of(field.begin(), field.end(), [](char c) { return c >= 0x20 && c < 0x7f; }))
-    return std::string(field);
+  if (FitsAsIs(field, width)) return std::string(field);
   std::vector<std::string_view> characters;
   for (size_t i = 0; i < field.size();) {
     size_t length = text::Utf8SequenceLength(field.substr(i));
@@ -42,8 +45,7 @@ void AppendColumn(std::string* out, std::string_view field, size_t width, Align 
   std::string fitted;
   std::string_view text = field;
   size_t characters = field.size();
-  if (field.size() > width ||
-      !std::all_of(field.begin(), field.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+  if (!FitsAsIs(field, width)) {
     fitted = Fit(field, width);
     text = fitted;
     characters = std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xc0) != 0x80; });
