@@ -129,36 +129,31 @@ bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
 
 namespace {
 
-// The PROTOCOL, HEADERS, COMPRESSION and TIMEOUT variables named `prefix` + suffix, into
-// the given settings; "" or what is wrong, naming the variable.
-std::string ApplyTransportVariables(const EnvLookup& env, const std::string& prefix, Protocol* protocol,
-                                    KeyValues* headers, bool* gzip, uint64_t* timeout_ms,
-                                    bool* protocol_set = nullptr, bool* headers_set = nullptr,
-                                    bool* gzip_set = nullptr, bool* timeout_set = nullptr) {
-  const std::string protocol_name = prefix + "PROTOCOL", headers_name = prefix + "HEADERS",
-                    compression_name = prefix + "COMPRESSION", timeout_name = prefix + "TIMEOUT";
-  if (auto v = env(protocol_name)) {
-    if (!ParseProtocol(*v, protocol)) return protocol_name + ": '" + *v + "' is not http/protobuf or grpc";
-    if (protocol_set) *protocol_set = true;
+// The PROTOCOL, HEADERS, COMPRESSION and TIMEOUT variables named `prefix` + suffix that are
+// set; "" or what is wrong, naming the variable.
+std::string ReadTransportVariables(const EnvLookup& env, const std::string& prefix,
+                                   OtlpExporterOptions::SignalSettings* out) {
+  if (auto v = env(prefix + "PROTOCOL")) {
+    Protocol protocol;
+    if (!ParseProtocol(*v, &protocol)) return prefix + "PROTOCOL: '" + *v + "' is not http/protobuf or grpc";
+    out->protocol = protocol;
   }
-  if (auto v = env(headers_name)) {
+  if (auto v = env(prefix + "HEADERS")) {
+    KeyValues headers;
     std::string reason;
-    if (!ParseKeyValueList(*v, headers, &reason)) return headers_name + ": " + reason;
-    if (headers_set) *headers_set = true;
+    if (!ParseKeyValueList(*v, &headers, &reason)) return prefix + "HEADERS: " + reason;
+    out->headers = std::move(headers);
   }
-  if (auto v = env(compression_name)) {
-    if (*v == "gzip") *gzip = true;
-    else if (*v == "none") *gzip = false;
-    else return compression_name + ": '" + *v + "' is not gzip or none";
-    if (gzip_set) *gzip_set = true;
+  if (auto v = env(prefix + "COMPRESSION")) {
+    if (*v != "gzip" && *v != "none") return prefix + "COMPRESSION: '" + *v + "' is not gzip or none";
+    out->gzip = *v == "gzip";
   }
-  if (auto v = env(timeout_name)) {
+  if (auto v = env(prefix + "TIMEOUT")) {
     uint64_t ms = 0;
     auto [end, error] = std::from_chars(v->data(), v->data() + v->size(), ms);
     if (error != std::errc() || end != v->data() + v->size() || ms == 0)
-      return timeout_name + ": '" + *v + "' is not a positive number of milliseconds";
-    *timeout_ms = ms;
-    if (timeout_set) *timeout_set = true;
+      return prefix + "TIMEOUT: '" + *v + "' is not a positive number of milliseconds";
+    out->timeout_ms = ms;
   }
   return "";
 }
@@ -174,27 +169,19 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
     std::string reason;
     if (auto v = env(name); v && !ValidateEndpointUrl(*v, &reason)) return std::string(name) + ": " + reason;
   }
-  // A HEADERS variable replaces the headers (of the file), it does not add to them.
-  if (std::string error = ApplyTransportVariables(env, "OTEL_EXPORTER_OTLP_", &options->protocol, &options->headers,
-                                                  &options->gzip, &options->timeout_ms);
+  // The shared variables replace the settings of the file (a HEADERS variable replaces its
+  // headers, it does not add to them); a signal's own are kept apart, over them.
+  OtlpExporterOptions::SignalSettings shared;
+  if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_", &shared); !error.empty()) return error;
+  options->protocol = shared.protocol.value_or(options->protocol);
+  if (shared.headers) options->headers = std::move(*shared.headers);
+  options->gzip = shared.gzip.value_or(options->gzip);
+  options->timeout_ms = shared.timeout_ms.value_or(options->timeout_ms);
+  if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_TRACES_", &options->traces); !error.empty())
+    return error;
+  if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_METRICS_", &options->metrics);
       !error.empty())
     return error;
-  for (auto [prefix, settings] : {std::pair{"OTEL_EXPORTER_OTLP_TRACES_", &options->traces},
-                                  std::pair{"OTEL_EXPORTER_OTLP_METRICS_", &options->metrics}}) {
-    Protocol protocol = options->protocol;
-    KeyValues headers;
-    bool gzip = options->gzip;
-    uint64_t timeout_ms = options->timeout_ms;
-    bool protocol_set = false, headers_set = false, gzip_set = false, timeout_set = false;
-    if (std::string error = ApplyTransportVariables(env, prefix, &protocol, &headers, &gzip, &timeout_ms,
-                                                    &protocol_set, &headers_set, &gzip_set, &timeout_set);
-        !error.empty())
-      return error;
-    if (protocol_set) settings->protocol = protocol;
-    if (headers_set) settings->headers = std::move(headers);
-    if (gzip_set) settings->gzip = gzip;
-    if (timeout_set) settings->timeout_ms = timeout_ms;
-  }
   if (auto v = env("OTEL_RESOURCE_ATTRIBUTES")) {
     std::string reason;
     if (!ParseKeyValueList(*v, &options->resource_attributes, &reason))
