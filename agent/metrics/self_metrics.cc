@@ -39,18 +39,19 @@ ResourceMetrics SelfMetrics(const std::vector<telemetry::SelfTelemetry::Value>& 
   add("flowtracer.metrics.folded", folded, "{span}", MetricKind::kCounter, "service_limit", s.services_overflowed);
   add("flowtracer.metrics.folded", folded, "{span}", MetricKind::kCounter, "edge_limit", s.edges_overflowed);
   add("flowtracer.metrics.folded", folded, "{span}", MetricKind::kCounter, "pending_full", s.pending_evicted);
-  add("flowtracer.service_graph.requests", "Service graph requests by how they were seen.", "{request}",
-      MetricKind::kCounter, "paired", s.graph_pairs);
-  add("flowtracer.service_graph.requests", "Service graph requests by how they were seen.", "{request}",
-      MetricKind::kCounter, "one_end", s.graph_unpaired);
-  add("flowtracer.metrics.export.requests", "OTLP metrics export requests, by outcome.", "{request}",
-      MetricKind::kCounter, "sent", pipeline.otlp_exports);
-  add("flowtracer.metrics.export.requests", "OTLP metrics export requests, by outcome.", "{request}",
-      MetricKind::kCounter, "failed", pipeline.otlp_export_failures);
-  add("flowtracer.metrics.export.points", "OTLP metric data points, by outcome.", "{point}",
-      MetricKind::kCounter, "sent", pipeline.otlp_points_exported);
-  add("flowtracer.metrics.export.points", "OTLP metric data points, by outcome.", "{point}",
-      MetricKind::kCounter, "dropped", pipeline.otlp_points_dropped);
+  const std::string graph = "Service graph requests by how they were seen.";
+  add("flowtracer.service_graph.requests", graph, "{request}", MetricKind::kCounter, "paired", s.graph_pairs);
+  add("flowtracer.service_graph.requests", graph, "{request}", MetricKind::kCounter, "one_end", s.graph_unpaired);
+  const std::string requests = "OTLP metrics export requests, by outcome.";
+  add("flowtracer.metrics.export.requests", requests, "{request}", MetricKind::kCounter, "sent",
+      pipeline.otlp_exports);
+  add("flowtracer.metrics.export.requests", requests, "{request}", MetricKind::kCounter, "failed",
+      pipeline.otlp_export_failures);
+  const std::string points = "OTLP metric data points, by outcome.";
+  add("flowtracer.metrics.export.points", points, "{point}", MetricKind::kCounter, "sent",
+      pipeline.otlp_points_exported);
+  add("flowtracer.metrics.export.points", points, "{point}", MetricKind::kCounter, "dropped",
+      pipeline.otlp_points_dropped);
   return resource;
 }
 
