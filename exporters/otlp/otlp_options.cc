@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "exporters/otlp/retrying_sender.h"
+
 namespace flowtracer::exporters::otlp {
 namespace {
 
@@ -202,6 +204,16 @@ Protocol ProtocolFor(const OtlpExporterOptions& options, Signal signal) {
 
 uint64_t TimeoutMsFor(const OtlpExporterOptions& options, Signal signal) {
   return SettingsOf(options, signal).timeout_ms.value_or(options.timeout_ms);
+}
+
+RetryPolicy RetryPolicyFor(const OtlpExporterOptions& options, Signal signal) {
+  RetryPolicy policy;
+  policy.max_attempts = options.max_attempts;
+  policy.initial_backoff_ms = options.initial_backoff_ms;
+  policy.max_backoff_ms = options.max_backoff_ms;
+  policy.max_retry_after_ms = options.max_retry_after_ms;
+  policy.timeout_ms = TimeoutMsFor(options, signal);
+  return policy;
 }
 
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {

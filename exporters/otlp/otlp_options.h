@@ -15,6 +15,7 @@
 namespace flowtracer::exporters::otlp {
 
 using KeyValues = std::vector<std::pair<std::string, std::string>>;
+struct RetryPolicy;  // retrying_sender.h
 
 struct OtlpExporterOptions {
   // Base endpoint: "/v1/traces" and "/v1/metrics" are appended for OTLP/HTTP. Empty means
@@ -78,5 +79,8 @@ TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal 
 // The signal's protocol and per-request timeout, its own settings first.
 Protocol ProtocolFor(const OtlpExporterOptions& options, Signal signal);
 uint64_t TimeoutMsFor(const OtlpExporterOptions& options, Signal signal);
+
+// How the signal's exports are retried: the attempts and backoff, and its timeout.
+RetryPolicy RetryPolicyFor(const OtlpExporterOptions& options, Signal signal);
 
 }  // namespace flowtracer::exporters::otlp

@@ -6,23 +6,12 @@
 #include <algorithm>
 
 namespace flowtracer::exporters::otlp {
-namespace {
-
-RetryPolicy PolicyFrom(const OtlpExporterOptions& options) {
-  RetryPolicy policy;
-  policy.max_attempts = options.max_attempts;
-  policy.initial_backoff_ms = options.initial_backoff_ms;
-  policy.max_backoff_ms = options.max_backoff_ms;
-  policy.max_retry_after_ms = options.max_retry_after_ms;
-  policy.timeout_ms = TimeoutMsFor(options, Signal::kTraces);
-  return policy;
-}
-
-}  // namespace
 
 OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::unique_ptr<Transport> transport,
                                    telemetry::SelfTelemetry* telemetry)
-    : options_(options), telemetry_(telemetry), sender_(std::move(transport), PolicyFrom(options)) {
+    : options_(options),
+      telemetry_(telemetry),
+      sender_(std::move(transport), RetryPolicyFor(options, Signal::kTraces)) {
   if (options_.max_export_batch_spans == 0) options_.max_export_batch_spans = 1;
   if (options_.max_queue_spans < options_.max_export_batch_spans) options_.max_queue_spans = options_.max_export_batch_spans;
   thread_ = std::thread([this] { Run(); });

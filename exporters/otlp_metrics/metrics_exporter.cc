@@ -12,9 +12,7 @@ OtlpMetricsExporter::OtlpMetricsExporter(const otlp::OtlpExporterOptions& option
     : interval_ms_(interval_ms),
       encoder_(temporality, std::move(resource)),
       source_(std::move(source)),
-      sender_(std::move(transport), otlp::RetryPolicy{options.max_attempts, options.initial_backoff_ms,
-                                                      options.max_backoff_ms, options.max_retry_after_ms,
-                                                      otlp::TimeoutMsFor(options, otlp::Signal::kMetrics)}) {
+      sender_(std::move(transport), otlp::RetryPolicyFor(options, otlp::Signal::kMetrics)) {
   thread_ = std::thread([this] { Run(); });
 }
 
