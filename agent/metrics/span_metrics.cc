@@ -50,12 +50,6 @@ const int64_t* IntAttribute(const Span& span, std::string_view key) {
   return value ? std::get_if<int64_t>(value) : nullptr;
 }
 
-std::string Endpoint(const uint8_t address[16], uint16_t port) {
-  std::string text = spans::FormatAddress(address);
-  if (text.find(':') != std::string::npos) text = "[" + text + "]";
-  return text + ":" + std::to_string(port);
-}
-
 // Pairing keys are raw bytes: formatting addresses for every span would cost more than
 // the rest of the aggregation.
 void AppendEndpointBytes(std::string* key, const uint8_t address[16], uint16_t port) {
@@ -230,7 +224,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
 }
 
 std::string SpanMetrics::PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const {
-  const std::string endpoint = Endpoint(address, port);
+  const std::string endpoint = spans::FormatEndpoint(address, port);
   const std::string host = spans::FormatAddress(address);
   const PeerName* host_match = nullptr;
   for (const PeerName& peer : options_.peer_names) {

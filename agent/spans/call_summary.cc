@@ -76,11 +76,8 @@ void CallSummary::Add(const Span& span) {
   bool server = span.kind == SpanKind::kServer;
   bool error = span.status == StatusCode::kError;
   uint64_t duration_ns = span.end_unix_ns - span.start_unix_ns;
-  EndpointKey local, peer;
-  std::memcpy(local.address.data(), span.tuple.local_addr, 16);
-  local.port = span.tuple.local_port;
-  std::memcpy(peer.address.data(), span.tuple.remote_addr, 16);
-  peer.port = span.tuple.remote_port;
+  const EndpointKey local = EndpointOf(span.tuple.local_addr, span.tuple.local_port);
+  const EndpointKey peer = EndpointOf(span.tuple.remote_addr, span.tuple.remote_port);
   if (service_by_endpoint_.size() < 4 * kMaxEdges) service_by_endpoint_[local] = span.service;
   if (!server) {
     if (client_service_by_span_id_.size() >= kMaxKnownClientSpans) client_service_by_span_id_.clear();
@@ -143,7 +140,7 @@ std::vector<CallSummaryRow> CallSummary::Rows() const {
     } else {
       if (peer_traced) continue;  // the traced server's spans count this call
       caller = key.service;
-      callee = overflow ? "(other)" : HostText(key.peer.address) + ":" + std::to_string(key.peer.port);
+      callee = overflow ? "(other)" : FormatEndpoint(key.peer.address.data(), key.peer.port);
     }
     Edge& target = merged[{caller, callee}];
     target.count += edge.count;

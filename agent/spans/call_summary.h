@@ -59,6 +59,12 @@ class CallSummary {
     uint16_t port = 0;
     auto operator<=>(const EndpointKey&) const = default;
   };
+  static EndpointKey EndpointOf(const uint8_t address[16], uint16_t port) {
+    EndpointKey key;
+    std::memcpy(key.address.data(), address, 16);
+    key.port = port;
+    return key;
+  }
   struct EndpointHash {
     size_t operator()(const EndpointKey& e) const {
       uint64_t words[2];

@@ -56,6 +56,12 @@ std::string FormatAddress(const uint8_t address[16]) {
   return text;
 }
 
+std::string FormatEndpoint(const uint8_t address[16], uint16_t port) {
+  std::string text = FormatAddress(address);
+  if (text.find(':') != std::string::npos) text = "[" + text + "]";
+  return text + ":" + std::to_string(port);
+}
+
 SpanAssembler::Endpoints SpanAssembler::EndpointKey(const uint8_t addr_a[16], uint16_t port_a,
                                                    const uint8_t addr_b[16], uint16_t port_b) {
   Endpoints key;

@@ -220,5 +220,7 @@ class SpanAssembler : public conntrack::TrackerSink {
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
 std::string FormatAddress(const uint8_t address[16]);
+// "127.0.0.1:8080", "[::1]:8080".
+std::string FormatEndpoint(const uint8_t address[16], uint16_t port);
 
 }  // namespace flowtracer::spans
