@@ -298,7 +298,6 @@ void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_me
   }
   WireWriter writer(&groups_[it->second].span_fields, kMaxFieldPrefixBytes + span_message.size());
   writer.Bytes(2, span_message);  // ScopeSpans.spans
-  ++spans_;
 }
 
 void TraceRequestEncoder::Finish(std::string* out) {
@@ -334,7 +333,6 @@ void TraceRequestEncoder::Finish(std::string* out) {
   }
   used_groups_ = 0;
   group_of_.clear();
-  spans_ = 0;
 }
 
 }  // namespace flowtracer::exporters::otlp

@@ -56,8 +56,6 @@ class TraceRequestEncoder {
   // Replaces `out` with the request's bytes and starts a new, empty request.
   void Finish(std::string* out);
 
-  size_t spans() const { return spans_; }
-
  private:
   struct Group {
     const Resource* resource = nullptr;
@@ -66,7 +64,6 @@ class TraceRequestEncoder {
   std::vector<Group> groups_;  // [0, used_groups_) belong to the current request
   size_t used_groups_ = 0;
   std::unordered_map<const Resource*, size_t> group_of_;
-  size_t spans_ = 0;
 };
 
 }  // namespace flowtracer::exporters::otlp
