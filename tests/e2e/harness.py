@@ -5,6 +5,7 @@ Environment: FLOWTRACER (the binary), IO_CLIENT (tests/e2e/io_client), FLOWTRACE
 (auto, socket or syscall: the hook family every run is forced to)."""
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,6 +24,27 @@ def free_port(family=socket.AF_INET):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_issued_ports = set()
+
+
+def port_in_range(first, last):
+    """A free loopback port in [first, last] (a suite's own range), never one handed out
+    before in this run: two ports picked before either is bound must differ, and a port a
+    finished test used may still be held by a process on its way out."""
+    for _ in range(200):
+        port = random.randint(first, last)
+        if port in _issued_ports:
+            continue
+        _issued_ports.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in {first}-{last}")
 
 
 def wait_for_port(port, host="127.0.0.1", timeout_s=10):

@@ -6,7 +6,6 @@ OTLP/HTTP protobuf, gzip and gRPC; collector faults (absent at start, gone mid-r
 import http.client
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -16,31 +15,15 @@ import time
 import unittest
 import urllib.request
 
-from harness import FLOWTRACER, HOOKS, E2ETest, Process, start_test_server
+from harness import FLOWTRACER, HOOKS, E2ETest, Process, port_in_range, start_test_server
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node")
 RECEIVER = os.path.join(NODE_DIR, "otlp_receiver.js")
 
 
-_issued_ports = set()
-
-
 def area_port():
-    """A free loopback port in this suite's range (19000-19999), never one handed out before
-    in this run: two ports picked before either is bound must differ, and a port a finished
-    test used may still be held by a process on its way out."""
-    for _ in range(200):
-        port = random.randint(19000, 19999)
-        if port in _issued_ports:
-            continue
-        _issued_ports.add(port)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port in 19000-19999")
+    """A free port in this suite's range, 19000-19999."""
+    return port_in_range(19000, 19999)
 
 
 class Receiver:

@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import HERE, E2ETest, Process, Tracer, wait_for_port
+from harness import HERE, E2ETest, Process, Tracer, port_in_range, wait_for_port
 
 NODE = "node"
 NODE_SERVICE = os.path.join(HERE, "node_service.js")
@@ -32,16 +32,8 @@ PARENT = "00f067aa0ba902b7"
 
 
 def area_port():
-    """A free TCP port in 18000-18999."""
-    for _ in range(200):
-        port = random.randint(18000, 18999)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port in 18000-18999")
+    """A free port in this suite's range, 18000-18999."""
+    return port_in_range(18000, 18999)
 
 
 def request_id(span):
