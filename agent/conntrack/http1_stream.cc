@@ -23,19 +23,18 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
                                std::vector<HttpExchange>* done) {
   side.message.end_ns = stream.TimestampAt(end_position - 1);
   stream.SkipTo(end_position);
-  HttpMessageRecord message = std::move(side.message);
-  side.message = {};
   side.stage = Stage::kSeek;
+  // side.message is moved from below and left so: the next head resets it.
 
   if (side.type == MessageType::kRequest) {
     if (pending_.size() >= kMaxPendingRequests) {
       pending_.erase(pending_.begin());
       ++stats_.pending_overflow;
     }
-    pending_.push_back(std::move(message));
+    pending_.push_back(std::move(side.message));
     return;
   }
-  int status = message.head.status_code;
+  int status = side.message.head.status_code;
   if (status >= 100 && status < 200 && status != 101) return;  // interim (100 Continue)
   if (expired_awaiting_response_ > 0) {
     // HTTP/1 answers in order: this answers a request already ended by the timeout, and
@@ -48,15 +47,15 @@ void Http1Conversation::Finish(Side& side, ByteStream& stream, uint64_t end_posi
     ++stats_.orphan_responses;
     return;
   }
-  HttpExchange exchange;
+  // Built in place: an exchange is two large records, and each move of one costs.
+  HttpExchange& exchange = done->emplace_back();
   exchange.request = std::move(pending_.front());
   pending_.erase(pending_.begin());
   // Between requests a keep-alive connection holds no pending storage (one allocation
   // per request is cheaper than ~250 bytes on every idle connection).
   if (pending_.empty()) pending_.shrink_to_fit();
-  exchange.response = std::move(message);
+  exchange.response = std::move(side.message);
   if (status == 101) upgraded_ = true;
-  done->push_back(std::move(exchange));
 }
 
 bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExchange>* done,
@@ -92,8 +91,10 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
         side.stage = Stage::kHead;
         return true;
       }
-      http1::Message head;
-      ParseState state = http1::ParseHead(side.type, data, &head);
+      // Parsed straight into the side's record, reset first (Finish leaves it moved-from);
+      // only a complete or ignored head writes into it.
+      side.message = {};
+      ParseState state = http1::ParseHead(side.type, data, &side.message.head);
       if (state == ParseState::kNeedsMoreData) {
         // The head continues past captured bytes into a hole: it can never complete.
         bool hole_follows = stream.read_position() + data.size() < stream.end_position();
@@ -108,15 +109,13 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
         return true;
       }
       if (state == ParseState::kIgnored) {
-        stream.Consume(head.head_bytes ? head.head_bytes : 1);
+        stream.Consume(side.message.head.head_bytes ? side.message.head.head_bytes : 1);
         return true;
       }
       uint64_t start = stream.read_position();
-      side.message = {};
       side.message.start_ns = stream.TimestampAt(start);
       side.message.tid = stream.TidAt(start);
       side.message.start_seq = stream.SeqAt(start);
-      side.message.head = std::move(head);
       if (side.type == MessageType::kRequest) {
         side.message.request_index = next_request_index_++;
         if (started) (*started)(side.message);

@@ -283,6 +283,25 @@ TEST(Http1Parse, MalformedHeaderLinesAreInvalid) {
   EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1\r\n\tX-A: 1\r\n\r\n"), ParseState::kInvalid);
 }
 
+TEST(Http1Parse, KeptFieldsMatchTheirNamesInAnyCaseAndNothingElse) {
+  // Names of a kept name's length that differ in one byte, in its first, middle or last
+  // word, or by a token character that case folding would map onto a letter or '-'.
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest,
+                      "GET / HTTP/1.1\r\nhosT: a\r\nhost_: b\r\nHosu: c\r\nCONTENT-LENGTH: 0\r\n"
+                      "content_length: 9\r\ncontent-lengtH: 0\r\ncontent-lenGTX: 1\r\n"
+                      "tRaNsFeR-eNcOdInG: chunked\r\ntransfer-encodinh: x\r\nTraceparent: t\r\n"
+                      "traceparenu: u\r\ntracesTATE: s\r\nuser~agent: z\r\n\r\n",
+                      &m),
+            ParseState::kSuccess);
+  std::vector<std::string> kept;
+  for (const auto& [name, value] : m.headers) kept.push_back(name);
+  EXPECT_EQ(kept, (std::vector<std::string>{"hosT", "CONTENT-LENGTH", "content-lengtH",
+                                            "tRaNsFeR-eNcOdInG", "Traceparent", "tracesTATE"}));
+  EXPECT_EQ(m.framing, BodyFraming::kChunked);
+  EXPECT_EQ(m.field_count, 13u);
+}
+
 TEST(Http1Parse, HeaderLookupIsCaseInsensitive) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest,

@@ -150,16 +150,55 @@ constexpr uint64_t kKeptFieldLengths = [] {
   return lengths;
 }();
 
-// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length and
-// first byte rule out almost every other name before any full comparison.
+// Kept names are lowercase letters and '-', at least 4 bytes long. For such a name,
+// OR-ing 0x20 into each byte of a field name (a token, so no CR) lowercases it exactly:
+// a letter matches either case, and '-' only '-'. That lets names be compared 4 or 8
+// bytes at a time.
+constexpr bool IsFoldableName(std::string_view name) {
+  if (name.size() < 4) return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || c == '-')) return false;
+  }
+  return true;
+}
+static_assert(std::all_of(kKeptFieldNames.begin(), kKeptFieldNames.end(), IsFoldableName),
+              "EqualsFoldableName needs lowercase kept names of 4 bytes or more");
+
+template <typename Word>
+Word LoadFolded(const char* at) {
+  Word word;
+  std::memcpy(&word, at, sizeof(word));
+  return word | static_cast<Word>(0x2020202020202020ull);
+}
+template <typename Word>
+Word Load(const char* at) {
+  Word word;
+  std::memcpy(&word, at, sizeof(word));
+  return word;
+}
+
+// `name` (a field name token) equals `kept` (IsFoldableName) ignoring case; same sizes.
+bool EqualsFoldableName(std::string_view name, std::string_view kept) {
+  const size_t size = kept.size();
+  const char* a = name.data();
+  const char* b = kept.data();
+  if (size < 8) {  // two overlapping 4-byte words
+    return LoadFolded<uint32_t>(a) == Load<uint32_t>(b) &&
+           LoadFolded<uint32_t>(a + size - 4) == Load<uint32_t>(b + size - 4);
+  }
+  for (size_t at = 0; at + 8 < size; at += 8) {
+    if (LoadFolded<uint64_t>(a + at) != Load<uint64_t>(b + at)) return false;
+  }
+  return LoadFolded<uint64_t>(a + size - 8) == Load<uint64_t>(b + size - 8);
+}
+
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length rules
+// out most other names before any comparison.
 int KeptFieldIndex(std::string_view name) {
   if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
-  const char first = ToLowerAscii(name.front());
   for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
     const std::string_view kept = kKeptFieldNames[i];
-    if (name.size() == kept.size() && first == kept.front() && EqualsIgnoreCase(name, kept)) {
-      return static_cast<int>(i);
-    }
+    if (name.size() == kept.size() && EqualsFoldableName(name, kept)) return static_cast<int>(i);
   }
   return -1;
 }
