@@ -187,6 +187,31 @@ class OtlpSink:
 # ---- The agent
 
 
+class NoopHooks:
+    """bench/noop_hooks: programs that return at once, on the data hooks the agent prefers
+    (the socket tracepoints). Their phase is the floor of hooking alone, in the same run."""
+
+    def __init__(self, flowtracer):
+        binary = os.path.join(os.path.dirname(os.path.abspath(flowtracer)), "bench", "noop_hooks")
+        if not os.path.exists(binary):
+            raise RuntimeError(f"{binary} is missing: build the `benchmarks` target")
+        self.process = subprocess.Popen([binary, "socket"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        line = self.process.stdout.readline()  # "attached N programs", or why not
+        if not line.startswith("attached"):
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"noop_hooks did not attach: {line.strip()}")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 def otlp_available(flowtracer):
     """`flowtracer agent` (OTLP export) exists in this build."""
     result = subprocess.run([flowtracer, "--help"], capture_output=True, text=True)
@@ -335,7 +360,14 @@ def run_h2load_rate(port, rate, duration_s, clients):
 
 
 def measure(flowtracer, mode, extra_args, load):
-    """Runs `load()` with the agent in `mode` ('none', 'capture', 'otlp'); returns stats."""
+    """Runs `load()` with the agent in `mode` ('none', 'noop', 'capture', 'otlp'); returns
+    stats."""
+    if mode == "noop":
+        hooks = NoopHooks(flowtracer)
+        try:
+            return load()
+        finally:
+            hooks.stop()
     agent = Agent(flowtracer, mode, extra_args) if mode != "none" else None
     sampler = RssSampler(agent.pid) if agent else None
     cpu_before = cpu_seconds(agent.pid) if agent else 0.0
@@ -375,7 +407,7 @@ def fmt(value, digits=1):
 
 def nginx_main(args):
     flowtracer = args.flowtracer
-    modes = ["none", "capture"] + (["capture_nice"] if args.nice_phase else [])
+    modes = ["none", "noop", "capture"] + (["capture_nice"] if args.nice_phase else [])
     sink = None
     have_otlp = otlp_available(flowtracer)
     if have_otlp:
@@ -386,7 +418,7 @@ def nginx_main(args):
     if args.baseline:
         # The same phases with another build, interleaved with this one's: a before/after
         # comparison from one run.
-        modes += [f"{mode}@base" for mode in modes[1:]]
+        modes += [f"{mode}@base" for mode in modes if mode not in ("none", "noop")]
     extra = args.agent_args.split() if args.agent_args else []
     nginx = Nginx(args.workers)
     results = {}  # (load, mode) -> [stats]
@@ -427,8 +459,9 @@ def nginx_main(args):
             if not rows:
                 continue
             rps, p50, p99 = med(rows, "rps"), med(rows, "p50_us"), med(rows, "p99_us")
+            agent_ran = mode not in ("none", "noop")
             cpu_per_10k = None
-            if mode != "none":
+            if agent_ran:
                 cpu_per_10k = statistics.median(r["agent_cpu_s"] / r["requests"] * 10000 for r in rows)
             row = {
                 "rps": rps, "throughput_ratio": rps / base_rps, "p50_us": p50, "p99_us": p99,
@@ -437,10 +470,10 @@ def nginx_main(args):
                 "p99_added_us": p99 - base_p99 if p99 is not None and base_p99 is not None else None,
                 "agent_cpu_pct": med(rows, "agent_cpu_pct"), "agent_cpu_s_per_10k": cpu_per_10k,
                 "agent_runqueue_wait_pct": med(rows, "agent_runqueue_wait_pct"),
-                "rss_start_mb": (max(r["rss_start_kb"] for r in rows) / 1024) if mode != "none" else None,
-                "rss_steady_mb": (med(rows, "rss_steady_kb") / 1024) if mode != "none" else None,
-                "rss_peak_mb": (max(r["rss_peak_kb"] for r in rows) / 1024) if mode != "none" else None,
-                "events_lost": sum(r["events_lost"] for r in rows) if mode != "none" else None,
+                "rss_start_mb": (max(r["rss_start_kb"] for r in rows) / 1024) if agent_ran else None,
+                "rss_steady_mb": (med(rows, "rss_steady_kb") / 1024) if agent_ran else None,
+                "rss_peak_mb": (max(r["rss_peak_kb"] for r in rows) / 1024) if agent_ran else None,
+                "events_lost": sum(r["events_lost"] for r in rows) if agent_ran else None,
             }
             summary[f"{load_name}/{mode}"] = row
             log(f"{mode:17} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
@@ -450,7 +483,7 @@ def nginx_main(args):
                 f"{fmt(row['rss_start_mb']):>9} {fmt(row['rss_steady_mb']):>7} {fmt(row['rss_peak_mb']):>6} "
                 f"{fmt(row['events_lost'], 0):>8}")
         losses = {}
-        for mode in modes[1:]:
+        for mode in modes:
             for r in results.get((load_name, mode), []):
                 for k, v in r.get("losses", {}).items():
                     losses[f"{mode}: {k}"] = losses.get(f"{mode}: {k}", 0) + v
