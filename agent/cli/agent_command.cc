@@ -95,6 +95,9 @@ void CopyCounters(const loader::CounterValues& kernel, const pipeline::TracePipe
   set(t->events_lost_malformed, stats.malformed_records);
   set(t->events_lost_unknown_connection, stats.data_for_unknown_connection);
   set(t->stream_gap_bytes, stats.gap_bytes);
+  // Rounded up: a share that still traces something never reads 0.
+  set(t->connections_traced_percent,
+      (uint64_t{pipeline.traced_share()} * 100 + conntrack::kAllConnectionsTraced - 1) / conntrack::kAllConnectionsTraced);
   std::vector<std::pair<std::string, uint64_t>> anomalies;
   for (pipeline::PipelineAnomaly& anomaly : pipeline.Anomalies())
     anomalies.emplace_back(std::move(anomaly.reason), anomaly.value);
@@ -132,6 +135,7 @@ void PrintConfig(const AgentConfig& config) {
   for (const auto& [key, value] : e.resource_attributes) fmt::print("resource attribute: {}={}\n", key, value);
   fmt::print("pids: {}\nports: {}\nhooks: {}\nmax payload bytes: {}\n", Join(config.pids), Join(config.ports),
              config.hooks, config.max_payload_bytes);
+  fmt::print("max cpu: {}\n", config.max_cpu_percent ? fmt::format("{}% of a core", config.max_cpu_percent) : "none");
   for (const std::string& service : config.services) fmt::print("service: {}\n", service);
   fmt::print("health: {}\nshutdown timeout: {}ms\n", config.health_listen, config.shutdown_timeout_ms);
   fmt::print("metrics interval: {}\nmetrics temporality: {}\n",
@@ -174,6 +178,8 @@ Runner AddAgentCommand(CLI::App& app) {
       {"--shutdown-timeout", "shutdown.timeout", "Longest wait to send what is queued on exit; default 5s"},
       {"--hooks", "trace.hooks", "Data hooks: auto, socket or syscall"},
       {"--max-payload-bytes", "trace.max_payload_bytes", "Bytes copied from each read/write (64..16384)"},
+      {"--max-cpu", "trace.max_cpu_percent",
+       "CPU budget in percent of one core: past it, a share of connections is left untraced; 0 (default): none"},
       {"--metrics-interval", "metrics.interval", "OTLP metrics export period; 0 turns it off; default 15s"},
       {"--metrics-temporality", "metrics.temporality", "OTLP metrics temporality: cumulative (default) or delta"},
       {"--prometheus-port", "metrics.prometheus_port", "Prometheus endpoint port (/metrics); 0 turns it off; default 9464"},
@@ -331,6 +337,7 @@ Runner AddAgentCommand(CLI::App& app) {
     };
 
     pipeline::PipelineOptions pipeline_options;
+    pipeline_options.max_cpu_percent = config.max_cpu_percent;
     pipeline_options.http.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
     pipeline_options.messaging.monotonic_to_unix_ns = pipeline_options.http.monotonic_to_unix_ns;
     TracerControl control;

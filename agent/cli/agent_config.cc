@@ -114,6 +114,8 @@ const std::map<std::string, Section>& Schema() {
             })},
            {"max_payload_bytes",
             One([](Text v, Config* c) { c->max_payload_bytes = Number<uint32_t>(v, 64, FT_MAX_PAYLOAD); })},
+           {"max_cpu_percent",
+            One([](Text v, Config* c) { c->max_cpu_percent = Number<uint32_t>(v, 0, 1000); })},
            {"services", Many([](const YAML::Node& n, Config* c) {
               c->services.clear();
               for (const auto& [name, target] : StringMap(n)) c->services.push_back(name + "=" + target);

@@ -30,6 +30,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     uint16_t prometheus_port = 0;
     std::string prometheus_address = "0.0.0.0";
     std::string map;
+    uint32_t max_cpu_percent = 0;
   };
   auto flags = std::make_shared<Flags>();
   AddSessionFlags(command, &flags->session);
@@ -48,6 +49,11 @@ Runner AddCaptureCommand(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--prometheus-address", flags->prometheus_address,
                       "Address the Prometheus endpoint listens on")
+      ->capture_default_str();
+  command->add_option("--max-cpu", flags->max_cpu_percent,
+                      "CPU budget in percent of one core: past it, a share of connections is left "
+                      "untraced; 0 is none")
+      ->check(CLI::Range(0u, 1000u))
       ->capture_default_str();
   command->add_option("--map", flags->map,
                       "At the end, print the service map to stdout (spans only go to --output)")
@@ -124,6 +130,7 @@ Runner AddCaptureCommand(CLI::App& app) {
       else unflushed = true;
     };
     pipeline::PipelineOptions pipeline_options;
+    pipeline_options.max_cpu_percent = flags->max_cpu_percent;
     pipeline_options.http = assembler_options;
     pipeline_options.messaging.monotonic_to_unix_ns = assembler_options.monotonic_to_unix_ns;
     TracerControl control;

@@ -1,6 +1,7 @@
 #include "agent/conntrack/connection_tracker.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace flowtracer::conntrack {
@@ -14,6 +15,8 @@ struct ConnectionTracker::Connection {
   uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
   bool control_ignore = false;
+  uint32_t share_key = 0;  // ConnectionShareKey of the tuple
+  bool shed = false;       // outside the traced share: the kernel is told to ignore it
 
   explicit Connection(size_t max_buffered)
       : streams{ByteStream(max_buffered), ByteStream(max_buffered)} {}
@@ -68,7 +71,9 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
     info.role = static_cast<ft_role>(event.role);
     info.open_ns = event.header.timestamp_ns;
     connection->last_activity_ns = event.header.timestamp_ns;
-    connections_.emplace(info.conn_id, std::move(connection));
+    connection->share_key = ConnectionShareKey(info.tuple);
+    Connection& added = *connections_.emplace(info.conn_id, std::move(connection)).first->second;
+    if (added.share_key >= traced_share_) Shed(added);
     return;
   }
   Connection* connection = Find(event.header.conn_id);
@@ -85,11 +90,13 @@ void ConnectionTracker::OnData(const DataEvent& event) {
     return;
   }
   const ft_data_event& data = event.header;
+  connection->last_activity_ns = data.header.timestamp_ns;
+  // Records the kernel wrote before it learnt the connection was shed.
+  if (connection->shed) return;
   int direction = data.direction & 1;
   connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
                                      data.header.timestamp_ns, data.header.tid, data.seq_start);
   connection->bytes_moved[direction] += data.length;
-  connection->last_activity_ns = data.header.timestamp_ns;
   Process(*connection, /*closing=*/false);
 }
 
@@ -223,7 +230,7 @@ void ConnectionTracker::Emit(Connection& connection, const std::vector<HttpExcha
 void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   if (!control_) return;
   ft_conn_control control{};
-  bool ignore = connection.info.protocol == Protocol::kOpaque;
+  bool ignore = connection.info.protocol == Protocol::kOpaque || connection.shed;
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
     const NatsConversation* nats = connection.nats.get();
@@ -247,6 +254,59 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   control.flags = ignore ? FT_CONTROL_IGNORE : 0;
   connection.control_ignore = ignore;
   control_->SetConnControl(connection.info.conn_id, control);
+}
+
+uint32_t ConnectionShareKey(const ft_tuple& tuple) {
+  // The two endpoints in a fixed order, so the server's socket and the client's agree.
+  std::array<uint8_t, 18> a{}, b{};
+  std::memcpy(a.data(), tuple.local_addr, 16);
+  std::memcpy(b.data(), tuple.remote_addr, 16);
+  a[16] = tuple.local_port >> 8, a[17] = tuple.local_port & 0xff;
+  b[16] = tuple.remote_port >> 8, b[17] = tuple.remote_port & 0xff;
+  if (b < a) std::swap(a, b);
+  // FNV-1a over both, then a final mix: ports differ in few bits between connections.
+  uint64_t hash = 1469598103934665603ull;
+  for (const auto* endpoint : {&a, &b}) {
+    for (uint8_t byte : *endpoint) hash = (hash ^ byte) * 1099511628211ull;
+  }
+  hash ^= hash >> 33;
+  hash *= 0xff51afd7ed558ccdull;
+  hash ^= hash >> 33;
+  return static_cast<uint32_t>(hash & 0xffff);
+}
+
+void ConnectionTracker::SetTracedShare(uint32_t share) {
+  share = std::min(share, kAllConnectionsTraced);
+  if (share == traced_share_) return;
+  traced_share_ = share;
+  for (auto& [id, connection] : connections_) {
+    const bool shed = connection->share_key >= share;
+    if (shed == connection->shed) continue;
+    if (shed) {
+      Shed(*connection);
+    } else {
+      // Traced again: the streams start afresh at the next bytes, the parser at the next
+      // message start (what was moved meanwhile is not a gap).
+      connection->shed = false;
+      UpdateKernelControl(*connection);
+    }
+  }
+}
+
+void ConnectionTracker::Shed(Connection& connection) {
+  ++stats_.connections_shed;
+  stats_.requests_shed += connection.http.pending_requests();
+  // Its requests will never finish: the sink forgets them as for an evicted connection.
+  if (sink_ && connection.http.pending_requests() > 0) sink_->OnConnectionForgotten(connection.info);
+  Account(connection);  // what the old streams and parsers counted stays counted
+  const size_t max_buffered = options_.max_buffered_bytes_per_stream;
+  connection.streams[0] = ByteStream(max_buffered);
+  connection.streams[1] = ByteStream(max_buffered);
+  connection.http = Http1Conversation();
+  if (connection.nats) connection.nats = std::make_unique<NatsConversation>();
+  connection.control_skip_until[0] = connection.control_skip_until[1] = 0;
+  connection.shed = true;
+  UpdateKernelControl(connection);
 }
 
 void ConnectionTracker::Account(const Connection& connection) {

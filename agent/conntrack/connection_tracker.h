@@ -66,6 +66,14 @@ struct TrackerOptions {
   uint64_t min_skip_bytes = 4096;
 };
 
+// Shares of connections traced are in 1/65536: this is all of them (see SetTracedShare).
+inline constexpr uint32_t kAllConnectionsTraced = 65536;
+
+// Where a connection falls among shares, in [0, 65536): it is traced while the share is
+// above it. The same for both ends of a connection (the endpoints are ordered first), so
+// a client and a server on one host, or on two hosts with one budget, are shed together.
+uint32_t ConnectionShareKey(const ft_tuple& tuple);
+
 struct TrackerStats {
   uint64_t malformed_records = 0;
   uint64_t data_for_unknown_connection = 0;  // its CONN_OPEN was lost
@@ -82,6 +90,8 @@ struct TrackerStats {
   uint64_t nats_broker_connections_ignored = 0;  // nats-server's side: spans come from its clients
   uint64_t nats_messages_without_fingerprint = 0;
   uint64_t nats_uncaptured_bytes = 0;  // where messages may have been: those are lost
+  uint64_t connections_shed = 0;  // left untraced to keep within the CPU budget (opens, or later)
+  uint64_t requests_shed = 0;     // in flight on a connection when it was shed: no span
 };
 
 class ConnectionTracker {
@@ -101,6 +111,12 @@ class ConnectionTracker {
   // response are counted in `in_flight` and not emitted.
   void Flush(uint64_t* in_flight = nullptr);
 
+  // Trace only the connections whose ConnectionShareKey is below `share` (of 65536); the
+  // kernel stops copying the others. A connection shed mid-request loses that request
+  // (counted); one traced again resumes at its next message.
+  void SetTracedShare(uint32_t share);
+  uint32_t traced_share() const { return traced_share_; }
+
   const TrackerStats& stats() const { return stats_; }
   size_t connection_count() const { return connections_.size(); }
 
@@ -114,12 +130,14 @@ class ConnectionTracker {
   RequestStarted StartedCallback(Connection& connection);
   void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);
   void UpdateKernelControl(Connection& connection);
+  void Shed(Connection& connection);
   void ProcessNats(Connection& connection, bool closing);
 
   TrackerOptions options_;
   TrackerSink* sink_;
   KernelControl* control_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  uint32_t traced_share_ = kAllConnectionsTraced;
   TrackerStats stats_;
 };
 

@@ -119,8 +119,12 @@ class SocketTracer::RingReader {
     const uint64_t mask = data_bytes_ - 1;
     uint64_t consumed = __atomic_load_n(consumer_pos, __ATOMIC_RELAXED);
     uint64_t published = consumed;
+    const uint64_t started = consumed;
     int records = 0;
-    while (true) {
+    // At most one ring's worth per call: a producer as fast as this loop would otherwise
+    // keep it here for good, and the caller's once-a-second work (timeouts, the CPU
+    // budget) would never run.
+    while (consumed - started < data_bytes_) {
       const uint64_t produced = __atomic_load_n(producer_pos, __ATOMIC_ACQUIRE);
       if (consumed >= produced) break;
       bool busy = false;

@@ -7,6 +7,7 @@ namespace {
 
 std::string UnitOf(const std::string& name) {
   if (name.ends_with("_bytes")) return "By";
+  if (name.ends_with("_percent")) return "%";
   if (name.find(".spans") != std::string::npos || name.find("queue_depth") != std::string::npos) return "{span}";
   if (name.find(".events") != std::string::npos) return "{event}";
   return "{request}";

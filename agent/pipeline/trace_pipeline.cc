@@ -1,8 +1,12 @@
 #include "agent/pipeline/trace_pipeline.h"
 
+#include <time.h>
+
 #include <cstring>
 #include <string_view>
 #include <utility>
+
+#include <spdlog/spdlog.h>
 
 namespace flowtracer::pipeline {
 
@@ -12,7 +16,8 @@ TracePipeline::TracePipeline(PipelineOptions options, process::ProcessRegistry* 
     : processes_(processes),
       http_(options.http, processes, on_span),
       messaging_(options.messaging, processes, &http_, on_span, std::move(on_message_hop)),
-      tracker_(options.tracker, &messaging_, control) {}
+      tracker_(options.tracker, &messaging_, control),
+      shedder_(options.max_cpu_percent) {}
 
 void TracePipeline::OnRecord(const void* data, size_t size) {
   // Only the type is read on the hot path: data records are the common case.
@@ -28,7 +33,25 @@ void TracePipeline::OnRecord(const void* data, size_t size) {
   tracker_.OnRecord(data, size);
 }
 
+namespace {
+double ProcessCpuSeconds() {
+  timespec cpu{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  return static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9;
+}
+}  // namespace
+
 void TracePipeline::Tick(uint64_t now_ns) {
+  if (shedder_.enabled()) {
+    const uint32_t before = tracker_.traced_share();
+    const uint32_t share = shedder_.Update(ProcessCpuSeconds(), now_ns);
+    if (share != before) {
+      tracker_.SetTracedShare(share);
+      spdlog::info("CPU {:.1f}% of a core (budget {:.1f}%): tracing {:.1f}% of connections",
+                   100 * shedder_.last_cpu(), 100 * shedder_.max_cpu(),
+                   100.0 * share / conntrack::kAllConnectionsTraced);
+    }
+  }
   tracker_.Tick(now_ns);
   http_.Tick(now_ns);
   messaging_.Tick(now_ns);
@@ -68,6 +91,8 @@ std::vector<PipelineAnomaly> TracePipeline::Anomalies() const {
       {"event_loop_table_full", "event-loop processes not remembered (table full)", h.event_loop_table_full},
       {"same_host_not_linked", "same-host pairs not linked (ends in two traces)", h.same_host_not_linked},
       {"open_request_expired", "requests forgotten unanswered after 60 s", h.open_requests_expired},
+      {"connection_shed", "connections left untraced to keep within --max-cpu", t.connections_shed},
+      {"request_shed", "requests in flight on a connection when it was shed", t.requests_shed},
   };
 }
 

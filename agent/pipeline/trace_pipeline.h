@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agent/conntrack/connection_tracker.h"
+#include "agent/pipeline/load_shedder.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/messaging_assembler.h"
 #include "agent/spans/span_assembler.h"
@@ -25,6 +26,8 @@ struct PipelineAnomaly {
 };
 
 struct PipelineOptions {
+  // CPU budget, percent of one core (LoadShedder); 0: none, every connection is traced.
+  double max_cpu_percent = 0;
   conntrack::TrackerOptions tracker;
   spans::AssemblerOptions http;
   spans::MessagingOptions messaging;
@@ -39,7 +42,8 @@ class TracePipeline {
   TracePipeline& operator=(const TracePipeline&) = delete;
 
   void OnRecord(const void* data, size_t size);
-  // Timeouts, idle connections and held spans; `now_ns` on the kernel's clock.
+  // Timeouts, idle connections, held spans and the CPU budget; `now_ns` on the kernel's
+  // clock (CLOCK_MONOTONIC), about once a second.
   void Tick(uint64_t now_ns);
   // End of tracing: emits every span that can still be built and returns the requests
   // still awaiting a response (they are not emitted).
@@ -48,12 +52,15 @@ class TracePipeline {
   // Everything counted as lost or odd, except what the tracker's own stats name below.
   std::vector<PipelineAnomaly> Anomalies() const;
   const conntrack::TrackerStats& tracker_stats() const { return tracker_.stats(); }
+  // Of 65536 (conntrack::kAllConnectionsTraced when no budget applies).
+  uint32_t traced_share() const { return tracker_.traced_share(); }
 
  private:
   process::ProcessRegistry* processes_;
   spans::SpanAssembler http_;
   spans::MessagingAssembler messaging_;
   conntrack::ConnectionTracker tracker_;
+  LoadShedder shedder_;
 };
 
 }  // namespace flowtracer::pipeline

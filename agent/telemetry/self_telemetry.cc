@@ -15,6 +15,7 @@ std::vector<SelfTelemetry::Value> SelfTelemetry::Snapshot() const {
       {"flowtracer.events.lost", "malformed", c, get(events_lost_malformed)},
       {"flowtracer.events.lost", "unknown_connection", c, get(events_lost_unknown_connection)},
       {"flowtracer.stream.gap_bytes", "", c, get(stream_gap_bytes)},
+      {"flowtracer.connections.traced_percent", "", Kind::kGauge, get(connections_traced_percent)},
       {"flowtracer.spans.produced", "", c, get(spans_produced)},
       {"flowtracer.spans.exported", "", c, get(spans_exported)},
       {"flowtracer.spans.dropped", "queue_full", c, get(spans_dropped_queue_full)},

@@ -24,6 +24,8 @@ struct SelfTelemetry {
   std::atomic<uint64_t> events_lost_malformed{0};
   std::atomic<uint64_t> events_lost_unknown_connection{0};
   std::atomic<uint64_t> stream_gap_bytes{0};
+  // Share of connections traced under the CPU budget (--max-cpu), rounded up; gauge.
+  std::atomic<uint64_t> connections_traced_percent{100};
 
   // Spans.
   std::atomic<uint64_t> spans_produced{0};

@@ -237,5 +237,36 @@ http {{
         self.assertEqual(len(servers), 4000, log)
         self.assertTrue(all(s["attributes"]["http.response.status_code"] == 200 for s in servers))
 
+    def test_cpu_budget_sheds_whole_connections(self):
+        # wrk at saturation costs the agent far more than 1% of a core: with --max-cpu 1 it
+        # traces a share of the connections, says so, and counts the rest. Both ends of a
+        # connection are traced or shed together, so what is traced still pairs up.
+        if not shutil.which("wrk"):
+            self.skipTest("wrk is not installed")
+        port = free_port()
+        self._nginx(f"""
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}""")
+        wait_for_port(port)
+        tracer = Tracer(self, "capture", "--port", str(port), "--max-cpu", "1")
+        out = subprocess.run(["wrk", "-t1", "-c16", "-d5s", f"http://127.0.0.1:{port}/shed"], capture_output=True,
+                             text=True, timeout=60).stdout
+        records, log = tracer.stop(settle_s=1.0)
+        completed = int(out.split(" requests in ")[0].split()[-1])
+        self.assertIn("of connections", log)  # "CPU ...% of a core (budget 1.0%): tracing ...% of connections"
+        shed = [line for line in log.splitlines() if "connections left untraced to keep within --max-cpu" in line]
+        self.assertEqual(len(shed), 1, log)
+        self.assertGreater(int(shed[0].split()[-1]), 0, log)
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        clients = spans_of(records, "CLIENT", **{"server.port": port})
+        self.assertLess(len(servers), completed, log)
+        self.assertTrue(all(s["attributes"].get("http.response.status_code") == 200
+                            for s in servers if "error.type" not in s["attributes"]), log)
+        # A request cut by a shedding or by the end of the run may lack its other end: at
+        # most one per connection per change of share, never a one-sided trace at large.
+        in_flight = int(next((line.split()[-1] for line in log.splitlines()
+                              if "in flight on a connection when it was shed" in line), "0"))
+        self.assertLessEqual(abs(len(servers) - len(clients)), in_flight + 2 * 16, log)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -500,9 +500,10 @@ class AgentConfigTest(unittest.TestCase):
 
     def test_precedence(self):
         text = ("exporter:\n  endpoint: http://from-file:4318\n  compression: gzip\n  timeout: 3s\n"
-                "trace:\n  ports: [8080]\nresource:\n  attributes:\n    team: file\n")
+                "trace:\n  ports: [8080]\n  max_cpu_percent: 7\nresource:\n  attributes:\n    team: file\n")
         result = check_config(config_text=text, test=self)
         self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("max cpu: 7% of a core\n", result.stdout)
         self.assertIn("traces endpoint: http://from-file:4318/v1/traces", result.stdout)
         self.assertIn("compression: gzip", result.stdout)
         self.assertIn("timeout: 3000ms", result.stdout)
@@ -518,8 +519,9 @@ class AgentConfigTest(unittest.TestCase):
         self.assertIn("resource attribute: team=env", result.stdout)
 
         result = check_config("--endpoint", "http://from-flag:4317", "--protocol", "grpc", "--compression", "none",
-                              "--port", "9090", config_text=text, env=env, test=self)
+                              "--port", "9090", "--max-cpu", "0", config_text=text, env=env, test=self)
         self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("max cpu: none\n", result.stdout)
         self.assertIn("traces endpoint: http://from-flag:4317\n", result.stdout)
         self.assertIn("protocol: grpc", result.stdout)
         self.assertIn("compression: none", result.stdout)
@@ -619,6 +621,7 @@ class AgentConfigErrorsTest(unittest.TestCase):
             ("exporter:\n  protocol: thrift\n", "exporter.protocol", "thrift"),
             ("exporter:\n  timeout: soon\n", "exporter.timeout", "duration"),
             ("trace:\n  ports: [80, 99999]\n", "trace.ports", "99999"),
+            ("trace:\n  max_cpu_percent: lots\n", "trace.max_cpu_percent", "lots"),
             ("health:\n  listen: nowhere\n", "health.listen", "HOST:PORT"),
         ]
         for text, key, reason in cases:

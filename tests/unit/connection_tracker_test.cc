@@ -44,6 +44,7 @@ struct FakeSink : TrackerSink {
     closed.push_back({c, sent, received});
     order.push_back("closed");
   }
+  void OnConnectionForgotten(const ConnectionInfo&) override { order.push_back("forgotten"); }
 };
 
 struct FakeControl : KernelControl {
@@ -1005,6 +1006,78 @@ TEST(Http1ConversationTest, PendingRequestsAreBounded) {
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].request.head.target, "/2");  // the two oldest were dropped
   EXPECT_EQ(done[0].request.request_index, 2u);
+}
+
+// ---- Load shedding (the CPU budget).
+
+TEST(ConnectionShareKeyTest, BothEndsOfAConnectionShareTheKey) {
+  ft_tuple server = records::LoopbackTuple();
+  ft_tuple client = server;
+  std::swap(client.local_port, client.remote_port);
+  std::swap(client.local_addr, client.remote_addr);
+  EXPECT_EQ(ConnectionShareKey(server), ConnectionShareKey(client));
+  EXPECT_LT(ConnectionShareKey(server), kAllConnectionsTraced);
+  // Client ports a few apart fall all over the range: a share traces about that share.
+  size_t below_quarter = 0;
+  for (uint16_t port = 40000; port < 44000; ++port) {
+    client.local_port = port;
+    if (ConnectionShareKey(client) < kAllConnectionsTraced / 4) ++below_quarter;
+  }
+  EXPECT_GT(below_quarter, 850u);
+  EXPECT_LT(below_quarter, 1150u);
+}
+
+TEST(ConnectionTrackerTest, ConnectionOutsideTheTracedShareIsIgnoredFromItsOpen) {
+  Harness h;
+  const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
+  h.tracker.SetTracedShare(key);  // traced: keys below `key` only
+  h.Open(7, FT_ROLE_SERVER);
+  ASSERT_EQ(h.control.sets.size(), 1u);
+  EXPECT_EQ(h.control.sets[0].first, 7u);
+  EXPECT_EQ(h.control.sets[0].second.flags, FT_CONTROL_IGNORE);
+  // What the kernel sent before it read the control is dropped.
+  h.Request(7, "GET /a HTTP/1.1\r\n\r\n", 10);
+  h.Response(7, kOk2, 20);
+  EXPECT_TRUE(h.sink.started.empty());
+  EXPECT_TRUE(h.sink.exchanges.empty());
+  EXPECT_EQ(h.tracker.stats().connections_shed, 1u);
+  EXPECT_EQ(h.tracker.stats().requests_shed, 0u);
+  h.Close(7, 30);
+  EXPECT_EQ(h.control.forgets, std::vector<uint64_t>{7});
+}
+
+TEST(ConnectionTrackerTest, ShedMidRequestThenTracedAgainAtTheNextRequest) {
+  Harness h;
+  const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
+  h.Open(7, FT_ROLE_SERVER);
+  h.Request(7, "GET /first HTTP/1.1\r\n\r\n", 10);
+  h.Response(7, kOk2, 20);
+  h.Request(7, "GET /cut HTTP/1.1\r\n\r\n", 30);
+  ASSERT_EQ(h.sink.exchanges.size(), 1u);
+  ASSERT_EQ(h.sink.started.size(), 2u);
+
+  h.tracker.SetTracedShare(key);
+  EXPECT_EQ(h.tracker.stats().connections_shed, 1u);
+  EXPECT_EQ(h.tracker.stats().requests_shed, 1u);  // /cut never gets its span
+  EXPECT_EQ(h.sink.order.back(), "forgotten");      // the assembler drops it too
+  ASSERT_EQ(h.control.sets.size(), 1u);
+  EXPECT_EQ(h.control.sets.back().second.flags, FT_CONTROL_IGNORE);
+
+  // While shed, the kernel copies nothing: only stream offsets move on.
+  h.SendUncaptured(7, FT_DIR_EGRESS, static_cast<uint32_t>(kOk2.size()), 40);
+  h.tracker.SetTracedShare(kAllConnectionsTraced);
+  ASSERT_EQ(h.control.sets.size(), 2u);
+  EXPECT_EQ(h.control.sets.back().second.flags, 0u);
+  h.Request(7, "GET /again HTTP/1.1\r\n\r\n", 50);
+  h.Response(7, kOk2, 60);
+  ASSERT_EQ(h.sink.exchanges.size(), 2u);
+  EXPECT_EQ(h.exchange(1).request.head.target, "/again");
+  ASSERT_TRUE(h.exchange(1).response.has_value());
+  EXPECT_EQ(h.exchange(1).response->head.status_code, 200);
+  // Resuming is not a loss: no resync, no orphan response.
+  h.Close(7, 70);
+  EXPECT_EQ(h.tracker.stats().http_resyncs, 0u);
+  EXPECT_EQ(h.tracker.stats().http_orphan_responses, 0u);
 }
 
 }  // namespace

@@ -714,7 +714,7 @@ TEST(SelfTelemetryTest, SnapshotNamesAreTheDocumentedOnes) {
       "flowtracer.stream.gap_bytes", "flowtracer.spans.produced", "flowtracer.spans.exported",
       "flowtracer.spans.dropped{queue_full}", "flowtracer.spans.dropped{export_failed}",
       "flowtracer.spans.dropped{rejected}", "flowtracer.spans.dropped{shutdown}", "flowtracer.export.requests",
-      "flowtracer.export.errors", "flowtracer.export.queue_depth"};
+      "flowtracer.export.errors", "flowtracer.export.queue_depth", "flowtracer.connections.traced_percent"};
   EXPECT_EQ(names, documented);
 }
 
