@@ -11,6 +11,7 @@ import argparse
 import http.server
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -221,13 +222,14 @@ def otlp_available(flowtracer):
 class Agent:
     """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10: it
     yields to the traced programs when the CPUs are saturated) or 'otlp' (agent exporting
-    to the sink)."""
+    to the sink); 'capture_budget' and 'otlp_budget' are the same with the CPU budget that
+    `extra_args` then carries (--max-cpu)."""
 
     def __init__(self, flowtracer, mode, extra_args):
         self.mode = mode
         self.log_path = tempfile.mktemp(prefix=f"ft-bench-{mode}.", suffix=".log")
         self.log = open(self.log_path, "w")
-        if mode in ("capture", "capture_nice"):
+        if mode in ("capture", "capture_nice", "capture_budget"):
             command = [flowtracer, "capture", "-d", "0", "-o", "/dev/null"] + extra_args
             if mode == "capture_nice":
                 command = ["nice", "-n", "10"] + command
@@ -384,7 +386,10 @@ def measure(flowtracer, mode, extra_args, load):
         # Steady: the second half of the load.
         stats["rss_steady_kb"] = statistics.median(samples[len(samples) // 2:]) if samples else 0
         stats["rss_start_kb"] = agent.start_hwm_kb
-        losses, hwm, _ = agent.stop()
+        losses, hwm, text = agent.stop()
+        shares = re.findall(r"tracing ([0-9.]+)% of connections", text)
+        if shares:
+            stats["traced_pct_last"] = float(shares[-1])  # the CPU budget's last decision
         stats["rss_peak_kb"] = hwm
         stats["events_lost"] = events_lost(losses)
         stats["losses"] = losses
@@ -408,10 +413,14 @@ def fmt(value, digits=1):
 def nginx_main(args):
     flowtracer = args.flowtracer
     modes = ["none", "noop", "capture"] + (["capture_nice"] if args.nice_phase else [])
+    if args.budget_phase:
+        modes.append("capture_budget")
     sink = None
     have_otlp = otlp_available(flowtracer)
     if have_otlp:
         modes.append("otlp")
+        if args.budget_phase:
+            modes.append("otlp_budget")
         sink = OtlpSink()
     else:
         log("# capture+OTLP phase: not available (this build has no `flowtracer agent`)")
@@ -434,7 +443,8 @@ def nginx_main(args):
             for load_name in selected:
                 for mode in rotated(modes, round_index):
                     binary = args.baseline if mode.endswith("@base") else flowtracer
-                    stats = measure(binary, mode.removesuffix("@base"), extra, loads[load_name])
+                    phase_args = extra + (["--max-cpu", str(args.budget_phase)] if "_budget" in mode else [])
+                    stats = measure(binary, mode.removesuffix("@base"), phase_args, loads[load_name])
                     results.setdefault((load_name, mode), []).append(stats)
                     log(f"round {round_index + 1} {load_name:8} {mode:12} " + json.dumps(
                         {k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()
@@ -603,6 +613,8 @@ def main():
     nginx.add_argument("--loads", default="wrk,rate10k,rate20k")
     nginx.add_argument("--baseline", help="another flowtracer build measured in the same run "
                        "(its phases are suffixed @base)")
+    nginx.add_argument("--budget-phase", type=int, metavar="PERCENT",
+                       help="also measure capture and the agent with --max-cpu PERCENT (load shedding)")
     nginx.add_argument("--nice-phase", action="store_true",
                        help="also measure capture at nice 10 (yields the CPU at saturation)")
     scale = sub.add_parser("scale")
