@@ -295,14 +295,15 @@ void ConnectionTracker::SetTracedShare(uint32_t share) {
 
 void ConnectionTracker::Shed(Connection& connection) {
   ++stats_.connections_shed;
-  stats_.requests_shed += connection.http.pending_requests();
+  const size_t unfinished = connection.http.unfinished_requests();
+  stats_.requests_shed += unfinished;
   // Its requests will never finish: the sink forgets them as for an evicted connection.
-  if (sink_ && connection.http.pending_requests() > 0) sink_->OnConnectionForgotten(connection.info);
+  if (sink_ && unfinished > 0) sink_->OnConnectionForgotten(connection.info);
   Account(connection);  // what the old streams and parsers counted stays counted
   const size_t max_buffered = options_.max_buffered_bytes_per_stream;
   connection.streams[0] = ByteStream(max_buffered);
   connection.streams[1] = ByteStream(max_buffered);
-  connection.http = Http1Conversation();
+  connection.http.Restart();
   if (connection.nats) connection.nats = std::make_unique<NatsConversation>();
   connection.control_skip_until[0] = connection.control_skip_until[1] = 0;
   connection.shed = true;

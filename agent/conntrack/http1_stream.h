@@ -70,6 +70,21 @@ class Http1Conversation {
   bool upgraded() const { return upgraded_; }
   const Http1Stats& stats() const { return stats_; }
   size_t pending_requests() const { return pending_.size(); }
+  // Requests reported as started that have no exchange yet: awaiting a response, or
+  // still in their body.
+  size_t unfinished_requests() const {
+    const bool reading_body = request_side_.stage == Stage::kBody || request_side_.stage == Stage::kChunked;
+    return pending_.size() + (reading_body ? 1 : 0);
+  }
+
+  // Drops every message in progress and starts over at the next message start (the
+  // connection stopped being traced). Request numbering goes on: ids already handed out
+  // stay unique on the connection.
+  void Restart() {
+    Http1Conversation fresh;
+    fresh.next_request_index_ = next_request_index_;
+    *this = std::move(fresh);
+  }
 
  private:
   enum class Stage { kSeek, kHead, kBody, kChunked, kUntilClose };

@@ -1046,6 +1046,22 @@ TEST(ConnectionTrackerTest, ConnectionOutsideTheTracedShareIsIgnoredFromItsOpen)
   EXPECT_EQ(h.control.forgets, std::vector<uint64_t>{7});
 }
 
+TEST(ConnectionTrackerTest, ShedWhileARequestBodyIsReadLosesThatRequestAndKeepsNumbering) {
+  Harness h;
+  const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
+  h.Open(7, FT_ROLE_SERVER);
+  h.Request(7, "POST /upload HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf", 10);
+  ASSERT_EQ(h.sink.started.size(), 1u);
+  h.tracker.SetTracedShare(key);
+  EXPECT_EQ(h.tracker.stats().requests_shed, 1u);
+  EXPECT_EQ(h.sink.order.back(), "forgotten");
+  h.tracker.SetTracedShare(kAllConnectionsTraced);
+  h.Request(7, "GET /next HTTP/1.1\r\n\r\n", 20);
+  ASSERT_EQ(h.sink.started.size(), 2u);
+  // Ids are keyed by (connection, request number): a restart must not reuse a number.
+  EXPECT_EQ(h.sink.started[1].second.request_index, 1u);
+}
+
 TEST(ConnectionTrackerTest, ShedMidRequestThenTracedAgainAtTheNextRequest) {
   Harness h;
   const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
