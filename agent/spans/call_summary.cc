@@ -55,19 +55,35 @@ uint64_t SpanKey(const SpanId& id) {
 }
 }  // namespace
 
-void CallSummary::AddByEndpoint(const std::string& service, bool server, const EndpointKey& peer,
-                                uint64_t duration_ns, bool error) {
-  EdgeKey key{service, server, peer};
-  // The overflow edge: an all-zero endpoint under a service name no process has.
-  if (!edges_.count(key) && edges_.size() >= kMaxEdges) key = EdgeKey{"(other)", server, EndpointKey{}};
-  AddSample(edges_[key], duration_ns, error);
+CallSummary::ServiceId CallSummary::IdOf(const std::string& service) {
+  if (auto it = service_ids_.find(service); it != service_ids_.end()) return it->second;
+  if (service_names_.size() >= kMaxServices) return kOtherService;
+  const auto id = static_cast<ServiceId>(service_names_.size());
+  service_names_.push_back(service);
+  service_ids_.emplace(service, id);
+  return id;
 }
 
-void CallSummary::AddNamed(const std::string& caller, const std::string& callee, uint64_t duration_ns,
-                           bool error) {
-  std::pair<std::string, std::string> key{caller, callee};
-  if (!named_edges_.count(key) && named_edges_.size() >= kMaxEdges) key = {"(other)", "(other)"};
-  AddSample(named_edges_[key], duration_ns, error);
+void CallSummary::AddByEndpoint(ServiceId service, bool server, const EndpointKey& peer, uint64_t duration_ns,
+                                bool error) {
+  EdgeKey key{service, server, peer};
+  auto it = edges_.find(key);
+  if (it == edges_.end()) {
+    // The overflow edge: "(other)" with an all-zero endpoint.
+    if (edges_.size() >= kMaxEdges) key = EdgeKey{kOtherService, server, EndpointKey{}};
+    it = edges_.try_emplace(key).first;
+  }
+  AddSample(it->second, duration_ns, error);
+}
+
+void CallSummary::AddNamed(ServiceId caller, ServiceId callee, uint64_t duration_ns, bool error) {
+  uint64_t key = uint64_t{caller} << 32 | callee;
+  auto it = named_edges_.find(key);
+  if (it == named_edges_.end()) {
+    if (named_edges_.size() >= kMaxEdges) key = uint64_t{kOtherService} << 32 | kOtherService;
+    it = named_edges_.try_emplace(key).first;
+  }
+  AddSample(it->second, duration_ns, error);
 }
 
 void CallSummary::Add(const Span& span) {
@@ -76,17 +92,18 @@ void CallSummary::Add(const Span& span) {
   bool server = span.kind == SpanKind::kServer;
   bool error = span.status == StatusCode::kError;
   uint64_t duration_ns = span.end_unix_ns - span.start_unix_ns;
+  const ServiceId service = IdOf(span.service);
   const EndpointKey local = EndpointOf(span.tuple.local_addr, span.tuple.local_port);
   const EndpointKey peer = EndpointOf(span.tuple.remote_addr, span.tuple.remote_port);
-  if (service_by_endpoint_.size() < 4 * kMaxEdges) service_by_endpoint_[local] = span.service;
+  if (service_by_endpoint_.size() < 4 * kMaxEdges) service_by_endpoint_[local] = service;
   if (!server) {
     if (client_service_by_span_id_.size() >= kMaxKnownClientSpans) client_service_by_span_id_.clear();
     uint64_t id = SpanKey(span.span_id);
-    client_service_by_span_id_[id] = span.service;
-    AddByEndpoint(span.service, false, peer, duration_ns, error);
+    client_service_by_span_id_[id] = service;
+    AddByEndpoint(service, false, peer, duration_ns, error);
     // Server spans that finished before their caller's span came in.
     if (auto waiting = servers_waiting_for_parent_.find(id); waiting != servers_waiting_for_parent_.end()) {
-      for (const WaitingServerSpan& w : waiting->second) AddNamed(span.service, w.service, w.duration_ns, w.error);
+      for (const WaitingServerSpan& w : waiting->second) AddNamed(service, w.service, w.duration_ns, w.error);
       waiting_server_spans_ -= waiting->second.size();
       servers_waiting_for_parent_.erase(waiting);
     }
@@ -95,31 +112,38 @@ void CallSummary::Add(const Span& span) {
   uint64_t parent = SpanKey(span.parent_span_id);
   if (parent != 0) {
     if (auto caller = client_service_by_span_id_.find(parent); caller != client_service_by_span_id_.end()) {
-      AddNamed(caller->second, span.service, duration_ns, error);
+      AddNamed(caller->second, service, duration_ns, error);
       return;
     }
     if (waiting_server_spans_ < kMaxWaitingServerSpans) {
       // The parent may be a client span still to come, or one on another host (then this
       // waits until Rows() and is named by its endpoint).
-      servers_waiting_for_parent_[parent].push_back({span.service, peer, duration_ns, error});
+      servers_waiting_for_parent_[parent].push_back({service, peer, duration_ns, error});
       ++waiting_server_spans_;
       return;
     }
   }
-  AddByEndpoint(span.service, true, peer, duration_ns, error);
+  AddByEndpoint(service, true, peer, duration_ns, error);
 }
 
 void CallSummary::AddMessageHop(const std::string& producer_service, const Span& consumer) {
   std::string subject;
   if (const AttributeValue* value = consumer.Find("messaging.destination.name"))
     subject = std::get<std::string>(*value);
-  AddNamed(producer_service, consumer.service + " via " + subject, consumer.end_unix_ns - consumer.start_unix_ns,
-           consumer.status == StatusCode::kError);
+  AddNamed(IdOf(producer_service), IdOf(consumer.service + " via " + subject),
+           consumer.end_unix_ns - consumer.start_unix_ns, consumer.status == StatusCode::kError);
 }
 
 std::vector<CallSummaryRow> CallSummary::Rows() const {
-  std::map<std::pair<std::string, std::string>, Edge> merged = named_edges_;
-  std::map<EdgeKey, Edge> by_endpoint = edges_;
+  std::map<std::pair<std::string, std::string>, Edge> merged;
+  auto merge = [&](const std::string& caller, const std::string& callee, const Edge& edge) {
+    Edge& target = merged[{caller, callee}];
+    target.count += edge.count;
+    target.errors += edge.errors;
+    target.durations_ns.insert(target.durations_ns.end(), edge.durations_ns.begin(), edge.durations_ns.end());
+  };
+  for (const auto& [key, edge] : named_edges_) merge(service_names_[key >> 32], service_names_[key & 0xffffffff], edge);
+  std::unordered_map<EdgeKey, Edge, EdgeHash> by_endpoint = edges_;
   for (const auto& [parent, waiting] : servers_waiting_for_parent_) {
     for (const WaitingServerSpan& w : waiting) {
       Edge& edge = by_endpoint[EdgeKey{w.service, true, w.caller}];
@@ -129,23 +153,20 @@ std::vector<CallSummaryRow> CallSummary::Rows() const {
     }
   }
   for (const auto& [key, edge] : by_endpoint) {
-    const bool overflow = key.service == "(other)" && key.peer == EndpointKey{};
+    const bool overflow = key.service == kOtherService && key.peer == EndpointKey{};
     auto peer = service_by_endpoint_.find(key.peer);
     bool peer_traced = !overflow && peer != service_by_endpoint_.end();
     std::string caller, callee;
     if (key.server) {
       // A remote caller is named by its address: its port is ephemeral.
-      caller = peer_traced ? peer->second : overflow ? "(other)" : HostText(key.peer.address);
-      callee = key.service;
+      caller = peer_traced ? service_names_[peer->second] : overflow ? "(other)" : HostText(key.peer.address);
+      callee = service_names_[key.service];
     } else {
       if (peer_traced) continue;  // the traced server's spans count this call
-      caller = key.service;
+      caller = service_names_[key.service];
       callee = overflow ? "(other)" : FormatEndpoint(key.peer.address.data(), key.peer.port);
     }
-    Edge& target = merged[{caller, callee}];
-    target.count += edge.count;
-    target.errors += edge.errors;
-    target.durations_ns.insert(target.durations_ns.end(), edge.durations_ns.begin(), edge.durations_ns.end());
+    merge(caller, callee, edge);
   }
   std::vector<CallSummaryRow> rows;
   for (auto& [names, edge] : merged) {

@@ -36,6 +36,7 @@ class CallSummary {
   static constexpr size_t kSampleBudget = 200000;
   static constexpr size_t kMinSamplesPerEdge = 64;
   static constexpr size_t kMaxEdges = 10000;  // the rest share one "(other)" edge
+  static constexpr size_t kMaxServices = 4096;  // names past this count as "(other)"
 
   // Samples held now, over all edges (for tests of the bound).
   size_t samples() const;
@@ -47,6 +48,11 @@ class CallSummary {
   std::vector<CallSummaryRow> Rows() const;
 
  private:
+  // Service names are interned: every span names one, and comparing and copying the
+  // string on each span cost more than the rest of the table.
+  using ServiceId = uint32_t;
+  static constexpr ServiceId kOtherService = 0;  // "(other)": the overflow of every table
+
   struct Edge {
     uint64_t count = 0;
     uint64_t errors = 0;
@@ -73,14 +79,19 @@ class CallSummary {
     }
   };
   struct EdgeKey {
-    std::string service;
+    ServiceId service = kOtherService;
     bool server = false;
-    EndpointKey peer;  // the other side
-    auto operator<=>(const EdgeKey&) const = default;
+    EndpointKey peer;  // the other side; all zero for the overflow edge
+    bool operator==(const EdgeKey&) const = default;
+  };
+  struct EdgeHash {
+    size_t operator()(const EdgeKey& e) const {
+      return EndpointHash()(e.peer) * 31 + (uint64_t{e.service} << 1 | e.server);
+    }
   };
   // A server span whose parent (a client span on this host) has not been added yet.
   struct WaitingServerSpan {
-    std::string service;
+    ServiceId service;
     EndpointKey caller;
     uint64_t duration_ns;
     bool error;
@@ -88,17 +99,20 @@ class CallSummary {
   static constexpr size_t kMaxKnownClientSpans = 65536;
   static constexpr size_t kMaxWaitingServerSpans = 65536;
 
+  ServiceId IdOf(const std::string& service);
   void AddSample(Edge& edge, uint64_t duration_ns, bool error);
-  void AddByEndpoint(const std::string& service, bool server, const EndpointKey& peer, uint64_t duration_ns,
-                     bool error);
-  void AddNamed(const std::string& caller, const std::string& callee, uint64_t duration_ns, bool error);
+  void AddByEndpoint(ServiceId service, bool server, const EndpointKey& peer, uint64_t duration_ns, bool error);
+  void AddNamed(ServiceId caller, ServiceId callee, uint64_t duration_ns, bool error);
 
-  std::map<EdgeKey, Edge> edges_;
+  std::vector<std::string> service_names_{"(other)"};  // by ServiceId
+  std::unordered_map<std::string, ServiceId> service_ids_;
+  std::unordered_map<EdgeKey, Edge, EdgeHash> edges_;
   // (caller, callee) when both names are known: message hops, and server spans whose
   // parent is a client span seen here (the ephemeral port never names the caller then).
-  std::map<std::pair<std::string, std::string>, Edge> named_edges_;
-  std::unordered_map<EndpointKey, std::string, EndpointHash> service_by_endpoint_;
-  std::unordered_map<uint64_t, std::string> client_service_by_span_id_;
+  // Keyed by caller << 32 | callee.
+  std::unordered_map<uint64_t, Edge> named_edges_;
+  std::unordered_map<EndpointKey, ServiceId, EndpointHash> service_by_endpoint_;
+  std::unordered_map<uint64_t, ServiceId> client_service_by_span_id_;
   std::unordered_map<uint64_t, std::vector<WaitingServerSpan>> servers_waiting_for_parent_;
   size_t waiting_server_spans_ = 0;
   std::mt19937_64 random_{12345};

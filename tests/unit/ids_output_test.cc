@@ -508,6 +508,26 @@ TEST(CallSummaryTest, SamplesStayWithinTheBudgetWhenCallersUseThousandsOfPorts) 
   EXPECT_NEAR(rows[0].p99_ms, 1.98, 0.05);
 }
 
+TEST(CallSummaryTest, ServiceNamesPastTheBoundCountAsOther) {
+  // Every span names a service, kept once per name: a host with more names than the
+  // bound still gets every call counted, the extra names as "(other)".
+  CallSummary summary;
+  const size_t services = CallSummary::kMaxServices + 100;
+  for (size_t i = 0; i < services; ++i)
+    summary.Add(CallSpan("svc" + std::to_string(i), SpanKind::kClient, {kLocalhost, 40000}, {{10, 0, 0, 9}, 443},
+                         1'000'000));
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  uint64_t calls = 0, other_calls = 0;
+  for (const CallSummaryRow& row : rows) {
+    calls += row.count;
+    if (row.caller == "(other)") other_calls += row.count;
+  }
+  EXPECT_EQ(calls, services);
+  // "(other)" itself takes the first id, so the bound counts it.
+  EXPECT_EQ(other_calls, services - (CallSummary::kMaxServices - 1));
+  EXPECT_EQ(rows.size(), CallSummary::kMaxServices);
+}
+
 TEST(CallSummaryTest, RemoteCallerNamedByAddress) {
   CallSummary summary;
   summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, 55555}, 4'000'000));
