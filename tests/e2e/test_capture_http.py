@@ -258,14 +258,17 @@ http {{
         self.assertGreater(int(shed[0].split()[-1]), 0, log)
         servers = spans_of(records, "SERVER", **{"server.port": port})
         clients = spans_of(records, "CLIENT", **{"server.port": port})
-        self.assertLess(len(servers), completed, log)
         self.assertTrue(all(s["attributes"].get("http.response.status_code") == 200
                             for s in servers if "error.type" not in s["attributes"]), log)
-        # A request cut by a shedding or by the end of the run may lack its other end: at
-        # most one per connection per change of share, never a one-sided trace at large.
+        # Until the first decision (a second in) everything is traced and the ring may
+        # overflow: each lost event costs at most one span on one side. Besides those, a
+        # request cut by a shedding or by the end of the run may lack its other end; never
+        # a one-sided trace at large.
         in_flight = int(next((line.split()[-1] for line in log.splitlines()
                               if "in flight on a connection when it was shed" in line), "0"))
-        self.assertLessEqual(abs(len(servers) - len(clients)), in_flight + 2 * 16, log)
+        self.assertLessEqual(abs(len(servers) - len(clients)), lost_events(log) + in_flight + 2 * 16, log)
+        # After the first decisions the traced share is small: most requests have no span.
+        self.assertLess(len(servers), completed / 2, log)
 
 
 if __name__ == "__main__":
