@@ -65,7 +65,9 @@ struct {
   __type(value, __u8);
 } port_filter SEC(".maps") __weak;
 
-/* One event under construction per CPU; three times the payload bound so the verifier
+/* One event of a vectored call (readv, writev, sendmsg, recvmsg) under construction per
+ * CPU: its buffers are gathered here, then copied into the ring buffer whole (flat calls
+ * copy straight into their ring record). Three times the payload bound so the verifier
  * can prove that a copy at a masked offset (< FT_MAX_PAYLOAD) with a masked length
  * (< 2 * FT_MAX_PAYLOAD) fits. Only FT_MAX_PAYLOAD bytes are ever used.
  * Indexed by CPU (too large for a per-CPU map); max_entries is set to the number of
