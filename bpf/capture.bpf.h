@@ -65,9 +65,10 @@ static __always_inline __u64 wakeup_flags(__u64 record_bytes, bool reserved) {
   if (!wakeup_data_bytes) return 0;
   __u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
   __u64 before = reserved && queued >= record_bytes ? queued - record_bytes : queued;
-  return before / wakeup_data_bytes != (before + record_bytes) / wakeup_data_bytes
-             ? BPF_RB_FORCE_WAKEUP
-             : BPF_RB_NO_WAKEUP;
+  /* A power of two: masks instead of two 64-bit divisions (tens of cycles each). */
+  __u64 multiple = ~(wakeup_data_bytes - 1);
+  return (before & multiple) != ((before + record_bytes) & multiple) ? BPF_RB_FORCE_WAKEUP
+                                                                     : BPF_RB_NO_WAKEUP;
 }
 
 /* Unique for the agent's lifetime: the clock in ns, with the CPU in the low bits. */

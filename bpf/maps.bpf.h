@@ -12,7 +12,7 @@ extern const volatile __u32 agent_tgid;          /* the agent's own pid: never t
 extern const volatile __u32 max_payload_bytes;   /* bytes copied per call, <= FT_MAX_PAYLOAD */
 extern const volatile __u8 filter_by_pid;        /* only pids in pid_filter are traced */
 extern const volatile __u8 filter_by_port;       /* only local/remote ports in port_filter */
-extern const volatile __u64 wakeup_data_bytes;   /* wake the agent once this much is queued */
+extern const volatile __u64 wakeup_data_bytes;   /* wake the agent once this much is queued (a power of two) */
 
 /* Written by the agent (the skeleton maps .bss): bumped after every change to
  * conn_control, so a connection's cached copy of its control is known to be current. */

@@ -199,6 +199,10 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     *error = "max payload bytes must be at most " + std::to_string(FT_MAX_PAYLOAD);
     return nullptr;
   }
+  if (options.wakeup_data_bytes & (options.wakeup_data_bytes - 1)) {
+    *error = "wake-up data bytes must be a power of two";
+    return nullptr;
+  }
   // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
   rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &unlimited);
