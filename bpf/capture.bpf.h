@@ -254,10 +254,11 @@ static __always_inline void fill_data_event(struct ft_data_event *event, struct 
 /* Ring records of a call with one flat buffer (read, write, sendto, recvfrom) are reserved
  * at a payload capacity class and the payload copied straight into them, instead of
  * into a scratch buffer and from there into the ring (bpf_ringbuf_output). Reserve sizes
- * must be constants the verifier knows, hence classes: steps of 64 bytes up to 512, then
- * four per doubling, so the unused tail of a record is under 64 bytes up to 512 bytes of
- * payload and under a quarter of the payload above (the reader takes payload_bytes from
- * the event, not from the record's length). */
+ * must be constants the verifier knows, hence classes: steps of 16 bytes up to 256, of 64
+ * up to 512, then four per doubling. The unused tail of a record is under 16 bytes up to
+ * 256 bytes of payload, under 64 up to 512 and under a quarter of the payload above (the
+ * reader takes payload_bytes from the event, not from the record's length, and reports
+ * the unused share at exit). */
 #define FT_FLAT_CLASS(capacity)                                                                   \
   if (wanted <= (capacity)) {                                                                     \
     record_bytes = RINGBUF_RECORD_BYTES(sizeof(struct ft_data_event) + (capacity));               \
@@ -275,7 +276,10 @@ static __always_inline struct ft_data_event *reserve_flat(__u32 wanted, const vo
   __u64 record_bytes = 0;
   long read_failed = 0;
   FT_FLAT_CLASS(0)
-  FT_FLAT_CLASS(64) FT_FLAT_CLASS(128) FT_FLAT_CLASS(192) FT_FLAT_CLASS(256)
+  FT_FLAT_CLASS(16) FT_FLAT_CLASS(32) FT_FLAT_CLASS(48) FT_FLAT_CLASS(64)
+  FT_FLAT_CLASS(80) FT_FLAT_CLASS(96) FT_FLAT_CLASS(112) FT_FLAT_CLASS(128)
+  FT_FLAT_CLASS(144) FT_FLAT_CLASS(160) FT_FLAT_CLASS(176) FT_FLAT_CLASS(192)
+  FT_FLAT_CLASS(208) FT_FLAT_CLASS(224) FT_FLAT_CLASS(240) FT_FLAT_CLASS(256)
   FT_FLAT_CLASS(320) FT_FLAT_CLASS(384) FT_FLAT_CLASS(448) FT_FLAT_CLASS(512)
   FT_FLAT_CLASS(640) FT_FLAT_CLASS(768) FT_FLAT_CLASS(896) FT_FLAT_CLASS(1024)
   FT_FLAT_CLASS(1280) FT_FLAT_CLASS(1536) FT_FLAT_CLASS(1792) FT_FLAT_CLASS(2048)
