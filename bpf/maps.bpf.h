@@ -12,7 +12,7 @@ extern const volatile __u32 agent_tgid;          /* the agent's own pid: never t
 extern const volatile __u32 max_payload_bytes;   /* bytes copied per call, <= FT_MAX_PAYLOAD */
 extern const volatile __u8 filter_by_pid;        /* only pids in pid_filter are traced */
 extern const volatile __u8 filter_by_port;       /* only local/remote ports in port_filter */
-extern const volatile __u64 wakeup_data_bytes;   /* wake the agent once this much is queued */
+extern const volatile __u64 wakeup_data_bytes;   /* wake the agent once this much is queued (a power of two) */
 
 /* Written by the agent (the skeleton maps .bss): bumped after every change to
  * conn_control, so a connection's cached copy of its control is known to be current. */
@@ -65,7 +65,9 @@ struct {
   __type(value, __u8);
 } port_filter SEC(".maps") __weak;
 
-/* One event under construction per CPU; three times the payload bound so the verifier
+/* One event of a vectored call (readv, writev, sendmsg, recvmsg) under construction per
+ * CPU: its buffers are gathered here, then copied into the ring buffer whole (flat calls
+ * copy straight into their ring record). Three times the payload bound so the verifier
  * can prove that a copy at a masked offset (< FT_MAX_PAYLOAD) with a masked length
  * (< 2 * FT_MAX_PAYLOAD) fits. Only FT_MAX_PAYLOAD bytes are ever used.
  * Indexed by CPU (too large for a per-CPU map); max_entries is set to the number of

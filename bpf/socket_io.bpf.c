@@ -62,7 +62,7 @@ static __always_inline int on_socket_io(struct sock *sk, int direction, int ret)
   if (!pid_wanted(pid_tgid) || !is_tcp_inet_btf(sk)) return 0;
   struct io_args args;
   decode_syscall(&args, direction);
-  capture_io(sk, direction, ret, &args, FT_HOOK_SOCKET_TRACEPOINTS, pid_tgid);
+  capture_io(sk, true, direction, ret, &args, FT_HOOK_SOCKET_TRACEPOINTS, pid_tgid);
   return 0;
 }
 

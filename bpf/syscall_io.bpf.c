@@ -50,7 +50,7 @@ static __always_inline int capture_exit(struct trace_event_raw_sys_exit *ctx, in
   struct io_args args = *stashed;
   bpf_map_delete_elem(&io_args_stash, &pid_tgid);
   if (ctx->ret <= 0) return 0;
-  capture_io((struct sock *)args.sk, direction, ctx->ret, &args,
+  capture_io((struct sock *)args.sk, false, direction, ctx->ret, &args,
              FT_HOOK_SYSCALL_TRACEPOINTS, pid_tgid);
   return 0;
 }

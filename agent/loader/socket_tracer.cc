@@ -99,6 +99,12 @@ class SocketTracer::RingReader {
     return reader;
   }
 
+  // Ring space used by delivered records, and the part of it that data records reserved
+  // by payload size class and left unused.
+  uint64_t record_bytes() const { return record_bytes_; }
+  uint64_t unused_class_bytes() const { return unused_class_bytes_; }
+  uint64_t records() const { return records_; }
+
   ~RingReader() {
     if (consumer_page_) munmap(consumer_page_, page_bytes_);
     if (producer_page_) munmap(producer_page_, page_bytes_ + data_bytes_);
@@ -140,13 +146,14 @@ class SocketTracer::RingReader {
           // Headers are 8-byte aligned and never wrap; a record's data may.
           const uint64_t data_offset = ((consumed & mask) + BPF_RINGBUF_HDR_SZ) & mask;
           const uint64_t first_part = std::min<uint64_t>(length, data_bytes_ - data_offset);
-          if (first_part == length) {
-            handler(data + data_offset, length);
-          } else {
+          const uint8_t* record = data + data_offset;
+          if (first_part != length) {
             wrapped_.assign(data + data_offset, data + data_offset + first_part);
             wrapped_.insert(wrapped_.end(), data, data + (length - first_part));
-            handler(wrapped_.data(), length);
+            record = wrapped_.data();
           }
+          Account(record, length);
+          handler(record, length);
           ++records;
         }
         consumed += (length + BPF_RINGBUF_HDR_SZ + 7) & ~uint64_t{7};
@@ -169,6 +176,19 @@ class SocketTracer::RingReader {
   void* producer_page_ = nullptr;
   int epoll_fd_ = -1;
   std::vector<uint8_t> wrapped_;  // a record that wraps the end of the ring, made whole
+  uint64_t records_ = 0;
+  uint64_t record_bytes_ = 0;
+  uint64_t unused_class_bytes_ = 0;
+
+  void Account(const uint8_t* record, uint32_t length) {
+    ++records_;
+    record_bytes_ += (length + BPF_RINGBUF_HDR_SZ + 7) & ~uint64_t{7};
+    ft_data_event event;
+    if (length < sizeof(event)) return;
+    std::memcpy(&event, record, sizeof(event));
+    if (event.header.type == FT_EVENT_DATA && event.payload_bytes <= length - sizeof(event))
+      unused_class_bytes_ += length - sizeof(event) - event.payload_bytes;
+  }
 };
 
 std::string_view HookFamilyName(HookFamily family) {
@@ -201,6 +221,10 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
   }
   if (options.max_payload_bytes > FT_MAX_PAYLOAD) {
     *error = "max payload bytes must be at most " + std::to_string(FT_MAX_PAYLOAD);
+    return nullptr;
+  }
+  if (options.wakeup_data_bytes & (options.wakeup_data_bytes - 1)) {
+    *error = "wake-up data bytes must be a power of two";
     return nullptr;
   }
   // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
@@ -279,7 +303,14 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
   return nullptr;
 }
 
-SocketTracer::~SocketTracer() = default;
+SocketTracer::~SocketTracer() {
+  if (ring_ && ring_->record_bytes() > 0) {
+    spdlog::debug("ring buffer: {} records, {} bytes, of which {} ({:.1f}%) reserved by payload size "
+                  "class and unused",
+                  ring_->records(), ring_->record_bytes(), ring_->unused_class_bytes(),
+                  100.0 * ring_->unused_class_bytes() / ring_->record_bytes());
+  }
+}
 
 int SocketTracer::Poll(int timeout_ms) {
   // Records submitted without a wake-up (the kernel batches them) do not make epoll

@@ -29,7 +29,8 @@ struct SocketTracerOptions {
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
   uint32_t ring_buffer_bytes = 8u << 20;
   uint32_t max_connections = 65536;
-  // Wake the agent once this much is queued; it also polls every poll interval.
+  // Wake the agent once this much is queued (a power of two; 0: on every record); it also
+  // polls every poll interval.
   uint64_t wakeup_data_bytes = 64u << 10;
   std::optional<HookFamily> force_hooks;  // unset: cheapest that loads and attaches
 };
