@@ -12,7 +12,7 @@
 namespace flowtracer::exporters::otlp {
 namespace {
 
-bool Gzip(const std::string& input, std::string* output) {
+bool Gzip(std::string_view input, std::string* output) {
   z_stream stream{};
   // windowBits 15 + 16: a gzip header and trailer, not zlib's.
   if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -77,19 +77,19 @@ class HttpTransport : public Transport {
     curl_easy_cleanup(curl_);
   }
 
-  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
     std::string compressed;
-    const std::string* body = &request;
+    std::string_view body = request;
     if (options_.gzip) {
       if (!Gzip(request, &compressed)) return {SendResult::Outcome::kFailed, "gzip failed", {}, {}};
-      body = &compressed;
+      body = compressed;
     }
     std::string response, retry_after;
     curl_easy_reset(curl_);
     curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
     curl_easy_setopt(curl_, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body->data());
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
     curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
     curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<uint64_t>(timeout_ms, 5000)));
