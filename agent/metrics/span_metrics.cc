@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "agent/spans/span_assembler.h"
 
@@ -51,10 +52,18 @@ const int64_t* IntAttribute(const Span& span, std::string_view key) {
 }
 
 // Pairing keys are raw bytes: formatting addresses for every span would cost more than
-// the rest of the aggregation.
-void AppendEndpointBytes(std::string* key, const uint8_t address[16], uint16_t port) {
-  key->append(reinterpret_cast<const char*>(address), 16);
-  key->append(reinterpret_cast<const char*>(&port), sizeof(port));
+// the rest of the aggregation. Returns where the next endpoint goes.
+uint8_t* CopyEndpointBytes(uint8_t* out, const uint8_t address[16], uint16_t port) {
+  memcpy(out, address, 16);
+  memcpy(out + 16, &port, sizeof(port));
+  return out + 16 + sizeof(port);
+}
+
+// A signature field: the bytes after their length, so no value can imitate another's.
+void AppendSignatureField(std::string* signature, std::string_view bytes) {
+  const uint32_t size = bytes.size();
+  signature->append(reinterpret_cast<const char*>(&size), sizeof(size));
+  signature->append(bytes);
 }
 
 bool IsMessaging(const Span& span) {
@@ -161,11 +170,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   // max_label_bytes maps to the same series either way).
   std::string& signature = signature_scratch_;
   signature.clear();
-  auto append_field = [&signature](std::string_view bytes) {
-    const uint32_t size = bytes.size();
-    signature.append(reinterpret_cast<const char*>(&size), sizeof(size));
-    signature.append(bytes);
-  };
+  auto append_field = [&signature](std::string_view bytes) { AppendSignatureField(&signature, bytes); };
   append_field(span.service);
   append_field(metric);
   for (size_t i = 0; i < view_count; ++i) {
@@ -252,16 +257,14 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     // producer's span (trace context travels in the message).
     end.connection_type = "messaging_system";
     const spans::SpanId& id = span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id;
-    end.key = "m";
-    end.key.append(reinterpret_cast<const char*>(id.data()), id.size());
+    end.key.bytes[0] = 'm';
+    std::copy(id.begin(), id.end(), end.key.bytes.begin() + 1);
   } else if (end.is_server) {
-    end.key = "h";
-    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
-    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
+    end.key.bytes[0] = 'h';
+    CopyEndpointBytes(CopyEndpointBytes(&end.key.bytes[1], t.remote_addr, t.remote_port), t.local_addr, t.local_port);
   } else {
-    end.key = "h";
-    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
-    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
+    end.key.bytes[0] = 'h';
+    CopyEndpointBytes(CopyEndpointBytes(&end.key.bytes[1], t.local_addr, t.local_port), t.remote_addr, t.remote_port);
   }
 
   auto& other_side = pending_by_key_[!end.is_server];
@@ -275,7 +278,7 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     const PendingEnd& client = end.is_server ? other_end : end;
     const PendingEnd& server = end.is_server ? end : other_end;
     ++stats_.graph_pairs;
-    CountEdge({Cut(client.service), Cut(server.service), end.connection_type}, &client, &server, now);
+    CountEdge(client.service, server.service, end.connection_type, &client, &server, now);
     return;
   }
   pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
@@ -304,11 +307,11 @@ void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
 
 void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {
   ++stats_.graph_unpaired;
-  const std::string peer = Cut(PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port));
+  const std::string peer = PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port);
   if (end.is_server) {
-    CountEdge({peer, Cut(end.service), end.connection_type}, nullptr, &end, now);
+    CountEdge(peer, end.service, end.connection_type, nullptr, &end, now);
   } else {
-    CountEdge({Cut(end.service), peer, end.connection_type}, &end, nullptr, now);
+    CountEdge(end.service, peer, end.connection_type, &end, nullptr, now);
   }
 }
 
@@ -318,24 +321,41 @@ SpanMetrics::Edge SpanMetrics::NewEdge(uint64_t now) {
   return edge;
 }
 
-void SpanMetrics::CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server,
+void SpanMetrics::CountEdge(std::string_view client_name, std::string_view server_name,
+                            std::string_view connection_type, const PendingEnd* client, const PendingEnd* server,
                             uint64_t now) {
-  auto edge = edges_.find(key);
-  if (edge == edges_.end()) {
-    EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
-    if (edges_.size() >= options_.max_graph_edges) {
-      ++stats_.edges_overflowed;
-      edge = edges_.find(overflow);
-      if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
-    } else {
-      edge = edges_.emplace(key, NewEdge(now)).first;
+  std::string& signature = signature_scratch_;
+  signature.clear();
+  AppendSignatureField(&signature, client_name);
+  AppendSignatureField(&signature, server_name);
+  AppendSignatureField(&signature, connection_type);
+  Edge* e = nullptr;
+  if (auto known = edge_by_signature_.find(signature); known != edge_by_signature_.end()) {
+    e = known->second;
+  } else {
+    EdgeKey key{Cut(client_name), Cut(server_name), std::string(connection_type)};
+    auto edge = edges_.find(key);
+    bool overflowed = false;
+    if (edge == edges_.end()) {
+      EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
+      if (edges_.size() >= options_.max_graph_edges) {
+        ++stats_.edges_overflowed;
+        overflowed = true;
+        edge = edges_.find(overflow);
+        if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
+      } else {
+        edge = edges_.emplace(key, NewEdge(now)).first;
+      }
     }
+    e = &edge->second;  // std::map: stable, and edges are never removed
+    // Bounded like the edges themselves: combinations past the cap take this slow path.
+    if (!overflowed && edge_by_signature_.size() < options_.max_graph_edges)
+      edge_by_signature_.emplace(signature, e);
   }
-  Edge& e = edge->second;
-  ++e.total;
-  if ((client && client->failed) || (server && server->failed)) ++e.failed;
-  if (client) e.client_seconds.Record(client->seconds);
-  if (server) e.server_seconds.Record(server->seconds);
+  ++e->total;
+  if ((client && client->failed) || (server && server->failed)) ++e->failed;
+  if (client) e->client_seconds.Record(client->seconds);
+  if (server) e->server_seconds.Record(server->seconds);
 }
 
 SpanMetricsStats SpanMetrics::stats() const {
