@@ -129,17 +129,21 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   // the span starts a series this aggregator has not seen.
   struct LabelView {
     std::string_view key;
+    uint8_t position = 0;               // of `key` among the metric's possible labels
     const std::string* text = nullptr;  // a string label, else `number`
     std::string_view normal_text;       // a label whose value is normalised (method)
     int64_t number = 0;
   };
   std::array<LabelView, 8> views;
   size_t view_count = 0;
+  uint8_t position = 0;
   auto add_string = [&](std::string_view key) {
-    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, value, {}, 0};
+    ++position;
+    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, position, value, {}, 0};
   };
   auto add_int = [&](std::string_view key) {
-    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, nullptr, {}, *value};
+    ++position;
+    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, position, nullptr, {}, *value};
   };
   std::string_view metric;
   if (IsMessaging(span)) {
@@ -151,8 +155,9 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
     add_int("server.port");
   } else {
     metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
+    ++position;
     if (const std::string* method = StringAttribute(span, "http.request.method"))
-      views[view_count++] = {"http.request.method", nullptr, NormalMethod(*method), 0};
+      views[view_count++] = {"http.request.method", position, nullptr, NormalMethod(*method), 0};
     add_int("http.response.status_code");
     add_string("network.protocol.version");  // "1.1", "1.0"
     if (span.kind == SpanKind::kServer) {
@@ -167,18 +172,18 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
 
   // The series this combination resolved to before, if any. The signature holds the raw
   // values, each after its length so no value can imitate another's (a value cut to
-  // max_label_bytes maps to the same series either way).
+  // max_label_bytes maps to the same series either way), and names each label by its
+  // position: the metric fixes which key a position is.
   std::string& signature = signature_scratch_;
   signature.clear();
-  auto append_field = [&signature](std::string_view bytes) { AppendSignatureField(&signature, bytes); };
-  append_field(span.service);
-  append_field(metric);
+  AppendSignatureField(&signature, span.service);
+  AppendSignatureField(&signature, metric);
   for (size_t i = 0; i < view_count; ++i) {
     const LabelView& view = views[i];
-    append_field(view.key);
-    if (view.text) append_field(*view.text);
-    else if (!view.normal_text.empty()) append_field(view.normal_text);
-    else append_field({reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
+    signature.push_back(static_cast<char>(view.position));
+    if (view.text) AppendSignatureField(&signature, *view.text);
+    else if (!view.normal_text.empty()) AppendSignatureField(&signature, view.normal_text);
+    else AppendSignatureField(&signature, {reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
   }
   const double seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
   if (auto known = series_by_signature_.find(signature); known != series_by_signature_.end()) {
