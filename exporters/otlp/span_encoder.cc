@@ -76,7 +76,7 @@ size_t BytesFieldSize(uint32_t field, size_t length) {
 // OTLP strings must be UTF-8 (receivers reject the whole request otherwise), and paths,
 // headers and names come from network bytes and process memory. `value` itself when it
 // is valid (the common case), else a repaired copy in `repaired`.
-std::string_view Utf8(std::string_view value, std::string* repaired) {
+[[gnu::always_inline]] inline std::string_view Utf8(std::string_view value, std::string* repaired) {
   if (text::IsValidUtf8(value)) return value;
   *repaired = text::ValidUtf8(value);
   return *repaired;
@@ -93,46 +93,6 @@ thread_local Scratch scratch;
 size_t MaxAttributeBytes(const spans::Attribute& attribute) {
   const auto* text = std::get_if<std::string>(&attribute.value);
   return 4 * kMaxFieldPrefixBytes + kMaxRepairGrowth * (attribute.key.size() + (text ? text->size() : 10));
-}
-
-// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4. The
-// size of the AnyValue message of `value`; `text` is set to the string to write for a
-// string value (repaired if needed).
-size_t AnyValueSize(const spans::AttributeValue& value, std::string_view* text) {
-  return std::visit(
-      [text](const auto& v) -> size_t {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          *text = Utf8(v, &scratch.repaired_value);
-          return BytesFieldSize(1, text->size());
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return 2;
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          return 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(v));
-        } else {
-          return 1 + 8;
-        }
-      },
-      value);
-}
-
-void WriteAnyValue(WireWriter& out, const spans::AttributeValue& value, std::string_view text) {
-  std::visit(
-      [&out, text](const auto& v) {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          out.Bytes(1, text);
-        } else if constexpr (std::is_same_v<T, bool>) {
-          out.Tag(2, kVarint);
-          out.Varint(v ? 1 : 0);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          out.Tag(3, kVarint);
-          out.Varint(static_cast<uint64_t>(v));  // int64: negative values take 10 bytes
-        } else {
-          out.Fixed64(4, std::bit_cast<uint64_t>(v));
-        }
-      },
-      value);
 }
 
 // A KeyValue (key 1, value 2) as field `field` of the enclosing message, up to the value's
@@ -152,11 +112,30 @@ void WriteKeyValue(WireWriter& out, uint32_t field, std::string_view key, std::s
   out.Raw(any_value);
 }
 
+// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4.
 void WriteAttribute(WireWriter& out, uint32_t field, const spans::Attribute& attribute) {
-  std::string_view text;
-  const size_t any_value_size = AnyValueSize(attribute.value, &text);
-  WriteKeyValueUpToValue(out, field, attribute.key, any_value_size);
-  WriteAnyValue(out, attribute.value, text);
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          const std::string_view text = Utf8(v, &scratch.repaired_value);
+          WriteKeyValueUpToValue(out, field, attribute.key, BytesFieldSize(1, text.size()));
+          out.Bytes(1, text);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          WriteKeyValueUpToValue(out, field, attribute.key, 2);
+          out.Tag(2, kVarint);
+          out.Varint(v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          const uint64_t bits = static_cast<uint64_t>(v);  // int64: negative values take 10 bytes
+          WriteKeyValueUpToValue(out, field, attribute.key, 1 + CodedOutputStream::VarintSize64(bits));
+          out.Tag(3, kVarint);
+          out.Varint(bits);
+        } else {
+          WriteKeyValueUpToValue(out, field, attribute.key, 1 + 8);
+          out.Fixed64(4, std::bit_cast<uint64_t>(v));
+        }
+      },
+      attribute.value);
 }
 
 trace::Span::SpanKind Kind(spans::SpanKind kind) {
