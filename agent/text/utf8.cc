@@ -42,38 +42,7 @@ std::string ValidUtf8(std::string_view value, size_t max_bytes) {
   return out;
 }
 
-namespace {
-// True when no byte has its high bit set, read 8 (or 4) bytes at a time; the last read
-// overlaps the one before it, so no byte is tested alone unless the text is shorter than 4.
-bool IsAscii(std::string_view value) {
-  constexpr uint64_t kHigh64 = 0x8080808080808080ull;
-  constexpr uint32_t kHigh32 = 0x80808080u;
-  const char* p = value.data();
-  const size_t n = value.size();
-  if (n >= 8) {
-    uint64_t word;
-    for (size_t i = 0; i + 8 < n; i += 8) {
-      memcpy(&word, p + i, sizeof(word));
-      if (word & kHigh64) return false;
-    }
-    memcpy(&word, p + n - 8, sizeof(word));
-    return !(word & kHigh64);
-  }
-  if (n >= 4) {
-    uint32_t head, tail;
-    memcpy(&head, p, sizeof(head));
-    memcpy(&tail, p + n - 4, sizeof(tail));
-    return !((head | tail) & kHigh32);
-  }
-  unsigned char bits = 0;
-  for (size_t i = 0; i < n; ++i) bits |= static_cast<unsigned char>(p[i]);
-  return bits < 0x80;
-}
-}  // namespace
-
-bool IsValidUtf8(std::string_view value) {
-  // ASCII is most of what is checked (paths, header values, attribute keys).
-  if (IsAscii(value)) return true;
+bool IsValidUtf8NotAscii(std::string_view value) {
   while (value.size() >= 8) {
     uint64_t word;
     memcpy(&word, value.data(), sizeof(word));
