@@ -541,10 +541,10 @@ class AttributeWriter {
   [[gnu::always_inline]] void String(std::string_view key, std::string_view value) {
     if (Attribute* slot = Next(key)) {
       if (auto* text = std::get_if<std::string>(&slot->value)) {
-        // Not assign(): it first tests whether `value` lies inside the string, which a
-        // span's own attribute never does, and that test doubled the cost of the copy.
+        // Not assign(): it first tests whether `value` lies inside the string (a span's
+        // own attribute never does), and that test doubled the cost of the copy.
         text->resize(value.size());
-        memcpy(text->data(), value.data(), value.size());
+        std::char_traits<char>::copy(text->data(), value.data(), value.size());
       } else {
         slot->value = std::string(value);
       }
