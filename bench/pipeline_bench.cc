@@ -14,8 +14,11 @@
 #include <vector>
 
 #include "agent/conntrack/connection_tracker.h"
+#include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/span_assembler.h"
+#include "agent/telemetry/self_telemetry.h"
+#include "exporters/otlp/span_exporter.h"
 
 namespace flowtracer {
 namespace {
@@ -152,13 +155,52 @@ std::string LargeRequest(int connection, int request) {
 }
 
 struct Pipeline {
+  // `sink` sees every span; by default nothing is done with it.
+  explicit Pipeline(spans::SpanAssembler::SpanHandler sink = {}) : sink_(std::move(sink)) {}
+
   process::ProcessRegistry processes{"/nonexistent-proc"};  // no /proc reads: names from comm
   uint64_t spans = 0;
+  spans::SpanAssembler::SpanHandler sink_;
   spans::SpanAssembler assembler{{}, &processes, [this](const spans::Span& span) {
                                    ++spans;
                                    benchmark::DoNotOptimize(span.attributes.data());
+                                   if (sink_) sink_(span);
                                  }};
   conntrack::ConnectionTracker tracker{{}, &assembler};
+};
+
+// Takes every request, as a collector that keeps up does; nothing leaves the process.
+class AcceptingTransport : public exporters::otlp::Transport {
+ public:
+  exporters::otlp::SendResult Send(std::string_view request, uint64_t) override {
+    benchmark::DoNotOptimize(request.data());
+    return {exporters::otlp::SendResult::Outcome::kSuccess, {}, {}, {}};
+  }
+  std::string Describe() const override { return "accepting"; }
+};
+
+// What `flowtracer agent` does with each span: span metrics (RED and service graph) and
+// the OTLP span exporter (encoding, queue, batching on its thread, a transport that
+// accepts everything).
+struct AgentSinks {
+  AgentSinks() {
+    process::ProcessInfo info;
+    info.pid = kServerPid;
+    info.service_name = "nginx";
+    resource = std::make_shared<exporters::otlp::Resource>(
+        exporters::otlp::ProcessResource(info, "bench-host", 1, {}));
+  }
+  ~AgentSinks() { exporter.Shutdown(10'000); }
+
+  void OnSpan(const spans::Span& span) {
+    span_metrics.Add(span);
+    exporter.Export(span, resource);
+  }
+
+  telemetry::SelfTelemetry telemetry;
+  metrics::SpanMetrics span_metrics;
+  exporters::otlp::OtlpSpanExporter exporter{{}, std::make_unique<AcceptingTransport>(), &telemetry};
+  exporters::otlp::ResourcePtr resource;
 };
 
 void Report(benchmark::State& state, const RecordRound& round, const Pipeline& pipeline) {
@@ -258,6 +300,46 @@ void BM_SameHostStitched(benchmark::State& state) {
     state.SkipWithError("server spans were not stitched to their client spans");
 }
 
+// The same, with each span also going where `flowtracer agent` sends it: span metrics and
+// the OTLP exporter (its thread's batching and encoding included, the network not).
+void BM_SameHostStitchedExport(benchmark::State& state) {
+  const int connections = static_cast<int>(state.range(0));
+  const int requests = 16;
+  AgentSinks sinks;
+  Pipeline pipeline([&sinks](const spans::Span& span) { sinks.OnSpan(span); });
+  RecordRound open, round;
+  for (int c = 0; c < connections; ++c) {
+    uint16_t client_port = static_cast<uint16_t>(40000 + c);
+    open.Conn(FT_EVENT_CONN_OPEN, 2 * c + 1, FT_ROLE_CLIENT, kClientPid, client_port, kServerPort);
+    open.Conn(FT_EVENT_CONN_OPEN, 2 * c + 2, FT_ROLE_SERVER, kServerPid, kServerPort, client_port);
+  }
+  open.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
+  const std::string response = SmallResponse();
+  std::vector<std::string> request_text(requests);
+  uint64_t request_bytes = 0;
+  for (int r = 0; r < requests; ++r) {
+    request_text[r] = SmallRequest(0, r);
+    request_bytes += request_text[r].size();
+  }
+  const uint64_t response_bytes = requests * response.size();
+  uint64_t request_pos = 0, response_pos = 0;
+  for (int r = 0; r < requests; ++r) {
+    for (int c = 0; c < connections; ++c) {
+      uint64_t client = 2 * c + 1, server = 2 * c + 2;
+      round.Data(client, FT_DIR_EGRESS, kClientPid, request_pos, request_text[r], request_bytes);
+      round.Data(server, FT_DIR_INGRESS, kServerPid, request_pos, request_text[r], request_bytes);
+      round.Data(server, FT_DIR_EGRESS, kServerPid, response_pos, response, response_bytes);
+      round.Data(client, FT_DIR_INGRESS, kClientPid, response_pos, response, response_bytes);
+    }
+    request_pos += request_text[r].size();
+    response_pos += response.size();
+  }
+  Replay(state, round, pipeline, 0);
+  if (!sinks.exporter.ForceFlush(10'000)) state.SkipWithError("the exporter did not drain its queue");
+  if (sinks.span_metrics.stats().graph_pairs * 2 != pipeline.spans)
+    state.SkipWithError("span metrics did not pair every client span with its server span");
+}
+
 // Connection churn: every connection opens, carries one exchange and closes.
 void BM_ConnectionChurn(benchmark::State& state) {
   const int connections = static_cast<int>(state.range(0));
@@ -290,6 +372,7 @@ void BM_ParseHead(benchmark::State& state) {
 BENCHMARK(BM_KeepAliveSmall)->Arg(64)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_KeepAliveLargeHeaders)->Arg(64)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SameHostStitched)->Arg(32)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SameHostStitchedExport)->Arg(32)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ConnectionChurn)->Arg(256)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ParseHead)->Arg(0)->Arg(1);
 

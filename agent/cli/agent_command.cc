@@ -327,8 +327,10 @@ Runner AddAgentCommand(CLI::App& app) {
     auto resource_of = [&](const spans::Span& span) -> otlp::ResourcePtr {
       auto it = resources.find(span.pid);
       // service.name comes first; a different one means the pid now belongs to another program.
-      if (it != resources.end() && it->second->attributes[0].value == spans::AttributeValue(span.service))
-        return it->second;
+      if (it != resources.end()) {
+        const auto* service = std::get_if<std::string>(&it->second->attributes[0].value);
+        if (service && *service == span.service) return it->second;
+      }
       if (resources.size() >= 4096) resources.clear();
       auto resource = std::make_shared<otlp::Resource>(otlp::ProcessResource(
           processes.Get(span.pid), host_name, otlp::ProcessStartTicks(span.pid), config.exporter.resource_attributes));

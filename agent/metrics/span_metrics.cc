@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "agent/spans/span_assembler.h"
 
@@ -51,10 +52,18 @@ const int64_t* IntAttribute(const Span& span, std::string_view key) {
 }
 
 // Pairing keys are raw bytes: formatting addresses for every span would cost more than
-// the rest of the aggregation.
-void AppendEndpointBytes(std::string* key, const uint8_t address[16], uint16_t port) {
-  key->append(reinterpret_cast<const char*>(address), 16);
-  key->append(reinterpret_cast<const char*>(&port), sizeof(port));
+// the rest of the aggregation. Returns where the next endpoint goes.
+uint8_t* CopyEndpointBytes(uint8_t* out, const uint8_t address[16], uint16_t port) {
+  memcpy(out, address, 16);
+  memcpy(out + 16, &port, sizeof(port));
+  return out + 16 + sizeof(port);
+}
+
+// A signature field: the bytes after their length, so no value can imitate another's.
+void AppendSignatureField(std::string* signature, std::string_view bytes) {
+  const uint32_t size = bytes.size();
+  signature->append(reinterpret_cast<const char*>(&size), sizeof(size));
+  signature->append(bytes);
 }
 
 bool IsMessaging(const Span& span) {
@@ -120,17 +129,21 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   // the span starts a series this aggregator has not seen.
   struct LabelView {
     std::string_view key;
+    uint8_t position = 0;               // of `key` among the metric's possible labels
     const std::string* text = nullptr;  // a string label, else `number`
     std::string_view normal_text;       // a label whose value is normalised (method)
     int64_t number = 0;
   };
   std::array<LabelView, 8> views;
   size_t view_count = 0;
+  uint8_t position = 0;
   auto add_string = [&](std::string_view key) {
-    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, value, {}, 0};
+    ++position;
+    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, position, value, {}, 0};
   };
   auto add_int = [&](std::string_view key) {
-    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, nullptr, {}, *value};
+    ++position;
+    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, position, nullptr, {}, *value};
   };
   std::string_view metric;
   if (IsMessaging(span)) {
@@ -142,8 +155,9 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
     add_int("server.port");
   } else {
     metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
+    ++position;
     if (const std::string* method = StringAttribute(span, "http.request.method"))
-      views[view_count++] = {"http.request.method", nullptr, NormalMethod(*method), 0};
+      views[view_count++] = {"http.request.method", position, nullptr, NormalMethod(*method), 0};
     add_int("http.response.status_code");
     add_string("network.protocol.version");  // "1.1", "1.0"
     if (span.kind == SpanKind::kServer) {
@@ -158,22 +172,18 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
 
   // The series this combination resolved to before, if any. The signature holds the raw
   // values, each after its length so no value can imitate another's (a value cut to
-  // max_label_bytes maps to the same series either way).
+  // max_label_bytes maps to the same series either way), and names each label by its
+  // position: the metric fixes which key a position is.
   std::string& signature = signature_scratch_;
   signature.clear();
-  auto append_field = [&signature](std::string_view bytes) {
-    const uint32_t size = bytes.size();
-    signature.append(reinterpret_cast<const char*>(&size), sizeof(size));
-    signature.append(bytes);
-  };
-  append_field(span.service);
-  append_field(metric);
+  AppendSignatureField(&signature, span.service);
+  AppendSignatureField(&signature, metric);
   for (size_t i = 0; i < view_count; ++i) {
     const LabelView& view = views[i];
-    append_field(view.key);
-    if (view.text) append_field(*view.text);
-    else if (!view.normal_text.empty()) append_field(view.normal_text);
-    else append_field({reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
+    signature.push_back(static_cast<char>(view.position));
+    if (view.text) AppendSignatureField(&signature, *view.text);
+    else if (!view.normal_text.empty()) AppendSignatureField(&signature, view.normal_text);
+    else AppendSignatureField(&signature, {reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
   }
   const double seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
   if (auto known = series_by_signature_.find(signature); known != series_by_signature_.end()) {
@@ -252,16 +262,14 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     // producer's span (trace context travels in the message).
     end.connection_type = "messaging_system";
     const spans::SpanId& id = span.kind == SpanKind::kProducer ? span.span_id : span.parent_span_id;
-    end.key = "m";
-    end.key.append(reinterpret_cast<const char*>(id.data()), id.size());
+    end.key.bytes[0] = 'm';
+    std::copy(id.begin(), id.end(), end.key.bytes.begin() + 1);
   } else if (end.is_server) {
-    end.key = "h";
-    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
-    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
+    end.key.bytes[0] = 'h';
+    CopyEndpointBytes(CopyEndpointBytes(&end.key.bytes[1], t.remote_addr, t.remote_port), t.local_addr, t.local_port);
   } else {
-    end.key = "h";
-    AppendEndpointBytes(&end.key, t.local_addr, t.local_port);
-    AppendEndpointBytes(&end.key, t.remote_addr, t.remote_port);
+    end.key.bytes[0] = 'h';
+    CopyEndpointBytes(CopyEndpointBytes(&end.key.bytes[1], t.local_addr, t.local_port), t.remote_addr, t.remote_port);
   }
 
   auto& other_side = pending_by_key_[!end.is_server];
@@ -275,7 +283,7 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     const PendingEnd& client = end.is_server ? other_end : end;
     const PendingEnd& server = end.is_server ? end : other_end;
     ++stats_.graph_pairs;
-    CountEdge({Cut(client.service), Cut(server.service), end.connection_type}, &client, &server, now);
+    CountEdge(client.service, server.service, end.connection_type, &client, &server, now);
     return;
   }
   pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
@@ -304,11 +312,11 @@ void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
 
 void SpanMetrics::CountUnpaired(const PendingEnd& end, uint64_t now) {
   ++stats_.graph_unpaired;
-  const std::string peer = Cut(PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port));
+  const std::string peer = PeerNameFor(end.peer_address.data(), end.peer_port, end.peer_with_port);
   if (end.is_server) {
-    CountEdge({peer, Cut(end.service), end.connection_type}, nullptr, &end, now);
+    CountEdge(peer, end.service, end.connection_type, nullptr, &end, now);
   } else {
-    CountEdge({Cut(end.service), peer, end.connection_type}, &end, nullptr, now);
+    CountEdge(end.service, peer, end.connection_type, &end, nullptr, now);
   }
 }
 
@@ -318,24 +326,41 @@ SpanMetrics::Edge SpanMetrics::NewEdge(uint64_t now) {
   return edge;
 }
 
-void SpanMetrics::CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server,
+void SpanMetrics::CountEdge(std::string_view client_name, std::string_view server_name,
+                            std::string_view connection_type, const PendingEnd* client, const PendingEnd* server,
                             uint64_t now) {
-  auto edge = edges_.find(key);
-  if (edge == edges_.end()) {
-    EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
-    if (edges_.size() >= options_.max_graph_edges) {
-      ++stats_.edges_overflowed;
-      edge = edges_.find(overflow);
-      if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
-    } else {
-      edge = edges_.emplace(key, NewEdge(now)).first;
+  std::string& signature = signature_scratch_;
+  signature.clear();
+  AppendSignatureField(&signature, client_name);
+  AppendSignatureField(&signature, server_name);
+  AppendSignatureField(&signature, connection_type);
+  Edge* e = nullptr;
+  if (auto known = edge_by_signature_.find(signature); known != edge_by_signature_.end()) {
+    e = known->second;
+  } else {
+    EdgeKey key{Cut(client_name), Cut(server_name), std::string(connection_type)};
+    auto edge = edges_.find(key);
+    bool overflowed = false;
+    if (edge == edges_.end()) {
+      EdgeKey overflow{std::string(kOverflowName), std::string(kOverflowName), key.connection_type};
+      if (edges_.size() >= options_.max_graph_edges) {
+        ++stats_.edges_overflowed;
+        overflowed = true;
+        edge = edges_.find(overflow);
+        if (edge == edges_.end()) edge = edges_.emplace(overflow, NewEdge(now)).first;
+      } else {
+        edge = edges_.emplace(key, NewEdge(now)).first;
+      }
     }
+    e = &edge->second;  // std::map: stable, and edges are never removed
+    // Bounded like the edges themselves: combinations past the cap take this slow path.
+    if (!overflowed && edge_by_signature_.size() < options_.max_graph_edges)
+      edge_by_signature_.emplace(signature, e);
   }
-  Edge& e = edge->second;
-  ++e.total;
-  if ((client && client->failed) || (server && server->failed)) ++e.failed;
-  if (client) e.client_seconds.Record(client->seconds);
-  if (server) e.server_seconds.Record(server->seconds);
+  ++e->total;
+  if ((client && client->failed) || (server && server->failed)) ++e->failed;
+  if (client) e->client_seconds.Record(client->seconds);
+  if (server) e->server_seconds.Record(server->seconds);
 }
 
 SpanMetricsStats SpanMetrics::stats() const {

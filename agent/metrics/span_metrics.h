@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -97,17 +98,29 @@ class SpanMetrics {
     bool service_overflowed = false;
     bool series_overflowed = false;
   };
+  // Which call an end belongs to, as raw bytes: "h" and both endpoints client first
+  // (HTTP), or "m" and the producer's span id (messaging). A fixed array: no allocation.
+  struct PairingKey {
+    std::array<uint8_t, 1 + 2 * 18> bytes{};
+    bool operator==(const PairingKey&) const = default;
+  };
+  struct PairingKeyHash {
+    size_t operator()(const PairingKey& k) const {
+      return std::hash<std::string_view>{}(
+          std::string_view(reinterpret_cast<const char*>(k.bytes.data()), k.bytes.size()));
+    }
+  };
   // One end of a call, waiting for the other end's span.
   struct PendingEnd {
     uint64_t deadline_unix_ns = 0;
-    std::string key;
+    PairingKey key;
     bool is_server = false;
     std::string service;
     // The other end, named only if its span never arrives (formatting costs more than pairing).
     std::array<uint8_t, 16> peer_address{};
     uint16_t peer_port = 0;
     bool peer_with_port = false;  // a server is IP:PORT, a client (ephemeral port) only IP
-    std::string connection_type;
+    std::string_view connection_type;  // "" or "messaging_system"
     double seconds = 0;
     bool failed = false;
   };
@@ -115,7 +128,9 @@ class SpanMetrics {
   void RecordRed(const spans::Span& span, uint64_t now);
   void RecordEnd(const spans::Span& span, uint64_t now);
   void CountUnpaired(const PendingEnd& end, uint64_t now);
-  void CountEdge(const EdgeKey& key, const PendingEnd* client, const PendingEnd* server, uint64_t now);
+  // `client_name` and `server_name` as the span or peer names them (cut here).
+  void CountEdge(std::string_view client_name, std::string_view server_name, std::string_view connection_type,
+                 const PendingEnd* client, const PendingEnd* server, uint64_t now);
   static Edge NewEdge(uint64_t now);
   PendingEnd PopOldest();  // pending_ must not be empty
   void ExpireLocked(uint64_t now, bool all);
@@ -130,10 +145,13 @@ class SpanMetrics {
   std::unordered_map<std::string, ResolvedSeries> series_by_signature_;
   std::string signature_scratch_;
   std::map<EdgeKey, Edge> edges_;
+  // Edges by the uncut names that led to them, like series_by_signature_ (overflowed
+  // combinations are not remembered).
+  std::unordered_map<std::string, Edge*> edge_by_signature_;
   // Pending ends in arrival order (= deadline order), and per pairing key the sequence
   // numbers of each side's ends, oldest first (HTTP/1 answers in order).
   std::map<uint64_t, PendingEnd> pending_;
-  std::unordered_map<std::string, std::vector<uint64_t>> pending_by_key_[2];  // usually one each
+  std::unordered_map<PairingKey, std::vector<uint64_t>, PairingKeyHash> pending_by_key_[2];  // usually one each
   uint64_t next_sequence_ = 0;
   SpanMetricsStats stats_;
 };

@@ -42,9 +42,7 @@ std::string ValidUtf8(std::string_view value, size_t max_bytes) {
   return out;
 }
 
-bool IsValidUtf8(std::string_view value) {
-  // ASCII is most of what is checked (paths, header values, attribute keys): 8 bytes at
-  // a time until a byte with its high bit set.
+bool IsValidUtf8NotAscii(std::string_view value) {
   while (value.size() >= 8) {
     uint64_t word;
     memcpy(&word, value.data(), sizeof(word));

@@ -37,7 +37,7 @@ class GrpcTransport : public Transport {
   GrpcTransport(TransportOptions options, std::string method, std::shared_ptr<grpc::Channel> channel)
       : options_(std::move(options)), method_(std::move(method)), stub_(std::move(channel)) {}
 
-  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
     grpc::Slice slice(request.data(), request.size());
     grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
     grpc::ClientContext context;

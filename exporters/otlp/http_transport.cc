@@ -12,7 +12,7 @@
 namespace flowtracer::exporters::otlp {
 namespace {
 
-bool Gzip(const std::string& input, std::string* output) {
+bool Gzip(std::string_view input, std::string* output) {
   z_stream stream{};
   // windowBits 15 + 16: a gzip header and trailer, not zlib's.
   if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
@@ -71,37 +71,38 @@ class HttpTransport : public Transport {
     headers_ = curl_slist_append(headers_, "Expect:");  // no 100-continue round trip
     for (const auto& [key, value] : options_.headers)
       headers_ = curl_slist_append(headers_, (key + ": " + value).c_str());
+    // Set once: only the body, its size and the timeouts change between requests.
+    curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
+    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
+    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);  // curl's timeouts must not raise SIGALRM
+    curl_easy_setopt(curl_, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
+    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, AppendBody);
+    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response_);
+    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, ReadHeader);
+    curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &retry_after_);
+    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, CheckDeadline);
+    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
   }
   ~HttpTransport() override {
     curl_slist_free_all(headers_);
     curl_easy_cleanup(curl_);
   }
 
-  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
     std::string compressed;
-    const std::string* body = &request;
+    std::string_view body = request;
     if (options_.gzip) {
       if (!Gzip(request, &compressed)) return {SendResult::Outcome::kFailed, "gzip failed", {}, {}};
-      body = &compressed;
+      body = compressed;
     }
-    std::string response, retry_after;
-    curl_easy_reset(curl_);
-    curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
-    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body->data());
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
+    response_.clear();
+    retry_after_.clear();
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
     curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<uint64_t>(timeout_ms, 5000)));
-    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);  // curl's timeouts must not raise SIGALRM
-    curl_easy_setopt(curl_, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, AppendBody);
-    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response);
-    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, ReadHeader);
-    curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &retry_after);
-    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, CheckDeadline);
-    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
     CURLcode code = curl_easy_perform(curl_);
     SendResult result;
     if (code != CURLE_OK) {
@@ -114,13 +115,13 @@ class HttpTransport : public Transport {
     curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 200 && status < 300) {
       result.outcome = SendResult::Outcome::kSuccess;
-      result.response = std::move(response);
+      result.response = std::move(response_);
       return result;
     }
     result.error = "HTTP " + std::to_string(status);
     bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
     result.outcome = retryable ? SendResult::Outcome::kRetryable : SendResult::Outcome::kFailed;
-    if (retryable) result.retry_after_ms = ParseRetryAfterMs(retry_after);
+    if (retryable) result.retry_after_ms = ParseRetryAfterMs(retry_after_);
     return result;
   }
 
@@ -132,6 +133,9 @@ class HttpTransport : public Transport {
   TransportOptions options_;
   CURL* curl_;
   curl_slist* headers_ = nullptr;
+  // The current request's answer, written by curl's callbacks.
+  std::string response_;
+  std::string retry_after_;
 };
 
 }  // namespace

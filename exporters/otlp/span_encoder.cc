@@ -27,19 +27,19 @@ constexpr size_t kMaxFieldPrefixBytes = 12;
 // Repairing invalid UTF-8 makes a string at most 3 times longer (a byte becomes U+FFFD).
 constexpr size_t kMaxRepairGrowth = 3;
 
-// Writes protobuf wire format at the end of a string through a raw pointer, into room
+// Writes protobuf wire format at the end of a buffer through a raw pointer, into room
 // sized beforehand from an upper bound: appending field by field was most of the
-// encoder's cost. The string is cut to what was written when the writer goes.
+// encoder's cost. The buffer is cut to what was written when the writer goes.
 class WireWriter {
  public:
-  WireWriter(std::string* out, size_t max_bytes) : out_(out) {
-    const size_t start = out->size();
-    out->resize(start + max_bytes);
-    p_ = reinterpret_cast<uint8_t*>(out->data()) + start;
+  WireWriter(WireBuffer* out, size_t max_bytes) : out_(out), p_(out->Extend(max_bytes)) {
+#ifndef NDEBUG
+    limit_ = p_ + max_bytes;
+#endif
   }
   ~WireWriter() {
-    assert(p_ <= reinterpret_cast<uint8_t*>(out_->data()) + out_->size());
-    out_->resize(p_ - reinterpret_cast<uint8_t*>(out_->data()));
+    assert(p_ <= limit_);
+    out_->Commit(p_);
   }
   WireWriter(const WireWriter&) = delete;
   WireWriter& operator=(const WireWriter&) = delete;
@@ -61,8 +61,11 @@ class WireWriter {
   }
 
  private:
-  std::string* out_;
+  WireBuffer* out_;
   uint8_t* p_;
+#ifndef NDEBUG
+  uint8_t* limit_;
+#endif
 };
 
 // Size of a length-delimited field holding `length` bytes.
@@ -73,7 +76,7 @@ size_t BytesFieldSize(uint32_t field, size_t length) {
 // OTLP strings must be UTF-8 (receivers reject the whole request otherwise), and paths,
 // headers and names come from network bytes and process memory. `value` itself when it
 // is valid (the common case), else a repaired copy in `repaired`.
-std::string_view Utf8(std::string_view value, std::string* repaired) {
+[[gnu::always_inline]] inline std::string_view Utf8(std::string_view value, std::string* repaired) {
   if (text::IsValidUtf8(value)) return value;
   *repaired = text::ValidUtf8(value);
   return *repaired;
@@ -90,46 +93,6 @@ thread_local Scratch scratch;
 size_t MaxAttributeBytes(const spans::Attribute& attribute) {
   const auto* text = std::get_if<std::string>(&attribute.value);
   return 4 * kMaxFieldPrefixBytes + kMaxRepairGrowth * (attribute.key.size() + (text ? text->size() : 10));
-}
-
-// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4. The
-// size of the AnyValue message of `value`; `text` is set to the string to write for a
-// string value (repaired if needed).
-size_t AnyValueSize(const spans::AttributeValue& value, std::string_view* text) {
-  return std::visit(
-      [text](const auto& v) -> size_t {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          *text = Utf8(v, &scratch.repaired_value);
-          return BytesFieldSize(1, text->size());
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return 2;
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          return 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(v));
-        } else {
-          return 1 + 8;
-        }
-      },
-      value);
-}
-
-void WriteAnyValue(WireWriter& out, const spans::AttributeValue& value, std::string_view text) {
-  std::visit(
-      [&out, text](const auto& v) {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          out.Bytes(1, text);
-        } else if constexpr (std::is_same_v<T, bool>) {
-          out.Tag(2, kVarint);
-          out.Varint(v ? 1 : 0);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          out.Tag(3, kVarint);
-          out.Varint(static_cast<uint64_t>(v));  // int64: negative values take 10 bytes
-        } else {
-          out.Fixed64(4, std::bit_cast<uint64_t>(v));
-        }
-      },
-      value);
 }
 
 // A KeyValue (key 1, value 2) as field `field` of the enclosing message, up to the value's
@@ -149,11 +112,30 @@ void WriteKeyValue(WireWriter& out, uint32_t field, std::string_view key, std::s
   out.Raw(any_value);
 }
 
+// common.proto AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4.
 void WriteAttribute(WireWriter& out, uint32_t field, const spans::Attribute& attribute) {
-  std::string_view text;
-  const size_t any_value_size = AnyValueSize(attribute.value, &text);
-  WriteKeyValueUpToValue(out, field, attribute.key, any_value_size);
-  WriteAnyValue(out, attribute.value, text);
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          const std::string_view text = Utf8(v, &scratch.repaired_value);
+          WriteKeyValueUpToValue(out, field, attribute.key, BytesFieldSize(1, text.size()));
+          out.Bytes(1, text);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          WriteKeyValueUpToValue(out, field, attribute.key, 2);
+          out.Tag(2, kVarint);
+          out.Varint(v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          const uint64_t bits = static_cast<uint64_t>(v);  // int64: negative values take 10 bytes
+          WriteKeyValueUpToValue(out, field, attribute.key, 1 + CodedOutputStream::VarintSize64(bits));
+          out.Tag(3, kVarint);
+          out.Varint(bits);
+        } else {
+          WriteKeyValueUpToValue(out, field, attribute.key, 1 + 8);
+          out.Fixed64(4, std::bit_cast<uint64_t>(v));
+        }
+      },
+      attribute.value);
 }
 
 trace::Span::SpanKind Kind(spans::SpanKind kind) {
@@ -178,17 +160,30 @@ trace::Status::StatusCode Status(spans::StatusCode code) {
 // InstrumentationScope: name 1, version 2.
 const std::string& ScopeMessage() {
   static const std::string message = [] {
-    std::string out;
+    WireBuffer out;
     constexpr std::string_view kName = "flowtracer", kVersion = FLOWTRACER_VERSION;
-    WireWriter writer(&out, 2 * kMaxFieldPrefixBytes + kName.size() + kVersion.size());
-    writer.Bytes(1, kName);
-    writer.Bytes(2, kVersion);
-    return out;
+    {
+      WireWriter writer(&out, 2 * kMaxFieldPrefixBytes + kName.size() + kVersion.size());
+      writer.Bytes(1, kName);
+      writer.Bytes(2, kVersion);
+    }
+    return std::string(out.view());
   }();
   return message;
 }
 
 }  // namespace
+
+uint8_t* WireBuffer::Extend(size_t max_bytes) {
+  if (capacity_ - size_ < max_bytes) {
+    const size_t capacity = std::max(size_ + max_bytes, 2 * capacity_);
+    auto data = std::make_unique_for_overwrite<uint8_t[]>(capacity);
+    if (size_) memcpy(data.get(), data_.get(), size_);
+    data_ = std::move(data);
+    capacity_ = capacity;
+  }
+  return data_.get() + size_;
+}
 
 uint64_t ProcessStartTicks(uint32_t pid, const std::string& proc_root) {
   std::ifstream file(proc_root + "/" + std::to_string(pid) + "/stat");
@@ -229,7 +224,7 @@ Resource ProcessResource(const process::ProcessInfo& info, const std::string& ho
 }
 
 std::string EncodeResource(const Resource& resource) {
-  std::string out;
+  WireBuffer out;
   {
     size_t max_bytes = 0;
     for (const spans::Attribute& attribute : resource.attributes) max_bytes += MaxAttributeBytes(attribute);
@@ -238,7 +233,7 @@ std::string EncodeResource(const Resource& resource) {
   }
   if (!resource.command_args.empty()) {
     // AnyValue.array_value (5) of ArrayValue.values (1), each an AnyValue.string_value.
-    std::string array, any_value;
+    WireBuffer array, any_value;
     for (const std::string& arg : resource.command_args) {
       const std::string_view text = Utf8(arg, &scratch.repaired_value);
       WireWriter item(&array, 2 * kMaxFieldPrefixBytes + text.size());
@@ -247,19 +242,19 @@ std::string EncodeResource(const Resource& resource) {
       item.Bytes(1, text);
     }
     {
-      WireWriter value(&any_value, kMaxFieldPrefixBytes + array.size());
-      value.Bytes(5, array);
+      WireWriter value(&any_value, kMaxFieldPrefixBytes + array.view().size());
+      value.Bytes(5, array.view());
     }
     constexpr std::string_view kKey = "process.command_args";
-    WireWriter writer(&out, 3 * kMaxFieldPrefixBytes + kKey.size() + any_value.size());
-    WriteKeyValue(writer, 1, kKey, any_value);
+    WireWriter writer(&out, 3 * kMaxFieldPrefixBytes + kKey.size() + any_value.view().size());
+    WriteKeyValue(writer, 1, kKey, any_value.view());
   }
-  return out;
+  return std::string(out.view());
 }
 
 // trace.proto Span: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5,
 // kind 6, start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, status 15.
-void EncodeSpan(const spans::Span& span, std::string* out) {
+void EncodeSpan(const spans::Span& span, WireBuffer* out) {
   out->clear();
   size_t max_bytes = 10 * kMaxFieldPrefixBytes + 16 + 8 + 8 + 8 + 8 + 8 +
                      kMaxRepairGrowth * (span.trace_state.size() + span.name.size());
@@ -296,43 +291,45 @@ void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_me
     groups_[used_groups_].resource = resource;
     ++used_groups_;
   }
-  WireWriter writer(&groups_[it->second].span_fields, kMaxFieldPrefixBytes + span_message.size());
-  writer.Bytes(2, span_message);  // ScopeSpans.spans
+  Group& group = groups_[it->second];
+  group.span_messages.push_back(span_message);
+  group.span_fields_bytes += BytesFieldSize(2, span_message.size());  // ScopeSpans.spans
 }
 
-void TraceRequestEncoder::Finish(std::string* out) {
-  // A group keeps its buffer for the next request unless it grew unusually large.
-  constexpr size_t kKeptBufferBytes = 256 * 1024;
-  out->clear();
+std::string_view TraceRequestEncoder::Finish() {
   const std::string& scope = ScopeMessage();
   size_t max_bytes = 0;
   for (size_t i = 0; i < used_groups_; ++i) {
     const Group& group = groups_[i];
-    max_bytes += 4 * kMaxFieldPrefixBytes + scope.size() + group.span_fields.size() +
+    max_bytes += 4 * kMaxFieldPrefixBytes + scope.size() + group.span_fields_bytes +
                  (group.resource ? group.resource->message.size() : 0);
   }
-  WireWriter writer(out, max_bytes);
-  for (size_t i = 0; i < used_groups_; ++i) {
-    Group& group = groups_[i];
-    // ExportTraceServiceRequest.resource_spans 1 { ResourceSpans.resource 1,
-    //   ResourceSpans.scope_spans 2 { ScopeSpans.scope 1, ScopeSpans.spans 2... } }
-    const bool has_resource = group.resource && !group.resource->message.empty();
-    const size_t scope_spans_size = BytesFieldSize(1, scope.size()) + group.span_fields.size();
-    const size_t resource_spans_size =
-        (has_resource ? BytesFieldSize(1, group.resource->message.size()) : 0) + BytesFieldSize(2, scope_spans_size);
-    writer.Tag(1, kLengthDelimited);
-    writer.Varint(resource_spans_size);
-    if (has_resource) writer.Bytes(1, group.resource->message);
-    writer.Tag(2, kLengthDelimited);
-    writer.Varint(scope_spans_size);
-    writer.Bytes(1, scope);
-    writer.Raw(group.span_fields);
-    group.span_fields.clear();
-    if (group.span_fields.capacity() > kKeptBufferBytes) std::string().swap(group.span_fields);
-    group.resource = nullptr;
+  request_.clear();
+  {
+    WireWriter writer(&request_, max_bytes);
+    for (size_t i = 0; i < used_groups_; ++i) {
+      Group& group = groups_[i];
+      // ExportTraceServiceRequest.resource_spans 1 { ResourceSpans.resource 1,
+      //   ResourceSpans.scope_spans 2 { ScopeSpans.scope 1, ScopeSpans.spans 2... } }
+      const bool has_resource = group.resource && !group.resource->message.empty();
+      const size_t scope_spans_size = BytesFieldSize(1, scope.size()) + group.span_fields_bytes;
+      const size_t resource_spans_size = (has_resource ? BytesFieldSize(1, group.resource->message.size()) : 0) +
+                                         BytesFieldSize(2, scope_spans_size);
+      writer.Tag(1, kLengthDelimited);
+      writer.Varint(resource_spans_size);
+      if (has_resource) writer.Bytes(1, group.resource->message);
+      writer.Tag(2, kLengthDelimited);
+      writer.Varint(scope_spans_size);
+      writer.Bytes(1, scope);
+      for (std::string_view span_message : group.span_messages) writer.Bytes(2, span_message);
+      group.span_messages.clear();
+      group.span_fields_bytes = 0;
+      group.resource = nullptr;
+    }
   }
   used_groups_ = 0;
   group_of_.clear();
+  return request_.view();
 }
 
 }  // namespace flowtracer::exporters::otlp

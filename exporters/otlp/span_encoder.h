@@ -42,28 +42,49 @@ std::string EncodeResource(const Resource& resource);
 // Clock ticks since boot when the process started (/proc/PID/stat field 22); 0 if unknown.
 uint64_t ProcessStartTicks(uint32_t pid, const std::string& proc_root = "/proc");
 
+// Bytes being encoded. Like a std::string, but room is added without being zero-filled:
+// the encoder asks for a worst-case bound, several times what a span needs, and filling
+// it cost more than encoding.
+class WireBuffer {
+ public:
+  std::string_view view() const { return {reinterpret_cast<const char*>(data_.get()), size_}; }
+  void clear() { size_ = 0; }
+
+  // Room for `max_bytes` more at the end, uninitialised; Commit() says how much was written.
+  uint8_t* Extend(size_t max_bytes);
+  void Commit(uint8_t* end) { size_ = end - data_.get(); }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
 // Replaces `out` with the Span message of `span` (its fields, without a tag or length).
 // Strings are repaired to valid UTF-8: receivers refuse a whole request otherwise.
-void EncodeSpan(const spans::Span& span, std::string* out);
+void EncodeSpan(const spans::Span& span, WireBuffer* out);
 
 // Collects encoded spans, grouped by resource in first-seen order, into one
 // ExportTraceServiceRequest. Keeps its buffers between requests.
 class TraceRequestEncoder {
  public:
-  // `resource` must stay alive until Finish(); nullptr: a ResourceSpans without a resource.
+  // `resource` and the bytes of `span_message` must stay alive until Finish() (they are
+  // copied once, into the request); nullptr: a ResourceSpans without a resource.
   void Add(const Resource* resource, std::string_view span_message);
 
-  // Replaces `out` with the request's bytes and starts a new, empty request.
-  void Finish(std::string* out);
+  // The request's bytes (valid until the next Finish); starts a new, empty request.
+  std::string_view Finish();
 
  private:
   struct Group {
     const Resource* resource = nullptr;
-    std::string span_fields;  // the ScopeSpans.spans fields, tag and length included
+    std::vector<std::string_view> span_messages;
+    size_t span_fields_bytes = 0;  // of the ScopeSpans.spans fields, tags and lengths included
   };
   std::vector<Group> groups_;  // [0, used_groups_) belong to the current request
   size_t used_groups_ = 0;
   std::unordered_map<const Resource*, size_t> group_of_;
+  WireBuffer request_;
 };
 
 }  // namespace flowtracer::exporters::otlp

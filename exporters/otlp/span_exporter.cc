@@ -22,7 +22,7 @@ OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
   // Encoded outside the lock into a buffer sized for the worst case, then copied: a slot
   // holds only what its span needs (the slot's own storage is reused).
-  thread_local std::string message;
+  thread_local WireBuffer message;
   EncodeSpan(span, &message);
   bool wake = false;
   {
@@ -45,7 +45,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
       slots_.emplace_back();
     }
     QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
-    slot.message.assign(message);
+    slot.message.assign(message.view());
     slot.resource = std::move(resource);
     ++queued_;
     ++enqueued_total_;
@@ -110,8 +110,7 @@ void OtlpSpanExporter::Run() {
 
 void OtlpSpanExporter::SendBatch(size_t count) {
   for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i].resource.get(), batch_[i].message);
-  request_encoder_.Finish(&request_bytes_);
-  SendOutcome outcome = sender_.Send(request_bytes_);
+  SendOutcome outcome = sender_.Send(request_encoder_.Finish());
   telemetry_->export_requests.fetch_add(outcome.attempts, std::memory_order_relaxed);
   telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);
   if (outcome.last.outcome != SendResult::Outcome::kSuccess) {

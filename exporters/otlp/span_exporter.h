@@ -65,7 +65,6 @@ class OtlpSpanExporter {
   // the request's buffers.
   std::vector<QueuedSpan> batch_;
   TraceRequestEncoder request_encoder_;
-  std::string request_bytes_;
 };
 
 }  // namespace flowtracer::exporters::otlp

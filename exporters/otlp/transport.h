@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,7 +35,7 @@ class Transport {
  public:
   virtual ~Transport() = default;
   // Blocks for at most timeout_ms. Never throws. Called from one thread at a time.
-  virtual SendResult Send(const std::string& request, uint64_t timeout_ms) = 0;
+  virtual SendResult Send(std::string_view request, uint64_t timeout_ms) = 0;
   virtual std::string Describe() const = 0;  // "http://collector:4318/v1/traces (gzip)"
 
   // Shutdown: a request still running at `deadline` is abandoned (Send returns kRetryable).

@@ -72,14 +72,14 @@ ExportTraceServiceRequest Encode(const std::vector<std::pair<spans::Span, Resour
                                  TraceRequestEncoder* encoder = nullptr) {
   TraceRequestEncoder local;
   if (!encoder) encoder = &local;
-  std::string message, bytes;
-  for (const auto& [span, resource] : batch) {
-    EncodeSpan(span, &message);
-    encoder->Add(resource.get(), message);
+  std::vector<WireBuffer> messages(batch.size());  // alive until Finish
+  for (size_t i = 0; i < batch.size(); ++i) {
+    EncodeSpan(batch[i].first, &messages[i]);
+    encoder->Add(batch[i].second.get(), messages[i].view());
   }
-  encoder->Finish(&bytes);
+  const std::string_view bytes = encoder->Finish();
   ExportTraceServiceRequest request;
-  EXPECT_TRUE(request.ParseFromString(bytes));
+  EXPECT_TRUE(request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
   return request;
 }
 
@@ -361,13 +361,13 @@ class FakeTransport : public Transport {
     }
   };
   explicit FakeTransport(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
-  SendResult Send(const std::string& request, uint64_t timeout_ms) override {
+  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
     auto start = Clock::now();
     while (shared_->block && Clock::now() - start < std::chrono::milliseconds(timeout_ms))
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::lock_guard lock(shared_->mutex);
     ExportTraceServiceRequest decoded;
-    EXPECT_TRUE(decoded.ParseFromString(request));
+    EXPECT_TRUE(decoded.ParseFromArray(request.data(), static_cast<int>(request.size())));
     shared_->requests.push_back(decoded);
     shared_->times.push_back(Clock::now());
     if (shared_->block) return {SendResult::Outcome::kRetryable, "timed out", {}, {}};

@@ -151,9 +151,9 @@ class FakeTransport : public otlp::Transport {
  public:
   explicit FakeTransport(std::atomic<int>* sends, std::vector<std::string>* requests, std::mutex* mutex)
       : sends_(sends), requests_(requests), mutex_(mutex) {}
-  otlp::SendResult Send(const std::string& request, uint64_t) override {
+  otlp::SendResult Send(std::string_view request, uint64_t) override {
     std::lock_guard lock(*mutex_);
-    requests_->push_back(request);
+    requests_->emplace_back(request);
     ++*sends_;
     return {otlp::SendResult::Outcome::kSuccess, "", {}, ""};
   }

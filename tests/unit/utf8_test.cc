@@ -27,5 +27,22 @@ TEST(Utf8Test, ValidityCheckAgreesWithRepair) {
   }
 }
 
+TEST(Utf8Test, InvalidByteFoundAtEveryPositionAndLength) {
+  // ASCII is tested several bytes at a time, with overlapping reads at the end.
+  for (size_t length = 0; length <= 20; ++length) {
+    EXPECT_TRUE(IsValidUtf8(std::string(length, 'a'))) << length;
+    for (size_t at = 0; at < length; ++at) {
+      std::string value(length, 'a');
+      value[at] = '\xff';
+      EXPECT_FALSE(IsValidUtf8(value)) << length << " " << at;
+      if (at + 1 < length) {
+        value[at] = '\xc3';
+        value[at + 1] = '\xa9';  // é
+        EXPECT_TRUE(IsValidUtf8(value)) << length << " " << at;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace flowtracer::text
