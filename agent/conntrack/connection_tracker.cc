@@ -26,8 +26,14 @@ struct ConnectionTracker::Connection {
   }
 };
 
-ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control)
-    : options_(options), sink_(sink), control_(control) {}
+ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control,
+                                     SocketLiveness* liveness)
+    : options_(options), sink_(sink), control_(control), liveness_(liveness) {
+  if (!liveness_ && options_.close_check_idle_ns > 0) {
+    own_liveness_ = std::make_unique<ProcSocketLiveness>();
+    liveness_ = own_liveness_.get();
+  }
+}
 
 ConnectionTracker::~ConnectionTracker() = default;
 
@@ -277,17 +283,34 @@ void ConnectionTracker::Remove(uint64_t conn_id) {
 }
 
 void ConnectionTracker::Tick(uint64_t now_ns) {
+  const bool check_closes = liveness_ && options_.close_check_idle_ns > 0 && now_ns >= next_close_check_ns_;
+  if (check_closes) {
+    next_close_check_ns_ = now_ns + options_.close_check_idle_ns / 2;
+    liveness_->BeginSweep();
+  }
   std::vector<uint64_t> idle;
+  std::vector<uint64_t> gone;
   for (auto& [id, connection] : connections_) {
     if (now_ns > options_.response_timeout_ns) {
       std::vector<HttpExchange> expired;
       connection->http.ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
       Emit(*connection, expired);
     }
-    if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) idle.push_back(id);
+    if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) {
+      idle.push_back(id);
+    } else if (check_closes && now_ns >= connection->last_activity_ns + options_.close_check_idle_ns &&
+               !liveness_->MayBeOpen(connection->info.pid, connection->info.tuple)) {
+      gone.push_back(id);
+    }
   }
   for (uint64_t id : idle) {
     ++stats_.connections_evicted_idle;
+    if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
+    Remove(id);
+  }
+  // When it closed is unknown: its open requests end as forgotten, not as closed.
+  for (uint64_t id : gone) {
+    ++stats_.connections_close_missed;
     if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
     Remove(id);
   }

@@ -13,6 +13,7 @@
 #include "agent/conntrack/http1_stream.h"
 #include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
+#include "agent/conntrack/socket_liveness.h"
 #include "flowtracer/events.h"
 
 namespace flowtracer::conntrack {
@@ -64,6 +65,10 @@ struct TrackerOptions {
   size_t detect_bytes = 4096;
   // Skip hints smaller than this are not worth a map update.
   uint64_t min_skip_bytes = 4096;
+  // Connections idle this long are looked up in the kernel's socket tables (at most every
+  // half of it) and forgotten when their socket is gone: their close event was lost.
+  // 0: never (the commands that trace set it; tests inject a SocketLiveness).
+  uint64_t close_check_idle_ns = 0;
 };
 
 struct TrackerStats {
@@ -71,6 +76,7 @@ struct TrackerStats {
   uint64_t data_for_unknown_connection = 0;  // its CONN_OPEN was lost
   uint64_t connections_evicted_full = 0;
   uint64_t connections_evicted_idle = 0;
+  uint64_t connections_close_missed = 0;  // socket gone, close event never seen
   uint64_t gap_bytes = 0;
   uint64_t stream_overflow_drops = 0;
   uint64_t http_resyncs = 0;
@@ -86,7 +92,10 @@ struct TrackerStats {
 
 class ConnectionTracker {
  public:
-  ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control = nullptr);
+  // `liveness` answers close checks; when null and options.close_check_idle_ns is set,
+  // the tracker reads /proc.
+  ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control = nullptr,
+                    SocketLiveness* liveness = nullptr);
   ~ConnectionTracker();
 
   // One ring buffer record, as the kernel wrote it.
@@ -119,6 +128,9 @@ class ConnectionTracker {
   TrackerOptions options_;
   TrackerSink* sink_;
   KernelControl* control_;
+  std::unique_ptr<SocketLiveness> own_liveness_;
+  SocketLiveness* liveness_;
+  uint64_t next_close_check_ns_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
   TrackerStats stats_;
 };

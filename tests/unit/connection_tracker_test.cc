@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -30,6 +31,7 @@ struct FakeSink : TrackerSink {
   std::vector<std::pair<ConnectionInfo, HttpMessageRecord>> started;
   std::vector<std::pair<ConnectionInfo, HttpExchange>> exchanges;
   std::vector<Closed> closed;
+  std::vector<ConnectionInfo> forgotten;
   std::vector<std::string> order;  // "started", "exchange", "closed"
 
   void OnHttpRequestStarted(const ConnectionInfo& c, const HttpMessageRecord& r) override {
@@ -43,6 +45,19 @@ struct FakeSink : TrackerSink {
   void OnConnectionClosed(const ConnectionInfo& c, uint64_t sent, uint64_t received) override {
     closed.push_back({c, sent, received});
     order.push_back("closed");
+  }
+  void OnConnectionForgotten(const ConnectionInfo& c) override { forgotten.push_back(c); }
+};
+
+// Sockets are gone for the pids listed; records which pids were asked about.
+struct FakeLiveness : SocketLiveness {
+  std::vector<uint32_t> gone_pids;
+  std::vector<uint32_t> asked;
+  int sweeps = 0;
+  void BeginSweep() override { ++sweeps; }
+  bool MayBeOpen(uint32_t pid, const ft_tuple&) override {
+    asked.push_back(pid);
+    return std::find(gone_pids.begin(), gone_pids.end(), pid) == gone_pids.end();
   }
 };
 
@@ -58,7 +73,8 @@ struct FakeControl : KernelControl {
 // Drives a tracker the way the ring buffer would, keeping stream positions per connection.
 class Harness {
  public:
-  explicit Harness(TrackerOptions options = {}) : tracker(options, &sink, &control) {}
+  explicit Harness(TrackerOptions options = {}, SocketLiveness* liveness = nullptr)
+      : tracker(options, &sink, &control, liveness) {}
 
   // Copies into an allocation of exactly `record.size()` bytes, at an odd address, so
   // that sanitizers see any read past the record and any misaligned access.
@@ -823,6 +839,53 @@ TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {
   h.tracker.Tick(15001);
   EXPECT_EQ(h.tracker.connection_count(), 0u);
   EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 2u);
+}
+
+TEST(ConnectionTrackerTest, ForgetsIdleConnectionsWhoseSocketIsGone) {
+  // Their close events were lost (ring buffer full): kept until the idle timeout, churned
+  // connections would pile up with the span state of their unanswered requests.
+  TrackerOptions options;
+  options.close_check_idle_ns = 1000;
+  FakeLiveness liveness;
+  liveness.gone_pids = {200, 300};
+  Harness h(options, &liveness);
+  h.Open(1, FT_ROLE_SERVER, 1, /*pid=*/100);
+  h.Open(2, FT_ROLE_SERVER, 1, /*pid=*/200);
+  h.Open(3, FT_ROLE_SERVER, 1, /*pid=*/300);
+  h.Request(2, "GET /unanswered HTTP/1.1\r\n\r\n", 10);
+  h.Request(3, "GET /recent HTTP/1.1\r\n\r\n", 900);
+  h.tracker.Tick(1100);
+  // Only connections idle for close_check_idle_ns are looked up.
+  std::sort(liveness.asked.begin(), liveness.asked.end());
+  EXPECT_EQ(liveness.asked, (std::vector<uint32_t>{100, 200}));
+  EXPECT_EQ(h.tracker.connection_count(), 2u);
+  EXPECT_EQ(h.tracker.stats().connections_close_missed, 1u);
+  ASSERT_EQ(h.sink.forgotten.size(), 1u);
+  EXPECT_EQ(h.sink.forgotten[0].conn_id, 2u);
+  EXPECT_TRUE(h.sink.closed.empty());
+  // At most one lookup round per half of close_check_idle_ns.
+  h.tracker.Tick(1500);
+  EXPECT_EQ(liveness.sweeps, 1);
+  h.tracker.Tick(2000);
+  EXPECT_EQ(liveness.sweeps, 2);
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
+  EXPECT_EQ(h.tracker.stats().connections_close_missed, 2u);
+  EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 0u);
+  // A connection whose socket is open stays and keeps working.
+  h.Request(1, "GET /still-open HTTP/1.1\r\n\r\n", 2100);
+  h.Response(1, kOk2, 2200);
+  ASSERT_EQ(h.sink.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchange(0).request.head.target, "/still-open");
+}
+
+TEST(ConnectionTrackerTest, CloseChecksAreOffByDefault) {
+  FakeLiveness liveness;
+  liveness.gone_pids = {4242};
+  Harness h({}, &liveness);
+  h.Open(1, FT_ROLE_SERVER, 1);
+  h.tracker.Tick(200ull * 1000 * 1000 * 1000);
+  EXPECT_TRUE(liveness.asked.empty());
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
 }
 
 TEST(ConnectionTrackerTest, MaxConnectionsEvictsLeastRecentlyActive) {
