@@ -2,16 +2,19 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace flowtracer::conntrack {
 
 struct ConnectionTracker::Connection {
   ConnectionInfo info;
   ByteStream streams[2];  // indexed by ft_direction
-  Http1Conversation http;
-  std::unique_ptr<NatsConversation> nats;  // made when NATS is detected: most connections are not
+  // Per-protocol state is made when the protocol is found and, for HTTP, released while
+  // the connection is quiet: an idle keep-alive connection then holds this struct alone.
+  std::unique_ptr<Http1Conversation> http;
+  std::unique_ptr<NatsConversation> nats;
+  uint64_t next_request_index = 0;  // HTTP numbering kept across released conversations
   uint64_t last_activity_ns = 0;
-  uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
   bool control_ignore = false;
 
@@ -23,6 +26,10 @@ struct ConnectionTracker::Connection {
   }
   ByteStream& responses() {
     return streams[info.role == FT_ROLE_CLIENT ? FT_DIR_INGRESS : FT_DIR_EGRESS];
+  }
+  Http1Conversation& Http() {
+    if (!http) http = std::make_unique<Http1Conversation>(next_request_index);
+    return *http;
   }
 };
 
@@ -36,6 +43,8 @@ ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, 
 }
 
 ConnectionTracker::~ConnectionTracker() = default;
+
+size_t ConnectionTracker::connection_struct_bytes() { return sizeof(Connection); }
 
 void ConnectionTracker::OnRecord(const void* data, size_t size) {
   RawEvent event = DecodeRawEvent(data, size);
@@ -94,7 +103,6 @@ void ConnectionTracker::OnData(const DataEvent& event) {
   int direction = data.direction & 1;
   connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
                                      data.header.timestamp_ns, data.header.tid, data.seq_start);
-  connection->bytes_moved[direction] += data.length;
   connection->last_activity_ns = data.header.timestamp_ns;
   Process(*connection, /*closing=*/false);
 }
@@ -194,12 +202,13 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
 
   std::vector<HttpExchange> exchanges;
   const RequestStarted started = StartedCallback(connection);
+  Http1Conversation& http = connection.Http();
   if (closing) {
-    connection.http.Close(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Close(connection.requests(), connection.responses(), &exchanges, &started);
   } else {
-    connection.http.Process(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Process(connection.requests(), connection.responses(), &exchanges, &started);
   }
-  if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
+  if (http.upgraded()) info.protocol = Protocol::kOpaque;
   Emit(connection, exchanges);
   if (!closing) UpdateKernelControl(connection);
 }
@@ -233,8 +242,15 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
     const NatsConversation* nats = connection.nats.get();
-    auto request_end = nats ? nats->ClientFrameEnd() : connection.http.RequestBodyEnd();
-    auto response_end = nats ? nats->ServerFrameEnd() : connection.http.ResponseBodyEnd();
+    const Http1Conversation* http = connection.http.get();
+    std::optional<uint64_t> request_end, response_end;
+    if (nats) {
+      request_end = nats->ClientFrameEnd();
+      response_end = nats->ServerFrameEnd();
+    } else if (http) {
+      request_end = http->RequestBodyEnd();
+      response_end = http->ResponseBodyEnd();
+    }
     int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
     if (request_end) wanted[request_dir] = *request_end;
     if (response_end) wanted[request_dir ^ 1] = *response_end;
@@ -260,16 +276,29 @@ void ConnectionTracker::Account(const Connection& connection) {
     stats_.gap_bytes += stream.gap_bytes();
     stats_.stream_overflow_drops += stream.overflow_drops();
   }
-  const Http1Stats& http = connection.http.stats();
-  stats_.http_resyncs += http.resyncs;
-  stats_.http_orphan_responses += http.orphan_responses;
-  stats_.http_pending_overflow += http.pending_overflow;
-  stats_.http_late_responses += http.late_responses;
+  if (connection.http) AccountHttp(*connection.http);
   if (const NatsConversation* nats = connection.nats.get()) {
     stats_.nats_resyncs += nats->stats().resyncs;
     stats_.nats_messages_without_fingerprint += nats->stats().messages_without_fingerprint;
     stats_.nats_uncaptured_bytes += nats->stats().uncaptured_bytes;
   }
+}
+
+void ConnectionTracker::AccountHttp(const Http1Conversation& http) {
+  const Http1Stats& stats = http.stats();
+  stats_.http_resyncs += stats.resyncs;
+  stats_.http_orphan_responses += stats.orphan_responses;
+  stats_.http_pending_overflow += stats.pending_overflow;
+  stats_.http_late_responses += stats.late_responses;
+}
+
+void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
+  if (connection.http && connection.http->idle()) {
+    AccountHttp(*connection.http);
+    connection.next_request_index = connection.http->next_request_index();
+    connection.http.reset();
+  }
+  for (ByteStream& stream : connection.streams) stream.ReleaseIdleMemory();
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
@@ -291,11 +320,12 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   std::vector<uint64_t> idle;
   std::vector<uint64_t> gone;
   for (auto& [id, connection] : connections_) {
-    if (now_ns > options_.response_timeout_ns) {
+    if (now_ns > options_.response_timeout_ns && connection->http) {
       std::vector<HttpExchange> expired;
-      connection->http.ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
+      connection->http->ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
       Emit(*connection, expired);
     }
+    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns) ReleaseIdleMemory(*connection);
     if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) {
       idle.push_back(id);
     } else if (check_closes && now_ns >= connection->last_activity_ns + options_.close_check_idle_ns &&
@@ -322,9 +352,10 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
     if (connection->info.protocol == Protocol::kHttp1) {
       std::vector<HttpExchange> exchanges;
       const RequestStarted started = StartedCallback(*connection);
-      connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
+      Http1Conversation& http = connection->Http();
+      http.Process(connection->requests(), connection->responses(), &exchanges, &started);
       Emit(*connection, exchanges);
-      if (in_flight) *in_flight += connection->http.pending_requests();
+      if (in_flight) *in_flight += http.pending_requests();
     } else if (connection->info.protocol == Protocol::kNats) {
       ProcessNats(*connection, /*closing=*/true);
     }

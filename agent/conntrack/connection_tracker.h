@@ -18,16 +18,17 @@
 
 namespace flowtracer::conntrack {
 
-enum class Protocol { kUnknown, kHttp1, kNats, kOpaque };
+enum class Protocol : uint8_t { kUnknown, kHttp1, kNats, kOpaque };
 
+// Ordered by size: one is kept per tracked connection.
 struct ConnectionInfo {
   uint64_t conn_id = 0;
-  uint32_t pid = 0;
+  uint64_t open_ns = 0;
   std::string comm;
   ft_tuple tuple{};
+  uint32_t pid = 0;
   ft_role role = FT_ROLE_UNKNOWN;  // resolved from the traffic when the kernel did not know
   bool role_inferred = false;
-  uint64_t open_ns = 0;
   Protocol protocol = Protocol::kUnknown;
 };
 
@@ -69,6 +70,9 @@ struct TrackerOptions {
   // half of it) and forgotten when their socket is gone: their close event was lost.
   // 0: never (the commands that trace set it; tests inject a SocketLiveness).
   uint64_t close_check_idle_ns = 0;
+  // Connections quiet this long give back per-protocol and buffer storage they can make
+  // again (checked on Tick, so per-event work is unchanged).
+  uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
 };
 
 struct TrackerStats {
@@ -112,6 +116,9 @@ class ConnectionTracker {
 
   const TrackerStats& stats() const { return stats_; }
   size_t connection_count() const { return connections_.size(); }
+  // Bytes a tracked connection takes in the table before any per-protocol state or
+  // buffered bytes (for tests and the scale benchmark's accounting).
+  static size_t connection_struct_bytes();
 
  private:
   struct Connection;
@@ -119,6 +126,8 @@ class ConnectionTracker {
   void Process(Connection& connection, bool closing);
   void Remove(uint64_t conn_id);
   void Account(const Connection& connection);
+  void AccountHttp(const Http1Conversation& http);
+  void ReleaseIdleMemory(Connection& connection);
   // Reports each request to the sink as its head is parsed.
   RequestStarted StartedCallback(Connection& connection);
   void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);

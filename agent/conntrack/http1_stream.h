@@ -47,6 +47,9 @@ class Http1Conversation {
  public:
   static constexpr size_t kMaxPendingRequests = 64;
 
+  // A conversation may be released while idle and made again: numbering continues.
+  explicit Http1Conversation(uint64_t first_request_index = 0) : next_request_index_(first_request_index) {}
+
   // Parses what both streams hold and appends finished exchanges to `done`; calls
   // `started` (if given) for each request whose head was just parsed.
   void Process(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
@@ -70,6 +73,13 @@ class Http1Conversation {
   bool upgraded() const { return upgraded_; }
   const Http1Stats& stats() const { return stats_; }
   size_t pending_requests() const { return pending_.size(); }
+  uint64_t next_request_index() const { return next_request_index_; }
+  // Between messages on both sides with nothing awaited: only the request numbering and
+  // the stats would be lost by starting again.
+  bool idle() const {
+    return request_side_.stage == Stage::kSeek && response_side_.stage == Stage::kSeek && pending_.empty() &&
+           expired_awaiting_response_ == 0 && !upgraded_;
+  }
 
  private:
   enum class Stage { kSeek, kHead, kBody, kChunked, kUntilClose };

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -876,6 +878,56 @@ TEST(ConnectionTrackerTest, ForgetsIdleConnectionsWhoseSocketIsGone) {
   h.Response(1, kOk2, 2200);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   EXPECT_EQ(h.exchange(0).request.head.target, "/still-open");
+}
+
+TEST(ConnectionTrackerTest, QuietConnectionsReleaseStateAndContinueWhereTheyWere) {
+  TrackerOptions options;
+  options.release_idle_after_ns = 1000;
+  Harness h(options);
+  h.Open(1, FT_ROLE_SERVER, 1);
+  h.Request(1, "GET /a HTTP/1.1\r\n\r\n", 10);
+  h.Response(1, kOk2, 20);
+  h.Response(1, kOk2, 30);  // answers nothing: counted before the release
+  h.Request(1, "GET /b HTTP/1.1\r\n\r\n", 40);
+  h.tracker.Tick(2000);  // /b awaits its response: nothing is released
+  h.Response(1, kOk2, 2100);
+  h.tracker.Tick(4000);  // quiet and idle: released
+  h.Request(1, "GET /c HTTP/1.1\r\n\r\n", 4100);
+  h.Response(1, kOk2, 4200);
+  ASSERT_EQ(h.sink.exchanges.size(), 3u);
+  EXPECT_EQ(h.exchange(1).request.head.target, "/b");
+  EXPECT_EQ(h.exchange(2).request.head.target, "/c");
+  EXPECT_EQ(h.exchange(2).request.request_index, 2u);  // span ids are keyed by it
+  h.tracker.Tick(6000);
+  h.tracker.Flush();
+  EXPECT_EQ(h.tracker.stats().http_orphan_responses, 1u);  // once, not lost nor doubled
+}
+
+TEST(ConnectionTrackerTest, IdleKeepAliveConnectionCostsAFewHundredBytes) {
+  // 10 000 keep-alive connections between requests: the table must not cost ~1 KB each
+  // (the struct alone was 1 KB, plus segment slots kept per stream).
+  struct mallinfo2 before = mallinfo2();
+  TrackerOptions options;
+  options.release_idle_after_ns = 1000;
+  ConnectionTracker tracker(options, nullptr);
+  constexpr int kConnections = 2000;
+  for (int i = 1; i <= kConnections; ++i) {
+    tracker.OnRecord(records::ConnRecord(FT_EVENT_CONN_OPEN, i, 1, FT_ROLE_SERVER).data(),
+                     sizeof(ft_conn_event));
+    std::string request = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    std::string response(kOk2);
+    std::string in = records::DataRecord(i, FT_DIR_INGRESS, 0, request, 10, 11, request.size());
+    std::string out = records::DataRecord(i, FT_DIR_EGRESS, 0, response, 20, 11, response.size());
+    tracker.OnRecord(in.data(), in.size());
+    tracker.OnRecord(out.data(), out.size());
+  }
+  tracker.Tick(5000);
+  struct mallinfo2 after = mallinfo2();
+  if (after.uordblks == 0) GTEST_SKIP() << "the allocator does not report (sanitizer build)";
+  double bytes_per_connection = (static_cast<double>(after.uordblks) - before.uordblks) / kConnections;
+  EXPECT_LT(bytes_per_connection, 500.0);
+  RecordProperty("bytes_per_idle_connection", static_cast<int>(bytes_per_connection));
+  EXPECT_EQ(tracker.connection_count(), static_cast<size_t>(kConnections));
 }
 
 TEST(ConnectionTrackerTest, CloseChecksAreOffByDefault) {
