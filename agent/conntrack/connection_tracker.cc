@@ -72,7 +72,7 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
       });
       ++stats_.connections_evicted_full;
       if (sink_) sink_->OnConnectionForgotten(oldest->second->info);
-      Remove(oldest->first);
+      Remove(oldest);
     }
     auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
     ConnectionInfo& info = connection->info;
@@ -86,11 +86,11 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
     connections_.emplace(info.conn_id, std::move(connection));
     return;
   }
-  Connection* connection = Find(event.header.conn_id);
-  if (!connection) return;
-  Process(*connection, /*closing=*/true);
-  if (sink_) sink_->OnConnectionClosed(connection->info, event.bytes_sent, event.bytes_received);
-  Remove(event.header.conn_id);
+  auto it = connections_.find(event.header.conn_id);  // one lookup: churn closes as often as it opens
+  if (it == connections_.end()) return;
+  Process(*it->second, /*closing=*/true);
+  if (sink_) sink_->OnConnectionClosed(it->second->info, event.bytes_sent, event.bytes_received);
+  Remove(it);
 }
 
 void ConnectionTracker::OnData(const DataEvent& event) {
@@ -303,11 +303,14 @@ void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
   auto it = connections_.find(conn_id);
-  if (it == connections_.end()) return;
+  if (it != connections_.end()) Remove(it);
+}
+
+void ConnectionTracker::Remove(Table::iterator it) {
   Account(*it->second);
   if (control_ && (it->second->control_ignore || it->second->control_skip_until[0] ||
                    it->second->control_skip_until[1]))
-    control_->ForgetConnControl(conn_id);
+    control_->ForgetConnControl(it->first);
   connections_.erase(it);
 }
 

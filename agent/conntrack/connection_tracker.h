@@ -124,7 +124,9 @@ class ConnectionTracker {
   struct Connection;
   Connection* Find(uint64_t conn_id);
   void Process(Connection& connection, bool closing);
+  using Table = std::unordered_map<uint64_t, std::unique_ptr<Connection>>;
   void Remove(uint64_t conn_id);
+  void Remove(Table::iterator it);
   void Account(const Connection& connection);
   void AccountHttp(const Http1Conversation& http);
   void ReleaseIdleMemory(Connection& connection);
@@ -140,7 +142,7 @@ class ConnectionTracker {
   std::unique_ptr<SocketLiveness> own_liveness_;
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
-  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  Table connections_;
   TrackerStats stats_;
 };
 
