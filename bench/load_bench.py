@@ -559,10 +559,16 @@ def scale_once(flowtracer, args, extra, label):
                 f"{stats['rps']:.0f} req/s, errors {stats['errors']}; agent RSS busy {rss_busy / 1024:.1f} MB, "
                 f"after {rss_after / 1024:.1f} MB; heap busy {mb(heap_busy)} MB, after {mb(heap_after)} MB")
         entries_after_keepalive = kernel_conns_entries(our_maps)
+        # Closes lost while the ring buffer was full leave connections behind until the
+        # agent notices: what remains after the settle wait is what stays.
+        time.sleep(args.settle)
+        rss_settled, heap_settled = memory_kb(agent.pid)[0], heap()
+        summary.update({"rss_settled_mb": rss_settled / 1024, "heap_settled_mb": heap_settled and heap_settled / 2**20})
+        log(f"{label}: {args.settle} s after the keep-alive steps: RSS {rss_settled / 1024:.1f} MB, heap {mb(heap_settled)} MB")
         # 2. A pool of idle keep-alive connections (one request each, then quiet); both
         # ends are traced, so twice as many tracked connections.
         if args.idle_pool:
-            heap_before_pool = heap()
+            heap_before_pool = heap_settled
             pool = hold_idle_connections(args.idle_pool, NGINX_PORT)
             time.sleep(3)  # past the tracker's 1 s quiet release and a tick
             rss_idle, heap_idle = memory_kb(agent.pid)[0], heap()
@@ -630,10 +636,17 @@ def scale_main(args):
             f"{'/'.join(fmt_mb(k['rss_busy_mb']) for k in r['keepalive'])}, after keep-alive "
             f"{'/'.join(fmt_mb(k['rss_after_mb']) for k in r['keepalive'])}, after churn "
             f"{fmt_mb(r['rss_after_churn_mb'])}, {args.settle} s later {r['rss_end_mb']:.1f}, peak {r['rss_peak_mb']:.1f}")
+        log(f"{label}: RSS MB {args.settle} s after the keep-alive steps {r['rss_settled_mb']:.1f}")
         if args.heap:
+            # The first step's reading: later ones also hold connections whose close was lost.
+            busy = r["keepalive"][0]["heap_busy_mb"]
+            if busy is not None and r["heap_start_mb"] is not None:
+                log(f"{label}: busy heap per tracked connection (both ends traced): "
+                    f"{(busy - r['heap_start_mb']) * 2**20 / (2 * args.concurrent):.0f} bytes in the first step")
             log(f"{label}: heap MB: start {fmt_mb(r['heap_start_mb'])}, busy "
-                f"{'/'.join(fmt_mb(k['heap_busy_mb']) for k in r['keepalive'])}, after keep-alive "
-                f"{'/'.join(fmt_mb(k['heap_after_mb']) for k in r['keepalive'])}, {args.settle} s after churn {fmt_mb(r['heap_end_mb'])}")
+                f"{'/'.join(fmt_mb(k['heap_busy_mb']) for k in r['keepalive'])}, 2 s after each step "
+                f"{'/'.join(fmt_mb(k['heap_after_mb']) for k in r['keepalive'])}, {args.settle} s after the steps "
+                f"{fmt_mb(r['heap_settled_mb'])}, {args.settle} s after churn {fmt_mb(r['heap_end_mb'])}")
         if r["idle_pool"]:
             per = r["idle_pool"]["heap_bytes_per_tracked_connection"]
             log(f"{label}: idle pool: RSS {r['idle_pool']['rss_mb']:.1f} MB, heap {fmt_mb(r['idle_pool']['heap_mb'])} MB"
