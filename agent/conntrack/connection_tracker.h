@@ -73,6 +73,10 @@ struct TrackerOptions {
   // Connections quiet this long give back per-protocol and buffer storage they can make
   // again (checked on Tick, so per-event work is unchanged).
   uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
+  // When the table has shrunk by this many connections since its last high point, freed
+  // heap is handed back to the system (malloc_trim): after a burst of connections the
+  // process would otherwise keep its peak size. 0: never.
+  size_t trim_after_released_connections = 4096;
 };
 
 struct TrackerStats {
@@ -142,6 +146,7 @@ class ConnectionTracker {
   std::unique_ptr<SocketLiveness> own_liveness_;
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
+  size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
   Table connections_;
   TrackerStats stats_;
 };
