@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -530,68 +531,179 @@ def kernel_conns_entries(map_ids):
     return total
 
 
-def scale_main(args):
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
-    if hard < args.concurrent + 1000:
-        sys.exit(f"open files limit {hard} is too low for {args.concurrent} connections")
-    nginx = Nginx(args.workers)
-    extra = args.agent_args.split() if args.agent_args else []
+def live_heap_bytes(agent):
+    """The agent's malloc heap in use (glibc malloc_stats, read with gdb: the agent pauses
+    for about a second), or None. malloc_stats writes to the agent's stderr, its log."""
+    before = len(open(agent.log_path).read())
+    result = subprocess.run(["gdb", "-p", str(agent.pid), "-batch", "-ex", "call (void)malloc_stats()"],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        return None
+    text = open(agent.log_path).read()[before:]
+    total = text.rpartition("Total (incl. mmap):")[2]
+    for line in total.splitlines():
+        if line.strip().startswith("in use bytes"):
+            return int(line.split("=")[1])
+    return None
+
+
+def hold_idle_connections(count, port):
+    """Opens `count` keep-alive connections, each makes one request and reads its answer,
+    then stays open doing nothing: what a large idle keep-alive pool looks like."""
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(request)
+        answer = b""
+        while b"hello, world" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("nginx closed an idle-pool connection")
+            answer += chunk
+        sockets.append(s)
+    return sockets
+
+
+def scale_once(flowtracer, args, extra, label):
+    """One full scale scenario under one agent; returns its summary."""
+    maps_before = conns_map_ids()
+    agent = Agent(flowtracer, "capture", extra)
+    # Other tracers may run on the machine: the agent's table is the one it created.
+    our_maps = conns_map_ids() - maps_before
+    sampler = RssSampler(agent.pid, 0.5)
+    heap = (lambda: live_heap_bytes(agent)) if args.heap else (lambda: None)
+    mb = lambda value: f"{value / 2**20:.1f}" if value is not None else "-"
+    heap_start = heap()
+    log(f"# {label}: agent started: RSS {agent.start_rss_kb / 1024:.1f} MB, heap {mb(heap_start)} MB")
+    summary = {"build": flowtracer, "rss_start_mb": agent.start_rss_kb / 1024, "heap_start_mb": None,
+               "keepalive": [], "idle_pool": None, "churn": []}
+    if heap_start is not None:
+        summary["heap_start_mb"] = heap_start / 2**20
     try:
-        # 1. Many concurrent keep-alive connections.
-        maps_before = conns_map_ids()
-        agent = Agent(args.flowtracer, "capture", extra)
-        # Other tracers may run on the machine: the agent's table is the one it created.
-        our_maps = conns_map_ids() - maps_before
-        sampler = RssSampler(agent.pid, 0.5)
-        log(f"# agent started: RSS {agent.start_rss_kb / 1024:.1f} MB")
-        timeline = []
+        # 1. Many concurrent keep-alive connections, busy: measured in the middle of the load
+        # (connections open and requests in flight), then after wrk has closed them.
         for step in range(args.keepalive_steps):
-            stats = run_wrk(NGINX_PORT, args.duration, args.concurrent, 2, extra=("--timeout", "10s"))
-            rss, _ = memory_kb(agent.pid)
-            timeline.append((stats, rss))
-            log(f"keep-alive step {step + 1}: {args.concurrent} connections, {stats['requests']} requests, "
-                f"{stats['rps']:.0f} req/s, errors {stats['errors']}, agent RSS {rss / 1024:.1f} MB")
+            result = {}
+            load = threading.Thread(target=lambda: result.update(
+                run_wrk(NGINX_PORT, args.duration, args.concurrent, 2, extra=("--timeout", "10s"))))
+            load.start()
+            time.sleep(args.duration * 0.6)
+            rss_busy, heap_busy = memory_kb(agent.pid)[0], heap()
+            load.join()
+            stats = result
+            time.sleep(2)
+            rss_after, heap_after = memory_kb(agent.pid)[0], heap()
+            summary["keepalive"].append({"requests": stats["requests"], "rps": stats["rps"],
+                                         "rss_busy_mb": rss_busy / 1024, "rss_after_mb": rss_after / 1024,
+                                         "heap_busy_mb": heap_busy and heap_busy / 2**20,
+                                         "heap_after_mb": heap_after and heap_after / 2**20})
+            log(f"{label}: keep-alive step {step + 1}: {args.concurrent} connections, {stats['requests']} requests, "
+                f"{stats['rps']:.0f} req/s, errors {stats['errors']}; agent RSS busy {rss_busy / 1024:.1f} MB, "
+                f"after {rss_after / 1024:.1f} MB; heap busy {mb(heap_busy)} MB, after {mb(heap_after)} MB")
         entries_after_keepalive = kernel_conns_entries(our_maps)
-        # 2. Churn: connections opened and closed (one request each).
+        # Closes lost while the ring buffer was full leave connections behind until the
+        # agent notices: what remains after the settle wait is what stays.
+        time.sleep(args.settle)
+        rss_settled, heap_settled = memory_kb(agent.pid)[0], heap()
+        summary.update({"rss_settled_mb": rss_settled / 1024, "heap_settled_mb": heap_settled and heap_settled / 2**20})
+        log(f"{label}: {args.settle} s after the keep-alive steps: RSS {rss_settled / 1024:.1f} MB, heap {mb(heap_settled)} MB")
+        # 2. A pool of idle keep-alive connections (one request each, then quiet); both
+        # ends are traced, so twice as many tracked connections.
+        if args.idle_pool:
+            heap_before_pool = heap_settled
+            pool = hold_idle_connections(args.idle_pool, NGINX_PORT)
+            time.sleep(3)  # past the tracker's 1 s quiet release and a tick
+            rss_idle, heap_idle = memory_kb(agent.pid)[0], heap()
+            per_connection = None
+            if heap_idle is not None and heap_before_pool is not None:
+                per_connection = (heap_idle - heap_before_pool) / (2 * args.idle_pool)
+            summary["idle_pool"] = {"connections": args.idle_pool, "rss_mb": rss_idle / 1024,
+                                    "heap_mb": heap_idle and heap_idle / 2**20,
+                                    "heap_bytes_per_tracked_connection": per_connection}
+            log(f"{label}: {args.idle_pool} idle keep-alive connections ({2 * args.idle_pool} tracked): "
+                f"RSS {rss_idle / 1024:.1f} MB, heap {mb(heap_idle)} MB"
+                + (f", {per_connection:.0f} bytes of heap per tracked connection"
+                   if per_connection is not None else ""))
+            for s in pool:
+                s.close()
+            time.sleep(2)
+        # 3. Churn: connections opened and closed (one request each).
         churned = 0
-        churn_steps = []
         t0 = time.monotonic()
         while churned < args.churn and time.monotonic() - t0 < args.churn_timeout:
             stats = run_wrk(NGINX_CLOSE_PORT, args.duration, 64, 1, extra=("-H", "Connection: close"))
             churned += stats["requests"]
-            rss, _ = memory_kb(agent.pid)
-            churn_steps.append((churned, rss))
-            log(f"churn: {churned} connections so far ({stats['rps']:.0f}/s), agent RSS {rss / 1024:.1f} MB")
-        time.sleep(2)
+            rss = memory_kb(agent.pid)[0]
+            summary["churn"].append({"churned": churned, "rss_mb": rss / 1024})
+            log(f"{label}: churn: {churned} connections so far ({stats['rps']:.0f}/s), agent RSS {rss / 1024:.1f} MB")
+        # Connections whose close was lost are looked up after 30 s quiet: wait past that.
+        time.sleep(args.settle)
+        heap_end = heap()
+        rss_end = memory_kb(agent.pid)[0]
         entries_after_churn = kernel_conns_entries(our_maps)
+    finally:
         samples = sampler.stop()
         losses, hwm, text = agent.stop()
+    rss_values = [kb for _, kb in samples]
+    summary.update({"churned": churned, "rss_peak_mb": hwm / 1024,
+                    "rss_after_churn_mb": summary["churn"][-1]["rss_mb"] if summary["churn"] else None,
+                    "heap_end_mb": heap_end and heap_end / 2**20, "rss_end_mb": rss_end / 1024,
+                    "rss_min_mb": min(rss_values) / 1024, "rss_max_mb": max(rss_values) / 1024,
+                    "kernel_conns_after_keepalive": entries_after_keepalive,
+                    "kernel_conns_after_churn": entries_after_churn, "losses": losses})
+    return summary
+
+
+def scale_main(args):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    if hard < args.concurrent + args.idle_pool + 1000:
+        sys.exit(f"open files limit {hard} is too low for {args.concurrent} connections")
+    extra = args.agent_args.split() if args.agent_args else []
+    builds = [("new", args.flowtracer)] + ([("base", args.baseline)] if args.baseline else [])
+    results = []
+    nginx = Nginx(args.workers)
+    try:
+        # Builds alternate in one session, so both see the same machine.
+        for label, flowtracer in builds:
+            results.append((label, scale_once(flowtracer, args, extra, label)))
     finally:
         nginx.stop()
-    rss_values = [kb for _, kb in samples]
     log("")
     log("# scale")
-    log(f"concurrent keep-alive connections: {args.concurrent}; churned connections: {churned}")
-    log(f"agent RSS MB: start {agent.start_rss_kb / 1024:.1f}, after keep-alive "
-        f"{timeline[-1][1] / 1024:.1f}, after churn {churn_steps[-1][1] / 1024 if churn_steps else 0:.1f}, "
-        f"peak {hwm / 1024:.1f}, min/max sampled {min(rss_values) / 1024:.1f}/{max(rss_values) / 1024:.1f}")
-    if len(churn_steps) >= 2:
-        first, last = churn_steps[0], churn_steps[-1]
-        log(f"RSS growth over churn from {first[0]} to {last[0]} connections: "
-            f"{(last[1] - first[1]) / 1024:+.1f} MB")
-    log(f"kernel connection table entries: after keep-alive {entries_after_keepalive}, "
-        f"after churn {entries_after_churn}")
-    log(f"losses: {json.dumps(losses)}")
+    log(f"concurrent keep-alive connections: {args.concurrent}; idle pool: {args.idle_pool}")
+    for label, r in results:
+        fmt_mb = lambda v: f"{v:.1f}" if v is not None else "-"
+        log(f"{label}: agent RSS MB: start {r['rss_start_mb']:.1f}, busy "
+            f"{'/'.join(fmt_mb(k['rss_busy_mb']) for k in r['keepalive'])}, after keep-alive "
+            f"{'/'.join(fmt_mb(k['rss_after_mb']) for k in r['keepalive'])}, after churn "
+            f"{fmt_mb(r['rss_after_churn_mb'])}, {args.settle} s later {r['rss_end_mb']:.1f}, peak {r['rss_peak_mb']:.1f}")
+        log(f"{label}: RSS MB {args.settle} s after the keep-alive steps {r['rss_settled_mb']:.1f}")
+        if args.heap:
+            # The first step's reading: later ones also hold connections whose close was lost.
+            busy = r["keepalive"][0]["heap_busy_mb"]
+            if busy is not None and r["heap_start_mb"] is not None:
+                log(f"{label}: busy heap per tracked connection (both ends traced): "
+                    f"{(busy - r['heap_start_mb']) * 2**20 / (2 * args.concurrent):.0f} bytes in the first step")
+            log(f"{label}: heap MB: start {fmt_mb(r['heap_start_mb'])}, busy "
+                f"{'/'.join(fmt_mb(k['heap_busy_mb']) for k in r['keepalive'])}, 2 s after each step "
+                f"{'/'.join(fmt_mb(k['heap_after_mb']) for k in r['keepalive'])}, {args.settle} s after the steps "
+                f"{fmt_mb(r['heap_settled_mb'])}, {args.settle} s after churn {fmt_mb(r['heap_end_mb'])}")
+        if r["idle_pool"]:
+            per = r["idle_pool"]["heap_bytes_per_tracked_connection"]
+            log(f"{label}: idle pool: RSS {r['idle_pool']['rss_mb']:.1f} MB, heap {fmt_mb(r['idle_pool']['heap_mb'])} MB"
+                + (f", {per:.0f} bytes per tracked connection" if per is not None else ""))
+        if len(r["churn"]) >= 2:
+            log(f"{label}: RSS growth over churn from {r['churn'][0]['churned']} to {r['churned']} connections: "
+                f"{r['churn'][-1]['rss_mb'] - r['churn'][0]['rss_mb']:+.1f} MB")
+        log(f"{label}: kernel connection table entries: after keep-alive {r['kernel_conns_after_keepalive']}, "
+            f"after churn {r['kernel_conns_after_churn']}")
+        log(f"{label}: losses: {json.dumps(r['losses'])}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"concurrent": args.concurrent, "churned": churned,
-                       "rss_start_mb": agent.start_rss_kb / 1024, "rss_peak_mb": hwm / 1024,
-                       "rss_after_keepalive_mb": timeline[-1][1] / 1024,
-                       "rss_after_churn_mb": churn_steps[-1][1] / 1024 if churn_steps else None,
-                       "churn_rss_mb": [(c, kb / 1024) for c, kb in churn_steps],
-                       "kernel_conns_after_keepalive": entries_after_keepalive,
-                       "kernel_conns_after_churn": entries_after_churn, "losses": losses}, f, indent=1)
+            json.dump({"concurrent": args.concurrent, "idle_pool": args.idle_pool,
+                       "runs": {label: r for label, r in results}}, f, indent=1)
 
 
 def main():
@@ -622,6 +734,13 @@ def main():
     scale.add_argument("--keepalive-steps", type=int, default=3)
     scale.add_argument("--churn", type=int, default=100000)
     scale.add_argument("--churn-timeout", type=int, default=300)
+    scale.add_argument("--idle-pool", type=int, default=5000,
+                       help="idle keep-alive connections held after the busy steps (0: none)")
+    scale.add_argument("--settle", type=int, default=45, help="seconds after churn before the last reading")
+    scale.add_argument("--heap", action="store_true",
+                       help="also read the agent's live malloc heap at each point (gdb; pauses it ~1 s)")
+    scale.add_argument("--baseline", help="another flowtracer build run through the same scenario "
+                       "right after, in the same session (reported as base)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loads eBPF programs)")

@@ -341,6 +341,7 @@ Runner AddAgentCommand(CLI::App& app) {
     pipeline::PipelineOptions pipeline_options;
     pipeline_options.max_cpu_percent = config.max_cpu_percent;
     pipeline_options.http.monotonic_to_unix_ns = MonotonicToUnixOffsetNs();
+    pipeline_options.tracker.close_check_idle_ns = 30ull * 1000 * 1000 * 1000;
     pipeline_options.messaging.monotonic_to_unix_ns = pipeline_options.http.monotonic_to_unix_ns;
     TracerControl control;
     pipeline::TracePipeline pipeline(pipeline_options, &processes, [&](const spans::Span& span) {

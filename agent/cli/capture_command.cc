@@ -132,6 +132,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     pipeline::PipelineOptions pipeline_options;
     pipeline_options.max_cpu_percent = flags->max_cpu_percent;
     pipeline_options.http = assembler_options;
+    pipeline_options.tracker.close_check_idle_ns = 30ull * 1000 * 1000 * 1000;
     pipeline_options.messaging.monotonic_to_unix_ns = assembler_options.monotonic_to_unix_ns;
     TracerControl control;
     pipeline::TracePipeline pipeline(pipeline_options, &processes, emit, &control,

@@ -61,7 +61,7 @@ void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset
   }
   if (!payload.empty()) segment.data = TakeSpareBuffer();
   segment.data.assign(payload);
-  buffered_bytes_ += segment.data.size();
+  buffered_bytes_ += static_cast<uint32_t>(segment.data.size());
   segments_.push_back(std::move(segment));
 }
 
@@ -80,14 +80,16 @@ std::string_view ByteStream::Contiguous() {
       std::next(it)->start != next) {
     return first;
   }
-  joined_.assign(first);
+  if (!joined_) joined_ = std::make_unique<std::string>();
+  std::string& joined = *joined_;
+  joined.assign(first);
   for (auto seg = std::next(it); seg != segments_.end(); ++seg) {
     if (seg->start != next || seg->data_start != next || seg->data.empty()) break;
-    joined_.append(seg->data);
+    joined.append(seg->data);
     next += seg->data.size();
     if (next < seg->end) break;  // the rest of this call was not captured
   }
-  return joined_;
+  return joined;
 }
 
 void ByteStream::Consume(uint64_t bytes) { SkipTo(read_position_ + bytes); }
@@ -113,13 +115,19 @@ void ByteStream::SkipHole() {
 void ByteStream::DropConsumedSegments() {
   auto consumed = segments_.begin();
   for (; consumed != segments_.end() && consumed->end <= read_position_; ++consumed) {
-    buffered_bytes_ -= consumed->data.size();
+    buffered_bytes_ -= static_cast<uint32_t>(consumed->data.size());
     last_timestamp_ns_ = consumed->timestamp_ns;
     GiveSpareBuffer(std::move(consumed->data));
   }
   segments_.erase(segments_.begin(), consumed);
   // An idle stream keeps room for a couple of calls, not for the largest burst it saw.
   if (segments_.empty() && segments_.capacity() > kIdleSegmentCapacity) std::vector<Segment>().swap(segments_);
+}
+
+void ByteStream::ReleaseIdleMemory() {
+  if (!segments_.empty()) return;
+  std::vector<Segment>().swap(segments_);
+  joined_.reset();
 }
 
 const ByteStream::Segment* ByteStream::SegmentAt(uint64_t position) const {

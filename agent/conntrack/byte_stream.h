@@ -4,7 +4,9 @@
 // without the bytes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,7 +17,7 @@ namespace flowtracer::conntrack {
 class ByteStream {
  public:
   explicit ByteStream(size_t max_buffered_bytes = 256 * 1024)
-      : max_buffered_bytes_(max_buffered_bytes) {}
+      : max_buffered_bytes_(static_cast<uint32_t>(std::min<size_t>(max_buffered_bytes, UINT32_MAX / 2))) {}
 
   // A call moved [position, position + length); its captured bytes start at
   // position + payload_offset. Overlaps with what is already known are trimmed.
@@ -52,6 +54,10 @@ class ByteStream {
   uint64_t overflow_drops() const { return overflow_drops_; }
   size_t buffered_bytes() const { return buffered_bytes_; }
 
+  // Gives back storage kept for the next calls (segment slots, the join buffer) when
+  // nothing is buffered: for connections gone quiet, which are most of a large table.
+  void ReleaseIdleMemory();
+
  private:
   struct Segment {
     uint64_t start;
@@ -69,13 +75,16 @@ class ByteStream {
   // streams per connection, mostly empty (keep-alive connections between requests).
   std::vector<Segment> segments_;
   uint64_t read_position_ = 0;
-  bool started_ = false;
-  size_t buffered_bytes_ = 0;
-  size_t max_buffered_bytes_;
   uint64_t gap_bytes_ = 0;
   uint64_t overflow_drops_ = 0;
   uint64_t last_timestamp_ns_ = 0;
-  std::string joined_;  // Contiguous() across segment boundaries
+  // 32 bits: the bound is far below 2 GiB, and every byte of a stream is multiplied by
+  // two per connection and by tens of thousands of connections.
+  uint32_t buffered_bytes_ = 0;
+  uint32_t max_buffered_bytes_;
+  bool started_ = false;
+  // Contiguous() across segment boundaries; made on first use (most streams never join).
+  std::unique_ptr<std::string> joined_;
 };
 
 }  // namespace flowtracer::conntrack

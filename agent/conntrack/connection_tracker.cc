@@ -1,22 +1,27 @@
 #include "agent/conntrack/connection_tracker.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 
 namespace flowtracer::conntrack {
 
 struct ConnectionTracker::Connection {
   ConnectionInfo info;
   ByteStream streams[2];  // indexed by ft_direction
-  Http1Conversation http;
-  std::unique_ptr<NatsConversation> nats;  // made when NATS is detected: most connections are not
+  // Per-protocol state is made when the protocol is found and, for HTTP, released while
+  // the connection is quiet: an idle keep-alive connection then holds this struct alone.
+  std::unique_ptr<Http1Conversation> http;
+  std::unique_ptr<NatsConversation> nats;
+  uint64_t next_request_index = 0;  // HTTP numbering kept across released conversations
   uint64_t last_activity_ns = 0;
-  uint64_t bytes_moved[2] = {0, 0};
   uint64_t control_skip_until[2] = {0, 0};  // what the kernel was last told
   bool control_ignore = false;
-  uint32_t share_key = 0;  // ConnectionShareKey of the tuple
   bool shed = false;       // outside the traced share: the kernel is told to ignore it
+  uint32_t share_key = 0;  // ConnectionShareKey of the tuple
 
   explicit Connection(size_t max_buffered)
       : streams{ByteStream(max_buffered), ByteStream(max_buffered)} {}
@@ -27,12 +32,24 @@ struct ConnectionTracker::Connection {
   ByteStream& responses() {
     return streams[info.role == FT_ROLE_CLIENT ? FT_DIR_INGRESS : FT_DIR_EGRESS];
   }
+  Http1Conversation& Http() {
+    if (!http) http = std::make_unique<Http1Conversation>(next_request_index);
+    return *http;
+  }
 };
 
-ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control)
-    : options_(options), sink_(sink), control_(control) {}
+ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control,
+                                     SocketLiveness* liveness)
+    : options_(options), sink_(sink), control_(control), liveness_(liveness) {
+  if (!liveness_ && options_.close_check_idle_ns > 0) {
+    own_liveness_ = std::make_unique<ProcSocketLiveness>();
+    liveness_ = own_liveness_.get();
+  }
+}
 
 ConnectionTracker::~ConnectionTracker() = default;
+
+size_t ConnectionTracker::connection_struct_bytes() { return sizeof(Connection); }
 
 void ConnectionTracker::OnRecord(const void* data, size_t size) {
   RawEvent event = DecodeRawEvent(data, size);
@@ -60,7 +77,7 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
       });
       ++stats_.connections_evicted_full;
       if (sink_) sink_->OnConnectionForgotten(oldest->second->info);
-      Remove(oldest->first);
+      Remove(oldest);
     }
     auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
     ConnectionInfo& info = connection->info;
@@ -76,11 +93,11 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
     if (added.share_key >= traced_share_) Shed(added);
     return;
   }
-  Connection* connection = Find(event.header.conn_id);
-  if (!connection) return;
-  Process(*connection, /*closing=*/true);
-  if (sink_) sink_->OnConnectionClosed(connection->info, event.bytes_sent, event.bytes_received);
-  Remove(event.header.conn_id);
+  auto it = connections_.find(event.header.conn_id);  // one lookup: churn closes as often as it opens
+  if (it == connections_.end()) return;
+  Process(*it->second, /*closing=*/true);
+  if (sink_) sink_->OnConnectionClosed(it->second->info, event.bytes_sent, event.bytes_received);
+  Remove(it);
 }
 
 void ConnectionTracker::OnData(const DataEvent& event) {
@@ -96,7 +113,6 @@ void ConnectionTracker::OnData(const DataEvent& event) {
   int direction = data.direction & 1;
   connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
                                      data.header.timestamp_ns, data.header.tid, data.seq_start);
-  connection->bytes_moved[direction] += data.length;
   Process(*connection, /*closing=*/false);
 }
 
@@ -195,12 +211,13 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
 
   std::vector<HttpExchange> exchanges;
   const RequestStarted started = StartedCallback(connection);
+  Http1Conversation& http = connection.Http();
   if (closing) {
-    connection.http.Close(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Close(connection.requests(), connection.responses(), &exchanges, &started);
   } else {
-    connection.http.Process(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Process(connection.requests(), connection.responses(), &exchanges, &started);
   }
-  if (connection.http.upgraded()) info.protocol = Protocol::kOpaque;
+  if (http.upgraded()) info.protocol = Protocol::kOpaque;
   Emit(connection, exchanges);
   if (!closing) UpdateKernelControl(connection);
 }
@@ -234,8 +251,15 @@ void ConnectionTracker::UpdateKernelControl(Connection& connection) {
   uint64_t wanted[2] = {0, 0};
   if (!ignore) {
     const NatsConversation* nats = connection.nats.get();
-    auto request_end = nats ? nats->ClientFrameEnd() : connection.http.RequestBodyEnd();
-    auto response_end = nats ? nats->ServerFrameEnd() : connection.http.ResponseBodyEnd();
+    const Http1Conversation* http = connection.http.get();
+    std::optional<uint64_t> request_end, response_end;
+    if (nats) {
+      request_end = nats->ClientFrameEnd();
+      response_end = nats->ServerFrameEnd();
+    } else if (http) {
+      request_end = http->RequestBodyEnd();
+      response_end = http->ResponseBodyEnd();
+    }
     int request_dir = connection.info.role == FT_ROLE_CLIENT ? FT_DIR_EGRESS : FT_DIR_INGRESS;
     if (request_end) wanted[request_dir] = *request_end;
     if (response_end) wanted[request_dir ^ 1] = *response_end;
@@ -295,7 +319,7 @@ void ConnectionTracker::SetTracedShare(uint32_t share) {
 
 void ConnectionTracker::Shed(Connection& connection) {
   ++stats_.connections_shed;
-  const size_t unfinished = connection.http.unfinished_requests();
+  const size_t unfinished = connection.http ? connection.http->unfinished_requests() : 0;
   stats_.requests_shed += unfinished;
   // Its requests will never finish: the sink forgets them as for an evicted connection.
   if (sink_ && unfinished > 0) sink_->OnConnectionForgotten(connection.info);
@@ -303,7 +327,11 @@ void ConnectionTracker::Shed(Connection& connection) {
   const size_t max_buffered = options_.max_buffered_bytes_per_stream;
   connection.streams[0] = ByteStream(max_buffered);
   connection.streams[1] = ByteStream(max_buffered);
-  connection.http.Restart();
+  if (connection.http) {
+    // Made again when traced again, numbering on (ids are keyed by request number).
+    connection.next_request_index = connection.http->next_request_index();
+    connection.http.reset();
+  }
   if (connection.nats) connection.nats = std::make_unique<NatsConversation>();
   connection.control_skip_until[0] = connection.control_skip_until[1] = 0;
   connection.shed = true;
@@ -315,11 +343,7 @@ void ConnectionTracker::Account(const Connection& connection) {
     stats_.gap_bytes += stream.gap_bytes();
     stats_.stream_overflow_drops += stream.overflow_drops();
   }
-  const Http1Stats& http = connection.http.stats();
-  stats_.http_resyncs += http.resyncs;
-  stats_.http_orphan_responses += http.orphan_responses;
-  stats_.http_pending_overflow += http.pending_overflow;
-  stats_.http_late_responses += http.late_responses;
+  if (connection.http) AccountHttp(*connection.http);
   if (const NatsConversation* nats = connection.nats.get()) {
     stats_.nats_resyncs += nats->stats().resyncs;
     stats_.nats_messages_without_fingerprint += nats->stats().messages_without_fingerprint;
@@ -327,30 +351,80 @@ void ConnectionTracker::Account(const Connection& connection) {
   }
 }
 
+void ConnectionTracker::AccountHttp(const Http1Conversation& http) {
+  const Http1Stats& stats = http.stats();
+  stats_.http_resyncs += stats.resyncs;
+  stats_.http_orphan_responses += stats.orphan_responses;
+  stats_.http_pending_overflow += stats.pending_overflow;
+  stats_.http_late_responses += stats.late_responses;
+}
+
+void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
+  if (connection.http && connection.http->idle()) {
+    AccountHttp(*connection.http);
+    connection.next_request_index = connection.http->next_request_index();
+    connection.http.reset();
+  }
+  for (ByteStream& stream : connection.streams) stream.ReleaseIdleMemory();
+}
+
 void ConnectionTracker::Remove(uint64_t conn_id) {
   auto it = connections_.find(conn_id);
-  if (it == connections_.end()) return;
+  if (it != connections_.end()) Remove(it);
+}
+
+void ConnectionTracker::Remove(Table::iterator it) {
   Account(*it->second);
   if (control_ && (it->second->control_ignore || it->second->control_skip_until[0] ||
                    it->second->control_skip_until[1]))
-    control_->ForgetConnControl(conn_id);
+    control_->ForgetConnControl(it->first);
   connections_.erase(it);
 }
 
 void ConnectionTracker::Tick(uint64_t now_ns) {
+  const bool check_closes = liveness_ && options_.close_check_idle_ns > 0 && now_ns >= next_close_check_ns_;
+  if (check_closes) {
+    next_close_check_ns_ = now_ns + options_.close_check_idle_ns / 2;
+    liveness_->BeginSweep();
+  }
   std::vector<uint64_t> idle;
+  std::vector<uint64_t> gone;
   for (auto& [id, connection] : connections_) {
-    if (now_ns > options_.response_timeout_ns) {
+    if (now_ns > options_.response_timeout_ns && connection->http) {
       std::vector<HttpExchange> expired;
-      connection->http.ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
+      connection->http->ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
       Emit(*connection, expired);
     }
-    if (now_ns > connection->last_activity_ns + options_.idle_timeout_ns) idle.push_back(id);
+    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns) ReleaseIdleMemory(*connection);
+    // A connection the kernel is told to ignore (no protocol we parse, or shed) shows no
+    // activity here however busy it is: it leaves on its close, or when its socket is
+    // found gone, never by idle age, which would hand it back to the kernel as unknown.
+    if (!connection->control_ignore && now_ns > connection->last_activity_ns + options_.idle_timeout_ns) {
+      idle.push_back(id);
+    } else if (check_closes && now_ns >= connection->last_activity_ns + options_.close_check_idle_ns &&
+               !liveness_->MayBeOpen(connection->info.pid, connection->info.tuple)) {
+      gone.push_back(id);
+    }
   }
   for (uint64_t id : idle) {
     ++stats_.connections_evicted_idle;
     if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
     Remove(id);
+  }
+  // When it closed is unknown: its open requests end as forgotten, not as closed.
+  for (uint64_t id : gone) {
+    ++stats_.connections_close_missed;
+    if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
+    Remove(id);
+  }
+  // glibc keeps freed heap for reuse; after thousands of connections (and the span state
+  // of their requests) are gone most of it is free, and trimming gives it back. Not per
+  // close: a trim walks the heap (milliseconds at 100 MB).
+  connections_high_ = std::max(connections_high_, connections_.size());
+  if (options_.trim_after_released_connections > 0 &&
+      connections_high_ - connections_.size() >= options_.trim_after_released_connections) {
+    malloc_trim(0);
+    connections_high_ = connections_.size();
   }
 }
 
@@ -360,9 +434,10 @@ void ConnectionTracker::Flush(uint64_t* in_flight) {
     if (connection->info.protocol == Protocol::kHttp1) {
       std::vector<HttpExchange> exchanges;
       const RequestStarted started = StartedCallback(*connection);
-      connection->http.Process(connection->requests(), connection->responses(), &exchanges, &started);
+      Http1Conversation& http = connection->Http();
+      http.Process(connection->requests(), connection->responses(), &exchanges, &started);
       Emit(*connection, exchanges);
-      if (in_flight) *in_flight += connection->http.pending_requests();
+      if (in_flight) *in_flight += http.pending_requests();
     } else if (connection->info.protocol == Protocol::kNats) {
       ProcessNats(*connection, /*closing=*/true);
     }

@@ -13,20 +13,22 @@
 #include "agent/conntrack/http1_stream.h"
 #include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
+#include "agent/conntrack/socket_liveness.h"
 #include "flowtracer/events.h"
 
 namespace flowtracer::conntrack {
 
-enum class Protocol { kUnknown, kHttp1, kNats, kOpaque };
+enum class Protocol : uint8_t { kUnknown, kHttp1, kNats, kOpaque };
 
+// Ordered by size: one is kept per tracked connection.
 struct ConnectionInfo {
   uint64_t conn_id = 0;
-  uint32_t pid = 0;
+  uint64_t open_ns = 0;
   std::string comm;
   ft_tuple tuple{};
+  uint32_t pid = 0;
   ft_role role = FT_ROLE_UNKNOWN;  // resolved from the traffic when the kernel did not know
   bool role_inferred = false;
-  uint64_t open_ns = 0;
   Protocol protocol = Protocol::kUnknown;
 };
 
@@ -64,6 +66,17 @@ struct TrackerOptions {
   size_t detect_bytes = 4096;
   // Skip hints smaller than this are not worth a map update.
   uint64_t min_skip_bytes = 4096;
+  // Connections idle this long are looked up in the kernel's socket tables (at most every
+  // half of it) and forgotten when their socket is gone: their close event was lost.
+  // 0: never (the commands that trace set it; tests inject a SocketLiveness).
+  uint64_t close_check_idle_ns = 0;
+  // Connections quiet this long give back per-protocol and buffer storage they can make
+  // again (checked on Tick, so per-event work is unchanged).
+  uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
+  // When the table has shrunk by this many connections since its last high point, freed
+  // heap is handed back to the system (malloc_trim): after a burst of connections the
+  // process would otherwise keep its peak size. 0: never.
+  size_t trim_after_released_connections = 4096;
 };
 
 // Shares of connections traced are in 1/65536: this is all of them (see SetTracedShare).
@@ -79,6 +92,7 @@ struct TrackerStats {
   uint64_t data_for_unknown_connection = 0;  // its CONN_OPEN was lost
   uint64_t connections_evicted_full = 0;
   uint64_t connections_evicted_idle = 0;
+  uint64_t connections_close_missed = 0;  // socket gone, close event never seen
   uint64_t gap_bytes = 0;
   uint64_t stream_overflow_drops = 0;
   uint64_t http_resyncs = 0;
@@ -96,7 +110,10 @@ struct TrackerStats {
 
 class ConnectionTracker {
  public:
-  ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control = nullptr);
+  // `liveness` answers close checks; when null and options.close_check_idle_ns is set,
+  // the tracker reads /proc.
+  ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control = nullptr,
+                    SocketLiveness* liveness = nullptr);
   ~ConnectionTracker();
 
   // One ring buffer record, as the kernel wrote it.
@@ -119,13 +136,20 @@ class ConnectionTracker {
 
   const TrackerStats& stats() const { return stats_; }
   size_t connection_count() const { return connections_.size(); }
+  // Bytes a tracked connection takes in the table before any per-protocol state or
+  // buffered bytes (for tests and the scale benchmark's accounting).
+  static size_t connection_struct_bytes();
 
  private:
   struct Connection;
   Connection* Find(uint64_t conn_id);
   void Process(Connection& connection, bool closing);
+  using Table = std::unordered_map<uint64_t, std::unique_ptr<Connection>>;
   void Remove(uint64_t conn_id);
+  void Remove(Table::iterator it);
   void Account(const Connection& connection);
+  void AccountHttp(const Http1Conversation& http);
+  void ReleaseIdleMemory(Connection& connection);
   // Reports each request to the sink as its head is parsed.
   RequestStarted StartedCallback(Connection& connection);
   void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);
@@ -136,7 +160,11 @@ class ConnectionTracker {
   TrackerOptions options_;
   TrackerSink* sink_;
   KernelControl* control_;
-  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  std::unique_ptr<SocketLiveness> own_liveness_;
+  SocketLiveness* liveness_;
+  uint64_t next_close_check_ns_ = 0;
+  size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
+  Table connections_;
   uint32_t traced_share_ = kAllConnectionsTraced;
   TrackerStats stats_;
 };

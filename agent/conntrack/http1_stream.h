@@ -47,6 +47,9 @@ class Http1Conversation {
  public:
   static constexpr size_t kMaxPendingRequests = 64;
 
+  // A conversation may be released while idle and made again: numbering continues.
+  explicit Http1Conversation(uint64_t first_request_index = 0) : next_request_index_(first_request_index) {}
+
   // Parses what both streams hold and appends finished exchanges to `done`; calls
   // `started` (if given) for each request whose head was just parsed.
   void Process(ByteStream& requests, ByteStream& responses, std::vector<HttpExchange>* done,
@@ -70,20 +73,18 @@ class Http1Conversation {
   bool upgraded() const { return upgraded_; }
   const Http1Stats& stats() const { return stats_; }
   size_t pending_requests() const { return pending_.size(); }
+  uint64_t next_request_index() const { return next_request_index_; }
   // Requests reported as started that have no exchange yet: awaiting a response, or
   // still in their body.
   size_t unfinished_requests() const {
     const bool reading_body = request_side_.stage == Stage::kBody || request_side_.stage == Stage::kChunked;
     return pending_.size() + (reading_body ? 1 : 0);
   }
-
-  // Drops every message in progress and starts over at the next message start (the
-  // connection stopped being traced). Request numbering goes on: ids already handed out
-  // stay unique on the connection.
-  void Restart() {
-    Http1Conversation fresh;
-    fresh.next_request_index_ = next_request_index_;
-    *this = std::move(fresh);
+  // Between messages on both sides with nothing awaited: only the request numbering and
+  // the stats would be lost by starting again.
+  bool idle() const {
+    return request_side_.stage == Stage::kSeek && response_side_.stage == Stage::kSeek && pending_.empty() &&
+           expired_awaiting_response_ == 0 && !upgraded_;
   }
 
  private:

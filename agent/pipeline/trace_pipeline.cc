@@ -72,6 +72,7 @@ std::vector<PipelineAnomaly> TracePipeline::Anomalies() const {
   return {
       {"stream_buffer_overflow", "stream buffer overflows", t.stream_overflow_drops},
       {"connection_evicted_table_full", "connections evicted (table full)", t.connections_evicted_full},
+      {"connection_close_missed", "connections whose close was not seen (socket gone)", t.connections_close_missed},
       {"http_resync", "HTTP resynchronisations", t.http_resyncs},
       {"http_orphan_response", "HTTP responses without a request", t.http_orphan_responses},
       {"http_late_response", "HTTP responses after their request timed out", t.http_late_responses},

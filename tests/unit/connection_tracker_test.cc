@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -30,6 +33,7 @@ struct FakeSink : TrackerSink {
   std::vector<std::pair<ConnectionInfo, HttpMessageRecord>> started;
   std::vector<std::pair<ConnectionInfo, HttpExchange>> exchanges;
   std::vector<Closed> closed;
+  std::vector<ConnectionInfo> forgotten;
   std::vector<std::string> order;  // "started", "exchange", "closed"
 
   void OnHttpRequestStarted(const ConnectionInfo& c, const HttpMessageRecord& r) override {
@@ -44,7 +48,22 @@ struct FakeSink : TrackerSink {
     closed.push_back({c, sent, received});
     order.push_back("closed");
   }
-  void OnConnectionForgotten(const ConnectionInfo&) override { order.push_back("forgotten"); }
+  void OnConnectionForgotten(const ConnectionInfo& c) override {
+    forgotten.push_back(c);
+    order.push_back("forgotten");
+  }
+};
+
+// Sockets are gone for the pids listed; records which pids were asked about.
+struct FakeLiveness : SocketLiveness {
+  std::vector<uint32_t> gone_pids;
+  std::vector<uint32_t> asked;
+  int sweeps = 0;
+  void BeginSweep() override { ++sweeps; }
+  bool MayBeOpen(uint32_t pid, const ft_tuple&) override {
+    asked.push_back(pid);
+    return std::find(gone_pids.begin(), gone_pids.end(), pid) == gone_pids.end();
+  }
 };
 
 struct FakeControl : KernelControl {
@@ -59,7 +78,8 @@ struct FakeControl : KernelControl {
 // Drives a tracker the way the ring buffer would, keeping stream positions per connection.
 class Harness {
  public:
-  explicit Harness(TrackerOptions options = {}) : tracker(options, &sink, &control) {}
+  explicit Harness(TrackerOptions options = {}, SocketLiveness* liveness = nullptr)
+      : tracker(options, &sink, &control, liveness) {}
 
   // Copies into an allocation of exactly `record.size()` bytes, at an odd address, so
   // that sanitizers see any read past the record and any misaligned access.
@@ -824,6 +844,121 @@ TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {
   h.tracker.Tick(15001);
   EXPECT_EQ(h.tracker.connection_count(), 0u);
   EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 2u);
+}
+
+TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
+  // Shed (or not a protocol we parse): the kernel sends nothing for it, so it looks idle
+  // however busy it is. Evicting it would forget its control, and the kernel would then
+  // send its bytes for a connection the tracker no longer knows.
+  TrackerOptions options;
+  options.idle_timeout_ns = 10000;
+  Harness h(options);
+  h.tracker.SetTracedShare(ConnectionShareKey(records::LoopbackTuple()));
+  h.Open(1, FT_ROLE_SERVER, 100);
+  ASSERT_EQ(h.control.sets.size(), 1u);
+  h.tracker.Tick(50000);
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
+  EXPECT_TRUE(h.control.forgets.empty());
+  h.Close(1, 60000);
+  EXPECT_EQ(h.tracker.connection_count(), 0u);
+  EXPECT_EQ(h.control.forgets, std::vector<uint64_t>{1});
+}
+
+TEST(ConnectionTrackerTest, ForgetsIdleConnectionsWhoseSocketIsGone) {
+  // Their close events were lost (ring buffer full): kept until the idle timeout, churned
+  // connections would pile up with the span state of their unanswered requests.
+  TrackerOptions options;
+  options.close_check_idle_ns = 1000;
+  FakeLiveness liveness;
+  liveness.gone_pids = {200, 300};
+  Harness h(options, &liveness);
+  h.Open(1, FT_ROLE_SERVER, 1, /*pid=*/100);
+  h.Open(2, FT_ROLE_SERVER, 1, /*pid=*/200);
+  h.Open(3, FT_ROLE_SERVER, 1, /*pid=*/300);
+  h.Request(2, "GET /unanswered HTTP/1.1\r\n\r\n", 10);
+  h.Request(3, "GET /recent HTTP/1.1\r\n\r\n", 900);
+  h.tracker.Tick(1100);
+  // Only connections idle for close_check_idle_ns are looked up.
+  std::sort(liveness.asked.begin(), liveness.asked.end());
+  EXPECT_EQ(liveness.asked, (std::vector<uint32_t>{100, 200}));
+  EXPECT_EQ(h.tracker.connection_count(), 2u);
+  EXPECT_EQ(h.tracker.stats().connections_close_missed, 1u);
+  ASSERT_EQ(h.sink.forgotten.size(), 1u);
+  EXPECT_EQ(h.sink.forgotten[0].conn_id, 2u);
+  EXPECT_TRUE(h.sink.closed.empty());
+  // At most one lookup round per half of close_check_idle_ns.
+  h.tracker.Tick(1500);
+  EXPECT_EQ(liveness.sweeps, 1);
+  h.tracker.Tick(2000);
+  EXPECT_EQ(liveness.sweeps, 2);
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
+  EXPECT_EQ(h.tracker.stats().connections_close_missed, 2u);
+  EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 0u);
+  // A connection whose socket is open stays and keeps working.
+  h.Request(1, "GET /still-open HTTP/1.1\r\n\r\n", 2100);
+  h.Response(1, kOk2, 2200);
+  ASSERT_EQ(h.sink.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchange(0).request.head.target, "/still-open");
+}
+
+TEST(ConnectionTrackerTest, QuietConnectionsReleaseStateAndContinueWhereTheyWere) {
+  TrackerOptions options;
+  options.release_idle_after_ns = 1000;
+  Harness h(options);
+  h.Open(1, FT_ROLE_SERVER, 1);
+  h.Request(1, "GET /a HTTP/1.1\r\n\r\n", 10);
+  h.Response(1, kOk2, 20);
+  h.Response(1, kOk2, 30);  // answers nothing: counted before the release
+  h.Request(1, "GET /b HTTP/1.1\r\n\r\n", 40);
+  h.tracker.Tick(2000);  // /b awaits its response: nothing is released
+  h.Response(1, kOk2, 2100);
+  h.tracker.Tick(4000);  // quiet and idle: released
+  h.Request(1, "GET /c HTTP/1.1\r\n\r\n", 4100);
+  h.Response(1, kOk2, 4200);
+  ASSERT_EQ(h.sink.exchanges.size(), 3u);
+  EXPECT_EQ(h.exchange(1).request.head.target, "/b");
+  EXPECT_EQ(h.exchange(2).request.head.target, "/c");
+  EXPECT_EQ(h.exchange(2).request.request_index, 2u);  // span ids are keyed by it
+  h.tracker.Tick(6000);
+  h.tracker.Flush();
+  EXPECT_EQ(h.tracker.stats().http_orphan_responses, 1u);  // once, not lost nor doubled
+}
+
+TEST(ConnectionTrackerTest, IdleKeepAliveConnectionCostsAFewHundredBytes) {
+  // 10 000 keep-alive connections between requests: the table must not cost ~1 KB each
+  // (the struct alone was 1 KB, plus segment slots kept per stream).
+  struct mallinfo2 before = mallinfo2();
+  TrackerOptions options;
+  options.release_idle_after_ns = 1000;
+  ConnectionTracker tracker(options, nullptr);
+  constexpr int kConnections = 2000;
+  for (int i = 1; i <= kConnections; ++i) {
+    tracker.OnRecord(records::ConnRecord(FT_EVENT_CONN_OPEN, i, 1, FT_ROLE_SERVER).data(),
+                     sizeof(ft_conn_event));
+    std::string request = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    std::string response(kOk2);
+    std::string in = records::DataRecord(i, FT_DIR_INGRESS, 0, request, 10, 11, request.size());
+    std::string out = records::DataRecord(i, FT_DIR_EGRESS, 0, response, 20, 11, response.size());
+    tracker.OnRecord(in.data(), in.size());
+    tracker.OnRecord(out.data(), out.size());
+  }
+  tracker.Tick(5000);
+  struct mallinfo2 after = mallinfo2();
+  if (after.uordblks == 0) GTEST_SKIP() << "the allocator does not report (sanitizer build)";
+  double bytes_per_connection = (static_cast<double>(after.uordblks) - before.uordblks) / kConnections;
+  EXPECT_LT(bytes_per_connection, 500.0);
+  RecordProperty("bytes_per_idle_connection", static_cast<int>(bytes_per_connection));
+  EXPECT_EQ(tracker.connection_count(), static_cast<size_t>(kConnections));
+}
+
+TEST(ConnectionTrackerTest, CloseChecksAreOffByDefault) {
+  FakeLiveness liveness;
+  liveness.gone_pids = {4242};
+  Harness h({}, &liveness);
+  h.Open(1, FT_ROLE_SERVER, 1);
+  h.tracker.Tick(200ull * 1000 * 1000 * 1000);
+  EXPECT_TRUE(liveness.asked.empty());
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
 }
 
 TEST(ConnectionTrackerTest, MaxConnectionsEvictsLeastRecentlyActive) {
