@@ -428,7 +428,8 @@ def nginx_main(args):
     if args.baseline:
         # The same phases with another build, interleaved with this one's: a before/after
         # comparison from one run.
-        modes += [f"{mode}@base" for mode in modes if mode not in ("none", "noop")]
+        # (Budget phases only for this build: the baseline may not have --max-cpu.)
+        modes += [f"{mode}@base" for mode in modes if mode not in ("none", "noop") and "_budget" not in mode]
     extra = args.agent_args.split() if args.agent_args else []
     nginx = Nginx(args.workers)
     results = {}  # (load, mode) -> [stats]
