@@ -23,6 +23,14 @@ class LoadShedder {
   // Called about once a second with the agent's CPU time so far and a monotonic clock;
   // returns the share of connections to trace from now on (ConnectionTracker::SetTracedShare).
   uint32_t Update(double cpu_seconds, uint64_t now_ns);
+  // Starts the first interval now rather than at the first Update, so the first decision
+  // comes one interval after traffic starts (loading the programs is not counted).
+  void Prime(double cpu_seconds, uint64_t now_ns) {
+    have_sample_ = true;
+    last_cpu_seconds_ = cpu_seconds;
+    last_ns_ = now_ns;
+  }
+  bool primed() const { return have_sample_; }
 
   uint32_t traced_share() const { return share_; }
   // The CPU use measured over the last interval, as a fraction of one core.

@@ -19,7 +19,21 @@ TracePipeline::TracePipeline(PipelineOptions options, process::ProcessRegistry* 
       tracker_(options.tracker, &messaging_, control),
       shedder_(options.max_cpu_percent) {}
 
+namespace {
+double ProcessCpuSeconds() {
+  timespec cpu{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  return static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9;
+}
+uint64_t MonotonicNs() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec);
+}
+}  // namespace
+
 void TracePipeline::OnRecord(const void* data, size_t size) {
+  if (shedder_.enabled() && !shedder_.primed()) shedder_.Prime(ProcessCpuSeconds(), MonotonicNs());
   // Only the type is read on the hot path: data records are the common case.
   uint32_t type = 0;
   if (size >= sizeof(ft_conn_event)) std::memcpy(&type, data, sizeof(type));
@@ -32,14 +46,6 @@ void TracePipeline::OnRecord(const void* data, size_t size) {
   }
   tracker_.OnRecord(data, size);
 }
-
-namespace {
-double ProcessCpuSeconds() {
-  timespec cpu{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-  return static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9;
-}
-}  // namespace
 
 void TracePipeline::Tick(uint64_t now_ns) {
   if (shedder_.enabled()) {

@@ -48,6 +48,14 @@ TEST(LoadShedderTest, WellUnderBudgetTheShareGrowsBackGradually) {
   EXPECT_EQ(next, kAll);
 }
 
+TEST(LoadShedderTest, PrimedTheFirstUpdateAlreadyDecides) {
+  LoadShedder shedder(5);
+  EXPECT_FALSE(shedder.primed());
+  shedder.Prime(2.0, kSecond);
+  EXPECT_TRUE(shedder.primed());
+  EXPECT_NEAR(shedder.Update(2.5, 2 * kSecond), kAll * 0.08, 2);
+}
+
 TEST(LoadShedderTest, ATimeThatDoesNotMoveChangesNothing) {
   LoadShedder shedder(5);
   shedder.Update(0, kSecond);
