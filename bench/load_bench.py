@@ -39,6 +39,16 @@ def log(message):
 # ---- /proc readings
 
 
+def stop_process(process, sig, timeout_s):
+    """Sends `sig` and waits; kills the process if it has not exited by then."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def cpu_seconds(pid):
     """utime + stime of a process (its threads included)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -144,12 +154,7 @@ class Nginx:
         raise RuntimeError(f"nginx did not start: see {self.prefix}/error.log")
 
     def stop(self):
-        self.process.send_signal(signal.SIGQUIT)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGQUIT, 10)
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
@@ -206,12 +211,7 @@ class NoopHooks:
             raise RuntimeError(f"noop_hooks did not attach: {line.strip()}")
 
     def stop(self):
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGINT, 10)
 
 
 def otlp_available(flowtracer):
@@ -257,12 +257,7 @@ class Agent:
     def stop(self):
         """Stops the agent; returns (losses dict, peak RSS KiB, stderr text)."""
         _, hwm = memory_kb(self.pid)
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGINT, 30)
         self.log.close()
         text = open(self.log_path).read()
         os.unlink(self.log_path)

@@ -262,12 +262,10 @@ void KeepAlive(benchmark::State& state, bool large_headers) {
 void BM_KeepAliveSmall(benchmark::State& state) { KeepAlive(state, false); }
 void BM_KeepAliveLargeHeaders(benchmark::State& state) { KeepAlive(state, true); }
 
-// Two traced processes on one host: a client's request and the server's view of it
-// are stitched into one trace (same-host pairing), four records and two spans per call.
-void BM_SameHostStitched(benchmark::State& state) {
-  const int connections = static_cast<int>(state.range(0));
+// Opens `connections` client/server pairs of one host in `pipeline` and returns a round of
+// 16 keep-alive calls on each: four records per call (request and response, seen by both).
+RecordRound SameHostRound(Pipeline& pipeline, int connections) {
   const int requests = 16;
-  Pipeline pipeline;
   RecordRound open, round;
   for (int c = 0; c < connections; ++c) {
     uint16_t client_port = static_cast<uint16_t>(40000 + c);
@@ -295,6 +293,15 @@ void BM_SameHostStitched(benchmark::State& state) {
     request_pos += request_text[r].size();
     response_pos += response.size();
   }
+  return round;
+}
+
+// Two traced processes on one host: a client's request and the server's view of it
+// are stitched into one trace (same-host pairing), four records and two spans per call.
+void BM_SameHostStitched(benchmark::State& state) {
+  const int connections = static_cast<int>(state.range(0));
+  Pipeline pipeline;
+  RecordRound round = SameHostRound(pipeline, connections);
   Replay(state, round, pipeline, 0);
   if (pipeline.assembler.stats().parent_from_same_host * 2 != pipeline.spans)
     state.SkipWithError("server spans were not stitched to their client spans");
@@ -304,36 +311,9 @@ void BM_SameHostStitched(benchmark::State& state) {
 // the OTLP exporter (its thread's batching and encoding included, the network not).
 void BM_SameHostStitchedExport(benchmark::State& state) {
   const int connections = static_cast<int>(state.range(0));
-  const int requests = 16;
   AgentSinks sinks;
   Pipeline pipeline([&sinks](const spans::Span& span) { sinks.OnSpan(span); });
-  RecordRound open, round;
-  for (int c = 0; c < connections; ++c) {
-    uint16_t client_port = static_cast<uint16_t>(40000 + c);
-    open.Conn(FT_EVENT_CONN_OPEN, 2 * c + 1, FT_ROLE_CLIENT, kClientPid, client_port, kServerPort);
-    open.Conn(FT_EVENT_CONN_OPEN, 2 * c + 2, FT_ROLE_SERVER, kServerPid, kServerPort, client_port);
-  }
-  open.ForEach([&](const char* record, size_t size) { pipeline.tracker.OnRecord(record, size); });
-  const std::string response = SmallResponse();
-  std::vector<std::string> request_text(requests);
-  uint64_t request_bytes = 0;
-  for (int r = 0; r < requests; ++r) {
-    request_text[r] = SmallRequest(0, r);
-    request_bytes += request_text[r].size();
-  }
-  const uint64_t response_bytes = requests * response.size();
-  uint64_t request_pos = 0, response_pos = 0;
-  for (int r = 0; r < requests; ++r) {
-    for (int c = 0; c < connections; ++c) {
-      uint64_t client = 2 * c + 1, server = 2 * c + 2;
-      round.Data(client, FT_DIR_EGRESS, kClientPid, request_pos, request_text[r], request_bytes);
-      round.Data(server, FT_DIR_INGRESS, kServerPid, request_pos, request_text[r], request_bytes);
-      round.Data(server, FT_DIR_EGRESS, kServerPid, response_pos, response, response_bytes);
-      round.Data(client, FT_DIR_INGRESS, kClientPid, response_pos, response, response_bytes);
-    }
-    request_pos += request_text[r].size();
-    response_pos += response.size();
-  }
+  RecordRound round = SameHostRound(pipeline, connections);
   Replay(state, round, pipeline, 0);
   if (!sinks.exporter.ForceFlush(10'000)) state.SkipWithError("the exporter did not drain its queue");
   if (sinks.span_metrics.stats().graph_pairs * 2 != pipeline.spans)

@@ -186,13 +186,18 @@ http {{
             self.assertEqual(proxy_client["parent_span_id"], nginx_server["span_id"])
             self.assertEqual(len({backend_span["trace_id"], proxy_client["trace_id"], nginx_server["trace_id"]}), 1)
 
-    def test_wrk_load_is_counted_exactly(self):
-        if not shutil.which("wrk"):
-            self.skipTest("wrk is not installed")
+    def _nginx_answering_ok(self):
+        """nginx on a free port answering every request with 200 "ok"; returns the port."""
         port = free_port()
         self._nginx(f"""
   server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}""")
         wait_for_port(port)
+        return port
+
+    def test_wrk_load_is_counted_exactly(self):
+        if not shutil.which("wrk"):
+            self.skipTest("wrk is not installed")
+        port = self._nginx_answering_ok()
         tracer = Tracer(self, "capture", "--port", str(port))
         out = subprocess.run(["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/wrk"], capture_output=True,
                              text=True, timeout=60).stdout
@@ -222,10 +227,7 @@ http {{
         # request must be a span, with no loss reported.
         if not shutil.which("h2load"):
             self.skipTest("h2load is not installed")
-        port = free_port()
-        self._nginx(f"""
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}""")
-        wait_for_port(port)
+        port = self._nginx_answering_ok()
         tracer = Tracer(self, "capture", "--port", str(port))
         out = subprocess.run(["h2load", "--h1", "-c4", "--rps", "500", "-n", "4000",
                               f"http://127.0.0.1:{port}/rate"], capture_output=True, text=True, timeout=60).stdout
@@ -243,10 +245,7 @@ http {{
         # connection are traced or shed together, so what is traced still pairs up.
         if not shutil.which("wrk"):
             self.skipTest("wrk is not installed")
-        port = free_port()
-        self._nginx(f"""
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}""")
-        wait_for_port(port)
+        port = self._nginx_answering_ok()
         tracer = Tracer(self, "capture", "--port", str(port), "--max-cpu", "1")
         out = subprocess.run(["wrk", "-t1", "-c16", "-d5s", f"http://127.0.0.1:{port}/shed"], capture_output=True,
                              text=True, timeout=60).stdout
