@@ -647,7 +647,9 @@ class AgentConfigErrorsTest(unittest.TestCase):
             self.assertIn(args[1], message)
 
     def test_not_root(self):
-        message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", user="65534")
+        # No Prometheus endpoint: the default port may be held by another agent on the host.
+        message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", "--prometheus-port", "0",
+                               user="65534")
         self.assertIn("root", message)
 
     def test_missing_file(self):
