@@ -77,7 +77,10 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
       });
       ++stats_.connections_evicted_full;
       if (sink_) sink_->OnConnectionForgotten(oldest->second->info);
-      Remove(oldest);
+      // One the kernel ignores (shed, or no protocol we parse) looks the least active
+      // however busy it is: its kernel entry stays (an LRU map ages it out), else the
+      // kernel would copy its bytes for a connection no longer known here.
+      Remove(oldest, /*forget_kernel_control=*/!oldest->second->control_ignore);
     }
     auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
     ConnectionInfo& info = connection->info;
@@ -299,7 +302,7 @@ uint32_t ConnectionShareKey(const ft_tuple& tuple) {
   return static_cast<uint32_t>(hash & 0xffff);
 }
 
-void ConnectionTracker::SetTracedShare(uint32_t share) {
+void ConnectionTracker::SetTracedShare(uint32_t share, uint64_t now_ns) {
   share = std::min(share, kAllConnectionsTraced);
   if (share == traced_share_) return;
   traced_share_ = share;
@@ -310,8 +313,10 @@ void ConnectionTracker::SetTracedShare(uint32_t share) {
       Shed(*connection);
     } else {
       // Traced again: the streams start afresh at the next bytes, the parser at the next
-      // message start (what was moved meanwhile is not a gap).
+      // message start (what was moved meanwhile is not a gap). Its activity while shed
+      // was not seen: it counts from now, not from when it was shed.
       connection->shed = false;
+      connection->last_activity_ns = std::max(connection->last_activity_ns, now_ns);
       UpdateKernelControl(*connection);
     }
   }
@@ -373,10 +378,10 @@ void ConnectionTracker::Remove(uint64_t conn_id) {
   if (it != connections_.end()) Remove(it);
 }
 
-void ConnectionTracker::Remove(Table::iterator it) {
+void ConnectionTracker::Remove(Table::iterator it, bool forget_kernel_control) {
   Account(*it->second);
-  if (control_ && (it->second->control_ignore || it->second->control_skip_until[0] ||
-                   it->second->control_skip_until[1]))
+  if (control_ && forget_kernel_control &&
+      (it->second->control_ignore || it->second->control_skip_until[0] || it->second->control_skip_until[1]))
     control_->ForgetConnControl(it->first);
   connections_.erase(it);
 }

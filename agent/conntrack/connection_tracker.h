@@ -131,7 +131,8 @@ class ConnectionTracker {
   // Trace only the connections whose ConnectionShareKey is below `share` (of 65536); the
   // kernel stops copying the others. A connection shed mid-request loses that request
   // (counted); one traced again resumes at its next message.
-  void SetTracedShare(uint32_t share);
+  // `now_ns` (the kernel's clock) starts the idle age of connections traced again.
+  void SetTracedShare(uint32_t share, uint64_t now_ns);
   uint32_t traced_share() const { return traced_share_; }
 
   const TrackerStats& stats() const { return stats_; }
@@ -146,7 +147,7 @@ class ConnectionTracker {
   void Process(Connection& connection, bool closing);
   using Table = std::unordered_map<uint64_t, std::unique_ptr<Connection>>;
   void Remove(uint64_t conn_id);
-  void Remove(Table::iterator it);
+  void Remove(Table::iterator it, bool forget_kernel_control = true);
   void Account(const Connection& connection);
   void AccountHttp(const Http1Conversation& http);
   void ReleaseIdleMemory(Connection& connection);

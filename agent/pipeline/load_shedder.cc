@@ -12,6 +12,7 @@ constexpr double kTargetOfBudget = 0.8;
 // ends does not swing the share from a few percent to everything in one step.
 constexpr double kMaxGrowthPerUpdate = 1.5;
 constexpr double kGrowBelowOfBudget = 0.6;
+constexpr double kMinIntervalSeconds = 0.5;
 }  // namespace
 
 uint32_t LoadShedder::Update(double cpu_seconds, uint64_t now_ns) {
@@ -23,6 +24,9 @@ uint32_t LoadShedder::Update(double cpu_seconds, uint64_t now_ns) {
     return share_;
   }
   const double wall_seconds = static_cast<double>(now_ns - last_ns_) / 1e9;
+  // Too short an interval measures a burst, not a load (the first one, primed by the
+  // first record, may end a few milliseconds later): keep measuring.
+  if (wall_seconds < kMinIntervalSeconds) return share_;
   const double used = std::max(0.0, cpu_seconds - last_cpu_seconds_) / wall_seconds;
   last_cpu_seconds_ = cpu_seconds;
   last_ns_ = now_ns;

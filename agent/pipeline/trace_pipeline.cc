@@ -52,7 +52,7 @@ void TracePipeline::Tick(uint64_t now_ns) {
     const uint32_t before = tracker_.traced_share();
     const uint32_t share = shedder_.Update(ProcessCpuSeconds(), now_ns);
     if (share != before) {
-      tracker_.SetTracedShare(share);
+      tracker_.SetTracedShare(share, now_ns);
       spdlog::info("CPU {:.1f}% of a core (budget {:.1f}%): tracing {:.1f}% of connections",
                    100 * shedder_.last_cpu(), 100 * shedder_.max_cpu(),
                    100.0 * share / conntrack::kAllConnectionsTraced);

@@ -54,6 +54,11 @@ void MessagingAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& con
   http_->OnConnectionClosed(connection, bytes_sent, bytes_received);
 }
 
+void MessagingAssembler::OnConnectionForgotten(const conntrack::ConnectionInfo& connection) {
+  EndConsumers(connection.pid, [&](const Consumer& c) { return c.connection.conn_id == connection.conn_id; });
+  http_->OnConnectionForgotten(connection);
+}
+
 void MessagingAssembler::OnNatsMessage(const conntrack::ConnectionInfo& connection,
                                        const NatsMessageRecord& record) {
   // The server's side of the same bytes would give every span twice: spans come from

@@ -65,6 +65,9 @@ class MessagingAssembler : public conntrack::TrackerSink {
                       const conntrack::HttpExchange& exchange) override;
   void OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t bytes_sent,
                           uint64_t bytes_received) override;
+  // Dropped without a close (table full, idle, socket gone, shed): as a close for the
+  // consumers it served, and passed on so HTTP forgets its unfinished requests.
+  void OnConnectionForgotten(const conntrack::ConnectionInfo& connection) override;
   void OnNatsMessage(const conntrack::ConnectionInfo& connection,
                      const conntrack::NatsMessageRecord& record) override;
 

@@ -853,7 +853,7 @@ TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   TrackerOptions options;
   options.idle_timeout_ns = 10000;
   Harness h(options);
-  h.tracker.SetTracedShare(ConnectionShareKey(records::LoopbackTuple()));
+  h.tracker.SetTracedShare(ConnectionShareKey(records::LoopbackTuple()), 0);
   h.Open(1, FT_ROLE_SERVER, 100);
   ASSERT_EQ(h.control.sets.size(), 1u);
   h.tracker.Tick(50000);
@@ -862,6 +862,39 @@ TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   h.Close(1, 60000);
   EXPECT_EQ(h.tracker.connection_count(), 0u);
   EXPECT_EQ(h.control.forgets, std::vector<uint64_t>{1});
+}
+
+TEST(ConnectionTrackerTest, AConnectionTracedAgainStartsItsIdleAgeThen) {
+  // Shed for longer than the idle age: traced again, it must not be evicted as idle at
+  // once (its activity while shed was never seen).
+  TrackerOptions options;
+  options.idle_timeout_ns = 10000;
+  Harness h(options);
+  const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
+  h.Open(1, FT_ROLE_SERVER, 100);
+  h.tracker.SetTracedShare(key, 200);
+  h.tracker.Tick(50000);
+  h.tracker.SetTracedShare(kAllConnectionsTraced, 60000);
+  h.tracker.Tick(60001);
+  EXPECT_EQ(h.tracker.connection_count(), 1u);
+  EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 0u);
+  h.Request(1, "GET /back HTTP/1.1\r\n\r\n", 60100);
+  EXPECT_EQ(h.sink.started.size(), 1u);
+  EXPECT_EQ(h.tracker.stats().data_for_unknown_connection, 0u);
+}
+
+TEST(ConnectionTrackerTest, EvictingAnIgnoredConnectionKeepsItIgnoredInTheKernel) {
+  // A full table evicts the least active connection, and one the kernel ignores always
+  // looks the least active: forgetting its kernel entry would make the kernel copy its
+  // bytes again, for a connection the tracker no longer knows.
+  TrackerOptions options;
+  options.max_connections = 1;
+  Harness h(options);
+  h.tracker.SetTracedShare(ConnectionShareKey(records::LoopbackTuple()), 0);
+  h.Open(1, FT_ROLE_SERVER, 100);
+  h.Open(2, FT_ROLE_SERVER, 200);
+  EXPECT_EQ(h.tracker.stats().connections_evicted_full, 1u);
+  EXPECT_TRUE(h.control.forgets.empty());
 }
 
 TEST(ConnectionTrackerTest, ForgetsIdleConnectionsWhoseSocketIsGone) {
@@ -1165,7 +1198,7 @@ TEST(ConnectionShareKeyTest, BothEndsOfAConnectionShareTheKey) {
 TEST(ConnectionTrackerTest, ConnectionOutsideTheTracedShareIsIgnoredFromItsOpen) {
   Harness h;
   const uint32_t key = ConnectionShareKey(records::LoopbackTuple());
-  h.tracker.SetTracedShare(key);  // traced: keys below `key` only
+  h.tracker.SetTracedShare(key, 0);  // traced: keys below `key` only
   h.Open(7, FT_ROLE_SERVER);
   ASSERT_EQ(h.control.sets.size(), 1u);
   EXPECT_EQ(h.control.sets[0].first, 7u);
@@ -1187,10 +1220,10 @@ TEST(ConnectionTrackerTest, ShedWhileARequestBodyIsReadLosesThatRequestAndKeepsN
   h.Open(7, FT_ROLE_SERVER);
   h.Request(7, "POST /upload HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf", 10);
   ASSERT_EQ(h.sink.started.size(), 1u);
-  h.tracker.SetTracedShare(key);
+  h.tracker.SetTracedShare(key, 35);
   EXPECT_EQ(h.tracker.stats().requests_shed, 1u);
   EXPECT_EQ(h.sink.order.back(), "forgotten");
-  h.tracker.SetTracedShare(kAllConnectionsTraced);
+  h.tracker.SetTracedShare(kAllConnectionsTraced, 45);
   h.Request(7, "GET /next HTTP/1.1\r\n\r\n", 20);
   ASSERT_EQ(h.sink.started.size(), 2u);
   // Ids are keyed by (connection, request number): a restart must not reuse a number.
@@ -1207,7 +1240,7 @@ TEST(ConnectionTrackerTest, ShedMidRequestThenTracedAgainAtTheNextRequest) {
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   ASSERT_EQ(h.sink.started.size(), 2u);
 
-  h.tracker.SetTracedShare(key);
+  h.tracker.SetTracedShare(key, 35);
   EXPECT_EQ(h.tracker.stats().connections_shed, 1u);
   EXPECT_EQ(h.tracker.stats().requests_shed, 1u);  // /cut never gets its span
   EXPECT_EQ(h.sink.order.back(), "forgotten");      // the assembler drops it too
@@ -1216,7 +1249,7 @@ TEST(ConnectionTrackerTest, ShedMidRequestThenTracedAgainAtTheNextRequest) {
 
   // While shed, the kernel copies nothing: only stream offsets move on.
   h.SendUncaptured(7, FT_DIR_EGRESS, static_cast<uint32_t>(kOk2.size()), 40);
-  h.tracker.SetTracedShare(kAllConnectionsTraced);
+  h.tracker.SetTracedShare(kAllConnectionsTraced, 45);
   ASSERT_EQ(h.control.sets.size(), 2u);
   EXPECT_EQ(h.control.sets.back().second.flags, 0u);
   h.Request(7, "GET /again HTTP/1.1\r\n\r\n", 50);

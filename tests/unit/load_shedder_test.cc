@@ -56,6 +56,16 @@ TEST(LoadShedderTest, PrimedTheFirstUpdateAlreadyDecides) {
   EXPECT_NEAR(shedder.Update(2.5, 2 * kSecond), kAll * 0.08, 2);
 }
 
+TEST(LoadShedderTest, AnIntervalTooShortToMeasureALoadIsExtended) {
+  // Primed by a record just before a tick: a few milliseconds of a burst must not decide.
+  LoadShedder shedder(5);
+  shedder.Prime(1.0, kSecond);
+  EXPECT_EQ(shedder.Update(1.01, kSecond + 10'000'000), kAll);  // 100% of a core over 10 ms
+  // The decision comes over the whole interval: 0.03 s of CPU in 1 s, within budget.
+  EXPECT_EQ(shedder.Update(1.03, 2 * kSecond), kAll);
+  EXPECT_NEAR(shedder.last_cpu(), 0.03, 1e-9);
+}
+
 TEST(LoadShedderTest, ATimeThatDoesNotMoveChangesNothing) {
   LoadShedder shedder(5);
   shedder.Update(0, kSecond);

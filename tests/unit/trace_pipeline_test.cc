@@ -45,6 +45,30 @@ TEST(TracePipelineTest, RecordsBecomeSpansAndFlushEndsThem) {
   EXPECT_EQ(run.spans[0].end_unix_ns - run.spans[0].start_unix_ns, 3000u);
 }
 
+TEST(TracePipelineTest, AConnectionDroppedWithoutACloseEndsItsRequestsInTheAssembler) {
+  // The tracker forgets a connection (here to make room; also by idle age, a socket found
+  // gone, or shedding): the span assembler must forget its unfinished requests then, not
+  // keep them in flight (a wrong parent for later work on the thread) until they expire.
+  PipelineOptions options;
+  options.tracker.max_connections = 1;
+  process::ProcessRegistry processes;
+  std::vector<spans::Span> spans;
+  TracePipeline pipeline(options, &processes, [&](const spans::Span& span) { spans.push_back(span); }, nullptr);
+  auto feed = [&](const std::string& record) { pipeline.OnRecord(record.data(), record.size()); };
+  feed(ConnRecord(FT_EVENT_CONN_OPEN, 1, 1000, FT_ROLE_SERVER));
+  const std::string_view request = "GET /never HTTP/1.1\r\n\r\n";
+  feed(DataRecord(1, FT_DIR_INGRESS, 0, request, 2000, 4242, static_cast<uint32_t>(request.size())));
+  feed(ConnRecord(FT_EVENT_CONN_OPEN, 2, 3000, FT_ROLE_SERVER));  // evicts connection 1
+  EXPECT_EQ(pipeline.tracker_stats().connections_evicted_full, 1u);
+  pipeline.Tick(120ull * 1000 * 1000 * 1000);  // past the assembler's age for open requests (60 s)
+  uint64_t expired = ~0ull;
+  for (const PipelineAnomaly& anomaly : pipeline.Anomalies())
+    if (anomaly.reason == "open_request_expired") expired = anomaly.value;
+  EXPECT_EQ(expired, 0u);
+  pipeline.Flush();
+  EXPECT_TRUE(spans.empty());
+}
+
 TEST(TracePipelineTest, ProcessIsReadWhenItsConnectionOpens) {
   // A short-lived client: by the time its spans are built its /proc entry is gone.
   char root_template[] = "/tmp/flowtracer_pipeline_proc_XXXXXX";
