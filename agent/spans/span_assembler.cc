@@ -438,19 +438,15 @@ void SpanAssembler::Forget(const conntrack::ConnectionInfo& connection) {
   } else {
     unmatched_server_requests_.erase(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
   }
-  // Requests whose exchange will never come (the tracker dropped them): they no longer
-  // keep their group open, nor count as in flight.
-  std::vector<GroupPtr> closed;
-  std::erase_if(open_requests_, [&](auto& entry) {
-    if (entry.first.conn_id != connection.conn_id) return false;
-    closed.push_back(entry.second.group);
-    return true;
-  });
+  // Requests whose exchange will never come (the tracker dropped them) no longer count as
+  // in flight, at once; they leave the open table, and stop keeping their group open, at
+  // the next sweep (within a second): a scan of every open request for each of thousands
+  // of closes, or of connections shed at once, would cost their product.
   if (auto it = server_in_flight_.find(connection.pid); it != server_in_flight_.end()) {
     std::erase_if(it->second, [&](const RequestKey& k) { return k.conn_id == connection.conn_id; });
     if (it->second.empty()) server_in_flight_.erase(it);
   }
-  for (const GroupPtr& group : closed) CloseRequest(group);
+  forgotten_connections_.insert(connection.conn_id);
 }
 
 void SpanAssembler::OnConnectionClosed(const conntrack::ConnectionInfo& connection, uint64_t, uint64_t) {
@@ -462,6 +458,15 @@ void SpanAssembler::OnConnectionForgotten(const conntrack::ConnectionInfo& conne
 }
 
 void SpanAssembler::ExpireOpenRequests(uint64_t now_ns) {
+  std::vector<GroupPtr> dropped;
+  std::erase_if(open_requests_, [&](auto& entry) {
+    if (!forgotten_connections_.contains(entry.first.conn_id)) return false;
+    dropped.push_back(entry.second.group);
+    return true;
+  });
+  forgotten_connections_.clear();
+  for (const GroupPtr& group : dropped) CloseRequest(group);
+
   std::vector<std::pair<RequestKey, RequestIds>> expired;
   for (const auto& [key, ids] : open_requests_) {
     if (ids.start_ns + options_.max_open_age_ns <= now_ns) expired.emplace_back(key, ids);

@@ -182,6 +182,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   AssemblerStats stats_;
 
   std::unordered_map<RequestKey, RequestIds, RequestKeyHash> open_requests_;
+  // Connections the tracker closed or dropped since the last sweep of open_requests_.
+  std::unordered_set<uint64_t> forgotten_connections_;
   // Server requests read but not yet answered, per process.
   std::unordered_map<uint32_t, std::vector<RequestKey>> server_in_flight_;
   // Same-host pairing, by the client's (local, remote) endpoints (the server's

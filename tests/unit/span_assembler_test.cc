@@ -125,6 +125,40 @@ const Endpoint kRemoteServer = V4(10, 1, 1, 1, 9090);
 
 // ---- Server spans and traceparent.
 
+TEST(SpanAssemblerTest, ForgettingAConnectionForgetsItsOpenRequestsOnly) {
+  // Forgetting a connection takes its open requests (pipelined, several) and leaves those
+  // of the others; batched into the once-a-second sweep, so thousands of closes cost one
+  // pass, not one pass each.
+  Pipeline p;
+  for (uint64_t conn = 1; conn <= 3; ++conn) {
+    p.Open(conn, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, V4(10, 9, 9, 9, static_cast<uint16_t>(5000 + conn))));
+  }
+  // Connection 2 answers its first 40 requests, then pipelines 3 that stay open.
+  for (int i = 0; i < 40; ++i) {
+    p.Read(2, 7, "GET /done HTTP/1.1\r\n\r\n", 10 + 2 * i);
+    p.Write(2, 7, kOk, 11 + 2 * i);
+  }
+  p.Read(2, 7, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", 200);
+  p.Read(1, 8, "GET /one HTTP/1.1\r\n\r\n", 210);
+  p.Read(3, 9, "GET /three HTTP/1.1\r\n\r\n", 220);
+  ASSERT_EQ(p.assembler.open_requests(), 5u);
+  // Dropped by the tracker (evicted, shed): no exchange comes, the assembler forgets.
+  conntrack::ConnectionInfo dropped;
+  dropped.conn_id = 2;
+  dropped.pid = 100;
+  dropped.role = FT_ROLE_SERVER;
+  dropped.tuple = Tuple(kBilling, V4(10, 9, 9, 9, 5002));
+  p.assembler.OnConnectionForgotten(dropped);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 2u);  // at once
+  p.assembler.Tick(2ull * 1000 * 1000 * 1000);              // the open table at the next sweep
+  EXPECT_EQ(p.assembler.open_requests(), 2u);
+  EXPECT_EQ(p.assembler.stats().open_requests_expired, 0u);
+  p.Close(1, 310);
+  p.Close(3, 320);
+  EXPECT_EQ(p.assembler.open_requests(), 0u);
+  EXPECT_EQ(p.assembler.server_requests_in_flight(), 0u);
+}
+
 TEST(SpanAssemblerTest, ServerSpanAdoptsValidTraceparent) {
   Pipeline p;
   p.Open(1, FT_ROLE_SERVER, 100, "billing", Tuple(kBilling, kRemoteClient));
@@ -799,7 +833,6 @@ TEST(SpanAssemblerTest, EvictedConnectionLeavesNoStaleInFlightRequest) {
       EXPECT_EQ(p.tracker.stats().connections_evicted_full, 1u);
     }
     EXPECT_EQ(p.assembler.server_requests_in_flight(), 0u);
-    EXPECT_EQ(p.assembler.open_requests(), 0u);
     // A later call on the same thread must not become a child of the forgotten request.
     p.Open(4, FT_ROLE_CLIENT, 300, "svc", Tuple(V4(127, 0, 0, 1, 41000), kRemoteServer), 2100 * kMs);
     p.Write(4, 301, "GET /later HTTP/1.1\r\n\r\n", 2101 * kMs);
@@ -808,6 +841,10 @@ TEST(SpanAssemblerTest, EvictedConnectionLeavesNoStaleInFlightRequest) {
     EXPECT_TRUE(IsZero(p.spans[0].parent_span_id));
     EXPECT_FALSE(Has(p.spans[0], "flowtracer.parent.source"));
     EXPECT_EQ(p.assembler.held_spans(), 0u);
+    // The open table lets it go at the next sweep (batched: one pass for many closes).
+    p.assembler.Tick(3000 * kMs);
+    EXPECT_EQ(p.assembler.open_requests(), 0u);
+    EXPECT_EQ(p.assembler.stats().open_requests_expired, 0u);
   }
 }
 
