@@ -328,15 +328,12 @@ void ConnectionTracker::Shed(Connection& connection) {
   stats_.requests_shed += unfinished;
   // Its requests will never finish: the sink forgets them as for an evicted connection.
   if (sink_ && unfinished > 0) sink_->OnConnectionForgotten(connection.info);
+  // Made again when traced again, numbering on (ids are keyed by request number).
+  ReleaseHttp(connection);
   Account(connection);  // what the old streams and parsers counted stays counted
   const size_t max_buffered = options_.max_buffered_bytes_per_stream;
   connection.streams[0] = ByteStream(max_buffered);
   connection.streams[1] = ByteStream(max_buffered);
-  if (connection.http) {
-    // Made again when traced again, numbering on (ids are keyed by request number).
-    connection.next_request_index = connection.http->next_request_index();
-    connection.http.reset();
-  }
   if (connection.nats) connection.nats = std::make_unique<NatsConversation>();
   connection.control_skip_until[0] = connection.control_skip_until[1] = 0;
   connection.shed = true;
@@ -364,12 +361,15 @@ void ConnectionTracker::AccountHttp(const Http1Conversation& http) {
   stats_.http_late_responses += stats.late_responses;
 }
 
+void ConnectionTracker::ReleaseHttp(Connection& connection) {
+  if (!connection.http) return;
+  AccountHttp(*connection.http);
+  connection.next_request_index = connection.http->next_request_index();
+  connection.http.reset();
+}
+
 void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
-  if (connection.http && connection.http->idle()) {
-    AccountHttp(*connection.http);
-    connection.next_request_index = connection.http->next_request_index();
-    connection.http.reset();
-  }
+  if (connection.http && connection.http->idle()) ReleaseHttp(connection);
   for (ByteStream& stream : connection.streams) stream.ReleaseIdleMemory();
 }
 

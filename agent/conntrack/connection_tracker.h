@@ -150,6 +150,8 @@ class ConnectionTracker {
   void Remove(Table::iterator it, bool forget_kernel_control = true);
   void Account(const Connection& connection);
   void AccountHttp(const Http1Conversation& http);
+  // Drops the HTTP state (counted, numbering kept); it is made again when needed.
+  void ReleaseHttp(Connection& connection);
   void ReleaseIdleMemory(Connection& connection);
   // Reports each request to the sink as its head is parsed.
   RequestStarted StartedCallback(Connection& connection);

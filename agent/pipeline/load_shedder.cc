@@ -18,9 +18,7 @@ constexpr double kMinIntervalSeconds = 0.5;
 uint32_t LoadShedder::Update(double cpu_seconds, uint64_t now_ns) {
   if (!enabled()) return share_;
   if (!have_sample_ || now_ns <= last_ns_) {
-    have_sample_ = true;
-    last_cpu_seconds_ = cpu_seconds;
-    last_ns_ = now_ns;
+    Prime(cpu_seconds, now_ns);
     return share_;
   }
   const double wall_seconds = static_cast<double>(now_ns - last_ns_) / 1e9;

@@ -25,15 +25,15 @@ double ProcessCpuSeconds() {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
   return static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9;
 }
-uint64_t MonotonicNs() {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec);
-}
 }  // namespace
 
 void TracePipeline::OnRecord(const void* data, size_t size) {
-  if (shedder_.enabled() && !shedder_.primed()) shedder_.Prime(ProcessCpuSeconds(), MonotonicNs());
+  if (shedder_.enabled() && !shedder_.primed() && size >= sizeof(ft_event_header)) {
+    // Records carry the kernel's clock, the one Tick is given.
+    ft_event_header header;
+    std::memcpy(&header, data, sizeof(header));
+    shedder_.Prime(ProcessCpuSeconds(), header.timestamp_ns);
+  }
   // Only the type is read on the hot path: data records are the common case.
   uint32_t type = 0;
   if (size >= sizeof(ft_conn_event)) std::memcpy(&type, data, sizeof(type));
