@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace flowtracer::http1 {
 namespace {
 
@@ -58,72 +62,109 @@ constexpr std::array<uint8_t, 256> kByteClass = [] {
 bool IsTchar(char c) { return kByteClass[static_cast<unsigned char>(c)] & kTchar; }
 bool IsForbiddenCtl(char c) { return kByteClass[static_cast<unsigned char>(c)] & kForbiddenCtl; }
 
+// Head bytes are tested 16 at a time with GCC/Clang vector extensions (SSE2 on x86-64,
+// NEON on arm64): a comparison gives -1 in each byte that matches, else 0.
+using Bytes = uint8_t __attribute__((vector_size(16)));
+using SignedBytes = int8_t __attribute__((vector_size(16)));
+constexpr size_t kBlockBytes = sizeof(Bytes);
+
+Bytes LoadBlock(const char* at) {
+  Bytes block;
+  std::memcpy(&block, at, kBlockBytes);
+  return block;
+}
+
+#if defined(__SSE2__)
+// One instruction gathers the 16 results into a bit mask.
+uint32_t MaskOf(SignedBytes hits) {
+  return static_cast<uint32_t>(_mm_movemask_epi8(std::bit_cast<__m128i>(hits)));
+}
+bool AnyHit(SignedBytes hits) { return MaskOf(hits) != 0; }
+size_t FirstHit(SignedBytes hits) { return static_cast<size_t>(std::countr_zero(MaskOf(hits))); }
+#else
+bool AnyHit(SignedBytes hits) {
+  const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
+  return (words[0] | words[1]) != 0;
+}
+size_t FirstHit(SignedBytes hits) {
+  const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
+  const size_t word = words[0] != 0 ? 0 : 1;
+  // The first byte in memory order is the lowest of a little-endian word.
+  const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
+                                                               : std::countl_zero(words[word]);
+  return word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
+}
+#endif
+
 // Offset of the first byte at or after `pos` that is below `below` (at most 0x7e) or is
 // DEL, or buf.size() when there is none. Header values, reason phrases and request
 // targets are most of a head's bytes and only their control bytes (line ends included)
-// matter, so they are tested 16 at a time (GCC/Clang vector extensions: SSE2 on x86-64,
-// NEON on arm64), and after the first block 64 at a time, instead of one by one.
+// matter, so they are tested a block at a time, and after the first block four at a time.
 size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
-  using Bytes = uint8_t __attribute__((vector_size(16)));
-  using SignedBytes = int8_t __attribute__((vector_size(16)));
-  constexpr size_t kBlockBytes = sizeof(Bytes);
   const char* data = buf.data();
   const size_t size = buf.size();
-  const auto load = [&](size_t at) {
-    Bytes block;
-    std::memcpy(&block, data + at, kBlockBytes);
-    return block;
-  };
   // As signed bytes plus 1, DEL wraps to -128, obs-text (0x80-0xff) to -127..0, and the
   // bytes under `below` stay under below + 1: one comparison finds all three, and long
   // runs are skipped with it; the exact test then leaves obs-text out.
   const Bytes one = Bytes{} + uint8_t{1};
   const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
-  const auto candidates = [&](Bytes block) {  // -1 in each byte found, else 0
-    return std::bit_cast<SignedBytes>(block + one) < limit;
+  const auto candidates = [&](size_t at) {
+    return std::bit_cast<SignedBytes>(LoadBlock(data + at) + one) < limit;
   };
-  const auto matches = [&](Bytes block) {
-    return candidates(block) & (std::bit_cast<SignedBytes>(block) >= SignedBytes{});
-  };
-  const auto any = [](SignedBytes hits) {
-    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
-    return (words[0] | words[1]) != 0;
-  };
-  const auto first = [](SignedBytes hits) -> size_t {  // offset of the first hit
-    const auto words = std::bit_cast<std::array<uint64_t, 2>>(hits);
-    const size_t word = words[0] != 0 ? 0 : 1;
-    // The first byte in memory order is the lowest of a little-endian word.
-    const int bit = std::endian::native == std::endian::little ? std::countr_zero(words[word])
-                                                                 : std::countl_zero(words[word]);
-    return word * sizeof(uint64_t) + static_cast<size_t>(bit) / 8;
+  const auto matches = [&](size_t at) {
+    return candidates(at) & (std::bit_cast<SignedBytes>(LoadBlock(data + at)) >= SignedBytes{});
   };
 
   // Most fields end within their first block.
   if (size - pos >= kBlockBytes) {
-    const SignedBytes hits = matches(load(pos));
-    if (any(hits)) return pos + first(hits);
+    const SignedBytes hits = matches(pos);
+    if (AnyHit(hits)) return pos + FirstHit(hits);
     pos += kBlockBytes;
   }
   constexpr size_t kGroupBytes = 4 * kBlockBytes;
   for (; size - pos >= kGroupBytes; pos += kGroupBytes) {
-    if (!any(candidates(load(pos)) | candidates(load(pos + kBlockBytes)) |
-             candidates(load(pos + 2 * kBlockBytes)) | candidates(load(pos + 3 * kBlockBytes)))) {
+    if (!AnyHit(candidates(pos) | candidates(pos + kBlockBytes) |
+                candidates(pos + 2 * kBlockBytes) | candidates(pos + 3 * kBlockBytes))) {
       continue;
     }
     for (size_t at = pos; at < pos + kGroupBytes; at += kBlockBytes) {
-      const SignedBytes hits = matches(load(at));
-      if (any(hits)) return at + first(hits);
+      const SignedBytes hits = matches(at);
+      if (AnyHit(hits)) return at + FirstHit(hits);
     }
   }
   for (; size - pos >= kBlockBytes; pos += kBlockBytes) {
-    const SignedBytes hits = matches(load(pos));
-    if (any(hits)) return pos + first(hits);
+    const SignedBytes hits = matches(pos);
+    if (AnyHit(hits)) return pos + FirstHit(hits);
   }
   for (; pos < size; ++pos) {
     const auto byte = static_cast<uint8_t>(data[pos]);
     if (byte < below || byte == 0x7f) return pos;
   }
   return size;
+}
+
+// Offset of the first byte at or after `pos` that is not a tchar, or buf.size(). Field
+// names are mostly letters, digits and '-': a block of those is skipped at once, and any
+// other byte is looked up (the ':' that ends the name, or a rarer tchar such as '_').
+size_t SkipTchars(std::string_view buf, size_t pos) {
+  const char* data = buf.data();
+  const size_t size = buf.size();
+  while (size - pos >= kBlockBytes) {
+    const Bytes block = LoadBlock(data + pos);
+    const Bytes lowered = block | uint8_t{0x20};  // a letter of either case, lowercase
+    const SignedBytes common = ((lowered - uint8_t{'a'}) < uint8_t{26}) |
+                               ((block - uint8_t{'0'}) < uint8_t{10}) | (block == uint8_t{'-'});
+    const SignedBytes other = ~common;
+    if (!AnyHit(other)) {
+      pos += kBlockBytes;
+      continue;
+    }
+    pos += FirstHit(other);
+    if (!IsTchar(data[pos])) return pos;
+    ++pos;
+  }
+  while (pos < size && IsTchar(data[pos])) ++pos;
+  return pos;
 }
 
 int HexValue(char c) {
@@ -449,9 +490,7 @@ class HeadParser {
       // Leading whitespace is an obs-fold continuation (or junk before a name): rejected
       // rather than unfolded, as RFC 9112 section 5.2 allows.
       const size_t name_begin = pos_;
-      size_t name_end = pos_;
-      while (name_end < buf_.size() && IsTchar(buf_[name_end])) ++name_end;
-      pos_ = name_end;
+      pos_ = SkipTchars(buf_, pos_);
       if (AtEnd()) return ParseState::kNeedsMoreData;
       if (buf_[pos_] != ':' || pos_ == name_begin) return ParseState::kInvalid;
       const std::string_view name = buf_.substr(name_begin, pos_ - name_begin);
