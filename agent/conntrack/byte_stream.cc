@@ -34,6 +34,35 @@ void GiveSpareBuffer(std::string&& buffer) {
 void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset,
                      std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
                      uint32_t seq_start) {
+  AddSegment(position, length, payload_offset, payload, timestamp_ns, tid, seq_start, false);
+}
+
+void ByteStream::AddBorrowed(uint64_t position, uint64_t length, uint64_t payload_offset,
+                             std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
+                             uint32_t seq_start) {
+  AddSegment(position, length, payload_offset, payload, timestamp_ns, tid, seq_start, true);
+}
+
+void ByteStream::KeepBorrowed() {
+  for (Segment& s : segments_) {
+    if (s.borrowed.empty()) continue;
+    std::string_view keep = s.borrowed;
+    // Only what the parser has not consumed yet (the start of a call's next message).
+    if (s.data_start < read_position_) {
+      const uint64_t consumed = std::min<uint64_t>(read_position_ - s.data_start, keep.size());
+      keep.remove_prefix(consumed);
+      s.data_start += consumed;
+      buffered_bytes_ -= static_cast<uint32_t>(consumed);
+    }
+    if (!keep.empty()) s.data = TakeSpareBuffer();
+    s.data.assign(keep);
+    s.borrowed = {};
+  }
+}
+
+void ByteStream::AddSegment(uint64_t position, uint64_t length, uint64_t payload_offset,
+                            std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
+                            uint32_t seq_start, bool borrow) {
   if (length == 0) return;
   if (!started_) {
     // The first call seen fixes where the stream starts (the agent may join mid-connection).
@@ -45,7 +74,7 @@ void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset
   if (end <= known_end) return;  // a duplicate or a reordered call already covered
   if (position > known_end) gap_bytes_ += position - known_end;
   uint64_t segment_start = std::max(position, known_end);
-  Segment segment{segment_start, end, position + payload_offset, {}, timestamp_ns, tid,
+  Segment segment{segment_start, end, position + payload_offset, {}, {}, timestamp_ns, tid,
                   seq_start + static_cast<uint32_t>(segment_start - position)};
   // Keep only captured bytes at or after the segment's start.
   if (segment.data_start < segment.start) {
@@ -59,9 +88,13 @@ void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset
     ++overflow_drops_;
     payload = {};
   }
-  if (!payload.empty()) segment.data = TakeSpareBuffer();
-  segment.data.assign(payload);
-  buffered_bytes_ += static_cast<uint32_t>(segment.data.size());
+  if (borrow) {
+    segment.borrowed = payload;
+  } else {
+    if (!payload.empty()) segment.data = TakeSpareBuffer();
+    segment.data.assign(payload);
+  }
+  buffered_bytes_ += static_cast<uint32_t>(payload.size());
   segments_.push_back(std::move(segment));
 }
 
@@ -70,8 +103,9 @@ std::string_view ByteStream::Contiguous() {
                          [&](const Segment& s) { return s.end > read_position_; });
   if (it == segments_.end() || it->start > read_position_) return {};
   auto data_from = [&](const Segment& s, uint64_t from) -> std::string_view {
-    if (from < s.data_start || from >= s.data_start + s.data.size()) return {};
-    return std::string_view(s.data).substr(from - s.data_start);
+    const std::string_view bytes = s.Bytes();
+    if (from < s.data_start || from >= s.data_start + bytes.size()) return {};
+    return bytes.substr(from - s.data_start);
   };
   std::string_view first = data_from(*it, read_position_);
   if (first.empty()) return {};
@@ -84,9 +118,10 @@ std::string_view ByteStream::Contiguous() {
   std::string& joined = *joined_;
   joined.assign(first);
   for (auto seg = std::next(it); seg != segments_.end(); ++seg) {
-    if (seg->start != next || seg->data_start != next || seg->data.empty()) break;
-    joined.append(seg->data);
-    next += seg->data.size();
+    const std::string_view bytes = seg->Bytes();
+    if (seg->start != next || seg->data_start != next || bytes.empty()) break;
+    joined.append(bytes);
+    next += bytes.size();
     if (next < seg->end) break;  // the rest of this call was not captured
   }
   return joined;
@@ -104,7 +139,7 @@ void ByteStream::SkipHole() {
   for (const Segment& s : segments_) {
     if (s.end <= read_position_) continue;
     uint64_t from = std::max({read_position_, s.start, s.data_start});
-    if (from < s.data_start + s.data.size()) {
+    if (from < s.data_start + s.Bytes().size()) {
       SkipTo(from);
       return;
     }
@@ -115,7 +150,7 @@ void ByteStream::SkipHole() {
 void ByteStream::DropConsumedSegments() {
   auto consumed = segments_.begin();
   for (; consumed != segments_.end() && consumed->end <= read_position_; ++consumed) {
-    buffered_bytes_ -= static_cast<uint32_t>(consumed->data.size());
+    buffered_bytes_ -= static_cast<uint32_t>(consumed->Bytes().size());
     last_timestamp_ns_ = consumed->timestamp_ns;
     GiveSpareBuffer(std::move(consumed->data));
   }

@@ -23,6 +23,15 @@ class ByteStream {
   // position + payload_offset. Overlaps with what is already known are trimmed.
   void Add(uint64_t position, uint64_t length, uint64_t payload_offset, std::string_view payload,
            uint64_t timestamp_ns, uint32_t tid = 0, uint32_t seq_start = 0);
+  // The same, but the payload is only referred to, not copied, until KeepBorrowed(): the
+  // caller parses straight from its buffer (a ring buffer record) and then calls
+  // KeepBorrowed() before that buffer is reused. Most calls are consumed whole by the
+  // parser in between, so their bytes are never copied.
+  void AddBorrowed(uint64_t position, uint64_t length, uint64_t payload_offset,
+                   std::string_view payload, uint64_t timestamp_ns, uint32_t tid = 0,
+                   uint32_t seq_start = 0);
+  // Copies the borrowed bytes not yet consumed into the stream's own storage.
+  void KeepBorrowed();
 
   uint64_t read_position() const { return read_position_; }
   uint64_t end_position() const { return segments_.empty() ? read_position_ : segments_.back().end; }
@@ -62,12 +71,17 @@ class ByteStream {
   struct Segment {
     uint64_t start;
     uint64_t end;
-    uint64_t data_start;  // bytes in `data` cover [data_start, data_start + data.size())
+    uint64_t data_start;  // Bytes() cover [data_start, data_start + Bytes().size())
     std::string data;
+    std::string_view borrowed;  // the caller's bytes until KeepBorrowed(); then in `data`
     uint64_t timestamp_ns;
     uint32_t tid;
     uint32_t seq_start;  // of the byte at `start`
+    std::string_view Bytes() const { return borrowed.empty() ? std::string_view(data) : borrowed; }
   };
+  void AddSegment(uint64_t position, uint64_t length, uint64_t payload_offset,
+                  std::string_view payload, uint64_t timestamp_ns, uint32_t tid,
+                  uint32_t seq_start, bool borrow);
   const Segment* SegmentAt(uint64_t position) const;
   void DropConsumedSegments();
 

@@ -113,10 +113,12 @@ void ConnectionTracker::OnData(const DataEvent& event) {
   connection->last_activity_ns = data.header.timestamp_ns;
   // Records the kernel wrote before it learnt the connection was shed.
   if (connection->shed) return;
-  int direction = data.direction & 1;
-  connection->streams[direction].Add(data.position, data.length, data.payload_offset, event.payload,
-                                     data.header.timestamp_ns, data.header.tid, data.seq_start);
+  ByteStream& stream = connection->streams[data.direction & 1];
+  // Parsed in place in the record; only what a later call completes is copied.
+  stream.AddBorrowed(data.position, data.length, data.payload_offset, event.payload,
+                     data.header.timestamp_ns, data.header.tid, data.seq_start);
   Process(*connection, /*closing=*/false);
+  stream.KeepBorrowed();
 }
 
 namespace {

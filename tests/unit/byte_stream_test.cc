@@ -319,5 +319,57 @@ TEST(ByteStreamTest, SkipHoleJumpsToNextCapturedByte) {
   EXPECT_TRUE(gap.empty());
 }
 
+TEST(ByteStreamTest, BorrowedBytesConsumedWholeAreNeverCopied) {
+  ByteStream stream;
+  std::string record = "GET / HTTP/1.1\r\n\r\n";
+  stream.AddBorrowed(0, record.size(), 0, record, 100, 7);
+  // Read in place: the view points into the caller's buffer.
+  EXPECT_EQ(stream.Contiguous().data(), record.data());
+  EXPECT_EQ(stream.buffered_bytes(), record.size());
+  stream.Consume(record.size());
+  stream.KeepBorrowed();
+  EXPECT_TRUE(stream.empty());
+  EXPECT_EQ(stream.buffered_bytes(), 0u);
+  EXPECT_EQ(stream.last_timestamp_ns(), 100u);
+}
+
+TEST(ByteStreamTest, BorrowedBytesLeftOverAreKeptPastTheCallersBuffer) {
+  ByteStream stream;
+  std::string record = "first|second-half";
+  stream.AddBorrowed(0, record.size(), 0, record, 100, 7, 1000);
+  stream.Consume(6);  // "first|"
+  stream.KeepBorrowed();
+  record.assign(record.size(), 'x');  // the ring buffer reuses the record's memory
+  EXPECT_EQ(stream.Contiguous(), "second-half");
+  EXPECT_EQ(stream.buffered_bytes(), 11u);
+  // Offsets, times and sequence numbers still cover the whole call.
+  EXPECT_EQ(stream.read_position(), 6u);
+  EXPECT_EQ(stream.end_position(), 17u);
+  EXPECT_EQ(stream.TimestampAt(6), 100u);
+  EXPECT_EQ(stream.SeqAt(6), 1006u);
+
+  // The next call, borrowed too, joins what was kept.
+  std::string next = "+more";
+  stream.AddBorrowed(17, next.size(), 0, next, 200, 7);
+  EXPECT_EQ(stream.Contiguous(), "second-half+more");
+  stream.Consume(16);
+  stream.KeepBorrowed();
+  EXPECT_TRUE(stream.empty());
+  EXPECT_EQ(stream.buffered_bytes(), 0u);
+}
+
+TEST(ByteStreamTest, BorrowedBytesCountTowardsTheBound) {
+  ByteStream stream(/*max_buffered_bytes=*/10);
+  std::string record(8, 'a');
+  stream.AddBorrowed(0, record.size(), 0, record, 1);
+  stream.KeepBorrowed();
+  std::string more(8, 'b');
+  stream.AddBorrowed(8, more.size(), 0, more, 2);  // over the bound: offsets only
+  stream.KeepBorrowed();
+  EXPECT_EQ(stream.overflow_drops(), 1u);
+  EXPECT_EQ(stream.buffered_bytes(), 8u);
+  EXPECT_EQ(stream.Contiguous(), std::string(8, 'a'));
+}
+
 }  // namespace
 }  // namespace flowtracer::conntrack

@@ -308,7 +308,9 @@ TEST(Http1Parse, EveryByteAnywhereInALongFieldName) {
       const bool valid = is_tchar(static_cast<unsigned char>(byte)) || (byte == ':' && offset > 0);
       EXPECT_EQ(state, valid ? ParseState::kSuccess : ParseState::kInvalid)
           << "byte " << byte << " at " << offset;
-      if (valid) EXPECT_EQ(m.field_count, 1u) << "byte " << byte << " at " << offset;
+      if (valid) {
+        EXPECT_EQ(m.field_count, 1u) << "byte " << byte << " at " << offset;
+      }
     }
   }
   // A name that runs to the end of the buffer needs more data, however long.
