@@ -249,6 +249,10 @@ Runner AddAgentCommand(CLI::App& app) {
       PrintConfig(config);
       return 0;
     }
+    if (!loader::HasTracingPrivileges(&error)) {
+      spdlog::error("{}", error);
+      return 1;
+    }
     HealthServer health;
     if (!health.Start(config.health_listen, &error)) {
       spdlog::error("{}", error);

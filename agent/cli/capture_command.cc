@@ -80,6 +80,10 @@ Runner AddCaptureCommand(CLI::App& app) {
     }
     metrics::SpanMetrics span_metrics(metrics_options);
     exporters::PrometheusServer prometheus([&span_metrics] { return span_metrics.Collect(); });
+    if (std::string error; !loader::HasTracingPrivileges(&error)) {
+      spdlog::error("{}", error);
+      return 1;
+    }
     if (flags->prometheus_port != 0) {
       std::string error;
       if (!prometheus.Start(flags->prometheus_address, flags->prometheus_port, &error)) {

@@ -213,12 +213,15 @@ void SocketTracer::SkeletonDeleter::operator()(flowtracer_bpf* skeleton) const {
   flowtracer_bpf__destroy(skeleton);
 }
 
+bool HasTracingPrivileges(std::string* error) {
+  if (geteuid() == 0) return true;
+  *error = "flowtracer needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo";
+  return false;
+}
+
 std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& options,
                                                   RecordHandler handler, std::string* error) {
-  if (geteuid() != 0) {
-    *error = "flowtracer needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo";
-    return nullptr;
-  }
+  if (!HasTracingPrivileges(error)) return nullptr;
   if (options.max_payload_bytes > FT_MAX_PAYLOAD) {
     *error = "max payload bytes must be at most " + std::to_string(FT_MAX_PAYLOAD);
     return nullptr;

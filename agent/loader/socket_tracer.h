@@ -38,6 +38,10 @@ struct SocketTracerOptions {
 using CounterValues = std::array<uint64_t, FT_CTR_MAX>;
 using RecordHandler = std::function<void(const void* data, size_t size)>;
 
+// Whether this process may load eBPF programs; if not, `error` says what to do. Commands
+// check it before binding their ports, so a missing privilege is what they report.
+bool HasTracingPrivileges(std::string* error);
+
 class SocketTracer {
  public:
   // Loads and attaches. On failure returns null and sets `error` to one actionable sentence.

@@ -1,4 +1,5 @@
 """Error paths a user meets: clear one-line messages and non-zero exits, never a crash."""
+import socket
 import subprocess
 import unittest
 
@@ -19,6 +20,18 @@ class CliErrorsTest(unittest.TestCase):
             self.assertNotEqual(result.returncode, 0, command)
             self.assertIn("root", result.stderr + result.stdout, command)
             self.assertNotIn("Segmentation", result.stderr)
+
+    def test_not_root_with_its_port_taken(self):
+        # The missing privilege is reported, not the Prometheus port it would have bound.
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = held.getsockname()[1]
+            result = run("capture", "--duration", "1s", "--prometheus-address", "127.0.0.1",
+                         "--prometheus-port", str(port), user="65534")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("root", result.stderr)
+        self.assertNotIn(str(port), result.stderr)
 
     def test_bad_flags(self):
         cases = [

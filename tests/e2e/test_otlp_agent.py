@@ -647,9 +647,15 @@ class AgentConfigErrorsTest(unittest.TestCase):
             self.assertIn(args[1], message)
 
     def test_not_root(self):
-        # No Prometheus endpoint: the default port may be held by another agent on the host.
-        message, _ = self._run("--health-listen", f"127.0.0.1:{area_port()}", "--prometheus-port", "0",
-                               user="65534")
+        # The missing privilege is what is reported, even when the ports it would serve on
+        # are taken (checked before they are bound).
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", area_port()))
+        held.listen()
+        port = held.getsockname()[1]
+        message, _ = self._run("--health-listen", f"127.0.0.1:{port}", "--prometheus-address", "127.0.0.1",
+                               "--prometheus-port", str(port), user="65534")
         self.assertIn("root", message)
 
     def test_missing_file(self):
