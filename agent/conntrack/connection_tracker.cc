@@ -214,16 +214,16 @@ void ConnectionTracker::Process(Connection& connection, bool closing) {
     return;
   }
 
-  std::vector<HttpExchange> exchanges;
   const RequestStarted started = StartedCallback(connection);
   Http1Conversation& http = connection.Http();
   if (closing) {
-    http.Close(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Close(connection.requests(), connection.responses(), &exchanges_, &started);
   } else {
-    http.Process(connection.requests(), connection.responses(), &exchanges, &started);
+    http.Process(connection.requests(), connection.responses(), &exchanges_, &started);
   }
   if (http.upgraded()) info.protocol = Protocol::kOpaque;
-  Emit(connection, exchanges);
+  Emit(connection, exchanges_);
+  exchanges_.clear();
   if (!closing) UpdateKernelControl(connection);
 }
 

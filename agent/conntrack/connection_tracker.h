@@ -168,6 +168,9 @@ class ConnectionTracker {
   uint64_t next_close_check_ns_ = 0;
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
   Table connections_;
+  // What one Process call finished, reused between calls (most calls finish one exchange:
+  // not a vector allocated for each).
+  std::vector<HttpExchange> exchanges_;
   uint32_t traced_share_ = kAllConnectionsTraced;
   TrackerStats stats_;
 };
