@@ -425,10 +425,18 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   // glibc keeps freed heap for reuse; after thousands of connections (and the span state
   // of their requests) are gone most of it is free, and trimming gives it back. Not per
   // close: a trim walks the heap (milliseconds at 100 MB).
+  // The trim waits a few ticks: the span assembler frees the requests of the connections
+  // forgotten here in its next sweep, and releases held spans within 5 s; trimmed before
+  // that, their memory stayed with the process.
+  if (trim_at_ns_ != 0 && now_ns >= trim_at_ns_) {
+    if (options_.trim_heap) options_.trim_heap();
+    else malloc_trim(0);
+    trim_at_ns_ = 0;
+  }
   connections_high_ = std::max(connections_high_, connections_.size());
   if (options_.trim_after_released_connections > 0 &&
       connections_high_ - connections_.size() >= options_.trim_after_released_connections) {
-    malloc_trim(0);
+    trim_at_ns_ = now_ns + kTrimDelayNs;
     connections_high_ = connections_.size();
   }
 }

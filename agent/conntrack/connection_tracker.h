@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -77,6 +78,8 @@ struct TrackerOptions {
   // heap is handed back to the system (malloc_trim): after a burst of connections the
   // process would otherwise keep its peak size. 0: never.
   size_t trim_after_released_connections = 4096;
+  // What hands freed heap back (tests count the calls); empty: malloc_trim(0).
+  std::function<void()> trim_heap;
 };
 
 // Shares of connections traced are in 1/65536: this is all of them (see SetTracedShare).
@@ -167,6 +170,8 @@ class ConnectionTracker {
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
+  static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
+  uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
   Table connections_;
   uint32_t traced_share_ = kAllConnectionsTraced;
   TrackerStats stats_;

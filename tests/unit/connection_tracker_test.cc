@@ -846,6 +846,28 @@ TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {
   EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 2u);
 }
 
+TEST(ConnectionTrackerTest, HeapIsTrimmedSomeTicksAfterTheTableShrinks) {
+  // Not at once: the span assembler frees the forgotten connections' requests in its next
+  // sweep and releases held spans within 5 s, and a trim before that gave nothing back.
+  TrackerOptions options;
+  options.idle_timeout_ns = 10000;
+  options.trim_after_released_connections = 3;
+  int trims = 0;
+  options.trim_heap = [&] { ++trims; };
+  Harness h(options);
+  for (uint64_t id = 1; id <= 4; ++id) h.Open(id, FT_ROLE_SERVER, 100);
+  h.tracker.Tick(200);
+  h.tracker.Tick(20000);  // all four evicted
+  EXPECT_EQ(h.tracker.connection_count(), 0u);
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(20000 + 5'000'000'000ull);
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(20000 + 6'000'000'000ull);
+  EXPECT_EQ(trims, 1);
+  h.tracker.Tick(20000 + 20'000'000'000ull);
+  EXPECT_EQ(trims, 1);  // once per shrink
+}
+
 TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   // Shed (or not a protocol we parse): the kernel sends nothing for it, so it looks idle
   // however busy it is. Evicting it would forget its control, and the kernel would then
