@@ -38,6 +38,11 @@ struct ConnectionTracker::Connection {
   }
 };
 
+void ConnectionTracker::ConnectionDeleter::operator()(Connection* connection) const {
+  connection->~Connection();
+  memory->deallocate(connection, sizeof(Connection), alignof(Connection));
+}
+
 ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control,
                                      SocketLiveness* liveness)
     : options_(options), sink_(sink), control_(control), liveness_(liveness) {
@@ -82,7 +87,10 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
       // kernel would copy its bytes for a connection no longer known here.
       Remove(oldest, /*forget_kernel_control=*/!oldest->second->control_ignore);
     }
-    auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
+    std::unique_ptr<Connection, ConnectionDeleter> connection(
+        new (connection_memory_.allocate(sizeof(Connection), alignof(Connection)))
+            Connection(options_.max_buffered_bytes_per_stream),
+        ConnectionDeleter{&connection_memory_});
     ConnectionInfo& info = connection->info;
     info.conn_id = event.header.conn_id;
     info.pid = event.header.pid;

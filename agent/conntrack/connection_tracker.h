@@ -6,11 +6,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "agent/conntrack/byte_stream.h"
+#include "agent/conntrack/connection_memory.h"
 #include "agent/conntrack/http1_stream.h"
 #include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
@@ -143,12 +145,19 @@ class ConnectionTracker {
   // Bytes a tracked connection takes in the table before any per-protocol state or
   // buffered bytes (for tests and the scale benchmark's accounting).
   static size_t connection_struct_bytes();
+  // Bytes of connections and table nodes, which are not in the malloc heap (for tests).
+  size_t connection_memory_bytes() const { return connection_memory_.in_use_bytes(); }
 
  private:
   struct Connection;
   Connection* Find(uint64_t conn_id);
   void Process(Connection& connection, bool closing);
-  using Table = std::unordered_map<uint64_t, std::unique_ptr<Connection>>;
+  struct ConnectionDeleter {
+    ConnectionMemory* memory;
+    void operator()(Connection* connection) const;
+  };
+  // Connections and their nodes live in connection_memory_ (see ConnectionMemory).
+  using Table = std::pmr::unordered_map<uint64_t, std::unique_ptr<Connection, ConnectionDeleter>>;
   void Remove(uint64_t conn_id);
   void Remove(Table::iterator it, bool forget_kernel_control = true);
   void Account(const Connection& connection);
@@ -172,7 +181,8 @@ class ConnectionTracker {
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
   static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
   uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
-  Table connections_;
+  ConnectionMemory connection_memory_;  // before connections_: outlives them
+  Table connections_{&connection_memory_};
   uint32_t traced_share_ = kAllConnectionsTraced;
   TrackerStats stats_;
 };
