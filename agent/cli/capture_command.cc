@@ -154,6 +154,7 @@ Runner AddCaptureCommand(CLI::App& app) {
     };
     callbacks.on_tick = [&](uint64_t now) {
       pipeline.Tick(now);
+      summary.Tick();
       span_metrics.Tick();
       if (live_count) fmt::print(stderr, "\r{} spans", span_count);
     };

@@ -38,6 +38,11 @@ struct ConnectionTracker::Connection {
   }
 };
 
+void ConnectionTracker::ConnectionDeleter::operator()(Connection* connection) const {
+  connection->~Connection();
+  memory->deallocate(connection, sizeof(Connection), alignof(Connection));
+}
+
 ConnectionTracker::ConnectionTracker(TrackerOptions options, TrackerSink* sink, KernelControl* control,
                                      SocketLiveness* liveness)
     : options_(options), sink_(sink), control_(control), liveness_(liveness) {
@@ -82,7 +87,10 @@ void ConnectionTracker::OnConnEvent(const ft_conn_event& event) {
       // kernel would copy its bytes for a connection no longer known here.
       Remove(oldest, /*forget_kernel_control=*/!oldest->second->control_ignore);
     }
-    auto connection = std::make_unique<Connection>(options_.max_buffered_bytes_per_stream);
+    std::unique_ptr<Connection, ConnectionDeleter> connection(
+        new (connection_memory_.allocate(sizeof(Connection), alignof(Connection)))
+            Connection(options_.max_buffered_bytes_per_stream),
+        ConnectionDeleter{&connection_memory_});
     ConnectionInfo& info = connection->info;
     info.conn_id = event.header.conn_id;
     info.pid = event.header.pid;
@@ -427,10 +435,18 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   // glibc keeps freed heap for reuse; after thousands of connections (and the span state
   // of their requests) are gone most of it is free, and trimming gives it back. Not per
   // close: a trim walks the heap (milliseconds at 100 MB).
+  // The trim waits a few ticks: the span assembler frees the requests of the connections
+  // forgotten here in its next sweep, and releases held spans within 5 s; trimmed before
+  // that, their memory stayed with the process.
+  if (trim_at_ns_ != 0 && now_ns >= trim_at_ns_) {
+    if (options_.trim_heap) options_.trim_heap();
+    else malloc_trim(0);
+    trim_at_ns_ = 0;
+  }
   connections_high_ = std::max(connections_high_, connections_.size());
   if (options_.trim_after_released_connections > 0 &&
       connections_high_ - connections_.size() >= options_.trim_after_released_connections) {
-    malloc_trim(0);
+    trim_at_ns_ = now_ns + kTrimDelayNs;
     connections_high_ = connections_.size();
   }
 }

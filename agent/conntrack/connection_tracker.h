@@ -4,12 +4,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "agent/conntrack/byte_stream.h"
+#include "agent/conntrack/connection_memory.h"
 #include "agent/conntrack/http1_stream.h"
 #include "agent/conntrack/nats_stream.h"
 #include "agent/conntrack/raw_event.h"
@@ -77,6 +80,8 @@ struct TrackerOptions {
   // heap is handed back to the system (malloc_trim): after a burst of connections the
   // process would otherwise keep its peak size. 0: never.
   size_t trim_after_released_connections = 4096;
+  // What hands freed heap back (tests count the calls); empty: malloc_trim(0).
+  std::function<void()> trim_heap;
 };
 
 // Shares of connections traced are in 1/65536: this is all of them (see SetTracedShare).
@@ -140,12 +145,19 @@ class ConnectionTracker {
   // Bytes a tracked connection takes in the table before any per-protocol state or
   // buffered bytes (for tests and the scale benchmark's accounting).
   static size_t connection_struct_bytes();
+  // Bytes of connections and table nodes, which are not in the malloc heap (for tests).
+  size_t connection_memory_bytes() const { return connection_memory_.in_use_bytes(); }
 
  private:
   struct Connection;
   Connection* Find(uint64_t conn_id);
   void Process(Connection& connection, bool closing);
-  using Table = std::unordered_map<uint64_t, std::unique_ptr<Connection>>;
+  struct ConnectionDeleter {
+    ConnectionMemory* memory;
+    void operator()(Connection* connection) const;
+  };
+  // Connections and their nodes live in connection_memory_ (see ConnectionMemory).
+  using Table = std::pmr::unordered_map<uint64_t, std::unique_ptr<Connection, ConnectionDeleter>>;
   void Remove(uint64_t conn_id);
   void Remove(Table::iterator it, bool forget_kernel_control = true);
   void Account(const Connection& connection);
@@ -167,7 +179,10 @@ class ConnectionTracker {
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
-  Table connections_;
+  static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
+  uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
+  ConnectionMemory connection_memory_;  // before connections_: outlives them
+  Table connections_{&connection_memory_};
   // What one Process call finished, reused between calls (most calls finish one exchange:
   // not a vector allocated for each).
   std::vector<HttpExchange> exchanges_;

@@ -1,6 +1,7 @@
 #include "agent/spans/call_summary.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "agent/spans/span_assembler.h"
@@ -86,6 +87,24 @@ void CallSummary::AddNamed(ServiceId caller, ServiceId callee, uint64_t duration
   AddSample(it->second, duration_ns, error);
 }
 
+namespace {
+// Fibonacci hashing: the top bits of the product (`slots` is a power of two).
+size_t SlotOf(uint64_t hash, size_t slots) { return (hash * 0x9e3779b97f4a7c15ull) >> (64 - std::countr_zero(slots)); }
+}  // namespace
+
+const CallSummary::ServiceId* CallSummary::ClientAt(const EndpointKey& endpoint) const {
+  if (client_by_endpoint_.empty()) return nullptr;
+  const ClientEndpointSlot& slot = client_by_endpoint_[SlotOf(EndpointHash()(endpoint), kClientEndpointSlots)];
+  return slot.endpoint.port != 0 && slot.endpoint == endpoint ? &slot.service : nullptr;
+}
+
+void CallSummary::AddByCaller(ServiceId service, const EndpointKey& peer, uint64_t duration_ns, bool error) {
+  if (const ServiceId* caller = ClientAt(peer)) return AddNamed(*caller, service, duration_ns, error);
+  EndpointKey host = peer;
+  host.port = 0;  // ephemeral: one edge per caller address
+  AddByEndpoint(service, true, host, duration_ns, error);
+}
+
 void CallSummary::Add(const Span& span) {
   // Messaging spans count through AddMessageHop: their peer is the broker, not the callee.
   if (span.kind == SpanKind::kProducer || span.kind == SpanKind::kConsumer) return;
@@ -95,11 +114,14 @@ void CallSummary::Add(const Span& span) {
   const ServiceId service = IdOf(span.service);
   const EndpointKey local = EndpointOf(span.tuple.local_addr, span.tuple.local_port);
   const EndpointKey peer = EndpointOf(span.tuple.remote_addr, span.tuple.remote_port);
-  if (service_by_endpoint_.size() < 4 * kMaxEdges) service_by_endpoint_[local] = service;
   if (!server) {
-    if (client_service_by_span_id_.size() >= kMaxKnownClientSpans) client_service_by_span_id_.clear();
+    if (client_by_span_id_.empty()) {
+      client_by_span_id_.resize(kClientSpanSlots);
+      client_by_endpoint_.resize(kClientEndpointSlots);
+    }
+    if (local.port != 0) client_by_endpoint_[SlotOf(EndpointHash()(local), kClientEndpointSlots)] = {local, service};
     uint64_t id = SpanKey(span.span_id);
-    client_service_by_span_id_[id] = service;
+    if (id != 0) client_by_span_id_[SlotOf(id, kClientSpanSlots)] = {id, service};
     AddByEndpoint(service, false, peer, duration_ns, error);
     // Server spans that finished before their caller's span came in.
     if (auto waiting = servers_waiting_for_parent_.find(id); waiting != servers_waiting_for_parent_.end()) {
@@ -109,21 +131,36 @@ void CallSummary::Add(const Span& span) {
     }
     return;
   }
+  if (server_by_endpoint_.size() < kMaxEdges) server_by_endpoint_.try_emplace(local, service);
   uint64_t parent = SpanKey(span.parent_span_id);
   if (parent != 0) {
-    if (auto caller = client_service_by_span_id_.find(parent); caller != client_service_by_span_id_.end()) {
-      AddNamed(caller->second, service, duration_ns, error);
-      return;
+    if (!client_by_span_id_.empty()) {
+      const ClientSpanSlot& caller = client_by_span_id_[SlotOf(parent, kClientSpanSlots)];
+      if (caller.span_key == parent) return AddNamed(caller.service, service, duration_ns, error);
     }
     if (waiting_server_spans_ < kMaxWaitingServerSpans) {
       // The parent may be a client span still to come, or one on another host (then this
-      // waits until Rows() and is named by its endpoint).
-      servers_waiting_for_parent_[parent].push_back({service, peer, duration_ns, error});
+      // waits kMaxWaitTicks and is named by its caller's address).
+      servers_waiting_for_parent_[parent].push_back({service, peer, duration_ns, ticks_, error});
       ++waiting_server_spans_;
       return;
     }
   }
-  AddByEndpoint(service, true, peer, duration_ns, error);
+  AddByCaller(service, peer, duration_ns, error);
+}
+
+void CallSummary::Tick() {
+  ++ticks_;
+  for (auto it = servers_waiting_for_parent_.begin(); it != servers_waiting_for_parent_.end();) {
+    // Spans waiting for one parent came at about one time: all leave at once.
+    if (ticks_ - it->second.front().since_tick < kMaxWaitTicks) {
+      ++it;
+      continue;
+    }
+    for (const WaitingServerSpan& w : it->second) AddByCaller(w.service, w.caller, w.duration_ns, w.error);
+    waiting_server_spans_ -= it->second.size();
+    it = servers_waiting_for_parent_.erase(it);
+  }
 }
 
 void CallSummary::AddMessageHop(const std::string& producer_service, const Span& consumer) {
@@ -143,26 +180,30 @@ std::vector<CallSummaryRow> CallSummary::Rows() const {
     target.durations_ns.insert(target.durations_ns.end(), edge.durations_ns.begin(), edge.durations_ns.end());
   };
   for (const auto& [key, edge] : named_edges_) merge(service_names_[key >> 32], service_names_[key & 0xffffffff], edge);
-  std::unordered_map<EdgeKey, Edge, EdgeHash> by_endpoint = edges_;
   for (const auto& [parent, waiting] : servers_waiting_for_parent_) {
     for (const WaitingServerSpan& w : waiting) {
-      Edge& edge = by_endpoint[EdgeKey{w.service, true, w.caller}];
-      ++edge.count;
-      if (w.error) ++edge.errors;
-      edge.durations_ns.push_back(w.duration_ns);
+      // As AddByCaller would count it.
+      Edge single;
+      single.count = 1;
+      single.errors = w.error;
+      single.durations_ns.push_back(w.duration_ns);
+      if (const ServiceId* caller = ClientAt(w.caller)) {
+        merge(service_names_[*caller], service_names_[w.service], single);
+        continue;
+      }
+      EndpointKey host = w.caller;
+      host.port = 0;
+      merge(HostText(host.address), service_names_[w.service], single);
     }
   }
-  for (const auto& [key, edge] : by_endpoint) {
+  for (const auto& [key, edge] : edges_) {
     const bool overflow = key.service == kOtherService && key.peer == EndpointKey{};
-    auto peer = service_by_endpoint_.find(key.peer);
-    bool peer_traced = !overflow && peer != service_by_endpoint_.end();
     std::string caller, callee;
     if (key.server) {
-      // A remote caller is named by its address: its port is ephemeral.
-      caller = peer_traced ? service_names_[peer->second] : overflow ? "(other)" : HostText(key.peer.address);
+      caller = overflow ? "(other)" : HostText(key.peer.address);
       callee = service_names_[key.service];
     } else {
-      if (peer_traced) continue;  // the traced server's spans count this call
+      if (!overflow && server_by_endpoint_.contains(key.peer)) continue;  // the traced server's spans count this call
       caller = service_names_[key.service];
       callee = overflow ? "(other)" : FormatEndpoint(key.peer.address.data(), key.peer.port);
     }

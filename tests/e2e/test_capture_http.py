@@ -67,6 +67,32 @@ class CaptureHttpTest(E2ETest):
             self.assertEqual(parent["trace_id"], span["trace_id"])
             self.assertEqual(parent["attributes"]["url.path"], span["attributes"]["url.path"])
 
+    def test_untraced_caller_is_one_table_row_over_many_connections(self):
+        # Only the server is traced (--pid): this process is a caller the agent never sees
+        # as a span. Over more connections (client ports) than the table has edges it is
+        # still one row, named by its address, counting every server span.
+        port = free_port()
+        server = start_test_server(self, port, name="billing")
+        tracer = Tracer(self, "capture", "--pid", str(server.pid))
+        connections = 10200  # past the table's 10 000 edges
+        request = f"GET /ok HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        deadline = time.monotonic() + 150
+        for _ in range(connections):
+            self.assertLess(time.monotonic(), deadline, "the connections took too long")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(request)
+                while s.recv(4096):
+                    pass
+        records, log = tracer.stop(settle_s=1.0)
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        lost = lost_events(log)
+        self.assertGreaterEqual(len(servers) + lost, connections, log)
+        rows = [line.split() for line in log.splitlines()
+                if line.split()[:2] == ["127.0.0.1", "billing"]]
+        self.assertEqual(len(rows), 1, log)
+        self.assertEqual(int(rows[0][2]), len(servers), log)  # CALLS
+        self.assertNotIn("(other)", log)
+
     def test_bodies_cookies_chunked_and_delay(self):
         port = free_port()
         start_test_server(self, port, name="ledger")

@@ -846,6 +846,28 @@ TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {
   EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 2u);
 }
 
+TEST(ConnectionTrackerTest, HeapIsTrimmedSomeTicksAfterTheTableShrinks) {
+  // Not at once: the span assembler frees the forgotten connections' requests in its next
+  // sweep and releases held spans within 5 s, and a trim before that gave nothing back.
+  TrackerOptions options;
+  options.idle_timeout_ns = 10000;
+  options.trim_after_released_connections = 3;
+  int trims = 0;
+  options.trim_heap = [&] { ++trims; };
+  Harness h(options);
+  for (uint64_t id = 1; id <= 4; ++id) h.Open(id, FT_ROLE_SERVER, 100);
+  h.tracker.Tick(200);
+  h.tracker.Tick(20000);  // all four evicted
+  EXPECT_EQ(h.tracker.connection_count(), 0u);
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(20000 + 5'000'000'000ull);
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(20000 + 6'000'000'000ull);
+  EXPECT_EQ(trims, 1);
+  h.tracker.Tick(20000 + 20'000'000'000ull);
+  EXPECT_EQ(trims, 1);  // once per shrink
+}
+
 TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   // Shed (or not a protocol we parse): the kernel sends nothing for it, so it looks idle
   // however busy it is. Evicting it would forget its control, and the kernel would then
@@ -978,10 +1000,53 @@ TEST(ConnectionTrackerTest, IdleKeepAliveConnectionCostsAFewHundredBytes) {
   tracker.Tick(5000);
   struct mallinfo2 after = mallinfo2();
   if (after.uordblks == 0) GTEST_SKIP() << "the allocator does not report (sanitizer build)";
-  double bytes_per_connection = (static_cast<double>(after.uordblks) - before.uordblks) / kConnections;
+  // Connections and their table nodes are in the tracker's own blocks, not the heap.
+  EXPECT_GE(tracker.connection_memory_bytes(), kConnections * ConnectionTracker::connection_struct_bytes());
+  double bytes_per_connection =
+      (static_cast<double>(after.uordblks) - before.uordblks + tracker.connection_memory_bytes()) / kConnections;
   EXPECT_LT(bytes_per_connection, 500.0);
   RecordProperty("bytes_per_idle_connection", static_cast<int>(bytes_per_connection));
   EXPECT_EQ(tracker.connection_count(), static_cast<size_t>(kConnections));
+}
+
+TEST(ConnectionMemoryTest, BlocksGoBackToTheSystemWhenEmpty) {
+  ConnectionMemory memory;
+  std::vector<void*> slots;
+  for (int i = 0; i < 5000; ++i) slots.push_back(memory.allocate(352, 8));
+  EXPECT_EQ(memory.in_use_bytes(), 5000u * 352);
+  EXPECT_GE(memory.mapped_bytes(), 5000u * 352);
+  EXPECT_LT(memory.mapped_bytes(), 5000u * 352 + 2 * ConnectionMemory::kBlockBytes);
+  for (void* slot : slots) memory.deallocate(slot, 352, 8);
+  EXPECT_EQ(memory.in_use_bytes(), 0u);
+  EXPECT_EQ(memory.mapped_bytes(), ConnectionMemory::kBlockBytes);  // one empty block kept
+}
+
+TEST(ConnectionMemoryTest, LongLivedSlotsGatherInTheOldestBlocks) {
+  // A burst of 20 000 short-lived objects and 1 000 long-lived ones made as they end:
+  // freed slots are reused oldest block first, so the long-lived ones fill a few blocks
+  // and the rest go back.
+  ConnectionMemory memory;
+  std::vector<void*> burst;
+  for (int i = 0; i < 20000; ++i) burst.push_back(memory.allocate(352, 8));
+  std::vector<void*> long_lived;
+  for (size_t i = 0; i < burst.size(); ++i) {
+    memory.deallocate(burst[i], 352, 8);
+    if (i % 20 == 0) long_lived.push_back(memory.allocate(352, 8));
+  }
+  const size_t per_block = ConnectionMemory::kBlockBytes / 352;
+  EXPECT_LE(memory.mapped_bytes(), (long_lived.size() / per_block + 2) * ConnectionMemory::kBlockBytes);
+  for (void* slot : long_lived) {
+    std::memset(slot, 0xab, 352);  // whole slots are usable
+    memory.deallocate(slot, 352, 8);
+  }
+  EXPECT_EQ(memory.in_use_bytes(), 0u);
+}
+
+TEST(ConnectionMemoryTest, LargeAllocationsGoToTheHeap) {
+  ConnectionMemory memory;
+  void* buckets = memory.allocate(64 * 1024, 8);
+  EXPECT_EQ(memory.mapped_bytes(), 0u);
+  memory.deallocate(buckets, 64 * 1024, 8);
 }
 
 TEST(ConnectionTrackerTest, CloseChecksAreOffByDefault) {

@@ -421,8 +421,11 @@ void ExpectRow(const CallSummaryRow& row, const std::string& caller, const std::
 }
 
 TEST(CallSummaryTest, LocalCallCountedOnceFromServerSide) {
+  // The server span's parent is the client span (same-host linking), whichever comes first.
   Span client = CallSpan("gateway", SpanKind::kClient, {kLocalhost, 40000}, {kLocalhost, 8080}, 3'000'000);
+  client.span_id = {0, 0, 0, 0, 0, 0, 0, 7};
   Span server = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40000}, 2'000'000);
+  server.parent_span_id = client.span_id;
   for (bool client_first : {true, false}) {
     SCOPED_TRACE(client_first);
     CallSummary summary;
@@ -432,7 +435,85 @@ TEST(CallSummaryTest, LocalCallCountedOnceFromServerSide) {
     std::vector<CallSummaryRow> rows = summary.Rows();
     ASSERT_EQ(rows.size(), 1u);
     ExpectRow(rows[0], "gateway", "billing", 1, 0, 2.0, 2.0);
+    EXPECT_EQ(summary.waiting_server_spans(), 0u);
   }
+}
+
+TEST(CallSummaryTest, UnlinkedServerSpanNamedByTheTracedClientOnItsConnection) {
+  // No parent (the request was not linked), but the client's socket was seen in a client
+  // span: the caller is that service, not its address.
+  CallSummary summary;
+  summary.Add(CallSpan("gateway", SpanKind::kClient, {kLocalhost, 40000}, {kLocalhost, 8080}, 3'000'000));
+  summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40000}, 2'000'000));
+  summary.Add(CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40001}, 2'000'000));
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 2u);
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.caller < b.caller; });
+  ExpectRow(rows[0], "127.0.0.1", "billing", 1, 0, 2.0, 2.0);  // port 40001: no client span seen
+  ExpectRow(rows[1], "gateway", "billing", 1, 0, 2.0, 2.0);
+}
+
+TEST(CallSummaryTest, UntracedHostOverManyConnectionsIsOneEdge) {
+  // One untraced host calls over more connections than the table has edges: still one
+  // row named by its address (not "(other)"), and one edge in memory, not one per port.
+  CallSummary summary;
+  const int connections = static_cast<int>(CallSummary::kMaxEdges) + 5000;
+  for (int i = 0; i < connections; ++i)
+    summary.Add(CallSpan("nginx", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, uint16_t(20000 + i)},
+                         1'000'000));
+  EXPECT_EQ(summary.edges(), 1u);
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 1u);
+  ExpectRow(rows[0], "10.1.2.3", "nginx", connections, 0, 1.0, 1.0);
+}
+
+TEST(CallSummaryTest, ServerSpansWaitForTheirParentAtMostMaxWaitTicks) {
+  CallSummary summary;
+  Span client = CallSpan("gateway", SpanKind::kClient, {kLocalhost, 40000}, {kLocalhost, 8080}, 3'000'000);
+  client.span_id = {0, 0, 0, 0, 0, 0, 0, 5};
+  Span server = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 40000}, 2'000'000);
+  server.parent_span_id = client.span_id;
+  Span remote_child = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, 5555}, 4'000'000);
+  remote_child.parent_span_id = {9, 9, 9, 9, 9, 9, 9, 9};  // a client span on another host
+  summary.Add(server);
+  summary.Add(remote_child);
+  EXPECT_EQ(summary.waiting_server_spans(), 2u);
+  for (uint32_t tick = 1; tick < CallSummary::kMaxWaitTicks; ++tick) summary.Tick();
+  summary.Add(client);  // within the wait: names its child
+  EXPECT_EQ(summary.waiting_server_spans(), 1u);
+  summary.Tick();
+  EXPECT_EQ(summary.waiting_server_spans(), 0u);  // counted by address, its memory freed
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  ASSERT_EQ(rows.size(), 2u);
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.caller < b.caller; });
+  ExpectRow(rows[0], "10.1.2.3", "billing", 1, 0, 4.0, 4.0);
+  ExpectRow(rows[1], "gateway", "billing", 1, 0, 2.0, 2.0);
+}
+
+TEST(CallSummaryTest, ParentFoundAfterManyOtherClientSpans) {
+  // Client spans are remembered in fixed slots: a parent among the latest thousands is found.
+  CallSummary summary;
+  for (uint64_t i = 1; i <= 200000; ++i) {
+    Span client = CallSpan("gateway", SpanKind::kClient, {kLocalhost, 40000}, {{10, 0, 0, 9}, 443}, 1'000'000);
+    for (int b = 0; b < 8; ++b) client.span_id[b] = uint8_t(i >> (8 * (7 - b)));
+    summary.Add(client);
+  }
+  Span recent = CallSpan("gateway", SpanKind::kClient, {kLocalhost, 41000}, {kLocalhost, 8080}, 3'000'000);
+  recent.span_id = {0xab, 0xcd, 0, 0, 0, 0, 0, 1};
+  summary.Add(recent);
+  for (uint64_t i = 0; i < 1000; ++i) {
+    Span other = CallSpan("ledger", SpanKind::kClient, {kLocalhost, 42000}, {{10, 0, 0, 9}, 443}, 1'000'000);
+    other.span_id = {0x77, 0, 0, 0, 0, 0, uint8_t(i >> 8), uint8_t(i)};
+    summary.Add(other);
+  }
+  Span server = CallSpan("billing", SpanKind::kServer, {kLocalhost, 8080}, {kLocalhost, 41000}, 2'000'000);
+  server.parent_span_id = recent.span_id;
+  summary.Add(server);
+  EXPECT_EQ(summary.waiting_server_spans(), 0u);
+  std::vector<CallSummaryRow> rows = summary.Rows();
+  auto billing = std::find_if(rows.begin(), rows.end(), [](const auto& r) { return r.callee == "billing"; });
+  ASSERT_NE(billing, rows.end());
+  ExpectRow(*billing, "gateway", "billing", 1, 0, 2.0, 2.0);
 }
 
 TEST(CallSummaryTest, ReusedEphemeralPortNamesEachCallerByItsParentSpan) {
@@ -490,22 +571,25 @@ TEST(CallSummaryTest, RemoteCalleeCountedFromClientSpans) {
   ExpectRow(rows[0], "gateway", "93.184.216.34:443", 3, 1, 2.0, 3.0);
 }
 
-TEST(CallSummaryTest, SamplesStayWithinTheBudgetWhenCallersUseThousandsOfPorts) {
-  // A server called on 10 000 connections, 100 calls each: one edge per client port until
-  // the table is printed. The samples kept stay near the budget, not one per call.
+TEST(CallSummaryTest, SamplesStayWithinTheBudgetWhenThousandsOfHostsCall) {
+  // A server called from 5 000 hosts, 100 calls each: one edge per host. The samples kept
+  // stay near the budget, not one per call.
   CallSummary summary;
   for (int round = 0; round < 100; ++round)
-    for (uint16_t port = 0; port < 10000; ++port)
-      summary.Add(CallSpan("nginx", SpanKind::kServer, {kLocalhost, 8080}, {{10, 1, 2, 3}, uint16_t(20000 + port)},
+    for (int host = 0; host < 5000; ++host)
+      summary.Add(CallSpan("nginx", SpanKind::kServer, {kLocalhost, 8080},
+                           {{10, 1, uint8_t(host >> 8), uint8_t(host)}, uint16_t(20000 + round)},
                            1'000'000 + round * 10'000));
-  // All 10 000 edges exist after the first round, so each keeps the minimum.
-  EXPECT_EQ(summary.samples(), 10000 * CallSummary::kMinSamplesPerEdge);
+  EXPECT_EQ(summary.edges(), 5000u);
+  // All 5 000 edges exist after the first round, so each keeps the minimum.
+  EXPECT_EQ(summary.samples(), 5000 * CallSummary::kMinSamplesPerEdge);
   std::vector<CallSummaryRow> rows = summary.Rows();
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].count, 1'000'000u);
-  // Durations were 1.00 to 1.99 ms, uniformly over rounds: the sampled median is near 1.5.
-  EXPECT_NEAR(rows[0].p50_ms, 1.5, 0.1);
-  EXPECT_NEAR(rows[0].p99_ms, 1.98, 0.05);
+  ASSERT_EQ(rows.size(), 5000u);
+  uint64_t calls = 0;
+  for (const CallSummaryRow& row : rows) calls += row.count;
+  EXPECT_EQ(calls, 500'000u);
+  // Each host's durations were 1.00 to 1.99 ms over the rounds: its sampled median is near 1.5.
+  EXPECT_NEAR(rows[0].p50_ms, 1.5, 0.15);
 }
 
 TEST(CallSummaryTest, ServiceNamesPastTheBoundCountAsOther) {
