@@ -34,10 +34,11 @@ class OtlpSpanExporter {
   std::string Describe() { return sender_.transport().Describe(); }
 
  private:
-  // An encoded span waiting to be sent. Queue slots are reused: a span's bytes are copied
-  // into the storage of one sent before, so queueing allocates nothing once sizes settle.
+  // An encoded span waiting to be sent. Buffers are handed over, never copied: a span is
+  // encoded into the buffer of one sent before, which then takes its place in the queue,
+  // so queueing allocates nothing once sizes settle.
   struct QueuedSpan {
-    std::string message;  // the Span message (EncodeSpan)
+    WireBuffer message;  // the Span message (EncodeSpan), sized to it
     ResourcePtr resource;
   };
 
