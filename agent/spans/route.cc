@@ -86,41 +86,45 @@ std::string_view PathOf(std::string_view target) {
 }
 
 std::string TemplatePath(std::string_view target) {
-  const std::string_view path = PathOf(target);
-  if (path.empty()) return "/";
   std::string templated;
-  templated.reserve(path.size());
+  TemplatePath(target, &templated);
+  return templated;
+}
+
+void TemplatePath(std::string_view target, std::string* out) {
+  const std::string_view path = PathOf(target);
+  out->clear();
+  if (path.empty()) {
+    out->push_back('/');
+    return;
+  }
   size_t start = 0;
   while (true) {
     const size_t end = std::min(path.find('/', start), path.size());
     const std::string_view segment = path.substr(start, end - start);
-    templated += IsIdSegment(segment) ? kIdPlaceholder : segment;
+    out->append(IsIdSegment(segment) ? kIdPlaceholder : segment);
     if (end == path.size()) break;
-    templated += '/';
+    out->push_back('/');
     start = end + 1;
   }
-  return templated;
 }
 
-std::string RouteLimiter::Admit(std::string_view service, std::string_view route) {
-  auto service_it = routes_by_service_.find(std::string(service));
+std::string_view RouteLimiter::Admit(std::string_view service, std::string_view route) {
+  auto service_it = routes_by_service_.find(service);
   if (service_it == routes_by_service_.end()) {
     if (routes_by_service_.size() >= kMaxServices) {
       ++overflow_count_;
-      return std::string(kOverflowRoute);
+      return kOverflowRoute;
     }
-    service_it = routes_by_service_.emplace(std::string(service), std::unordered_set<std::string>{})
-                     .first;
+    service_it = routes_by_service_.emplace(std::string(service), RouteSet{}).first;
   }
-  std::unordered_set<std::string>& routes = service_it->second;
-  std::string route_string(route);
-  if (routes.contains(route_string)) return route_string;
+  RouteSet& routes = service_it->second;
+  if (auto known = routes.find(route); known != routes.end()) return *known;
   if (routes.size() >= max_routes_per_service_) {
     ++overflow_count_;
-    return std::string(kOverflowRoute);
+    return kOverflowRoute;
   }
-  routes.insert(route_string);
-  return route_string;
+  return *routes.emplace(route).first;
 }
 
 }  // namespace flowtracer::spans

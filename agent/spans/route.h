@@ -14,6 +14,8 @@ namespace flowtracer::spans {
 // fragment are dropped. Segments that look like ids (all digits, UUIDs, long hex, and
 // other long mixed alphanumeric tokens) become "{id}". An empty path becomes "/".
 std::string TemplatePath(std::string_view target);
+// The same, written over `out` (its storage reused: no allocation per call).
+void TemplatePath(std::string_view target, std::string* out);
 
 // The path part of a request-target: "/a/b?x" -> "/a/b"; absolute-form
 // "http://h:1/a?x" -> "/a"; "*" stays "*".
@@ -27,15 +29,23 @@ class RouteLimiter {
       : max_routes_per_service_(max_routes_per_service) {}
 
   // Returns `route` while the service has fewer than the cap of distinct routes (or the
-  // route is already known), else kOverflowRoute. Counts overflows.
-  std::string Admit(std::string_view service, std::string_view route);
+  // route is already known), else kOverflowRoute. Counts overflows. The view stays valid
+  // as long as the limiter (admitted routes are kept, never removed).
+  std::string_view Admit(std::string_view service, std::string_view route);
 
   size_t overflow_count() const { return overflow_count_; }
 
  private:
+  // Looked up by string_view: a known service and route cost no string copies.
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+  };
+  using RouteSet = std::unordered_set<std::string, StringHash, std::equal_to<>>;
+
   size_t max_routes_per_service_;
   size_t overflow_count_ = 0;
-  std::unordered_map<std::string, std::unordered_set<std::string>> routes_by_service_;
+  std::unordered_map<std::string, RouteSet, StringHash, std::equal_to<>> routes_by_service_;
 };
 
 }  // namespace flowtracer::spans

@@ -363,7 +363,8 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   holding_.erase(group.get());
   for (auto& [span, from_header] : held) {
     Emit(span, from_header, *group);
-    if (spare_spans_.size() < kMaxSpareSpans) spare_spans_.push_back(std::move(span));
+    auto& spare = spare_spans_[span.kind == SpanKind::kServer];
+    if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
 }
 
@@ -412,20 +413,23 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
       ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
     }
   }
-  BuildSpan(connection, exchange, ids, &reused_span_);
+  const bool server = connection.role == FT_ROLE_SERVER;
+  Span& span = reused_span_[server];
+  BuildSpan(connection, exchange, ids, &span);
   CloseRequest(ids.group);  // may settle it, releasing the spans it held
   GroupPtr group = Root(ids.group);
   if (group->settled) {
-    Emit(reused_span_, ids.trace_from_header, *group);
+    Emit(span, ids.trace_from_header, *group);
   } else {
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
-    Hold(group, std::move(reused_span_), ids.trace_from_header, end_ns);
-    // The next span is built over a released one, or from nothing.
-    if (spare_spans_.empty()) {
-      reused_span_ = Span{};
+    Hold(group, std::move(span), ids.trace_from_header, end_ns);
+    // The next span of this kind is built over a released one, or from nothing.
+    std::vector<Span>& spare = spare_spans_[server];
+    if (spare.empty()) {
+      span = Span{};
     } else {
-      reused_span_ = std::move(spare_spans_.back());
-      spare_spans_.pop_back();
+      span = std::move(spare.back());
+      spare.pop_back();
     }
   }
 }
@@ -608,7 +612,8 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.tuple = connection.tuple;
   span.status = StatusCode::kUnset;
 
-  std::string route = routes_.Admit(span.service, TemplatePath(head.target));
+  TemplatePath(head.target, &templated_path_);
+  const std::string_view route = routes_.Admit(span.service, templated_path_);
   span.name.assign(head.method).append(1, ' ').append(route);
 
   uint64_t end_ns = exchange.response ? exchange.response->end_ns : request.end_ns;

@@ -212,12 +212,16 @@ class SpanAssembler : public conntrack::TrackerSink {
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
-  // The span being built and emitted: handlers see it by reference during the call only.
-  Span reused_span_;
-  // Spans released from holding, kept for their storage: the next held span's successor is
-  // built over one (a same-host server span is held until its client's response is read).
+  // The span being built and emitted, one per kind (index: server): handlers see it by
+  // reference during the call only. A span is built over the last one of its kind, whose
+  // attributes have the same keys in the same places, so no key is rewritten.
+  Span reused_span_[2];
+  std::string templated_path_;  // BuildSpan's, kept for its storage
+  // Spans released from holding, per kind, kept for their storage: the next held span's
+  // successor is built over one (a same-host server span is held until its client's
+  // response is read).
   static constexpr size_t kMaxSpareSpans = 32;
-  std::vector<Span> spare_spans_;
+  std::vector<Span> spare_spans_[2];
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
