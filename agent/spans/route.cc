@@ -1,6 +1,7 @@
 #include "agent/spans/route.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace flowtracer::spans {
 namespace {
@@ -87,44 +88,66 @@ std::string_view PathOf(std::string_view target) {
 
 std::string TemplatePath(std::string_view target) {
   std::string templated;
-  TemplatePath(target, &templated);
+  TemplatePathOf(PathOf(target), &templated);
   return templated;
 }
 
-void TemplatePath(std::string_view target, std::string* out) {
-  const std::string_view path = PathOf(target);
-  out->clear();
+void TemplatePathOf(std::string_view path, std::string* out) {
   if (path.empty()) {
-    out->push_back('/');
+    out->assign(1, '/');
     return;
   }
-  size_t start = 0;
+  // Written in place into room for the longest result (every segment one byte, each
+  // becoming the placeholder), then cut: no capacity test per segment.
+  out->resize(path.size() * kIdPlaceholder.size() + 1);
+  char* const start = out->data();
+  char* p = start;
+  size_t segment_start = 0;
   while (true) {
-    const size_t end = std::min(path.find('/', start), path.size());
-    const std::string_view segment = path.substr(start, end - start);
-    out->append(IsIdSegment(segment) ? kIdPlaceholder : segment);
+    size_t end = segment_start;
+    while (end < path.size() && path[end] != '/') ++end;
+    const std::string_view segment = path.substr(segment_start, end - segment_start);
+    const std::string_view written = IsIdSegment(segment) ? kIdPlaceholder : segment;
+    memcpy(p, written.data(), written.size());
+    p += written.size();
     if (end == path.size()) break;
-    out->push_back('/');
-    start = end + 1;
+    *p++ = '/';
+    segment_start = end + 1;
   }
+  out->resize(p - start);
 }
 
 std::string_view RouteLimiter::Admit(std::string_view service, std::string_view route) {
-  auto service_it = routes_by_service_.find(service);
-  if (service_it == routes_by_service_.end()) {
-    if (routes_by_service_.size() >= kMaxServices) {
-      ++overflow_count_;
-      return kOverflowRoute;
+  RecentService* recent = nullptr;
+  for (RecentService& entry : recent_) {
+    if (entry.routes && entry.service == service) {
+      recent = &entry;
+      break;
     }
-    service_it = routes_by_service_.emplace(std::string(service), RouteSet{}).first;
   }
-  RouteSet& routes = service_it->second;
-  if (auto known = routes.find(route); known != routes.end()) return *known;
+  if (!recent) {
+    auto service_it = routes_by_service_.find(service);
+    if (service_it == routes_by_service_.end()) {
+      if (routes_by_service_.size() >= kMaxServices) {
+        ++overflow_count_;
+        return kOverflowRoute;
+      }
+      service_it = routes_by_service_.emplace(std::string(service), RouteSet{}).first;
+    }
+    recent = &recent_[next_recent_];
+    next_recent_ = (next_recent_ + 1) % kRecentServices;
+    recent->service.assign(service);
+    recent->routes = &service_it->second;
+    recent->route = {};
+  }
+  if (recent->route.data() && route == recent->route) return recent->route;
+  RouteSet& routes = *recent->routes;
+  if (auto known = routes.find(route); known != routes.end()) return recent->route = *known;
   if (routes.size() >= max_routes_per_service_) {
     ++overflow_count_;
     return kOverflowRoute;
   }
-  return *routes.emplace(route).first;
+  return recent->route = *routes.emplace(route).first;
 }
 
 }  // namespace flowtracer::spans

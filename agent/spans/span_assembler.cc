@@ -612,7 +612,8 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.tuple = connection.tuple;
   span.status = StatusCode::kUnset;
 
-  TemplatePath(head.target, &templated_path_);
+  const std::string_view path = PathOf(head.target);
+  TemplatePathOf(path, &templated_path_);
   const std::string_view route = routes_.Admit(span.service, templated_path_);
   span.name.assign(head.method).append(1, ' ').append(route);
 
@@ -625,7 +626,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.attributes.reserve(kSpanAttributesReserved);
   AttributeWriter a(&span.attributes);
   a.String("http.request.method", head.method);
-  a.String("url.path", PathOf(head.target));
+  a.String("url.path", path);
   a.String("http.route", route);
   if (server) {
     if (host.empty()) {
