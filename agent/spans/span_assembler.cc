@@ -106,7 +106,6 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
         client->group = std::move(match->group);
         queue.erase(queue.begin(), match + 1);
       }
-      if (queue.empty()) unmatched_client_requests_.erase(it);
     }
   }
   if (auto context = ExtractTraceContext(request.head.headers)) {
@@ -252,7 +251,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.erase(waiting.begin());
       waiting.push_back({*request.start_seq, key});
     }
-    open_requests_[key] = std::move(ids);
+    AddOpenRequest(key, std::move(ids));
     return;
   }
   const Endpoints& endpoints = ids.endpoints;
@@ -270,7 +269,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       if (waiting.empty()) unmatched_server_requests_.erase(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
-        open_requests_[key] = std::move(ids);
+        AddOpenRequest(key, std::move(ids));
         return;
       }
     }
@@ -278,7 +277,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     if (queue.size() >= kMaxUnmatchedPerConnection) queue.erase(queue.begin());
     queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
-  open_requests_[key] = std::move(ids);
+  AddOpenRequest(key, std::move(ids));
 }
 
 SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
@@ -338,7 +337,23 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   auto it = server_in_flight_.find(pid);
   if (it == server_in_flight_.end()) return;
   std::erase(it->second, key);
-  if (it->second.empty()) server_in_flight_.erase(it);
+  if (it->second.empty() && server_in_flight_.size() > kMaxIdleInFlightProcesses) server_in_flight_.erase(it);
+}
+
+void SpanAssembler::AddOpenRequest(const RequestKey& key, RequestIds ids) {
+  if (spare_request_nodes_.empty()) {
+    open_requests_[key] = std::move(ids);
+    return;
+  }
+  OpenRequests::node_type node = std::move(spare_request_nodes_.back());
+  spare_request_nodes_.pop_back();
+  node.key() = key;
+  node.mapped() = std::move(ids);
+  auto inserted = open_requests_.insert(std::move(node));
+  if (!inserted.inserted) {
+    inserted.position->second = std::move(inserted.node.mapped());
+    spare_request_nodes_.push_back(std::move(inserted.node));
+  }
 }
 
 size_t SpanAssembler::server_requests_in_flight() const {
@@ -400,8 +415,9 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
   RequestKey key{connection.conn_id, exchange.request.request_index};
   RequestIds ids;
   if (auto it = open_requests_.find(key); it != open_requests_.end()) {
-    ids = std::move(it->second);
-    open_requests_.erase(it);
+    OpenRequests::node_type node = open_requests_.extract(it);
+    ids = std::move(node.mapped());
+    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
   } else {
     ids.group = NewGroup(NewTraceId(), /*settled=*/true);
     ids.span_id = NewSpanId();
@@ -572,7 +588,10 @@ class AttributeWriter {
       return nullptr;
     }
     Attribute& slot = attributes_[count_++];
-    if (slot.key != key) slot.key.assign(key);
+    // Spelled out: operator== is not always inlined, and then memcmp is called with a
+    // length it cannot see is a small constant.
+    if (slot.key.size() != key.size() || std::memcmp(slot.key.data(), key.data(), key.size()) != 0)
+      slot.key.assign(key);
     return &slot;
   }
   template <typename T>

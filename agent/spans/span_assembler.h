@@ -138,8 +138,9 @@ class SpanAssembler : public conntrack::TrackerSink {
     SpanId span_id{};
     SpanId parent_span_id{};
     std::string trace_state;
-    std::string parent_source;  // "traceparent", "same_host", "thread", "event_loop" or ""
-    std::string unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
+    // Literals, so a request's ids copy no strings:
+    std::string_view parent_source;  // "traceparent", "same_host", "thread", "event_loop" or ""
+    std::string_view unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
     uint32_t pid = 0;
     uint32_t tid = 0;
     uint64_t start_ns = 0;
@@ -181,11 +182,19 @@ class SpanAssembler : public conntrack::TrackerSink {
   RouteLimiter routes_;
   AssemblerStats stats_;
 
-  std::unordered_map<RequestKey, RequestIds, RequestKeyHash> open_requests_;
+  using OpenRequests = std::unordered_map<RequestKey, RequestIds, RequestKeyHash>;
+  OpenRequests open_requests_;
+  // Nodes of requests that ended, reused for the next ones: opening a request allocates
+  // nothing (the table holds every request between its start and its end).
+  static constexpr size_t kMaxSpareRequestNodes = 64;
+  std::vector<OpenRequests::node_type> spare_request_nodes_;
+  void AddOpenRequest(const RequestKey& key, RequestIds ids);
   // Connections the tracker closed or dropped since the last sweep of open_requests_.
   std::unordered_set<uint64_t> forgotten_connections_;
-  // Server requests read but not yet answered, per process.
+  // Server requests read but not yet answered, per process. A process's entry stays
+  // when it has none (its next request then allocates nothing) while the table is small.
   std::unordered_map<uint32_t, std::vector<RequestKey>> server_in_flight_;
+  static constexpr size_t kMaxIdleInFlightProcesses = 1024;
   // Same-host pairing, by the client's (local, remote) endpoints (the server's
   // (remote, local)) and the TCP sequence number of the request's first byte, which
   // both ends share. Either end's event may reach the agent first: a client request
@@ -203,6 +212,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   // that finds no entry is left without a same-host parent, never given a wrong one.
   static constexpr size_t kMaxUnmatchedPerConnection = 16;
   // Queues of at most 16, oldest first: a vector allocates once (a deque twice, 576 bytes).
+  // A client connection's queue stays, empty, until the connection is forgotten, so its
+  // next request allocates nothing.
   std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
   std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash> unmatched_server_requests_;
   // Processes seen serving several connections' requests at once on one thread.
