@@ -19,7 +19,7 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
 
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
-void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
+void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {
   // Encoded outside the lock, into the buffer the last queued span's slot gave back.
   thread_local WireBuffer message;
   EncodeSpan(span, &message);
@@ -45,7 +45,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
     }
     QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
     std::swap(slot.message, message);
-    slot.resource = std::move(resource);
+    if (slot.resource != resource) slot.resource = resource;
     ++queued_;
     ++enqueued_total_;
     telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);

@@ -23,7 +23,9 @@ class OtlpSpanExporter {
                    telemetry::SelfTelemetry* telemetry);
   ~OtlpSpanExporter();  // Shutdown(0) if not done
 
-  void Export(const spans::Span& span, ResourcePtr resource);
+  // `resource` is shared with the queue only when the slot does not hold it already (no
+  // reference count touched per span then).
+  void Export(const spans::Span& span, const ResourcePtr& resource);
 
   // Waits until everything queued before the call was sent (or dropped). False on timeout.
   bool ForceFlush(uint64_t timeout_ms);
