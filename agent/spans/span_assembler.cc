@@ -375,12 +375,16 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   held_span_count_ -= group->held.size();
   std::vector<std::pair<Span, bool>> held = std::move(group->held);
   group->held.clear();
-  holding_.erase(group.get());
+  // Its node is kept for the next group to hold a span (still pointing at this group,
+  // which it keeps alive until then).
+  if (auto node = holding_.extract(group.get())) spare_holding_node_ = std::move(node);
   for (auto& [span, from_header] : held) {
     Emit(span, from_header, *group);
     auto& spare = spare_spans_[span.kind == SpanKind::kServer];
     if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
+  held.clear();
+  spare_held_ = std::move(held);  // its storage, for the next group to hold a span
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
@@ -404,7 +408,14 @@ void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_heade
   }
   if (group->held.empty()) {
     group->first_held_ns = now_ns;
-    holding_[group.get()] = group;
+    if (spare_holding_node_) {
+      spare_holding_node_.key() = group.get();
+      spare_holding_node_.mapped() = group;
+      holding_.insert(std::move(spare_holding_node_));  // a group is held once: no clash
+    } else {
+      holding_[group.get()] = group;
+    }
+    if (group->held.capacity() == 0) group->held = std::move(spare_held_);
   }
   group->held.emplace_back(std::move(span), trace_from_header);
   ++held_span_count_;

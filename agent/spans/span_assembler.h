@@ -220,6 +220,10 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
   std::unordered_map<TraceGroup*, GroupPtr> holding_;
+  // The storage of the last groups released from holding, for the next ones: a same-host
+  // server span is held until its client's response is read, one group per call.
+  decltype(holding_)::node_type spare_holding_node_;
+  std::vector<std::pair<Span, bool>> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
