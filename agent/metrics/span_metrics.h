@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/metrics/metric_data.h"
+#include "agent/spans/key_hash.h"
 #include "agent/spans/span.h"
 
 namespace flowtracer::metrics {
@@ -105,11 +106,9 @@ class SpanMetrics {
     bool operator==(const PairingKey&) const = default;
   };
   struct PairingKeyHash {
-    size_t operator()(const PairingKey& k) const {
-      return std::hash<std::string_view>{}(
-          std::string_view(reinterpret_cast<const char*>(k.bytes.data()), k.bytes.size()));
-    }
+    size_t operator()(const PairingKey& k) const { return spans::HashKeyBytes(k.bytes.data(), k.bytes.size()); }
   };
+
   // One end of a call, waiting for the other end's span.
   struct PendingEnd {
     uint64_t deadline_unix_ns = 0;

@@ -25,6 +25,7 @@
 #include "agent/conntrack/connection_tracker.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/ids.h"
+#include "agent/spans/key_hash.h"
 #include "agent/spans/route.h"
 #include "agent/spans/span.h"
 
@@ -124,10 +125,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     bool operator==(const Endpoints&) const = default;
   };
   struct EndpointsHash {
-    size_t operator()(const Endpoints& e) const {
-      return std::hash<std::string_view>{}(
-          std::string_view(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size()));
-    }
+    size_t operator()(const Endpoints& e) const { return HashKeyBytes(e.bytes.data(), e.bytes.size()); }
   };
   static Endpoints EndpointKey(const uint8_t addr_a[16], uint16_t port_a, const uint8_t addr_b[16],
                                uint16_t port_b);
