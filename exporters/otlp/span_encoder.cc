@@ -200,9 +200,10 @@ const std::string& ScopeMessage() {
 
 }  // namespace
 
-uint8_t* WireBuffer::Extend(size_t max_bytes) {
+uint8_t* WireBuffer::Extend(size_t max_bytes, bool tight) {
   if (capacity_ - size_ < max_bytes) {
-    const size_t capacity = std::max(size_ + max_bytes, 2 * capacity_);
+    const size_t needed = size_ + max_bytes;
+    const size_t capacity = tight ? needed + needed / 8 : std::max(needed, 2 * capacity_);
     auto data = std::make_unique_for_overwrite<uint8_t[]>(capacity);
     if (size_) memcpy(data.get(), data_.get(), size_);
     data_ = std::move(data);
@@ -369,7 +370,7 @@ bool AllValidUtf8(const spans::Span& span) {
 // measured twice, and the message is written at its exact size.
 void WriteValidSpan(const spans::Span& span, const uint32_t* key_value_sizes, const uint32_t* any_value_sizes,
                     WireBuffer* out, size_t size) {
-  uint8_t* const start = out->Extend(size);
+  uint8_t* const start = out->Extend(size, /*tight=*/true);
   uint8_t* p = start;
   p = PutBytes(p, 1, BytesOf(span.trace_id));
   p = PutBytes(p, 2, BytesOf(span.span_id));
