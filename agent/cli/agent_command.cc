@@ -328,7 +328,8 @@ Runner AddAgentCommand(CLI::App& app) {
     const std::string host_name = HostName(config.exporter.resource_attributes);
     // One resource per traced process, shared by its spans; bounded like the registry.
     std::unordered_map<uint32_t, otlp::ResourcePtr> resources;
-    auto resource_of = [&](const spans::Span& span) -> otlp::ResourcePtr {
+    // A reference into `resources`, used at once: no reference count touched per span.
+    auto resource_of = [&](const spans::Span& span) -> const otlp::ResourcePtr& {
       auto it = resources.find(span.pid);
       // service.name comes first; a different one means the pid now belongs to another program.
       if (it != resources.end()) {
@@ -336,9 +337,10 @@ Runner AddAgentCommand(CLI::App& app) {
         if (service && *service == span.service) return it->second;
       }
       if (resources.size() >= 4096) resources.clear();
-      auto resource = std::make_shared<otlp::Resource>(otlp::ProcessResource(
+      auto fresh = std::make_shared<otlp::Resource>(otlp::ProcessResource(
           processes.Get(span.pid), host_name, otlp::ProcessStartTicks(span.pid), config.exporter.resource_attributes));
-      resources[span.pid] = resource;
+      otlp::ResourcePtr& resource = resources[span.pid];
+      resource = std::move(fresh);
       return resource;
     };
 

@@ -41,13 +41,28 @@ std::string_view NormalMethod(std::string_view method) {
   return "_OTHER";
 }
 
-const std::string* StringAttribute(const Span& span, std::string_view key) {
-  const AttributeValue* value = span.Find(key);
+// Span::Find, trying first where the key was in the last span looked at with this
+// `hint`: spans of one kind have their attributes in the same order, so one comparison
+// usually finds it (a span never has a key twice).
+const AttributeValue* FindAttribute(const Span& span, std::string_view key, uint8_t* hint) {
+  const std::vector<spans::Attribute>& attributes = span.attributes;
+  if (*hint < attributes.size() && attributes[*hint].key == key) return &attributes[*hint].value;
+  for (size_t i = 0; i < attributes.size(); ++i) {
+    if (attributes[i].key == key) {
+      *hint = static_cast<uint8_t>(std::min<size_t>(i, UINT8_MAX));
+      return &attributes[i].value;
+    }
+  }
+  return nullptr;
+}
+
+const std::string* StringAttribute(const Span& span, std::string_view key, uint8_t* hint) {
+  const AttributeValue* value = FindAttribute(span, key, hint);
   return value ? std::get_if<std::string>(value) : nullptr;
 }
 
-const int64_t* IntAttribute(const Span& span, std::string_view key) {
-  const AttributeValue* value = span.Find(key);
+const int64_t* IntAttribute(const Span& span, std::string_view key, uint8_t* hint) {
+  const AttributeValue* value = FindAttribute(span, key, hint);
   return value ? std::get_if<int64_t>(value) : nullptr;
 }
 
@@ -60,10 +75,13 @@ uint8_t* CopyEndpointBytes(uint8_t* out, const uint8_t address[16], uint16_t por
 }
 
 // A signature field: the bytes after their length, so no value can imitate another's.
-void AppendSignatureField(std::string* signature, std::string_view bytes) {
+// Written into room sized beforehand (appending field by field tested the capacity twice
+// per field); returns where the next field goes.
+char* PutSignatureField(char* out, std::string_view bytes) {
   const uint32_t size = bytes.size();
-  signature->append(reinterpret_cast<const char*>(&size), sizeof(size));
-  signature->append(bytes);
+  memcpy(out, &size, sizeof(size));
+  memcpy(out + sizeof(size), bytes.data(), bytes.size());
+  return out + sizeof(size) + bytes.size();
 }
 
 bool IsMessaging(const Span& span) {
@@ -73,9 +91,9 @@ bool IsMessaging(const Span& span) {
 // The service graph's "failed": the server did not answer properly (5xx or no
 // response), whichever end the span came from, so a 4xx (the client's mistake) is not a
 // failure of the edge. Messaging has no status code: the span's status decides.
-bool EndFailed(const Span& span) {
+bool EndFailed(const Span& span, uint8_t* status_code_hint) {
   if (IsMessaging(span)) return span.status == spans::StatusCode::kError;
-  const int64_t* status = IntAttribute(span, "http.response.status_code");
+  const int64_t* status = IntAttribute(span, "http.response.status_code", status_code_hint);
   return status == nullptr || *status >= 500;
 }
 
@@ -137,13 +155,16 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   std::array<LabelView, 8> views;
   size_t view_count = 0;
   uint8_t position = 0;
+  uint8_t* hints = label_hints_[static_cast<size_t>(span.kind)].data();
   auto add_string = [&](std::string_view key) {
     ++position;
-    if (const std::string* value = StringAttribute(span, key)) views[view_count++] = {key, position, value, {}, 0};
+    if (const std::string* value = StringAttribute(span, key, &hints[position]))
+      views[view_count++] = {key, position, value, {}, 0};
   };
   auto add_int = [&](std::string_view key) {
     ++position;
-    if (const int64_t* value = IntAttribute(span, key)) views[view_count++] = {key, position, nullptr, {}, *value};
+    if (const int64_t* value = IntAttribute(span, key, &hints[position]))
+      views[view_count++] = {key, position, nullptr, {}, *value};
   };
   std::string_view metric;
   if (IsMessaging(span)) {
@@ -156,7 +177,7 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   } else {
     metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
     ++position;
-    if (const std::string* method = StringAttribute(span, "http.request.method"))
+    if (const std::string* method = StringAttribute(span, "http.request.method", &hints[position]))
       views[view_count++] = {"http.request.method", position, nullptr, NormalMethod(*method), 0};
     add_int("http.response.status_code");
     add_string("network.protocol.version");  // "1.1", "1.0"
@@ -174,16 +195,20 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   // values, each after its length so no value can imitate another's (a value cut to
   // max_label_bytes maps to the same series either way), and names each label by its
   // position: the metric fixes which key a position is.
+  auto label_bytes = [](const LabelView& view) -> std::string_view {
+    if (view.text) return *view.text;
+    if (!view.normal_text.empty()) return view.normal_text;
+    return {reinterpret_cast<const char*>(&view.number), sizeof(view.number)};
+  };
+  constexpr size_t kLengthBytes = sizeof(uint32_t);
+  size_t signature_size = 2 * kLengthBytes + span.service.size() + metric.size();
+  for (size_t i = 0; i < view_count; ++i) signature_size += 1 + kLengthBytes + label_bytes(views[i]).size();
   std::string& signature = signature_scratch_;
-  signature.clear();
-  AppendSignatureField(&signature, span.service);
-  AppendSignatureField(&signature, metric);
+  signature.resize(signature_size);
+  char* out = PutSignatureField(PutSignatureField(signature.data(), span.service), metric);
   for (size_t i = 0; i < view_count; ++i) {
-    const LabelView& view = views[i];
-    signature.push_back(static_cast<char>(view.position));
-    if (view.text) AppendSignatureField(&signature, *view.text);
-    else if (!view.normal_text.empty()) AppendSignatureField(&signature, view.normal_text);
-    else AppendSignatureField(&signature, {reinterpret_cast<const char*>(&view.number), sizeof(view.number)});
+    *out++ = static_cast<char>(views[i].position);
+    out = PutSignatureField(out, label_bytes(views[i]));
   }
   const double seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
   if (auto known = series_by_signature_.find(signature); known != series_by_signature_.end()) {
@@ -252,7 +277,7 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
   end.is_server = span.kind == SpanKind::kServer || span.kind == SpanKind::kConsumer;
   end.service = span.service;
   end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
-  end.failed = EndFailed(span);
+  end.failed = EndFailed(span, &label_hints_[static_cast<size_t>(span.kind)][0]);
   const ft_tuple& t = span.tuple;
   std::copy(std::begin(t.remote_addr), std::end(t.remote_addr), end.peer_address.begin());
   end.peer_port = t.remote_port;
@@ -275,19 +300,38 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
   auto& other_side = pending_by_key_[!end.is_server];
   if (auto waiting = other_side.find(end.key); waiting != other_side.end()) {
     std::vector<uint64_t>& others = waiting->second;
-    auto other = pending_.find(others.front());
+    PendingNode other = pending_.extract(others.front());
     others.erase(others.begin());
-    PendingEnd other_end = std::move(other->second);
-    pending_.erase(other);
-    if (others.empty()) other_side.erase(waiting);
+    if (others.empty()) RecycleKeyNode(other_side.extract(waiting));
+    const PendingEnd& other_end = other.mapped();
     const PendingEnd& client = end.is_server ? other_end : end;
     const PendingEnd& server = end.is_server ? end : other_end;
     ++stats_.graph_pairs;
     CountEdge(client.service, server.service, end.connection_type, &client, &server, now);
+    RecyclePendingNode(std::move(other));
     return;
   }
-  pending_by_key_[end.is_server][end.key].push_back(next_sequence_);
-  pending_.emplace(next_sequence_++, std::move(end));
+  auto& same_side = pending_by_key_[end.is_server];
+  if (auto keyed = same_side.find(end.key); keyed != same_side.end()) {
+    keyed->second.push_back(next_sequence_);
+  } else if (!spare_key_nodes_.empty()) {
+    KeyNode node = std::move(spare_key_nodes_.back());
+    spare_key_nodes_.pop_back();
+    node.key() = end.key;
+    node.mapped().assign(1, next_sequence_);
+    same_side.insert(std::move(node));
+  } else {
+    same_side[end.key].push_back(next_sequence_);
+  }
+  if (!spare_pending_nodes_.empty()) {
+    PendingNode node = std::move(spare_pending_nodes_.back());
+    spare_pending_nodes_.pop_back();
+    node.key() = next_sequence_++;
+    node.mapped() = std::move(end);
+    pending_.insert(std::move(node));
+  } else {
+    pending_.emplace(next_sequence_++, std::move(end));
+  }
   while (pending_.size() > options_.max_pending_spans) {
     ++stats_.pending_evicted;
     CountUnpaired(PopOldest(), now);
@@ -301,8 +345,16 @@ SpanMetrics::PendingEnd SpanMetrics::PopOldest() {
   auto& same_side = pending_by_key_[end.is_server];
   auto keyed = same_side.find(end.key);
   keyed->second.erase(keyed->second.begin());  // the oldest overall is the oldest of its key
-  if (keyed->second.empty()) same_side.erase(keyed);
+  if (keyed->second.empty()) RecycleKeyNode(same_side.extract(keyed));
   return end;
+}
+
+void SpanMetrics::RecyclePendingNode(PendingNode node) {
+  if (spare_pending_nodes_.size() < kMaxSpareNodes) spare_pending_nodes_.push_back(std::move(node));
+}
+
+void SpanMetrics::RecycleKeyNode(KeyNode node) {
+  if (spare_key_nodes_.size() < kMaxSpareNodes) spare_key_nodes_.push_back(std::move(node));
 }
 
 void SpanMetrics::ExpireLocked(uint64_t now, bool all) {
@@ -330,10 +382,8 @@ void SpanMetrics::CountEdge(std::string_view client_name, std::string_view serve
                             std::string_view connection_type, const PendingEnd* client, const PendingEnd* server,
                             uint64_t now) {
   std::string& signature = signature_scratch_;
-  signature.clear();
-  AppendSignatureField(&signature, client_name);
-  AppendSignatureField(&signature, server_name);
-  AppendSignatureField(&signature, connection_type);
+  signature.resize(3 * sizeof(uint32_t) + client_name.size() + server_name.size() + connection_type.size());
+  PutSignatureField(PutSignatureField(PutSignatureField(signature.data(), client_name), server_name), connection_type);
   Edge* e = nullptr;
   if (auto known = edge_by_signature_.find(signature); known != edge_by_signature_.end()) {
     e = known->second;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/metrics/metric_data.h"
+#include "agent/spans/key_hash.h"
 #include "agent/spans/span.h"
 
 namespace flowtracer::metrics {
@@ -105,11 +106,9 @@ class SpanMetrics {
     bool operator==(const PairingKey&) const = default;
   };
   struct PairingKeyHash {
-    size_t operator()(const PairingKey& k) const {
-      return std::hash<std::string_view>{}(
-          std::string_view(reinterpret_cast<const char*>(k.bytes.data()), k.bytes.size()));
-    }
+    size_t operator()(const PairingKey& k) const { return spans::HashKeyBytes(k.bytes.data(), k.bytes.size()); }
   };
+
   // One end of a call, waiting for the other end's span.
   struct PendingEnd {
     uint64_t deadline_unix_ns = 0;
@@ -133,6 +132,8 @@ class SpanMetrics {
                  const PendingEnd* client, const PendingEnd* server, uint64_t now);
   static Edge NewEdge(uint64_t now);
   PendingEnd PopOldest();  // pending_ must not be empty
+  void RecyclePendingNode(std::map<uint64_t, PendingEnd>::node_type node);
+  void RecycleKeyNode(std::unordered_map<PairingKey, std::vector<uint64_t>, PairingKeyHash>::node_type node);
   void ExpireLocked(uint64_t now, bool all);
   std::string PeerNameFor(const uint8_t address[16], uint16_t port, bool with_port) const;
   std::string Cut(std::string_view value) const;
@@ -144,6 +145,9 @@ class SpanMetrics {
   size_t series_total_ = 0;
   std::unordered_map<std::string, ResolvedSeries> series_by_signature_;
   std::string signature_scratch_;
+  // Per span kind, where each label's attribute was in the last span (position 0: the
+  // response status code, for the graph's failed count).
+  std::array<std::array<uint8_t, 8>, 4> label_hints_{};
   std::map<EdgeKey, Edge> edges_;
   // Edges by the uncut names that led to them, like series_by_signature_ (overflowed
   // combinations are not remembered).
@@ -151,7 +155,15 @@ class SpanMetrics {
   // Pending ends in arrival order (= deadline order), and per pairing key the sequence
   // numbers of each side's ends, oldest first (HTTP/1 answers in order).
   std::map<uint64_t, PendingEnd> pending_;
-  std::unordered_map<PairingKey, std::vector<uint64_t>, PairingKeyHash> pending_by_key_[2];  // usually one each
+  using PendingByKey = std::unordered_map<PairingKey, std::vector<uint64_t>, PairingKeyHash>;
+  PendingByKey pending_by_key_[2];  // usually one each
+  // Nodes of both tables kept after their entry went (the vector keeps its storage): an
+  // end that waits for its other end then allocates nothing.
+  using PendingNode = std::map<uint64_t, PendingEnd>::node_type;
+  using KeyNode = PendingByKey::node_type;
+  static constexpr size_t kMaxSpareNodes = 64;
+  std::vector<PendingNode> spare_pending_nodes_;
+  std::vector<KeyNode> spare_key_nodes_;
   uint64_t next_sequence_ = 0;
   SpanMetricsStats stats_;
 };

@@ -1,6 +1,7 @@
 #include "agent/spans/route.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace flowtracer::spans {
 namespace {
@@ -86,41 +87,67 @@ std::string_view PathOf(std::string_view target) {
 }
 
 std::string TemplatePath(std::string_view target) {
-  const std::string_view path = PathOf(target);
-  if (path.empty()) return "/";
   std::string templated;
-  templated.reserve(path.size());
-  size_t start = 0;
-  while (true) {
-    const size_t end = std::min(path.find('/', start), path.size());
-    const std::string_view segment = path.substr(start, end - start);
-    templated += IsIdSegment(segment) ? kIdPlaceholder : segment;
-    if (end == path.size()) break;
-    templated += '/';
-    start = end + 1;
-  }
+  TemplatePathOf(PathOf(target), &templated);
   return templated;
 }
 
-std::string RouteLimiter::Admit(std::string_view service, std::string_view route) {
-  auto service_it = routes_by_service_.find(std::string(service));
-  if (service_it == routes_by_service_.end()) {
-    if (routes_by_service_.size() >= kMaxServices) {
-      ++overflow_count_;
-      return std::string(kOverflowRoute);
-    }
-    service_it = routes_by_service_.emplace(std::string(service), std::unordered_set<std::string>{})
-                     .first;
+void TemplatePathOf(std::string_view path, std::string* out) {
+  if (path.empty()) {
+    out->assign(1, '/');
+    return;
   }
-  std::unordered_set<std::string>& routes = service_it->second;
-  std::string route_string(route);
-  if (routes.contains(route_string)) return route_string;
+  // Written in place into room for the longest result (every segment one byte, each
+  // becoming the placeholder), then cut: no capacity test per segment.
+  out->resize(path.size() * kIdPlaceholder.size() + 1);
+  char* const start = out->data();
+  char* p = start;
+  size_t segment_start = 0;
+  while (true) {
+    size_t end = segment_start;
+    while (end < path.size() && path[end] != '/') ++end;
+    const std::string_view segment = path.substr(segment_start, end - segment_start);
+    const std::string_view written = IsIdSegment(segment) ? kIdPlaceholder : segment;
+    memcpy(p, written.data(), written.size());
+    p += written.size();
+    if (end == path.size()) break;
+    *p++ = '/';
+    segment_start = end + 1;
+  }
+  out->resize(p - start);
+}
+
+std::string_view RouteLimiter::Admit(std::string_view service, std::string_view route) {
+  RecentService* recent = nullptr;
+  for (RecentService& entry : recent_) {
+    if (entry.routes && entry.service == service) {
+      recent = &entry;
+      break;
+    }
+  }
+  if (!recent) {
+    auto service_it = routes_by_service_.find(service);
+    if (service_it == routes_by_service_.end()) {
+      if (routes_by_service_.size() >= kMaxServices) {
+        ++overflow_count_;
+        return kOverflowRoute;
+      }
+      service_it = routes_by_service_.emplace(std::string(service), RouteSet{}).first;
+    }
+    recent = &recent_[next_recent_];
+    next_recent_ = (next_recent_ + 1) % kRecentServices;
+    recent->service.assign(service);
+    recent->routes = &service_it->second;
+    recent->route = {};
+  }
+  if (recent->route.data() && route == recent->route) return recent->route;
+  RouteSet& routes = *recent->routes;
+  if (auto known = routes.find(route); known != routes.end()) return recent->route = *known;
   if (routes.size() >= max_routes_per_service_) {
     ++overflow_count_;
-    return std::string(kOverflowRoute);
+    return kOverflowRoute;
   }
-  routes.insert(route_string);
-  return route_string;
+  return recent->route = *routes.emplace(route).first;
 }
 
 }  // namespace flowtracer::spans

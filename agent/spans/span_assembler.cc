@@ -106,7 +106,6 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
         client->group = std::move(match->group);
         queue.erase(queue.begin(), match + 1);
       }
-      if (queue.empty()) unmatched_client_requests_.erase(it);
     }
   }
   if (auto context = ExtractTraceContext(request.head.headers)) {
@@ -252,7 +251,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.erase(waiting.begin());
       waiting.push_back({*request.start_seq, key});
     }
-    open_requests_[key] = std::move(ids);
+    AddOpenRequest(key, std::move(ids));
     return;
   }
   const Endpoints& endpoints = ids.endpoints;
@@ -270,7 +269,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       if (waiting.empty()) unmatched_server_requests_.erase(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
-        open_requests_[key] = std::move(ids);
+        AddOpenRequest(key, std::move(ids));
         return;
       }
     }
@@ -278,7 +277,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     if (queue.size() >= kMaxUnmatchedPerConnection) queue.erase(queue.begin());
     queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
-  open_requests_[key] = std::move(ids);
+  AddOpenRequest(key, std::move(ids));
 }
 
 SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
@@ -338,7 +337,23 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   auto it = server_in_flight_.find(pid);
   if (it == server_in_flight_.end()) return;
   std::erase(it->second, key);
-  if (it->second.empty()) server_in_flight_.erase(it);
+  if (it->second.empty() && server_in_flight_.size() > kMaxIdleInFlightProcesses) server_in_flight_.erase(it);
+}
+
+void SpanAssembler::AddOpenRequest(const RequestKey& key, RequestIds ids) {
+  if (spare_request_nodes_.empty()) {
+    open_requests_[key] = std::move(ids);
+    return;
+  }
+  OpenRequests::node_type node = std::move(spare_request_nodes_.back());
+  spare_request_nodes_.pop_back();
+  node.key() = key;
+  node.mapped() = std::move(ids);
+  auto inserted = open_requests_.insert(std::move(node));
+  if (!inserted.inserted) {
+    inserted.position->second = std::move(inserted.node.mapped());
+    spare_request_nodes_.push_back(std::move(inserted.node));
+  }
 }
 
 size_t SpanAssembler::server_requests_in_flight() const {
@@ -360,11 +375,16 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   held_span_count_ -= group->held.size();
   std::vector<std::pair<Span, bool>> held = std::move(group->held);
   group->held.clear();
-  holding_.erase(group.get());
+  // Its node is kept for the next group to hold a span (still pointing at this group,
+  // which it keeps alive until then).
+  if (auto node = holding_.extract(group.get())) spare_holding_node_ = std::move(node);
   for (auto& [span, from_header] : held) {
     Emit(span, from_header, *group);
-    if (spare_spans_.size() < kMaxSpareSpans) spare_spans_.push_back(std::move(span));
+    auto& spare = spare_spans_[span.kind == SpanKind::kServer];
+    if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
+  held.clear();
+  spare_held_ = std::move(held);  // its storage, for the next group to hold a span
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
@@ -388,7 +408,14 @@ void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_heade
   }
   if (group->held.empty()) {
     group->first_held_ns = now_ns;
-    holding_[group.get()] = group;
+    if (spare_holding_node_) {
+      spare_holding_node_.key() = group.get();
+      spare_holding_node_.mapped() = group;
+      holding_.insert(std::move(spare_holding_node_));  // a group is held once: no clash
+    } else {
+      holding_[group.get()] = group;
+    }
+    if (group->held.capacity() == 0) group->held = std::move(spare_held_);
   }
   group->held.emplace_back(std::move(span), trace_from_header);
   ++held_span_count_;
@@ -399,8 +426,9 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
   RequestKey key{connection.conn_id, exchange.request.request_index};
   RequestIds ids;
   if (auto it = open_requests_.find(key); it != open_requests_.end()) {
-    ids = std::move(it->second);
-    open_requests_.erase(it);
+    OpenRequests::node_type node = open_requests_.extract(it);
+    ids = std::move(node.mapped());
+    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
   } else {
     ids.group = NewGroup(NewTraceId(), /*settled=*/true);
     ids.span_id = NewSpanId();
@@ -412,20 +440,23 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
       ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
     }
   }
-  BuildSpan(connection, exchange, ids, &reused_span_);
+  const bool server = connection.role == FT_ROLE_SERVER;
+  Span& span = reused_span_[server];
+  BuildSpan(connection, exchange, ids, &span);
   CloseRequest(ids.group);  // may settle it, releasing the spans it held
   GroupPtr group = Root(ids.group);
   if (group->settled) {
-    Emit(reused_span_, ids.trace_from_header, *group);
+    Emit(span, ids.trace_from_header, *group);
   } else {
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
-    Hold(group, std::move(reused_span_), ids.trace_from_header, end_ns);
-    // The next span is built over a released one, or from nothing.
-    if (spare_spans_.empty()) {
-      reused_span_ = Span{};
+    Hold(group, std::move(span), ids.trace_from_header, end_ns);
+    // The next span of this kind is built over a released one, or from nothing.
+    std::vector<Span>& spare = spare_spans_[server];
+    if (spare.empty()) {
+      span = Span{};
     } else {
-      reused_span_ = std::move(spare_spans_.back());
-      spare_spans_.pop_back();
+      span = std::move(spare.back());
+      spare.pop_back();
     }
   }
 }
@@ -568,7 +599,10 @@ class AttributeWriter {
       return nullptr;
     }
     Attribute& slot = attributes_[count_++];
-    if (slot.key != key) slot.key.assign(key);
+    // Spelled out: operator== is not always inlined, and then memcmp is called with a
+    // length it cannot see is a small constant.
+    if (slot.key.size() != key.size() || std::memcmp(slot.key.data(), key.data(), key.size()) != 0)
+      slot.key.assign(key);
     return &slot;
   }
   template <typename T>
@@ -608,7 +642,9 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.tuple = connection.tuple;
   span.status = StatusCode::kUnset;
 
-  std::string route = routes_.Admit(span.service, TemplatePath(head.target));
+  const std::string_view path = PathOf(head.target);
+  TemplatePathOf(path, &templated_path_);
+  const std::string_view route = routes_.Admit(span.service, templated_path_);
   span.name.assign(head.method).append(1, ' ').append(route);
 
   uint64_t end_ns = exchange.response ? exchange.response->end_ns : request.end_ns;
@@ -620,7 +656,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.attributes.reserve(kSpanAttributesReserved);
   AttributeWriter a(&span.attributes);
   a.String("http.request.method", head.method);
-  a.String("url.path", PathOf(head.target));
+  a.String("url.path", path);
   a.String("http.route", route);
   if (server) {
     if (host.empty()) {

@@ -25,6 +25,7 @@
 #include "agent/conntrack/connection_tracker.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/ids.h"
+#include "agent/spans/key_hash.h"
 #include "agent/spans/route.h"
 #include "agent/spans/span.h"
 
@@ -124,10 +125,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     bool operator==(const Endpoints&) const = default;
   };
   struct EndpointsHash {
-    size_t operator()(const Endpoints& e) const {
-      return std::hash<std::string_view>{}(
-          std::string_view(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size()));
-    }
+    size_t operator()(const Endpoints& e) const { return HashKeyBytes(e.bytes.data(), e.bytes.size()); }
   };
   static Endpoints EndpointKey(const uint8_t addr_a[16], uint16_t port_a, const uint8_t addr_b[16],
                                uint16_t port_b);
@@ -138,8 +136,9 @@ class SpanAssembler : public conntrack::TrackerSink {
     SpanId span_id{};
     SpanId parent_span_id{};
     std::string trace_state;
-    std::string parent_source;  // "traceparent", "same_host", "thread", "event_loop" or ""
-    std::string unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
+    // Literals, so a request's ids copy no strings:
+    std::string_view parent_source;  // "traceparent", "same_host", "thread", "event_loop" or ""
+    std::string_view unresolved;     // why no parent was chosen: "ambiguous", "event_loop_concurrent"
     uint32_t pid = 0;
     uint32_t tid = 0;
     uint64_t start_ns = 0;
@@ -181,11 +180,19 @@ class SpanAssembler : public conntrack::TrackerSink {
   RouteLimiter routes_;
   AssemblerStats stats_;
 
-  std::unordered_map<RequestKey, RequestIds, RequestKeyHash> open_requests_;
+  using OpenRequests = std::unordered_map<RequestKey, RequestIds, RequestKeyHash>;
+  OpenRequests open_requests_;
+  // Nodes of requests that ended, reused for the next ones: opening a request allocates
+  // nothing (the table holds every request between its start and its end).
+  static constexpr size_t kMaxSpareRequestNodes = 64;
+  std::vector<OpenRequests::node_type> spare_request_nodes_;
+  void AddOpenRequest(const RequestKey& key, RequestIds ids);
   // Connections the tracker closed or dropped since the last sweep of open_requests_.
   std::unordered_set<uint64_t> forgotten_connections_;
-  // Server requests read but not yet answered, per process.
+  // Server requests read but not yet answered, per process. A process's entry stays
+  // when it has none (its next request then allocates nothing) while the table is small.
   std::unordered_map<uint32_t, std::vector<RequestKey>> server_in_flight_;
+  static constexpr size_t kMaxIdleInFlightProcesses = 1024;
   // Same-host pairing, by the client's (local, remote) endpoints (the server's
   // (remote, local)) and the TCP sequence number of the request's first byte, which
   // both ends share. Either end's event may reach the agent first: a client request
@@ -203,21 +210,31 @@ class SpanAssembler : public conntrack::TrackerSink {
   // that finds no entry is left without a same-host parent, never given a wrong one.
   static constexpr size_t kMaxUnmatchedPerConnection = 16;
   // Queues of at most 16, oldest first: a vector allocates once (a deque twice, 576 bytes).
+  // A client connection's queue stays, empty, until the connection is forgotten, so its
+  // next request allocates nothing.
   std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
   std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash> unmatched_server_requests_;
   // Processes seen serving several connections' requests at once on one thread.
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
   std::unordered_map<TraceGroup*, GroupPtr> holding_;
+  // The storage of the last groups released from holding, for the next ones: a same-host
+  // server span is held until its client's response is read, one group per call.
+  decltype(holding_)::node_type spare_holding_node_;
+  std::vector<std::pair<Span, bool>> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
-  // The span being built and emitted: handlers see it by reference during the call only.
-  Span reused_span_;
-  // Spans released from holding, kept for their storage: the next held span's successor is
-  // built over one (a same-host server span is held until its client's response is read).
+  // The span being built and emitted, one per kind (index: server): handlers see it by
+  // reference during the call only. A span is built over the last one of its kind, whose
+  // attributes have the same keys in the same places, so no key is rewritten.
+  Span reused_span_[2];
+  std::string templated_path_;  // BuildSpan's, kept for its storage
+  // Spans released from holding, per kind, kept for their storage: the next held span's
+  // successor is built over one (a same-host server span is held until its client's
+  // response is read).
   static constexpr size_t kMaxSpareSpans = 32;
-  std::vector<Span> spare_spans_;
+  std::vector<Span> spare_spans_[2];
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).

@@ -4,6 +4,7 @@
 #include <opentelemetry/proto/trace/v1/trace.pb.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cassert>
 #include <cstring>
@@ -27,6 +28,25 @@ constexpr size_t kMaxFieldPrefixBytes = 12;
 // Repairing invalid UTF-8 makes a string at most 3 times longer (a byte becomes U+FFFD).
 constexpr size_t kMaxRepairGrowth = 3;
 
+// Attribute keys and values are mostly 4 to 32 bytes: two overlapping fixed-size copies
+// instead of a call to memcpy (with its dispatch on size) for each.
+[[gnu::always_inline]] inline void CopyBytes(uint8_t* out, const char* in, size_t size) {
+  if (size >= 8 && size <= 32) {
+    if (size >= 16) {
+      memcpy(out, in, 16);
+      memcpy(out + size - 16, in + size - 16, 16);
+    } else {
+      memcpy(out, in, 8);
+      memcpy(out + size - 8, in + size - 8, 8);
+    }
+  } else if (size >= 4 && size < 8) {
+    memcpy(out, in, 4);
+    memcpy(out + size - 4, in + size - 4, 4);
+  } else {
+    memcpy(out, in, size);
+  }
+}
+
 // Writes protobuf wire format at the end of a buffer through a raw pointer, into room
 // sized beforehand from an upper bound: appending field by field was most of the
 // encoder's cost. The buffer is cut to what was written when the writer goes.
@@ -44,10 +64,16 @@ class WireWriter {
   WireWriter(const WireWriter&) = delete;
   WireWriter& operator=(const WireWriter&) = delete;
 
-  void Varint(uint64_t value) { p_ = CodedOutputStream::WriteVarint64ToArray(value, p_); }
+  void Varint(uint64_t value) {
+    if (value < 0x80) {  // most tags and lengths: one byte, no loop
+      *p_++ = static_cast<uint8_t>(value);
+      return;
+    }
+    p_ = CodedOutputStream::WriteVarint64ToArray(value, p_);
+  }
   void Tag(uint32_t field, WireType type) { Varint((field << 3) | type); }
   void Raw(std::string_view bytes) {
-    memcpy(p_, bytes.data(), bytes.size());
+    CopyBytes(p_, bytes.data(), bytes.size());
     p_ += bytes.size();
   }
   void Bytes(uint32_t field, std::string_view bytes) {
@@ -174,9 +200,10 @@ const std::string& ScopeMessage() {
 
 }  // namespace
 
-uint8_t* WireBuffer::Extend(size_t max_bytes) {
+uint8_t* WireBuffer::Extend(size_t max_bytes, bool tight) {
   if (capacity_ - size_ < max_bytes) {
-    const size_t capacity = std::max(size_ + max_bytes, 2 * capacity_);
+    const size_t needed = size_ + max_bytes;
+    const size_t capacity = tight ? needed + needed / 8 : std::max(needed, 2 * capacity_);
     auto data = std::make_unique_for_overwrite<uint8_t[]>(capacity);
     if (size_) memcpy(data.get(), data_.get(), size_);
     data_ = std::move(data);
@@ -252,22 +279,146 @@ std::string EncodeResource(const Resource& resource) {
   return std::string(out.view());
 }
 
-// trace.proto Span: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5,
-// kind 6, start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, status 15.
-void EncodeSpan(const spans::Span& span, WireBuffer* out) {
-  out->clear();
+namespace {
+
+// The most attributes a span may have for the fast path below (sizes kept on the stack).
+constexpr size_t kMaxFastPathAttributes = 64;
+
+bool IsAllZero(const spans::SpanId& id) {
+  return std::all_of(id.begin(), id.end(), [](uint8_t b) { return b == 0; });
+}
+
+std::string_view BytesOf(const auto& id) { return {reinterpret_cast<const char*>(id.data()), id.size()}; }
+
+// The AnyValue message of an attribute whose strings are valid UTF-8: its size.
+size_t AnyValueSize(const spans::AttributeValue& value) {
+  switch (value.index()) {
+    case 0: return BytesFieldSize(1, std::get_if<std::string>(&value)->size());
+    case 1: return 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(*std::get_if<int64_t>(&value)));
+    case 2: return 2;
+    default: return 1 + 8;
+  }
+}
+
+// The fast path's writes go through a local pointer, not WireWriter's member: a byte
+// store may alias anything, so the member would be reloaded and stored after each byte.
+[[gnu::always_inline]] inline uint8_t* PutVarint(uint8_t* p, uint64_t value) {
+  if (value < 0x80) {  // most tags and lengths: one byte, no loop
+    *p = static_cast<uint8_t>(value);
+    return p + 1;
+  }
+  return CodedOutputStream::WriteVarint64ToArray(value, p);
+}
+// A tag of a field below 16: one byte.
+[[gnu::always_inline]] inline uint8_t* PutTag(uint8_t* p, uint32_t field, WireType type) {
+  *p = static_cast<uint8_t>((field << 3) | type);
+  return p + 1;
+}
+[[gnu::always_inline]] inline uint8_t* PutBytes(uint8_t* p, uint32_t field, std::string_view bytes) {
+  const char* data = bytes.data();
+  const size_t size = bytes.size();
+  p = PutVarint(PutTag(p, field, kLengthDelimited), size);
+  CopyBytes(p, data, size);
+  return p + size;
+}
+[[gnu::always_inline]] inline uint8_t* PutFixed64(uint8_t* p, uint32_t field, uint64_t value) {
+  return CodedOutputStream::WriteLittleEndian64ToArray(value, PutTag(p, field, kFixed64));
+}
+
+// The bytes of `text` ORed together, 8 at a time (overlapping reads, no branch per word):
+// no byte has its high bit set, the text is ASCII, when none of 0x80 is set in the result.
+[[gnu::always_inline]] inline uint64_t HighBits(std::string_view text) {
+  const char* p = text.data();
+  const size_t n = text.size();
+  uint64_t bits = 0;
+  if (n >= 8) {
+    uint64_t word;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+      memcpy(&word, p + i, sizeof(word));
+      bits |= word;
+    }
+    memcpy(&word, p + n - 8, sizeof(word));
+    return bits | word;
+  }
+  if (n >= 4) {
+    uint32_t head, tail;
+    memcpy(&head, p, sizeof(head));
+    memcpy(&tail, p + n - 4, sizeof(tail));
+    return head | tail;
+  }
+  for (size_t i = 0; i < n; ++i) bits |= static_cast<unsigned char>(p[i]);
+  return bits;
+}
+
+// Every string of `span` is valid UTF-8 (asked only when some are not ASCII).
+bool AllValidUtf8(const spans::Span& span) {
+  if (!text::IsValidUtf8(span.trace_state) || !text::IsValidUtf8(span.name)) return false;
+  for (const spans::Attribute& attribute : span.attributes) {
+    const auto* text = std::get_if<std::string>(&attribute.value);
+    if (!text::IsValidUtf8(attribute.key) || (text && !text::IsValidUtf8(*text))) return false;
+  }
+  return true;
+}
+
+// A length prefix and the bytes it counts.
+[[gnu::always_inline]] inline size_t LengthPrefixedSize(size_t length) {
+  return (length < 0x80 ? 1 : CodedOutputStream::VarintSize64(length)) + length;
+}
+
+// The span's fields when every string is valid UTF-8 (the common case), with the sizes
+// of each attribute's KeyValue and AnyValue from the size pass: nothing is checked or
+// measured twice, and the message is written at its exact size.
+void WriteValidSpan(const spans::Span& span, const uint32_t* key_value_sizes, const uint32_t* any_value_sizes,
+                    WireBuffer* out, size_t size) {
+  uint8_t* const start = out->Extend(size, /*tight=*/true);
+  uint8_t* p = start;
+  p = PutBytes(p, 1, BytesOf(span.trace_id));
+  p = PutBytes(p, 2, BytesOf(span.span_id));
+  if (!span.trace_state.empty()) p = PutBytes(p, 3, span.trace_state);
+  if (!IsAllZero(span.parent_span_id)) p = PutBytes(p, 4, BytesOf(span.parent_span_id));
+  p = PutBytes(p, 5, span.name);
+  p = PutVarint(PutTag(p, 6, kVarint), Kind(span.kind));
+  p = PutFixed64(p, 7, span.start_unix_ns);
+  p = PutFixed64(p, 8, span.end_unix_ns);
+  const spans::Attribute* attribute = span.attributes.data();
+  for (size_t i = 0, count = span.attributes.size(); i < count; ++i, ++attribute) {
+    const spans::AttributeValue& value = attribute->value;
+    const size_t index = value.index();
+    // attributes 9: KeyValue { key 1, value 2: AnyValue }
+    p = PutVarint(PutTag(p, 9, kLengthDelimited), key_value_sizes[i]);
+    p = PutBytes(p, 1, attribute->key);
+    p = PutVarint(PutTag(p, 2, kLengthDelimited), any_value_sizes[i]);
+    // AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4.
+    if (index == 0) {
+      p = PutBytes(p, 1, *std::get_if<std::string>(&value));
+    } else if (index == 1) {
+      p = PutVarint(PutTag(p, 3, kVarint), static_cast<uint64_t>(*std::get_if<int64_t>(&value)));
+    } else if (index == 2) {
+      p = PutVarint(PutTag(p, 2, kVarint), *std::get_if<bool>(&value) ? 1 : 0);
+    } else {
+      p = PutFixed64(p, 4, std::bit_cast<uint64_t>(*std::get_if<double>(&value)));
+    }
+  }
+  if (span.status != spans::StatusCode::kUnset) {
+    // Status { code 3 }
+    const uint64_t code = Status(span.status);
+    p = PutVarint(PutTag(p, 15, kLengthDelimited), 1 + CodedOutputStream::VarintSize64(code));
+    p = PutVarint(PutTag(p, 3, kVarint), code);
+  }
+  assert(static_cast<size_t>(p - start) == size);
+  out->Commit(p);
+}
+
+// Any span: strings repaired to valid UTF-8, into room sized for the worst case.
+void WriteRepairedSpan(const spans::Span& span, WireBuffer* out) {
   size_t max_bytes = 10 * kMaxFieldPrefixBytes + 16 + 8 + 8 + 8 + 8 + 8 +
                      kMaxRepairGrowth * (span.trace_state.size() + span.name.size());
   for (const spans::Attribute& attribute : span.attributes) max_bytes += MaxAttributeBytes(attribute);
   WireWriter writer(out, max_bytes);
-  auto bytes_of = [](const auto& id) {
-    return std::string_view(reinterpret_cast<const char*>(id.data()), id.size());
-  };
-  writer.Bytes(1, bytes_of(span.trace_id));
-  writer.Bytes(2, bytes_of(span.span_id));
+  writer.Bytes(1, BytesOf(span.trace_id));
+  writer.Bytes(2, BytesOf(span.span_id));
   if (!span.trace_state.empty()) writer.Bytes(3, Utf8(span.trace_state, &scratch.repaired_value));
-  bool root = std::all_of(span.parent_span_id.begin(), span.parent_span_id.end(), [](uint8_t b) { return b == 0; });
-  if (!root) writer.Bytes(4, bytes_of(span.parent_span_id));
+  if (!IsAllZero(span.parent_span_id)) writer.Bytes(4, BytesOf(span.parent_span_id));
   writer.Bytes(5, Utf8(span.name, &scratch.repaired_value));
   writer.Tag(6, kVarint);
   writer.Varint(Kind(span.kind));
@@ -275,13 +426,51 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out) {
   writer.Fixed64(8, span.end_unix_ns);
   for (const spans::Attribute& attribute : span.attributes) WriteAttribute(writer, 9, attribute);
   if (span.status != spans::StatusCode::kUnset) {
-    // Status: code 3.
     const uint64_t code = Status(span.status);
     writer.Tag(15, kLengthDelimited);
     writer.Varint(1 + CodedOutputStream::VarintSize64(code));
     writer.Tag(3, kVarint);
     writer.Varint(code);
   }
+}
+
+}  // namespace
+
+// trace.proto Span: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5,
+// kind 6, start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, status 15.
+void EncodeSpan(const spans::Span& span, WireBuffer* out) {
+  out->clear();
+  // Size pass: the exact size when every string is valid UTF-8, so the buffer (a queue
+  // slot's, handed over) holds no more than the span needs. The strings' bytes are ORed
+  // together and tested once at the end: almost always all ASCII.
+  const size_t attribute_count = span.attributes.size();
+  if (attribute_count > kMaxFastPathAttributes) return WriteRepairedSpan(span, out);
+  uint64_t high_bits = HighBits(span.trace_state) | HighBits(span.name);
+  std::array<uint32_t, kMaxFastPathAttributes> key_value_sizes, any_value_sizes;
+  size_t size = 2 * 2 + span.trace_id.size() + span.span_id.size() +
+                (span.trace_state.empty() ? 0 : 1 + LengthPrefixedSize(span.trace_state.size())) +
+                (IsAllZero(span.parent_span_id) ? 0 : 2 + span.parent_span_id.size()) +
+                1 + LengthPrefixedSize(span.name.size()) + 1 + CodedOutputStream::VarintSize32(Kind(span.kind)) +
+                2 * (1 + 8);
+  for (size_t i = 0; i < attribute_count; ++i) {
+    const spans::Attribute& attribute = span.attributes[i];
+    size_t any_value_size;
+    if (const auto* text = std::get_if<std::string>(&attribute.value)) {
+      high_bits |= HighBits(*text);
+      any_value_size = 1 + LengthPrefixedSize(text->size());
+    } else {
+      any_value_size = AnyValueSize(attribute.value);
+    }
+    high_bits |= HighBits(attribute.key);
+    // Tags of fields below 16 take one byte.
+    const size_t key_value_size = 1 + LengthPrefixedSize(attribute.key.size()) + 1 + LengthPrefixedSize(any_value_size);
+    any_value_sizes[i] = static_cast<uint32_t>(any_value_size);
+    key_value_sizes[i] = static_cast<uint32_t>(key_value_size);
+    size += 1 + LengthPrefixedSize(key_value_size);
+  }
+  if ((high_bits & 0x8080808080808080ull) != 0 && !AllValidUtf8(span)) return WriteRepairedSpan(span, out);
+  if (span.status != spans::StatusCode::kUnset) size += 3 + CodedOutputStream::VarintSize64(Status(span.status));
+  WriteValidSpan(span, key_value_sizes.data(), any_value_sizes.data(), out, size);
 }
 
 void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_message) {

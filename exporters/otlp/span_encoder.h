@@ -51,7 +51,10 @@ class WireBuffer {
   void clear() { size_ = 0; }
 
   // Room for `max_bytes` more at the end, uninitialised; Commit() says how much was written.
-  uint8_t* Extend(size_t max_bytes);
+  // Growing doubles the capacity, unless `tight`: then an eighth more than needed, for a
+  // buffer that holds one span and waits in the queue (buffers pass from span to span, and
+  // doubling for a slightly larger one left many at twice their spans' size).
+  uint8_t* Extend(size_t max_bytes, bool tight = false);
   void Commit(uint8_t* end) { size_ = end - data_.get(); }
 
  private:

@@ -19,9 +19,8 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
 
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
-void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
-  // Encoded outside the lock into a buffer sized for the worst case, then copied: a slot
-  // holds only what its span needs (the slot's own storage is reused).
+void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {
+  // Encoded outside the lock, into the buffer the last queued span's slot gave back.
   thread_local WireBuffer message;
   EncodeSpan(span, &message);
   bool wake = false;
@@ -45,8 +44,8 @@ void OtlpSpanExporter::Export(const spans::Span& span, ResourcePtr resource) {
       slots_.emplace_back();
     }
     QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
-    slot.message.assign(message.view());
-    slot.resource = std::move(resource);
+    std::swap(slot.message, message);
+    if (slot.resource != resource) slot.resource = resource;
     ++queued_;
     ++enqueued_total_;
     telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);
@@ -109,7 +108,7 @@ void OtlpSpanExporter::Run() {
 }
 
 void OtlpSpanExporter::SendBatch(size_t count) {
-  for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i].resource.get(), batch_[i].message);
+  for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i].resource.get(), batch_[i].message.view());
   SendOutcome outcome = sender_.Send(request_encoder_.Finish());
   telemetry_->export_requests.fetch_add(outcome.attempts, std::memory_order_relaxed);
   telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);

@@ -23,7 +23,9 @@ class OtlpSpanExporter {
                    telemetry::SelfTelemetry* telemetry);
   ~OtlpSpanExporter();  // Shutdown(0) if not done
 
-  void Export(const spans::Span& span, ResourcePtr resource);
+  // `resource` is shared with the queue only when the slot does not hold it already (no
+  // reference count touched per span then).
+  void Export(const spans::Span& span, const ResourcePtr& resource);
 
   // Waits until everything queued before the call was sent (or dropped). False on timeout.
   bool ForceFlush(uint64_t timeout_ms);
@@ -34,10 +36,11 @@ class OtlpSpanExporter {
   std::string Describe() { return sender_.transport().Describe(); }
 
  private:
-  // An encoded span waiting to be sent. Queue slots are reused: a span's bytes are copied
-  // into the storage of one sent before, so queueing allocates nothing once sizes settle.
+  // An encoded span waiting to be sent. Buffers are handed over, never copied: a span is
+  // encoded into the buffer of one sent before, which then takes its place in the queue,
+  // so queueing allocates nothing once sizes settle.
   struct QueuedSpan {
-    std::string message;  // the Span message (EncodeSpan)
+    WireBuffer message;  // the Span message (EncodeSpan), sized to it
     ResourcePtr resource;
   };
 

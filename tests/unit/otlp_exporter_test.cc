@@ -303,6 +303,60 @@ TEST(OtlpEncoderTest, EdgeValuesAndEncoderReuse) {
   EXPECT_EQ(second.resource_spans(0).scope_spans(0).spans(0).span_id(), std::string(8, '\x03'));
 }
 
+// Spans of valid UTF-8 are written at a size computed beforehand: across the lengths
+// where a varint takes another byte, and with more attributes than that path keeps sizes
+// for, the bytes are exactly what the generated classes serialize.
+TEST(OtlpEncoderTest, ValidSpansMatchTheGeneratedSerialization) {
+  namespace trace = opentelemetry::proto::trace::v1;
+  for (size_t length : {0, 1, 4, 7, 8, 15, 16, 17, 32, 33, 100, 126, 127, 128, 300, 16400}) {
+    for (size_t attribute_count : {0, 3, 64, 65, 70}) {
+      spans::Span span = MakeSpan(static_cast<uint8_t>(length));
+      span.name = std::string(length + 1, 'n');  // an empty name is written too, unlike protobuf
+      span.trace_state = length % 2 ? std::string(length, 's') : "";
+      if (length % 3 == 0) span.parent_span_id.fill(0);
+      span.status = length % 4 ? spans::StatusCode::kError : spans::StatusCode::kOk;
+      span.attributes.clear();
+      trace::Span expected;
+      expected.set_trace_id(std::string(16, '\x11'));
+      expected.set_span_id(std::string(8, static_cast<char>(length)));
+      expected.set_trace_state(span.trace_state);
+      if (length % 3 != 0) expected.set_parent_span_id(std::string(8, '\x22'));
+      expected.set_name(span.name);
+      expected.set_kind(trace::Span::SPAN_KIND_CLIENT);
+      expected.set_start_time_unix_nano(span.start_unix_ns);
+      expected.set_end_time_unix_nano(span.end_unix_ns);
+      for (size_t i = 0; i < attribute_count; ++i) {
+        const std::string key = "key." + std::string(i % 40, 'k') + "\xc3\xa9";  // valid, not ASCII
+        auto* kv = expected.add_attributes();
+        kv->set_key(key);
+        switch (i % 4) {
+          case 0:
+            span.attributes.push_back({key, std::string(length + i, 'v')});
+            kv->mutable_value()->set_string_value(std::string(length + i, 'v'));
+            break;
+          case 1: {
+            const int64_t value = i % 8 == 1 ? -static_cast<int64_t>(length) : static_cast<int64_t>(length << i % 50);
+            span.attributes.push_back({key, value});
+            kv->mutable_value()->set_int_value(value);
+            break;
+          }
+          case 2:
+            span.attributes.push_back({key, i % 8 == 2});
+            kv->mutable_value()->set_bool_value(i % 8 == 2);
+            break;
+          default:
+            span.attributes.push_back({key, length * 0.25});
+            kv->mutable_value()->set_double_value(length * 0.25);
+        }
+      }
+      expected.mutable_status()->set_code(length % 4 ? trace::Status::STATUS_CODE_ERROR : trace::Status::STATUS_CODE_OK);
+      WireBuffer message;
+      EncodeSpan(span, &message);
+      EXPECT_EQ(message.view(), expected.SerializeAsString()) << length << " bytes, " << attribute_count << " attributes";
+    }
+  }
+}
+
 TEST(OtlpEncoderTest, WorstCaseUtf8RepairFits) {
   // Every byte invalid: each becomes the 3-byte U+FFFD, the most a string can grow.
   const std::string garbage(1000, '\xff');

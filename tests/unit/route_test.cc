@@ -139,6 +139,24 @@ TEST(RouteLimiterTest, KnownRoutesStayAdmittedAtTheCap) {
   EXPECT_EQ(limiter.overflow_count(), 0u);
 }
 
+// More services than the limiter remembers as recent, interleaved, each repeating its
+// routes: the caps and the admitted routes are the same as for one service alone.
+TEST(RouteLimiterTest, ManyInterleavedServicesKeepTheirOwnRoutesAndCaps) {
+  RouteLimiter limiter(2);
+  for (int round = 0; round < 3; ++round) {
+    for (int service = 0; service < 9; ++service) {
+      const std::string name = "service-" + std::to_string(service);
+      const std::string a = "/a/" + std::to_string(service), b = "/b/" + std::to_string(service);
+      EXPECT_EQ(limiter.Admit(name, a), a);
+      EXPECT_EQ(limiter.Admit(name, a), a);
+      EXPECT_EQ(limiter.Admit(name, b), b);
+      EXPECT_EQ(limiter.Admit(name, "/c"), "{overflow}");
+      EXPECT_EQ(limiter.Admit(name, b), b);
+    }
+  }
+  EXPECT_EQ(limiter.overflow_count(), 27u);
+}
+
 TEST(RouteLimiterTest, CapIsPerService) {
   RouteLimiter limiter(1);
   EXPECT_EQ(limiter.Admit("billing", "/a"), "/a");
