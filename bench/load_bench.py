@@ -614,12 +614,17 @@ def scale_once(flowtracer, args, extra, label):
             per_connection = None
             if heap_idle is not None and heap_before_pool is not None:
                 per_connection = (heap_idle - heap_before_pool) / (2 * args.idle_pool)
+            # Resident memory counts what the malloc heap does not: the tracker keeps
+            # connections in blocks mapped apart from it.
+            rss_per_connection = (rss_idle - rss_settled) * 1024 / (2 * args.idle_pool)
             summary["idle_pool"] = {"connections": args.idle_pool, "rss_mb": rss_idle / 1024,
                                     "heap_mb": heap_idle and heap_idle / 2**20,
-                                    "heap_bytes_per_tracked_connection": per_connection}
+                                    "heap_bytes_per_tracked_connection": per_connection,
+                                    "rss_bytes_per_tracked_connection": rss_per_connection}
             log(f"{label}: {args.idle_pool} idle keep-alive connections ({2 * args.idle_pool} tracked): "
-                f"RSS {rss_idle / 1024:.1f} MB, heap {mb(heap_idle)} MB"
-                + (f", {per_connection:.0f} bytes of heap per tracked connection"
+                f"RSS {rss_idle / 1024:.1f} MB ({rss_per_connection:.0f} bytes per tracked connection), "
+                f"heap {mb(heap_idle)} MB"
+                + (f", {per_connection:.0f} bytes of malloc heap per tracked connection"
                    if per_connection is not None else ""))
             for s in pool:
                 s.close()
@@ -688,8 +693,10 @@ def scale_main(args):
                 f"{fmt_mb(r['heap_settled_mb'])}, {args.settle} s after churn {fmt_mb(r['heap_end_mb'])}")
         if r["idle_pool"]:
             per = r["idle_pool"]["heap_bytes_per_tracked_connection"]
-            log(f"{label}: idle pool: RSS {r['idle_pool']['rss_mb']:.1f} MB, heap {fmt_mb(r['idle_pool']['heap_mb'])} MB"
-                + (f", {per:.0f} bytes per tracked connection" if per is not None else ""))
+            log(f"{label}: idle pool: RSS {r['idle_pool']['rss_mb']:.1f} MB "
+                f"({r['idle_pool']['rss_bytes_per_tracked_connection']:.0f} bytes per tracked connection), "
+                f"heap {fmt_mb(r['idle_pool']['heap_mb'])} MB"
+                + (f", {per:.0f} bytes of malloc heap per tracked connection" if per is not None else ""))
         if len(r["churn"]) >= 2:
             log(f"{label}: RSS growth over churn from {r['churn'][0]['churned']} to {r['churned']} connections: "
                 f"{r['churn'][-1]['rss_mb'] - r['churn'][0]['rss_mb']:+.1f} MB")
