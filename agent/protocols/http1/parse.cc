@@ -68,10 +68,12 @@ using Bytes = uint8_t __attribute__((vector_size(16)));
 using SignedBytes = int8_t __attribute__((vector_size(16)));
 constexpr size_t kBlockBytes = sizeof(Bytes);
 
-Bytes LoadBlock(const char* at) {
-  Bytes block;
-  std::memcpy(&block, at, kBlockBytes);
-  return block;
+// A word (or vector) of the bytes at `at`, which need not be aligned.
+template <typename Word>
+Word Load(const char* at) {
+  Word word;
+  std::memcpy(&word, at, sizeof(word));
+  return word;
 }
 
 #if defined(__SSE2__)
@@ -109,10 +111,10 @@ size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
   const Bytes one = Bytes{} + uint8_t{1};
   const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
   const auto candidates = [&](size_t at) {
-    return std::bit_cast<SignedBytes>(LoadBlock(data + at) + one) < limit;
+    return std::bit_cast<SignedBytes>(Load<Bytes>(data + at) + one) < limit;
   };
   const auto matches = [&](size_t at) {
-    return candidates(at) & (std::bit_cast<SignedBytes>(LoadBlock(data + at)) >= SignedBytes{});
+    return candidates(at) & (std::bit_cast<SignedBytes>(Load<Bytes>(data + at)) >= SignedBytes{});
   };
 
   // Most fields end within their first block.
@@ -150,7 +152,7 @@ size_t SkipTchars(std::string_view buf, size_t pos) {
   const char* data = buf.data();
   const size_t size = buf.size();
   while (size - pos >= kBlockBytes) {
-    const Bytes block = LoadBlock(data + pos);
+    const Bytes block = Load<Bytes>(data + pos);
     const Bytes lowered = block | uint8_t{0x20};  // a letter of either case, lowercase
     const SignedBytes common = ((lowered - uint8_t{'a'}) < uint8_t{26}) |
                                ((block - uint8_t{'0'}) < uint8_t{10}) | (block == uint8_t{'-'});
@@ -207,15 +209,7 @@ static_assert(std::all_of(kKeptFieldNames.begin(), kKeptFieldNames.end(), IsFold
 
 template <typename Word>
 Word LoadFolded(const char* at) {
-  Word word;
-  std::memcpy(&word, at, sizeof(word));
-  return word | static_cast<Word>(0x2020202020202020ull);
-}
-template <typename Word>
-Word Load(const char* at) {
-  Word word;
-  std::memcpy(&word, at, sizeof(word));
-  return word;
+  return Load<Word>(at) | static_cast<Word>(0x2020202020202020ull);
 }
 
 // `name` (a field name token) equals `kept` (IsFoldableName) ignoring case; same sizes.
