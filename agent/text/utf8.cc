@@ -46,7 +46,7 @@ bool IsValidUtf8NotAscii(std::string_view value) {
   while (value.size() >= 8) {
     uint64_t word;
     memcpy(&word, value.data(), sizeof(word));
-    if (word & 0x8080808080808080ull) break;
+    if (word & kHighBitOfEachByte) break;
     value.remove_prefix(8);
   }
   while (!value.empty()) {

@@ -325,31 +325,6 @@ size_t AnyValueSize(const spans::AttributeValue& value) {
   return CodedOutputStream::WriteLittleEndian64ToArray(value, PutTag(p, field, kFixed64));
 }
 
-// The bytes of `text` ORed together, 8 at a time (overlapping reads, no branch per word):
-// no byte has its high bit set, the text is ASCII, when none of 0x80 is set in the result.
-[[gnu::always_inline]] inline uint64_t HighBits(std::string_view text) {
-  const char* p = text.data();
-  const size_t n = text.size();
-  uint64_t bits = 0;
-  if (n >= 8) {
-    uint64_t word;
-    for (size_t i = 0; i + 8 < n; i += 8) {
-      memcpy(&word, p + i, sizeof(word));
-      bits |= word;
-    }
-    memcpy(&word, p + n - 8, sizeof(word));
-    return bits | word;
-  }
-  if (n >= 4) {
-    uint32_t head, tail;
-    memcpy(&head, p, sizeof(head));
-    memcpy(&tail, p + n - 4, sizeof(tail));
-    return head | tail;
-  }
-  for (size_t i = 0; i < n; ++i) bits |= static_cast<unsigned char>(p[i]);
-  return bits;
-}
-
 // Every string of `span` is valid UTF-8 (asked only when some are not ASCII).
 bool AllValidUtf8(const spans::Span& span) {
   if (!text::IsValidUtf8(span.trace_state) || !text::IsValidUtf8(span.name)) return false;
@@ -445,7 +420,7 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out) {
   // together and tested once at the end: almost always all ASCII.
   const size_t attribute_count = span.attributes.size();
   if (attribute_count > kMaxFastPathAttributes) return WriteRepairedSpan(span, out);
-  uint64_t high_bits = HighBits(span.trace_state) | HighBits(span.name);
+  uint64_t high_bits = text::OrOfBytes(span.trace_state) | text::OrOfBytes(span.name);
   std::array<uint32_t, kMaxFastPathAttributes> key_value_sizes, any_value_sizes;
   size_t size = 2 * 2 + span.trace_id.size() + span.span_id.size() +
                 (span.trace_state.empty() ? 0 : 1 + LengthPrefixedSize(span.trace_state.size())) +
@@ -455,20 +430,20 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out) {
   for (size_t i = 0; i < attribute_count; ++i) {
     const spans::Attribute& attribute = span.attributes[i];
     size_t any_value_size;
-    if (const auto* text = std::get_if<std::string>(&attribute.value)) {
-      high_bits |= HighBits(*text);
-      any_value_size = 1 + LengthPrefixedSize(text->size());
+    if (const auto* string_value = std::get_if<std::string>(&attribute.value)) {
+      high_bits |= text::OrOfBytes(*string_value);
+      any_value_size = 1 + LengthPrefixedSize(string_value->size());
     } else {
       any_value_size = AnyValueSize(attribute.value);
     }
-    high_bits |= HighBits(attribute.key);
+    high_bits |= text::OrOfBytes(attribute.key);
     // Tags of fields below 16 take one byte.
     const size_t key_value_size = 1 + LengthPrefixedSize(attribute.key.size()) + 1 + LengthPrefixedSize(any_value_size);
     any_value_sizes[i] = static_cast<uint32_t>(any_value_size);
     key_value_sizes[i] = static_cast<uint32_t>(key_value_size);
     size += 1 + LengthPrefixedSize(key_value_size);
   }
-  if ((high_bits & 0x8080808080808080ull) != 0 && !AllValidUtf8(span)) return WriteRepairedSpan(span, out);
+  if ((high_bits & text::kHighBitOfEachByte) != 0 && !AllValidUtf8(span)) return WriteRepairedSpan(span, out);
   if (span.status != spans::StatusCode::kUnset) size += 3 + CodedOutputStream::VarintSize64(Status(span.status));
   WriteValidSpan(span, key_value_sizes.data(), any_value_sizes.data(), out, size);
 }
