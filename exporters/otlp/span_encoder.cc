@@ -47,6 +47,21 @@ constexpr size_t kMaxRepairGrowth = 3;
   }
 }
 
+// A varint at `p`; returns the byte after it. Used by WireWriter and by the fast path's
+// Put* functions below.
+[[gnu::always_inline]] inline uint8_t* PutVarint(uint8_t* p, uint64_t value) {
+  if (value < 0x80) {  // most tags and lengths: one byte, no loop
+    *p = static_cast<uint8_t>(value);
+    return p + 1;
+  }
+  return CodedOutputStream::WriteVarint64ToArray(value, p);
+}
+
+// A length prefix and the bytes it counts.
+[[gnu::always_inline]] inline size_t LengthPrefixedSize(size_t length) {
+  return (length < 0x80 ? 1 : CodedOutputStream::VarintSize64(length)) + length;
+}
+
 // Writes protobuf wire format at the end of a buffer through a raw pointer, into room
 // sized beforehand from an upper bound: appending field by field was most of the
 // encoder's cost. The buffer is cut to what was written when the writer goes.
@@ -64,13 +79,7 @@ class WireWriter {
   WireWriter(const WireWriter&) = delete;
   WireWriter& operator=(const WireWriter&) = delete;
 
-  void Varint(uint64_t value) {
-    if (value < 0x80) {  // most tags and lengths: one byte, no loop
-      *p_++ = static_cast<uint8_t>(value);
-      return;
-    }
-    p_ = CodedOutputStream::WriteVarint64ToArray(value, p_);
-  }
+  void Varint(uint64_t value) { p_ = PutVarint(p_, value); }
   void Tag(uint32_t field, WireType type) { Varint((field << 3) | type); }
   void Raw(std::string_view bytes) {
     CopyBytes(p_, bytes.data(), bytes.size());
@@ -96,7 +105,7 @@ class WireWriter {
 
 // Size of a length-delimited field holding `length` bytes.
 size_t BytesFieldSize(uint32_t field, size_t length) {
-  return CodedOutputStream::VarintSize32(field << 3) + CodedOutputStream::VarintSize64(length) + length;
+  return CodedOutputStream::VarintSize32(field << 3) + LengthPrefixedSize(length);
 }
 
 // OTLP strings must be UTF-8 (receivers reject the whole request otherwise), and paths,
@@ -300,15 +309,10 @@ size_t AnyValueSize(const spans::AttributeValue& value) {
   }
 }
 
-// The fast path's writes go through a local pointer, not WireWriter's member: a byte
-// store may alias anything, so the member would be reloaded and stored after each byte.
-[[gnu::always_inline]] inline uint8_t* PutVarint(uint8_t* p, uint64_t value) {
-  if (value < 0x80) {  // most tags and lengths: one byte, no loop
-    *p = static_cast<uint8_t>(value);
-    return p + 1;
-  }
-  return CodedOutputStream::WriteVarint64ToArray(value, p);
-}
+// The fast path's Put* functions write through a local pointer, not WireWriter's member:
+// a byte store may alias anything, so the member would be reloaded and stored after each
+// byte.
+
 // A tag of a field below 16: one byte.
 [[gnu::always_inline]] inline uint8_t* PutTag(uint8_t* p, uint32_t field, WireType type) {
   *p = static_cast<uint8_t>((field << 3) | type);
@@ -329,15 +333,10 @@ size_t AnyValueSize(const spans::AttributeValue& value) {
 bool AllValidUtf8(const spans::Span& span) {
   if (!text::IsValidUtf8(span.trace_state) || !text::IsValidUtf8(span.name)) return false;
   for (const spans::Attribute& attribute : span.attributes) {
-    const auto* text = std::get_if<std::string>(&attribute.value);
-    if (!text::IsValidUtf8(attribute.key) || (text && !text::IsValidUtf8(*text))) return false;
+    const auto* string_value = std::get_if<std::string>(&attribute.value);
+    if (!text::IsValidUtf8(attribute.key) || (string_value && !text::IsValidUtf8(*string_value))) return false;
   }
   return true;
-}
-
-// A length prefix and the bytes it counts.
-[[gnu::always_inline]] inline size_t LengthPrefixedSize(size_t length) {
-  return (length < 0x80 ? 1 : CodedOutputStream::VarintSize64(length)) + length;
 }
 
 // The span's fields when every string is valid UTF-8 (the common case), with the sizes
