@@ -6,6 +6,8 @@
 #include <cstring>
 #include <optional>
 
+#include "agent/text/copy.h"
+
 namespace flowtracer::spans {
 namespace {
 
@@ -576,11 +578,8 @@ class AttributeWriter {
 
   [[gnu::always_inline]] void String(std::string_view key, std::string_view value) {
     if (Attribute* slot = Next(key)) {
-      if (auto* text = std::get_if<std::string>(&slot->value)) {
-        // Not assign(): it first tests whether `value` lies inside the string (a span's
-        // own attribute never does), and that test doubled the cost of the copy.
-        text->resize(value.size());
-        std::char_traits<char>::copy(text->data(), value.data(), value.size());
+      if (auto* string_value = std::get_if<std::string>(&slot->value)) {
+        text::CopyInto(*string_value, value);  // a span's own attribute is never the value
       } else {
         slot->value = std::string(value);
       }

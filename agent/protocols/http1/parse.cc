@@ -10,6 +10,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "agent/text/copy.h"
+
 namespace flowtracer::http1 {
 namespace {
 
@@ -322,13 +324,6 @@ bool IsNoBodyStatus(int status_code) {
   return (status_code >= 100 && status_code < 200) || status_code == 204 || status_code == 304;
 }
 
-// `to` = `from`. assign() takes the general replace path (aliasing checks, out of line);
-// a field never aliases the string it is copied into.
-void CopyInto(std::string& to, std::string_view from) {
-  to.resize(from.size());
-  if (!from.empty()) std::memcpy(to.data(), from.data(), from.size());
-}
-
 // Walks a head once, keeping views of its parts (no allocation: an incomplete head is
 // parsed again on every call that adds bytes); Fill() copies them into a Message only
 // once the head is complete.
@@ -349,15 +344,15 @@ class HeadParser {
   void Fill(MessageType type, Message* out) const {
     out->type = type;
     out->minor_version = minor_version_;
-    CopyInto(out->method, method_);
-    CopyInto(out->target, target_);
+    text::CopyInto(out->method, method_);
+    text::CopyInto(out->target, target_);
     out->status_code = status_code_;
-    CopyInto(out->reason, reason_);
+    text::CopyInto(out->reason, reason_);
     out->headers.resize(kept_count_);
     for (size_t i = 0; i < kept_count_; ++i) {
       const FieldView& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
-      CopyInto(out->headers[i].first, {field.name, field.name_size});
-      CopyInto(out->headers[i].second, {field.value, field.value_size});
+      text::CopyInto(out->headers[i].first, {field.name, field.name_size});
+      text::CopyInto(out->headers[i].second, {field.value, field.value_size});
     }
     out->field_count = field_count_;
     out->head_bytes = pos_;
