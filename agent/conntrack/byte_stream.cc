@@ -29,6 +29,12 @@ void GiveSpareBuffer(std::string&& buffer) {
   spare_buffers.push_back(std::move(buffer));
 }
 
+// `to` becomes a copy of `bytes`, in a reused buffer when there are bytes to hold.
+void CopyIntoSpareBuffer(std::string& to, std::string_view bytes) {
+  if (!bytes.empty()) to = TakeSpareBuffer();
+  to.assign(bytes);
+}
+
 }  // namespace
 
 void ByteStream::Add(uint64_t position, uint64_t length, uint64_t payload_offset,
@@ -54,8 +60,7 @@ void ByteStream::KeepBorrowed() {
       s.data_start += consumed;
       buffered_bytes_ -= static_cast<uint32_t>(consumed);
     }
-    if (!keep.empty()) s.data = TakeSpareBuffer();
-    s.data.assign(keep);
+    CopyIntoSpareBuffer(s.data, keep);
     s.borrowed = {};
   }
 }
@@ -91,8 +96,7 @@ void ByteStream::AddSegment(uint64_t position, uint64_t length, uint64_t payload
   if (borrow) {
     segment.borrowed = payload;
   } else {
-    if (!payload.empty()) segment.data = TakeSpareBuffer();
-    segment.data.assign(payload);
+    CopyIntoSpareBuffer(segment.data, payload);
   }
   buffered_bytes_ += static_cast<uint32_t>(payload.size());
   segments_.push_back(std::move(segment));
