@@ -7,56 +7,77 @@
 
 namespace flowtracer::exporters::otlp {
 
+namespace {
+
+// Room for every span that can exist: queued, being sent (one batch), and the one being
+// encoded.
+uint32_t FreeRingCapacity(const OtlpExporterOptions& options) {
+  return options.max_queue_spans + options.max_export_batch_spans + 1;
+}
+
+OtlpExporterOptions Sane(OtlpExporterOptions options) {
+  if (options.max_export_batch_spans == 0) options.max_export_batch_spans = 1;
+  if (options.max_queue_spans < options.max_export_batch_spans) options.max_queue_spans = options.max_export_batch_spans;
+  return options;
+}
+
+}  // namespace
+
+bool OtlpSpanExporter::Ring::Push(QueuedSpan* span) {
+  const uint64_t tail = tail_.load(std::memory_order_relaxed);
+  if (tail - head_.load(std::memory_order_acquire) == capacity_) return false;
+  slots_[tail % capacity_] = span;
+  tail_.store(tail + 1, std::memory_order_release);
+  return true;
+}
+
 OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::unique_ptr<Transport> transport,
                                    telemetry::SelfTelemetry* telemetry)
-    : options_(options),
+    : options_(Sane(options)),
       telemetry_(telemetry),
-      sender_(std::move(transport), RetryPolicyFor(options, Signal::kTraces)) {
-  if (options_.max_export_batch_spans == 0) options_.max_export_batch_spans = 1;
-  if (options_.max_queue_spans < options_.max_export_batch_spans) options_.max_queue_spans = options_.max_export_batch_spans;
+      sender_(std::move(transport), RetryPolicyFor(options_, Signal::kTraces)),
+      queue_(options_.max_queue_spans),
+      free_(FreeRingCapacity(options_)) {
   thread_ = std::thread([this] { Run(); });
 }
 
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
-void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {
-  // Encoded outside the lock, into the buffer the last queued span's slot gave back.
-  thread_local WireBuffer message;
-  EncodeSpan(span, &message);
-  bool wake = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_) {
-      telemetry_->spans_dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    if (queued_ == options_.max_queue_spans) {
-      head_ = (head_ + 1) % slots_.size();
-      --queued_;
-      ++finished_total_;
-      telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (queued_ == slots_.size()) {
-      // Every slot is in use and the queue may still grow: make the ring contiguous from
-      // slot 0 and add one. Happens only while the queue reaches a new high-water mark.
-      std::rotate(slots_.begin(), slots_.begin() + head_, slots_.end());
-      head_ = 0;
-      slots_.emplace_back();
-    }
-    QueuedSpan& slot = slots_[(head_ + queued_) % slots_.size()];
-    std::swap(slot.message, message);
-    if (slot.resource != resource) slot.resource = resource;
-    ++queued_;
-    ++enqueued_total_;
-    telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);
-    wake = queued_ == options_.max_export_batch_spans;
+OtlpSpanExporter::QueuedSpan* OtlpSpanExporter::TakeFreeSpan() {
+  if (free_.Size() > 0) {
+    QueuedSpan* span = free_.Peek(0);
+    free_.Pop(1);
+    return span;
   }
-  if (wake) work_.notify_one();
+  return all_.emplace_back(std::make_unique<QueuedSpan>()).get();
+}
+
+void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {
+  if (stopping_.load(std::memory_order_relaxed)) {
+    telemetry_->spans_dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (queue_.Full()) {
+    telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  QueuedSpan* queued = TakeFreeSpan();
+  EncodeSpan(span, &queued->message);
+  if (queued->resource != resource) queued->resource = resource;
+  queue_.Push(queued);  // room was checked above, and only this thread adds
+  const size_t depth = queue_.ProducerSize();
+  telemetry_->queue_depth_spans.store(depth, std::memory_order_relaxed);
+  if (depth == options_.max_export_batch_spans) {
+    // A full batch: wake the export thread. Taking the mutex orders this with its check
+    // of the queue before it sleeps, so the wake-up cannot fall between the two.
+    { std::lock_guard lock(mutex_); }
+    work_.notify_one();
+  }
 }
 
 bool OtlpSpanExporter::ForceFlush(uint64_t timeout_ms) {
   std::unique_lock lock(mutex_);
-  uint64_t target = enqueued_total_;
+  const uint64_t target = queue_.pushed();
   flush_requested_ = true;
   work_.notify_one();
   return done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return finished_total_ >= target; });
@@ -67,7 +88,7 @@ void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
     std::lock_guard lock(mutex_);
     if (stopped_) return;
     stopped_ = true;
-    stopping_ = true;
+    stopping_.store(true, std::memory_order_relaxed);
   }
   sender_.SetDeadline(RetryingSender::Clock::now() + std::chrono::milliseconds(timeout_ms));
   work_.notify_one();
@@ -75,40 +96,39 @@ void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
 }
 
 void OtlpSpanExporter::Run() {
+  const size_t batch_spans = options_.max_export_batch_spans;
+  batch_.resize(batch_spans);
   auto delay = std::chrono::milliseconds(options_.schedule_delay_ms);
   auto next_send = std::chrono::steady_clock::now() + delay;
   std::unique_lock lock(mutex_);
   while (true) {
     work_.wait_until(lock, next_send, [&] {
-      return stopping_ || flush_requested_ || queued_ >= options_.max_export_batch_spans;
+      return stopping_.load(std::memory_order_relaxed) || flush_requested_ || queue_.Size() >= batch_spans;
     });
-    if (queued_ == 0) {
+    const size_t waiting = queue_.Size();
+    if (waiting == 0) {
       flush_requested_ = false;
-      if (stopping_) break;
+      if (stopping_.load(std::memory_order_relaxed)) break;
       next_send = std::chrono::steady_clock::now() + delay;
       continue;
     }
-    const size_t count = std::min<size_t>(queued_, options_.max_export_batch_spans);
-    if (batch_.size() < count) batch_.resize(count);
-    for (size_t i = 0; i < count; ++i) {
-      // Swapped, not moved: the slot gets the batch entry's storage back for reuse.
-      std::swap(batch_[i], slots_[head_]);
-      head_ = (head_ + 1) % slots_.size();
-    }
-    queued_ -= count;
-    telemetry_->queue_depth_spans.store(queued_, std::memory_order_relaxed);
     lock.unlock();
+    const size_t count = std::min(waiting, batch_spans);
+    for (size_t i = 0; i < count; ++i) batch_[i] = queue_.Peek(i);
+    queue_.Pop(count);  // room for the producer at once, while this batch is sent
+    telemetry_->queue_depth_spans.store(queue_.Size(), std::memory_order_relaxed);
     SendBatch(count);
+    for (size_t i = 0; i < count; ++i) free_.Push(batch_[i]);  // never full: see FreeRingCapacity
     lock.lock();
     finished_total_ += count;
     done_.notify_all();
-    if (queued_ < options_.max_export_batch_spans) next_send = std::chrono::steady_clock::now() + delay;
+    if (queue_.Size() < batch_spans) next_send = std::chrono::steady_clock::now() + delay;
   }
   done_.notify_all();
 }
 
 void OtlpSpanExporter::SendBatch(size_t count) {
-  for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i].resource.get(), batch_[i].message.view());
+  for (size_t i = 0; i < count; ++i) request_encoder_.Add(batch_[i]->resource.get(), batch_[i]->message.view());
   SendOutcome outcome = sender_.Send(request_encoder_.Finish());
   telemetry_->export_requests.fetch_add(outcome.attempts, std::memory_order_relaxed);
   telemetry_->export_errors.fetch_add(outcome.failed_attempts, std::memory_order_relaxed);
