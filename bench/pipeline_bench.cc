@@ -172,7 +172,7 @@ struct Pipeline {
 // Takes every request, as a collector that keeps up does; nothing leaves the process.
 class AcceptingTransport : public exporters::otlp::Transport {
  public:
-  exporters::otlp::SendResult Send(std::string_view request, uint64_t) override {
+  exporters::otlp::SendResult Send(exporters::otlp::RequestPieces request, uint64_t) override {
     benchmark::DoNotOptimize(request.data());
     return {exporters::otlp::SendResult::Outcome::kSuccess, {}, {}, {}};
   }

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <future>
+#include <vector>
 
 #include "exporters/otlp/grpc_module.h"
 #include "exporters/otlp/transport.h"
@@ -37,9 +38,11 @@ class GrpcTransport : public Transport {
   GrpcTransport(TransportOptions options, std::string method, std::shared_ptr<grpc::Channel> channel)
       : options_(std::move(options)), method_(std::move(method)), stub_(std::move(channel)) {}
 
-  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
-    grpc::Slice slice(request.data(), request.size());
-    grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
+  SendResult Send(RequestPieces request, uint64_t timeout_ms) override {
+    // Slices over the pieces, not copies: they outlive the call, which ends before Send returns.
+    slices_.clear();
+    for (std::string_view piece : request) slices_.emplace_back(piece.data(), piece.size(), grpc::Slice::STATIC_SLICE);
+    grpc::ByteBuffer request_buffer(slices_.data(), slices_.size()), response_buffer;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     // Wait (until the deadline) for the channel to connect rather than fail at once while it
@@ -85,6 +88,7 @@ class GrpcTransport : public Transport {
   TransportOptions options_;
   std::string method_;
   grpc::GenericStub stub_;
+  std::vector<grpc::Slice> slices_;  // the current request's
 };
 
 }  // namespace

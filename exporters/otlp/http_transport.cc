@@ -12,21 +12,66 @@
 namespace flowtracer::exporters::otlp {
 namespace {
 
-bool Gzip(std::string_view input, std::string* output) {
+bool Gzip(RequestPieces input, std::string* output) {
   z_stream stream{};
   // windowBits 15 + 16: a gzip header and trailer, not zlib's.
   if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     return false;
-  output->resize(deflateBound(&stream, input.size()) + 32);
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
-  stream.avail_in = static_cast<uInt>(input.size());
+  output->resize(deflateBound(&stream, TotalSize(input)) + 32);
   stream.next_out = reinterpret_cast<Bytef*>(output->data());
   stream.avail_out = static_cast<uInt>(output->size());
-  int status = deflate(&stream, Z_FINISH);
+  int status = Z_OK;
+  for (size_t i = 0; i < input.size() && status == Z_OK; ++i) {
+    if (input[i].empty()) continue;  // deflate would answer Z_BUF_ERROR: nothing to do
+    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input[i].data()));
+    stream.avail_in = static_cast<uInt>(input[i].size());
+    status = deflate(&stream, Z_NO_FLUSH);
+  }
+  if (status == Z_OK) status = deflate(&stream, Z_FINISH);
   output->resize(stream.total_out);
   deflateEnd(&stream);
   return status == Z_STREAM_END;
 }
+
+// The request body as curl reads it: the pieces in order, copied straight into curl's
+// upload buffer.
+struct BodyReader {
+  RequestPieces pieces;
+  size_t piece = 0;   // the next piece to read
+  size_t offset = 0;  // within it
+
+  static size_t Read(char* buffer, size_t size, size_t count, void* user) {
+    auto* self = static_cast<BodyReader*>(user);
+    size_t room = size * count, written = 0;
+    while (room > 0 && self->piece < self->pieces.size()) {
+      std::string_view piece = self->pieces[self->piece];
+      const size_t n = std::min(room, piece.size() - self->offset);
+      memcpy(buffer + written, piece.data() + self->offset, n);
+      written += n;
+      room -= n;
+      self->offset += n;
+      if (self->offset == piece.size()) {
+        ++self->piece;
+        self->offset = 0;
+      }
+    }
+    return written;
+  }
+
+  // curl rewinds when it sends the request again (a kept-alive connection the receiver
+  // had closed).
+  static int Seek(void* user, curl_off_t position, int origin) {
+    auto* self = static_cast<BodyReader*>(user);
+    if (origin != SEEK_SET || position < 0) return CURL_SEEKFUNC_CANTSEEK;
+    size_t left = static_cast<size_t>(position);
+    self->piece = 0;
+    while (self->piece < self->pieces.size() && left >= self->pieces[self->piece].size())
+      left -= self->pieces[self->piece++].size();
+    if (self->piece == self->pieces.size() && left > 0) return CURL_SEEKFUNC_FAIL;
+    self->offset = left;
+    return CURL_SEEKFUNC_OK;
+  }
+};
 
 size_t AppendBody(char* data, size_t size, size_t count, void* user) {
   static_cast<std::string*>(user)->append(data, size * count);
@@ -74,6 +119,10 @@ class HttpTransport : public Transport {
     // Set once: only the body, its size and the timeouts change between requests.
     curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
     curl_easy_setopt(curl_, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl_, CURLOPT_READFUNCTION, BodyReader::Read);
+    curl_easy_setopt(curl_, CURLOPT_READDATA, &body_);
+    curl_easy_setopt(curl_, CURLOPT_SEEKFUNCTION, BodyReader::Seek);
+    curl_easy_setopt(curl_, CURLOPT_SEEKDATA, &body_);
     curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
     curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);  // curl's timeouts must not raise SIGALRM
     curl_easy_setopt(curl_, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
@@ -90,17 +139,18 @@ class HttpTransport : public Transport {
     curl_easy_cleanup(curl_);
   }
 
-  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
+  SendResult Send(RequestPieces request, uint64_t timeout_ms) override {
     std::string compressed;
-    std::string_view body = request;
+    std::string_view compressed_piece;
+    body_ = BodyReader{request};
     if (options_.gzip) {
       if (!Gzip(request, &compressed)) return {SendResult::Outcome::kFailed, "gzip failed", {}, {}};
-      body = compressed;
+      compressed_piece = compressed;
+      body_ = BodyReader{{&compressed_piece, 1}};
     }
     response_.clear();
     retry_after_.clear();
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(TotalSize(body_.pieces)));
     curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
     curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<uint64_t>(timeout_ms, 5000)));
     CURLcode code = curl_easy_perform(curl_);
@@ -133,6 +183,7 @@ class HttpTransport : public Transport {
   TransportOptions options_;
   CURL* curl_;
   curl_slist* headers_ = nullptr;
+  BodyReader body_;  // the current request's body, read by curl
   // The current request's answer, written by curl's callbacks.
   std::string response_;
   std::string retry_after_;

@@ -22,7 +22,7 @@ void RetryingSender::SetDeadline(Clock::time_point deadline) {
   wake_.notify_all();
 }
 
-SendOutcome RetryingSender::Send(std::string_view request) {
+SendOutcome RetryingSender::Send(RequestPieces request) {
   SendOutcome outcome;
   for (uint32_t attempt = 1;; ++attempt) {
     Clock::time_point deadline;

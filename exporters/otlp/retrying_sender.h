@@ -34,7 +34,7 @@ class RetryingSender {
 
   RetryingSender(std::unique_ptr<Transport> transport, RetryPolicy policy);
 
-  SendOutcome Send(std::string_view request);
+  SendOutcome Send(RequestPieces request);
 
   // No attempt starts, and no wait lasts, past `deadline`. Wakes a waiting Send.
   void SetDeadline(Clock::time_point deadline);

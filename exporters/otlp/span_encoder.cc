@@ -23,6 +23,9 @@ using google::protobuf::io::CodedOutputStream;
 // Protobuf wire types used by OTLP's messages.
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2 };
 
+// ScopeSpans.spans: an encoded span is queued as this field, ready to be sent as it is.
+constexpr uint32_t kScopeSpansSpansField = 2;
+
 // Most a field's tag and length prefix take (field numbers below 2048: 2 + 10 bytes).
 constexpr size_t kMaxFieldPrefixBytes = 12;
 // Repairing invalid UTF-8 makes a string at most 3 times longer (a byte becomes U+FFFD).
@@ -121,6 +124,7 @@ size_t BytesFieldSize(uint32_t field, size_t length) {
 struct Scratch {
   std::string repaired_key;
   std::string repaired_value;
+  WireBuffer repaired_span;
 };
 thread_local Scratch scratch;
 
@@ -344,8 +348,9 @@ bool AllValidUtf8(const spans::Span& span) {
 // measured twice, and the message is written at its exact size.
 void WriteValidSpan(const spans::Span& span, const uint32_t* key_value_sizes, const uint32_t* any_value_sizes,
                     WireBuffer* out, size_t size) {
-  uint8_t* const start = out->Extend(size, /*tight=*/true);
-  uint8_t* p = start;
+  uint8_t* p = out->Extend(1 + LengthPrefixedSize(size), /*tight=*/true);
+  p = PutVarint(PutTag(p, kScopeSpansSpansField, kLengthDelimited), size);
+  uint8_t* const start = p;
   p = PutBytes(p, 1, BytesOf(span.trace_id));
   p = PutBytes(p, 2, BytesOf(span.span_id));
   if (!span.trace_state.empty()) p = PutBytes(p, 3, span.trace_state);
@@ -383,7 +388,18 @@ void WriteValidSpan(const spans::Span& span, const uint32_t* key_value_sizes, co
   out->Commit(p);
 }
 
-// Any span: strings repaired to valid UTF-8, into room sized for the worst case.
+// Any span: strings repaired to valid UTF-8, into room sized for the worst case (so its
+// size is known only once written: the field's prefix goes before a copy of it).
+void WriteRepairedSpan(const spans::Span& span, WireBuffer* out);
+void WriteRepairedSpanField(const spans::Span& span, WireBuffer* out) {
+  WireBuffer& message = scratch.repaired_span;
+  message.clear();
+  WriteRepairedSpan(span, &message);
+  const std::string_view bytes = message.view();
+  WireWriter writer(out, kMaxFieldPrefixBytes + bytes.size());
+  writer.Bytes(kScopeSpansSpansField, bytes);
+}
+
 void WriteRepairedSpan(const spans::Span& span, WireBuffer* out) {
   size_t max_bytes = 10 * kMaxFieldPrefixBytes + 16 + 8 + 8 + 8 + 8 + 8 +
                      kMaxRepairGrowth * (span.trace_state.size() + span.name.size());
@@ -418,7 +434,7 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out) {
   // slot's, handed over) holds no more than the span needs. The strings' bytes are ORed
   // together and tested once at the end: almost always all ASCII.
   const size_t attribute_count = span.attributes.size();
-  if (attribute_count > kMaxFastPathAttributes) return WriteRepairedSpan(span, out);
+  if (attribute_count > kMaxFastPathAttributes) return WriteRepairedSpanField(span, out);
   uint64_t high_bits = text::OrOfBytes(span.trace_state) | text::OrOfBytes(span.name);
   std::array<uint32_t, kMaxFastPathAttributes> key_value_sizes, any_value_sizes;
   size_t size = 2 * 2 + span.trace_id.size() + span.span_id.size() +
@@ -442,12 +458,12 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out) {
     key_value_sizes[i] = static_cast<uint32_t>(key_value_size);
     size += 1 + LengthPrefixedSize(key_value_size);
   }
-  if ((high_bits & text::kHighBitOfEachByte) != 0 && !AllValidUtf8(span)) return WriteRepairedSpan(span, out);
+  if ((high_bits & text::kHighBitOfEachByte) != 0 && !AllValidUtf8(span)) return WriteRepairedSpanField(span, out);
   if (span.status != spans::StatusCode::kUnset) size += 3 + CodedOutputStream::VarintSize64(Status(span.status));
   WriteValidSpan(span, key_value_sizes.data(), any_value_sizes.data(), out, size);
 }
 
-void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_message) {
+void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_field) {
   auto [it, inserted] = group_of_.try_emplace(resource, used_groups_);
   if (inserted) {
     if (used_groups_ == groups_.size()) groups_.emplace_back();
@@ -455,44 +471,47 @@ void TraceRequestEncoder::Add(const Resource* resource, std::string_view span_me
     ++used_groups_;
   }
   Group& group = groups_[it->second];
-  group.span_messages.push_back(span_message);
-  group.span_fields_bytes += BytesFieldSize(2, span_message.size());  // ScopeSpans.spans
+  group.span_fields.push_back(span_field);
+  group.span_fields_bytes += span_field.size();
 }
 
-std::string_view TraceRequestEncoder::Finish() {
+RequestPieces TraceRequestEncoder::Finish() {
   const std::string& scope = ScopeMessage();
-  size_t max_bytes = 0;
+  size_t max_header_bytes = 0;
   for (size_t i = 0; i < used_groups_; ++i) {
     const Group& group = groups_[i];
-    max_bytes += 4 * kMaxFieldPrefixBytes + scope.size() + group.span_fields_bytes +
-                 (group.resource ? group.resource->message.size() : 0);
+    max_header_bytes += 4 * kMaxFieldPrefixBytes + scope.size() + (group.resource ? group.resource->message.size() : 0);
   }
-  request_.clear();
-  {
-    WireWriter writer(&request_, max_bytes);
-    for (size_t i = 0; i < used_groups_; ++i) {
-      Group& group = groups_[i];
-      // ExportTraceServiceRequest.resource_spans 1 { ResourceSpans.resource 1,
-      //   ResourceSpans.scope_spans 2 { ScopeSpans.scope 1, ScopeSpans.spans 2... } }
-      const bool has_resource = group.resource && !group.resource->message.empty();
-      const size_t scope_spans_size = BytesFieldSize(1, scope.size()) + group.span_fields_bytes;
-      const size_t resource_spans_size = (has_resource ? BytesFieldSize(1, group.resource->message.size()) : 0) +
-                                         BytesFieldSize(2, scope_spans_size);
-      writer.Tag(1, kLengthDelimited);
-      writer.Varint(resource_spans_size);
-      if (has_resource) writer.Bytes(1, group.resource->message);
-      writer.Tag(2, kLengthDelimited);
-      writer.Varint(scope_spans_size);
-      writer.Bytes(1, scope);
-      for (std::string_view span_message : group.span_messages) writer.Bytes(2, span_message);
-      group.span_messages.clear();
-      group.span_fields_bytes = 0;
-      group.resource = nullptr;
-    }
+  // Each group's fields up to its spans are written here, in room made once, so the
+  // pieces that point into it stay valid; the spans themselves are pieces of their own.
+  headers_.clear();
+  pieces_.clear();
+  uint8_t* const headers_start = headers_.Extend(max_header_bytes);
+  uint8_t* header_end = headers_start;
+  for (size_t i = 0; i < used_groups_; ++i) {
+    Group& group = groups_[i];
+    // ExportTraceServiceRequest.resource_spans 1 { ResourceSpans.resource 1,
+    //   ResourceSpans.scope_spans 2 { ScopeSpans.scope 1, ScopeSpans.spans 2... } }
+    const bool has_resource = group.resource && !group.resource->message.empty();
+    const size_t scope_spans_size = BytesFieldSize(1, scope.size()) + group.span_fields_bytes;
+    const size_t resource_spans_size = (has_resource ? BytesFieldSize(1, group.resource->message.size()) : 0) +
+                                       BytesFieldSize(2, scope_spans_size);
+    uint8_t* p = header_end;
+    p = PutVarint(PutTag(p, 1, kLengthDelimited), resource_spans_size);
+    if (has_resource) p = PutBytes(p, 1, group.resource->message);
+    p = PutVarint(PutTag(p, 2, kLengthDelimited), scope_spans_size);
+    p = PutBytes(p, 1, scope);
+    pieces_.emplace_back(reinterpret_cast<const char*>(header_end), p - header_end);
+    header_end = p;
+    pieces_.insert(pieces_.end(), group.span_fields.begin(), group.span_fields.end());
+    group.span_fields.clear();
+    group.span_fields_bytes = 0;
+    group.resource = nullptr;
   }
+  headers_.Commit(header_end);
   used_groups_ = 0;
   group_of_.clear();
-  return request_.view();
+  return pieces_;
 }
 
 }  // namespace flowtracer::exporters::otlp

@@ -18,6 +18,7 @@
 #include "agent/process/process_info.h"
 #include "agent/spans/span.h"
 #include "exporters/otlp/otlp_options.h"
+#include "exporters/otlp/transport.h"
 
 namespace flowtracer::exporters::otlp {
 
@@ -63,7 +64,8 @@ class WireBuffer {
   size_t capacity_ = 0;
 };
 
-// Replaces `out` with the Span message of `span` (its fields, without a tag or length).
+// Replaces `out` with `span` as a ScopeSpans.spans field (tag, length, Span message): the
+// bytes a request carries for it, so the request is sent from the span buffers as they are.
 // Strings are repaired to valid UTF-8: receivers refuse a whole request otherwise.
 void EncodeSpan(const spans::Span& span, WireBuffer* out);
 
@@ -71,23 +73,25 @@ void EncodeSpan(const spans::Span& span, WireBuffer* out);
 // ExportTraceServiceRequest. Keeps its buffers between requests.
 class TraceRequestEncoder {
  public:
-  // `resource` and the bytes of `span_message` must stay alive until Finish() (they are
-  // copied once, into the request); nullptr: a ResourceSpans without a resource.
-  void Add(const Resource* resource, std::string_view span_message);
+  // `resource` and the bytes of `span_field` (from EncodeSpan) must stay alive until the
+  // request is sent; nullptr: a ResourceSpans without a resource.
+  void Add(const Resource* resource, std::string_view span_field);
 
-  // The request's bytes (valid until the next Finish); starts a new, empty request.
-  std::string_view Finish();
+  // The request: each resource's fields up to its spans, then its span fields as they
+  // were added. Valid until the next Finish; starts a new, empty request.
+  RequestPieces Finish();
 
  private:
   struct Group {
     const Resource* resource = nullptr;
-    std::vector<std::string_view> span_messages;
-    size_t span_fields_bytes = 0;  // of the ScopeSpans.spans fields, tags and lengths included
+    std::vector<std::string_view> span_fields;
+    size_t span_fields_bytes = 0;
   };
   std::vector<Group> groups_;  // [0, used_groups_) belong to the current request
   size_t used_groups_ = 0;
   std::unordered_map<const Resource*, size_t> group_of_;
-  WireBuffer request_;
+  WireBuffer headers_;
+  std::vector<std::string_view> pieces_;
 };
 
 }  // namespace flowtracer::exporters::otlp

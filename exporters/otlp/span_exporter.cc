@@ -25,10 +25,23 @@ OtlpExporterOptions Sane(OtlpExporterOptions options) {
 
 bool OtlpSpanExporter::Ring::Push(QueuedSpan* span) {
   const uint64_t tail = tail_.load(std::memory_order_relaxed);
-  if (tail - head_.load(std::memory_order_acquire) == capacity_) return false;
-  slots_[tail % capacity_] = span;
+  if (tail - head_.load(std::memory_order_acquire) >= capacity_) return false;
+  slots_[tail % capacity_].store(span, std::memory_order_relaxed);
   tail_.store(tail + 1, std::memory_order_release);
   return true;
+}
+
+size_t OtlpSpanExporter::Ring::Take(QueuedSpan** out, size_t max, size_t min_size) {
+  uint64_t head = head_.load(std::memory_order_acquire);
+  while (true) {
+    const uint64_t waiting = tail_.load(std::memory_order_acquire) - head;
+    if (waiting < min_size) return 0;
+    const size_t count = std::min<uint64_t>(max, waiting);
+    // Read before claiming: once the head moves past them, the adding thread may reuse the
+    // slots. If the claim fails the other taker moved the head, and the slots are read again.
+    for (size_t i = 0; i < count; ++i) out[i] = slots_[(head + i) % capacity_].load(std::memory_order_relaxed);
+    if (count == 0 || head_.compare_exchange_weak(head, head + count, std::memory_order_acq_rel)) return count;
+  }
 }
 
 OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::unique_ptr<Transport> transport,
@@ -37,18 +50,17 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
       telemetry_(telemetry),
       sender_(std::move(transport), RetryPolicyFor(options_, Signal::kTraces)),
       queue_(options_.max_queue_spans),
-      free_(FreeRingCapacity(options_)) {
+      free_(FreeRingCapacity(options_)),
+      spare_(options_.max_export_batch_spans) {
   thread_ = std::thread([this] { Run(); });
 }
 
 OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
 
 OtlpSpanExporter::QueuedSpan* OtlpSpanExporter::TakeFreeSpan() {
-  if (free_.Size() > 0) {
-    QueuedSpan* span = free_.Peek(0);
-    free_.Pop(1);
-    return span;
-  }
+  // Sent spans come back a batch at a time: one claim of the free ring per batch.
+  if (spare_count_ == 0) spare_count_ = free_.Take(spare_.data(), spare_.size());
+  if (spare_count_ > 0) return spare_[--spare_count_];
   return all_.emplace_back(std::make_unique<QueuedSpan>()).get();
 }
 
@@ -57,15 +69,22 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
     telemetry_->spans_dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (queue_.Full()) {
-    telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
   QueuedSpan* queued = TakeFreeSpan();
   EncodeSpan(span, &queued->message);
   if (queued->resource != resource) queued->resource = resource;
-  queue_.Push(queued);  // room was checked above, and only this thread adds
-  const size_t depth = queue_.ProducerSize();
+  if (!queue_.Push(queued)) {
+    // Full: the oldest span makes room (the newest are the ones worth keeping once a
+    // receiver comes back). Its buffer is spare for the next span; spare_ has room, as
+    // this span came from it or it was empty.
+    QueuedSpan* oldest;
+    if (queue_.Take(&oldest, 1, /*min_size=*/options_.max_queue_spans)) {
+      dropped_oldest_.store(dropped_oldest_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
+      spare_[spare_count_++] = oldest;
+    }
+    queue_.Push(queued);  // there is room now: only the export thread takes, besides this one
+  }
+  const size_t depth = queue_.Size();
   telemetry_->queue_depth_spans.store(depth, std::memory_order_relaxed);
   if (depth == options_.max_export_batch_spans) {
     // A full batch: wake the export thread. Taking the mutex orders this with its check
@@ -80,7 +99,9 @@ bool OtlpSpanExporter::ForceFlush(uint64_t timeout_ms) {
   const uint64_t target = queue_.pushed();
   flush_requested_ = true;
   work_.notify_one();
-  return done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return finished_total_ >= target; });
+  return done_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    return finished_total_ + dropped_oldest_.load(std::memory_order_relaxed) >= target;
+  });
 }
 
 void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
@@ -105,17 +126,19 @@ void OtlpSpanExporter::Run() {
     work_.wait_until(lock, next_send, [&] {
       return stopping_.load(std::memory_order_relaxed) || flush_requested_ || queue_.Size() >= batch_spans;
     });
-    const size_t waiting = queue_.Size();
-    if (waiting == 0) {
+    if (queue_.Size() == 0) {
       flush_requested_ = false;
       if (stopping_.load(std::memory_order_relaxed)) break;
       next_send = std::chrono::steady_clock::now() + delay;
       continue;
     }
     lock.unlock();
-    const size_t count = std::min(waiting, batch_spans);
-    for (size_t i = 0; i < count; ++i) batch_[i] = queue_.Peek(i);
-    queue_.Pop(count);  // room for the producer at once, while this batch is sent
+    // Taken at once: the queue has room for new spans while this batch is sent.
+    const size_t count = queue_.Take(batch_.data(), batch_spans);
+    if (count == 0) {  // the capture thread took the last for room (a full queue)
+      lock.lock();
+      continue;
+    }
     telemetry_->queue_depth_spans.store(queue_.Size(), std::memory_order_relaxed);
     SendBatch(count);
     for (size_t i = 0; i < count; ++i) free_.Push(batch_[i]);  // never full: see FreeRingCapacity

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,6 +18,21 @@
 namespace flowtracer::exporters::otlp {
 
 enum class Signal { kTraces, kMetrics };
+
+// A request's bytes as pieces, sent in order without being joined first: a span request is
+// mostly encoded spans, each in its own buffer, and joining them was a copy of every byte.
+using RequestPieces = std::span<const std::string_view>;
+inline size_t TotalSize(RequestPieces pieces) {
+  size_t size = 0;
+  for (std::string_view piece : pieces) size += piece.size();
+  return size;
+}
+inline std::string Join(RequestPieces pieces) {  // for what needs the bytes in one place
+  std::string joined;
+  joined.reserve(TotalSize(pieces));
+  for (std::string_view piece : pieces) joined.append(piece);
+  return joined;
+}
 enum class Protocol { kHttpProtobuf, kGrpc };
 
 struct SendResult {
@@ -34,8 +50,9 @@ struct SendResult {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // Blocks for at most timeout_ms. Never throws. Called from one thread at a time.
-  virtual SendResult Send(std::string_view request, uint64_t timeout_ms) = 0;
+  // Blocks for at most timeout_ms. Never throws. Called from one thread at a time. The
+  // pieces stay valid until it returns.
+  virtual SendResult Send(RequestPieces request, uint64_t timeout_ms) = 0;
   virtual std::string Describe() const = 0;  // "http://collector:4318/v1/traces (gzip)"
 
   // Shutdown: a request still running at `deadline` is abandoned (Send returns kRetryable).

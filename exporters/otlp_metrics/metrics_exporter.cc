@@ -33,7 +33,9 @@ void OtlpMetricsExporter::ExportOnce() {
   pb::collector::metrics::v1::ExportMetricsServiceRequest request;
   const size_t points = encoder_.Encode(source_(), &request);
   if (points == 0) return;
-  otlp::SendOutcome outcome = sender_.Send(request.SerializeAsString());
+  const std::string bytes = request.SerializeAsString();
+  const std::string_view piece = bytes;
+  otlp::SendOutcome outcome = sender_.Send({&piece, 1});
   std::lock_guard lock(mutex_);
   if (outcome.last.outcome != otlp::SendResult::Outcome::kSuccess) {
     ++stats_.export_failures;

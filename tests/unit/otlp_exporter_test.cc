@@ -77,7 +77,7 @@ ExportTraceServiceRequest Encode(const std::vector<std::pair<spans::Span, Resour
     EncodeSpan(batch[i].first, &messages[i]);
     encoder->Add(batch[i].second.get(), messages[i].view());
   }
-  const std::string_view bytes = encoder->Finish();
+  const std::string bytes = Join(encoder->Finish());
   ExportTraceServiceRequest request;
   EXPECT_TRUE(request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
   return request;
@@ -350,9 +350,12 @@ TEST(OtlpEncoderTest, ValidSpansMatchTheGeneratedSerialization) {
         }
       }
       expected.mutable_status()->set_code(length % 4 ? trace::Status::STATUS_CODE_ERROR : trace::Status::STATUS_CODE_OK);
-      WireBuffer message;
-      EncodeSpan(span, &message);
-      EXPECT_EQ(message.view(), expected.SerializeAsString()) << length << " bytes, " << attribute_count << " attributes";
+      WireBuffer field;
+      EncodeSpan(span, &field);
+      // ScopeSpans.spans (field 2) holding the span.
+      opentelemetry::proto::trace::v1::ScopeSpans scope_spans;
+      *scope_spans.add_spans() = expected;
+      EXPECT_EQ(field.view(), scope_spans.SerializeAsString()) << length << " bytes, " << attribute_count << " attributes";
     }
   }
 }
@@ -415,7 +418,8 @@ class FakeTransport : public Transport {
     }
   };
   explicit FakeTransport(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
-  SendResult Send(std::string_view request, uint64_t timeout_ms) override {
+  SendResult Send(RequestPieces pieces, uint64_t timeout_ms) override {
+    const std::string request = Join(pieces);
     auto start = Clock::now();
     while (shared_->block && Clock::now() - start < std::chrono::milliseconds(timeout_ms))
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -542,7 +546,7 @@ TEST(OtlpSpanExporterTest, PartialSuccessCountsRejectedSpans) {
   EXPECT_EQ(telemetry.spans_dropped_rejected, 3u);
 }
 
-TEST(OtlpSpanExporterTest, FullQueueDropsNewSpansAndExportNeverBlocks) {
+TEST(OtlpSpanExporterTest, FullQueueDropsOldestAndExportNeverBlocks) {
   auto shared = std::make_shared<FakeTransport::Shared>();
   shared->block = true;  // the receiver hangs until each attempt times out
   telemetry::SelfTelemetry telemetry;
@@ -555,20 +559,52 @@ TEST(OtlpSpanExporterTest, FullQueueDropsNewSpansAndExportNeverBlocks) {
   for (int i = 0; i < 1000; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
   EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(150)) << "Export waited for the network";
   EXPECT_LE(telemetry.queue_depth_spans, 100u);
-  // At most the queue (100) and one batch being sent (10) were taken.
   EXPECT_GE(telemetry.spans_dropped_queue_full, 1000u - 100u - 10u);
   shared->block = false;
   ASSERT_TRUE(exporter.ForceFlush(5000));
   exporter.Shutdown(1000);
-  // Every span is accounted for; the first ones were kept, in order, and the last dropped.
+  // Every span is accounted for, and the newest survived.
   EXPECT_EQ(telemetry.spans_exported + Dropped(telemetry), 1000u);
-  std::vector<std::string> sent;
+  EXPECT_GE(telemetry.spans_exported, 100u);
+  const auto& last_request = shared->requests.back();
+  const auto& spans = last_request.resource_spans(0).scope_spans(0).spans();
+  EXPECT_EQ(spans[spans.size() - 1].span_id(), std::string(8, static_cast<char>(999 & 0xff)));
+}
+
+TEST(OtlpSpanExporterTest, ConcurrentExportAndSendingAccountForEverySpanOnce) {
+  // The capture thread adds while the export thread takes, and a full queue makes the
+  // capture thread drop the oldest: every span is sent once or counted, in order. (The fake
+  // transport decodes each request, slower than spans come: most are dropped, ~97% here.)
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.max_queue_spans = 64;
+  options.max_export_batch_spans = 16;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  constexpr uint64_t kSpans = 100000;
+  spans::Span span = MakeSpan(0);
+  for (uint64_t i = 1; i <= kSpans; ++i) {
+    memcpy(span.span_id.data(), &i, sizeof(i));
+    exporter.Export(span, resource);
+    if (i % 5000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let the queue drain
+  }
+  ASSERT_TRUE(exporter.ForceFlush(10000));
+  exporter.Shutdown(1000);
+  std::vector<uint64_t> sent;
   for (const auto& request : shared->requests)
-    for (const auto& span : request.resource_spans(0).scope_spans(0).spans()) sent.push_back(span.span_id());
-  ASSERT_GE(sent.size(), 100u);
-  EXPECT_EQ(sent.front(), std::string(8, '\0'));
-  EXPECT_EQ(sent[9], std::string(8, '\x09'));
-  EXPECT_EQ(std::count(sent.begin(), sent.end(), std::string(8, static_cast<char>(999 & 0xff))), 0);
+    for (const auto& out : request.resource_spans(0).scope_spans(0).spans()) {
+      uint64_t id = 0;
+      memcpy(&id, out.span_id().data(), sizeof(id));
+      sent.push_back(id);
+    }
+  EXPECT_EQ(telemetry.spans_exported, sent.size());
+  EXPECT_EQ(telemetry.spans_exported + telemetry.spans_dropped_queue_full, kSpans);
+  EXPECT_EQ(Dropped(telemetry), telemetry.spans_dropped_queue_full);
+  EXPECT_TRUE(std::is_sorted(sent.begin(), sent.end()) && std::adjacent_find(sent.begin(), sent.end()) == sent.end())
+      << "spans sent out of order or twice";
+  ASSERT_FALSE(sent.empty());
+  EXPECT_EQ(sent.back(), kSpans);  // the newest is never the one dropped
 }
 
 TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
@@ -646,7 +682,14 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   ASSERT_TRUE(transport) << error;
 
   std::string bytes = Encode({{MakeSpan(9), MakeResource(1, "a")}}).SerializeAsString();
-  SendResult ok = transport->Send(bytes, 2000);
+  // A request goes as pieces (a resource's header, then each span's own buffer): they are
+  // sent joined, in order, empty ones included.
+  std::vector<std::string_view> pieces;
+  for (size_t at = 0, step = 1; at < bytes.size(); at += step, step = step * 3 % 17)
+    pieces.push_back(std::string_view(bytes).substr(at, step));
+  pieces.insert(pieces.begin() + 2, std::string_view());
+  ASSERT_EQ(Join(pieces), bytes);
+  SendResult ok = transport->Send(pieces, 2000);
   EXPECT_EQ(ok.outcome, SendResult::Outcome::kSuccess) << ok.error;
   {
     std::lock_guard lock(mutex);
@@ -659,19 +702,37 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
     EXPECT_EQ(plain, bytes);
   }
 
+  // The same without gzip: the pieces are read into curl's upload buffer one by one.
+  TransportOptions plain_options = options;
+  plain_options.gzip = false;
+  auto plain_transport = MakeHttpTransport(plain_options, &error);
+  ASSERT_TRUE(plain_transport) << error;
+  std::string large(300000, '\0');  // several upload buffers' worth
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<char>(i * 7 % 251);
+  std::vector<std::string_view> large_pieces = {std::string_view(large).substr(0, 5), std::string_view(large).substr(5, 100000),
+                                                std::string_view(large).substr(100005)};
+  for (int attempt = 0; attempt < 2; ++attempt) {  // the second on the kept-alive connection
+    SendResult plain_ok = plain_transport->Send(large_pieces, 2000);
+    EXPECT_EQ(plain_ok.outcome, SendResult::Outcome::kSuccess) << plain_ok.error;
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(encoding, "");
+    EXPECT_TRUE(body == large) << "body of " << body.size() << " bytes differs";
+  }
+
+  std::string_view whole = bytes;
   status = 503;
-  SendResult busy = transport->Send(bytes, 2000);
+  SendResult busy = transport->Send({&whole, 1}, 2000);
   EXPECT_EQ(busy.outcome, SendResult::Outcome::kRetryable);
   EXPECT_EQ(busy.error, "HTTP 503");
   ASSERT_TRUE(busy.retry_after_ms.has_value());
   EXPECT_EQ(*busy.retry_after_ms, 7000u);
   status = 400;
-  EXPECT_EQ(transport->Send(bytes, 2000).outcome, SendResult::Outcome::kFailed);
+  EXPECT_EQ(transport->Send({&whole, 1}, 2000).outcome, SendResult::Outcome::kFailed);
   server.stop();
   thread.join();
 
   // Nobody listening: retryable, not a failure of the data.
-  SendResult refused = transport->Send(bytes, 2000);
+  SendResult refused = transport->Send({&whole, 1}, 2000);
   EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
   EXPECT_FALSE(refused.error.empty());
 }

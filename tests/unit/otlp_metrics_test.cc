@@ -151,9 +151,9 @@ class FakeTransport : public otlp::Transport {
  public:
   explicit FakeTransport(std::atomic<int>* sends, std::vector<std::string>* requests, std::mutex* mutex)
       : sends_(sends), requests_(requests), mutex_(mutex) {}
-  otlp::SendResult Send(std::string_view request, uint64_t) override {
+  otlp::SendResult Send(otlp::RequestPieces request, uint64_t) override {
     std::lock_guard lock(*mutex_);
-    requests_->emplace_back(request);
+    requests_->push_back(otlp::Join(request));
     ++*sends_;
     return {otlp::SendResult::Outcome::kSuccess, "", {}, ""};
   }
