@@ -70,8 +70,10 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
     return;
   }
   QueuedSpan* queued = TakeFreeSpan();
-  EncodeSpan(span, &queued->message);
+  // Before encoding: a changed resource's reference counts are locked instructions, which
+  // wait for every store before them to drain (after encoding, the span's bytes).
   if (queued->resource != resource) queued->resource = resource;
+  EncodeSpan(span, &queued->message);
   if (!queue_.Push(queued)) {
     // Full: the oldest span makes room (the newest are the ones worth keeping once a
     // receiver comes back). Its buffer is spare for the next span; spare_ has room, as
