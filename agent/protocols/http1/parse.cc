@@ -188,11 +188,17 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Bit n set when a kept name is n bytes long.
-constexpr uint64_t kKeptFieldLengths = [] {
-  uint64_t lengths = 0;
-  for (std::string_view name : kKeptFieldNames) lengths |= uint64_t{1} << name.size();
-  return lengths;
+// For each name length under 64, a bit per kept name of that length (bit i:
+// kKeptFieldNames[i]): a name's length rules out most fields, and picks the one or few
+// kept names worth comparing without walking the whole list.
+constexpr size_t kMaxKeptNameBytes = 63;
+static_assert(kKeptFieldNames.size() <= 8, "kKeptByLength holds a bit per kept name in a byte");
+constexpr std::array<uint8_t, kMaxKeptNameBytes + 1> kKeptByLength = [] {
+  std::array<uint8_t, kMaxKeptNameBytes + 1> table{};
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    table[kKeptFieldNames[i].size()] |= static_cast<uint8_t>(1u << i);
+  }
+  return table;
 }();
 
 // Kept names are lowercase letters and '-', at least 4 bytes long. For such a name,
@@ -229,13 +235,12 @@ bool EqualsFoldableName(std::string_view name, std::string_view kept) {
   return LoadFolded<uint64_t>(a + size - 8) == Load<uint64_t>(b + size - 8);
 }
 
-// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length rules
-// out most other names before any comparison.
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept.
 int KeptFieldIndex(std::string_view name) {
-  if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
-  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
-    const std::string_view kept = kKeptFieldNames[i];
-    if (name.size() == kept.size() && EqualsFoldableName(name, kept)) return static_cast<int>(i);
+  if (name.size() > kMaxKeptNameBytes) return -1;
+  for (unsigned candidates = kKeptByLength[name.size()]; candidates != 0; candidates &= candidates - 1) {
+    const int i = std::countr_zero(candidates);
+    if (EqualsFoldableName(name, kKeptFieldNames[static_cast<size_t>(i)])) return i;
   }
   return -1;
 }
