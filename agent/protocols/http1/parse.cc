@@ -107,17 +107,21 @@ size_t FirstHit(SignedBytes hits) {
 size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
   const char* data = buf.data();
   const size_t size = buf.size();
-  // As signed bytes plus 1, DEL wraps to -128, obs-text (0x80-0xff) to -127..0, and the
-  // bytes under `below` stay under below + 1: one comparison finds all three, and long
-  // runs are skipped with it; the exact test then leaves obs-text out.
-  const Bytes one = Bytes{} + uint8_t{1};
-  const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
-  const auto candidates = [&](size_t at) {
-    return std::bit_cast<SignedBytes>(Load<Bytes>(data + at) + one) < limit;
+  // Plus 0x81 (wrapping), DEL becomes 0x00, obs-text (0x80-0xff) 0x01-0x80, and the bytes
+  // under `below` 0x81 up to below + 0x80, while every other byte is above that: one
+  // unsigned comparison finds all three, and for a group of blocks one comparison of their
+  // bytewise minimum. The exact test then leaves obs-text out.
+  const Bytes shift = Bytes{} + uint8_t{0x81};
+  const Bytes highest_candidate = Bytes{} + static_cast<uint8_t>(below + 0x80);
+  const auto shifted = [&](size_t at) { return Load<Bytes>(data + at) + shift; };
+  const auto candidates = [&](Bytes shifted_bytes) {
+    return std::bit_cast<SignedBytes>(shifted_bytes <= highest_candidate);
   };
   const auto matches = [&](size_t at) {
-    return candidates(at) & (std::bit_cast<SignedBytes>(Load<Bytes>(data + at)) >= SignedBytes{});
+    return candidates(shifted(at)) &
+           (std::bit_cast<SignedBytes>(Load<Bytes>(data + at)) >= SignedBytes{});
   };
+  const auto min = [](Bytes a, Bytes b) { return a < b ? a : b; };
 
   // Most fields end within their first block.
   if (size - pos >= kBlockBytes) {
@@ -127,8 +131,8 @@ size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
   }
   constexpr size_t kGroupBytes = 4 * kBlockBytes;
   for (; size - pos >= kGroupBytes; pos += kGroupBytes) {
-    if (!AnyHit(candidates(pos) | candidates(pos + kBlockBytes) |
-                candidates(pos + 2 * kBlockBytes) | candidates(pos + 3 * kBlockBytes))) {
+    if (!AnyHit(candidates(min(min(shifted(pos), shifted(pos + kBlockBytes)),
+                               min(shifted(pos + 2 * kBlockBytes), shifted(pos + 3 * kBlockBytes)))))) {
       continue;
     }
     for (size_t at = pos; at < pos + kGroupBytes; at += kBlockBytes) {
