@@ -333,6 +333,8 @@ bool IsNoBodyStatus(int status_code) {
   return (status_code >= 100 && status_code < 200) || status_code == 204 || status_code == 304;
 }
 
+}  // namespace
+
 // Walks a head once, keeping views of its parts (no allocation: an incomplete head is
 // parsed again on every call that adds bytes); Fill() copies them into a Message only
 // once the head is complete.
@@ -349,19 +351,25 @@ class HeadParser {
     return DecideFraming(type);
   }
 
-  // After Parse() returned kSuccess. Strings already in `out` keep their storage.
+  // After Parse() returned kSuccess. The message's text keeps its storage.
   void Fill(MessageType type, Message* out) const {
     out->type = type;
     out->minor_version = minor_version_;
-    text::CopyInto(out->method, method_);
-    text::CopyInto(out->target, target_);
     out->status_code = status_code_;
-    text::CopyInto(out->reason, reason_);
-    out->headers.resize(kept_count_);
+    size_t field_bytes = 0;
     for (size_t i = 0; i < kept_count_; ++i) {
-      const FieldView& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
-      text::CopyInto(out->headers[i].first, {field.name, field.name_size});
-      text::CopyInto(out->headers[i].second, {field.value, field.value_size});
+      const FieldView& field = Field(i);
+      field_bytes += field.name_size + field.value_size;
+    }
+    char* const text = out->LayOut(method_, target_, reason_, field_bytes, kept_count_);
+    auto name_begin = static_cast<uint32_t>(text - out->text_.data());
+    for (size_t i = 0; i < kept_count_; ++i) {
+      const FieldView& field = Field(i);
+      char* const name = out->text_.data() + name_begin;
+      std::memcpy(name, field.name, field.name_size);
+      std::memcpy(name + field.name_size, field.value, field.value_size);
+      out->SetEntry(i, {name_begin, field.name_size, field.value_size});
+      name_begin += field.name_size + field.value_size;
     }
     out->field_count = field_count_;
     out->head_bytes = pos_;
@@ -632,6 +640,9 @@ class HeadParser {
   };
   FieldView inline_fields_[kInlineFields];  // the first kept_count_ are set
   std::vector<FieldView> more_fields_;
+  const FieldView& Field(size_t i) const {
+    return i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
+  }
   size_t kept_count_ = 0;
   size_t field_count_ = 0;  // kept or not
 
@@ -644,18 +655,52 @@ class HeadParser {
   BodyFraming framing_ = BodyFraming::kNone;
 };
 
-}  // namespace
+char* Message::LayOut(std::string_view method, std::string_view target, std::string_view reason,
+                      size_t field_bytes, size_t fields) {
+  const size_t start_line = method.size() + target.size() + reason.size();
+  const size_t entries_begin = start_line + field_bytes;
+  text_.resize(entries_begin + fields * sizeof(HeaderFields::Entry));
+  char* at = text_.data();
+  for (std::string_view part : {method, target, reason}) {
+    std::char_traits<char>::copy(at, part.data(), part.size());  // no call when empty
+    at += part.size();
+  }
+  method_size_ = static_cast<uint32_t>(method.size());
+  target_size_ = static_cast<uint32_t>(target.size());
+  reason_size_ = static_cast<uint32_t>(reason.size());
+  entries_begin_ = static_cast<uint32_t>(entries_begin);
+  field_entries_ = static_cast<uint32_t>(fields);
+  return at;
+}
+
+void Message::SetText(std::string_view method, std::string_view target, std::string_view reason,
+                      std::initializer_list<HeaderField> fields) {
+  size_t field_bytes = 0;
+  for (const HeaderField& field : fields) field_bytes += field.name.size() + field.value.size();
+  auto name_begin = static_cast<uint32_t>(LayOut(method, target, reason, field_bytes, fields.size()) - text_.data());
+  size_t i = 0;
+  for (const HeaderField& field : fields) {
+    char* const name = text_.data() + name_begin;
+    std::char_traits<char>::copy(name, field.name.data(), field.name.size());
+    std::char_traits<char>::copy(name + field.name.size(), field.value.data(), field.value.size());
+    const auto name_size = static_cast<uint32_t>(field.name.size());
+    const auto value_size = static_cast<uint32_t>(field.value.size());
+    SetEntry(i++, {name_begin, name_size, value_size});
+    name_begin += name_size + value_size;
+  }
+}
 
 std::string_view Message::Header(std::string_view name) const {
-  for (const auto& [header_name, value] : headers) {
-    if (EqualsIgnoreCase(header_name, name)) return value;
+  for (const HeaderField field : headers()) {
+    if (EqualsIgnoreCase(field.name, name)) return field.value;
   }
   return {};
 }
 
 bool Message::HasHeader(std::string_view name) const {
-  return std::any_of(headers.begin(), headers.end(),
-                     [&](const auto& header) { return EqualsIgnoreCase(header.first, name); });
+  const HeaderFields fields = headers();
+  return std::any_of(fields.begin(), fields.end(),
+                     [&](const HeaderField& field) { return EqualsIgnoreCase(field.name, name); });
 }
 
 size_t FindMessageStart(MessageType type, std::string_view buf, size_t from) {
@@ -708,7 +753,7 @@ BodyFraming ResponseFraming(const Message& response, std::string_view request_me
 bool WantsClose(const Message& message) {
   bool close = false;
   bool keep_alive = false;
-  for (const auto& [name, value] : message.headers) {
+  for (const auto& [name, value] : message.headers()) {
     if (!EqualsIgnoreCase(name, "Connection")) continue;
     ForEachListElement(value, [&](std::string_view option) {
       close = close || EqualsIgnoreCase(option, "close");
