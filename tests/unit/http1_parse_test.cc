@@ -5,6 +5,7 @@
 #include <cctype>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace flowtracer::http1 {
 namespace {
@@ -650,6 +651,24 @@ TEST(Http1Parse, MessagesCopiedMovedAndReusedKeepTheirText) {
   EXPECT_EQ(copy.reason(), "Not Found");
   EXPECT_EQ(copy.Header("content-length"), "0");
   EXPECT_EQ(copy.headers().size(), 1u);
+}
+
+// A destroyed message's text is reused by the next one parsed: the new message shows
+// only its own strings and fields, whatever the reused storage held.
+TEST(Http1Parse, MessagesParsedAfterOthersWereDestroyed) {
+  for (int round = 0; round < 100; ++round) {
+    std::vector<Message> messages(3);
+    const std::string target = "/round/" + std::to_string(round) + std::string(static_cast<size_t>(round), 'x');
+    ASSERT_EQ(ParseHead(kRequest,
+                        "GET " + target + " HTTP/1.1\r\nUser-Agent: agent " + std::to_string(round) + "\r\n\r\n",
+                        &messages[round % 3]),
+              ParseState::kSuccess);
+    const Message& m = messages[round % 3];
+    EXPECT_EQ(m.target(), target);
+    ASSERT_EQ(m.headers().size(), 1u);
+    EXPECT_EQ(m.headers()[0], (HeaderField{"User-Agent", "agent " + std::to_string(round)}));
+    EXPECT_EQ(m.Header("host"), "");
+  }
 }
 
 TEST(Http1Parse, MessageTextSetByHand) {

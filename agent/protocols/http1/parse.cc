@@ -655,11 +655,33 @@ class HeadParser {
   BodyFraming framing_ = BodyFraming::kNone;
 };
 
+namespace {
+// Texts of destroyed messages, taken by messages parsed later: a message's text is its
+// only allocation, and a message is made and destroyed for every request and response.
+// Per thread and bounded (64 x 4 KiB at most).
+constexpr size_t kMaxSpareTexts = 64;
+constexpr size_t kMaxSpareTextBytes = 4096;
+const size_t kInlineTextBytes = std::string().capacity();  // short strings live in the object
+thread_local std::vector<std::string> spare_texts;
+}  // namespace
+
+Message::~Message() {
+  if (text_.capacity() > kInlineTextBytes && text_.capacity() <= kMaxSpareTextBytes &&
+      spare_texts.size() < kMaxSpareTexts) {
+    spare_texts.push_back(std::move(text_));
+  }
+}
+
 char* Message::LayOut(std::string_view method, std::string_view target, std::string_view reason,
                       size_t field_bytes, size_t fields) {
   const size_t start_line = method.size() + target.size() + reason.size();
   const size_t entries_begin = start_line + field_bytes;
-  text_.resize(entries_begin + fields * sizeof(HeaderFields::Entry));
+  const size_t text_bytes = entries_begin + fields * sizeof(HeaderFields::Entry);
+  if (text_bytes > text_.capacity() && text_.capacity() == kInlineTextBytes && !spare_texts.empty()) {
+    text_.swap(spare_texts.back());
+    spare_texts.pop_back();
+  }
+  text_.resize(text_bytes);
   char* at = text_.data();
   for (std::string_view part : {method, target, reason}) {
     std::char_traits<char>::copy(at, part.data(), part.size());  // no call when empty

@@ -121,6 +121,13 @@ class HeadParser;
 // and one for the field list); a reused message keeps its storage.
 class Message {
  public:
+  Message() = default;
+  Message(const Message&) = default;
+  Message(Message&&) = default;
+  Message& operator=(const Message&) = default;
+  Message& operator=(Message&&) = default;
+  ~Message();  // gives the text's storage to the next message parsed on the thread
+
   MessageType type = MessageType::kRequest;
   int minor_version = 1;   // HTTP/1.<minor_version>
   int status_code = 0;     // status line
