@@ -104,7 +104,10 @@ size_t FirstHit(SignedBytes hits) {
 // DEL, or buf.size() when there is none. Header values, reason phrases and request
 // targets are most of a head's bytes and only their control bytes (line ends included)
 // matter, so they are tested a block at a time, and after the first block four at a time.
-size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
+// `below` is a constant: its vector is then loaded, not built, on each call.
+template <uint8_t below>
+size_t FindControlByte(std::string_view buf, size_t pos) {
+  static_assert(below <= 0x7e);
   const char* data = buf.data();
   const size_t size = buf.size();
   // Plus 0x81 (wrapping), DEL becomes 0x00, obs-text (0x80-0xff) 0x01-0x80, and the bytes
@@ -420,7 +423,7 @@ class HeadParser {
   // other than HTAB.
   ParseState ScanToLineEnd() {
     while (true) {
-      pos_ = FindControlByte(buf_, pos_, ' ');
+      pos_ = FindControlByte<' '>(buf_, pos_);
       if (AtEnd()) return ParseState::kNeedsMoreData;
       const char c = buf_[pos_];
       if (c == '\r' || c == '\n') return ParseState::kSuccess;
@@ -440,7 +443,7 @@ class HeadParser {
     if (AtEnd()) return ParseState::kNeedsMoreData;
     if (!PlausibleTargetStart(method, buf_[pos_])) return ParseState::kInvalid;
     // SP ends the target; any other control byte (HTAB and DEL included) is invalid.
-    pos_ = FindControlByte(buf_, pos_, ' ' + 1);
+    pos_ = FindControlByte<' ' + 1>(buf_, pos_);
     if (AtEnd()) return ParseState::kNeedsMoreData;
     if (buf_[pos_] != ' ') return ParseState::kInvalid;
     const std::string_view target = buf_.substr(target_begin, pos_ - target_begin);
@@ -527,7 +530,7 @@ class HeadParser {
       // The value, up to CR or LF; HTAB is the only other control byte allowed.
       const size_t value_begin = pos;
       while (true) {
-        pos = FindControlByte(buf_, pos, ' ');
+        pos = FindControlByte<' '>(buf_, pos);
         if (pos >= size) return stop(ParseState::kNeedsMoreData);
         const char c = data[pos];
         if (c == '\r' || c == '\n') break;
