@@ -113,16 +113,17 @@ size_t FindControlByte(std::string_view buf, size_t pos) {
   // Plus 0x81 (wrapping), DEL becomes 0x00, obs-text (0x80-0xff) 0x01-0x80, and the bytes
   // under `below` 0x81 up to below + 0x80, while every other byte is above that: one
   // unsigned comparison finds all three, and for a group of blocks one comparison of their
-  // bytewise minimum. The exact test then leaves obs-text out.
+  // bytewise minimum. The exact test then leaves obs-text out of a group that has any.
   const Bytes shift = Bytes{} + uint8_t{0x81};
   const Bytes highest_candidate = Bytes{} + static_cast<uint8_t>(below + 0x80);
   const auto shifted = [&](size_t at) { return Load<Bytes>(data + at) + shift; };
   const auto candidates = [&](Bytes shifted_bytes) {
     return std::bit_cast<SignedBytes>(shifted_bytes <= highest_candidate);
   };
+  // The exact test: a byte under `below`, or DEL.
   const auto matches = [&](size_t at) {
-    return candidates(shifted(at)) &
-           (std::bit_cast<SignedBytes>(Load<Bytes>(data + at)) >= SignedBytes{});
+    const Bytes bytes = Load<Bytes>(data + at);
+    return std::bit_cast<SignedBytes>((bytes <= uint8_t{below - 1}) | (bytes == uint8_t{0x7f}));
   };
   const auto min = [](Bytes a, Bytes b) { return a < b ? a : b; };
 
