@@ -90,6 +90,15 @@ TEST(Http1Parse, UnknownOrLowercaseMethodIsInvalid) {
   EXPECT_EQ(Parse(kRequest, "get / HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "GETS / HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ParseState::kInvalid);
+  // A known method must be followed by SP, whether or not 8 bytes are at hand.
+  EXPECT_EQ(Parse(kRequest, "CONNECTS h:1 HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS\t* HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "DELETE/x HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "PATCH\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS"), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS "), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "TRACE /"), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "TRACE /abc"), ParseState::kNeedsMoreData);
 }
 
 TEST(Http1Parse, RequestTargetForms) {

@@ -282,8 +282,41 @@ void ForEachListElement(std::string_view value, Fn fn) {
   }
 }
 
+// Each known method with its SP fits in 8 bytes: with 8 bytes at hand, a method is
+// matched by comparing the first word, masked to its length, with the method's word.
+struct MethodWord {
+  uint64_t mask;
+  uint64_t word;  // "GET " in memory order
+};
+constexpr std::array<MethodWord, kMethods.size()> kMethodWords = [] {
+  std::array<MethodWord, kMethods.size()> words{};
+  for (size_t i = 0; i < kMethods.size(); ++i) {
+    const std::string_view method = kMethods[i];
+    for (size_t at = 0; at <= method.size(); ++at) {
+      const uint64_t byte = at < method.size() ? static_cast<uint8_t>(method[at]) : uint64_t{' '};
+      const size_t shift = std::endian::native == std::endian::little ? 8 * at : 8 * (7 - at);
+      words[i].mask |= uint64_t{0xff} << shift;
+      words[i].word |= byte << shift;
+    }
+  }
+  return words;
+}();
+static_assert(std::all_of(kMethods.begin(), kMethods.end(),
+                          [](std::string_view method) { return method.size() < 8; }),
+              "kMethodWords needs a method and its SP in 8 bytes");
+
 // "METHOD SP" with a known method at the start of `s`.
 Match MatchMethod(std::string_view s, std::string_view* method) {
+  if (s.size() >= sizeof(uint64_t)) {
+    const uint64_t first = Load<uint64_t>(s.data());
+    for (size_t i = 0; i < kMethods.size(); ++i) {
+      if ((first & kMethodWords[i].mask) == kMethodWords[i].word) {
+        *method = kMethods[i];
+        return Match::kYes;
+      }
+    }
+    return Match::kNo;
+  }
   bool prefix = false;
   for (std::string_view m : kMethods) {
     if (s.size() > m.size()) {
