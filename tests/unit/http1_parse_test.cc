@@ -680,6 +680,29 @@ TEST(Http1Parse, MessagesParsedAfterOthersWereDestroyed) {
   }
 }
 
+// Names are compared a word at a time: every pair of bytes, at each kind of position
+// (8-byte words, overlapping 4-byte words, single bytes), must compare as ASCII
+// case-insensitive equality does byte by byte.
+TEST(Http1Parse, HeaderLookupIgnoresAsciiCaseOnly) {
+  const auto lower = [](int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+  for (const std::string& base : {std::string("ab"), std::string("abcde"), std::string("abcdefghijk")}) {
+    for (size_t at : {size_t{0}, base.size() / 2, base.size() - 1}) {
+      for (int stored = 0; stored < 256; ++stored) {
+        std::string name = base;
+        name[at] = static_cast<char>(stored);
+        Message m;
+        m.SetText("GET", "/", "", {{name, "v"}});
+        for (int asked = 0; asked < 256; ++asked) {
+          std::string query = base;
+          query[at] = static_cast<char>(asked);
+          const bool expected = lower(stored) == lower(asked);
+          ASSERT_EQ(m.HasHeader(query), expected) << base << " at " << at << ": " << stored << " " << asked;
+        }
+      }
+    }
+  }
+}
+
 TEST(Http1Parse, MessageTextSetByHand) {
   Message m;
   EXPECT_EQ(m.method(), "");

@@ -188,10 +188,43 @@ int HexValue(char c) {
 
 char ToLowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
+// Whether the words `a` and `b` (bytes of the same strings) are equal ignoring ASCII case,
+// all their bytes at once: they may differ only in bit 0x20, and only where `a`'s byte is
+// a letter.
+template <typename Word>
+bool WordEqualsIgnoreCase(Word a, Word b) {
+  constexpr auto kEach = [](uint8_t byte) { return static_cast<Word>(0x0101010101010101ull * byte); };
+  const Word differ = a ^ b;
+  if (differ == 0) return true;
+  if ((differ & ~kEach(0x20)) != 0) return false;
+  // A letter, lowercased, is 0x61-0x7a: in the low 7 bits, adding 0x1f carries into bit
+  // 7 from 0x61 on, and adding 0x05 from 0x7b on; no byte carries into the next.
+  const Word lowered = a | kEach(0x20);
+  const Word low_bits = lowered & kEach(0x7f);
+  const Word letters = (low_bits + kEach(0x1f)) & ~(low_bits + kEach(0x05)) & ~lowered & kEach(0x80);
+  const Word case_differs = (differ & kEach(0x20)) << 2;  // bit 7 where only the case differs
+  return (case_differs & ~letters) == 0;
+}
+
+// ASCII case-insensitive equality, 8 or 4 bytes at a time (names are compared per lookup
+// of each kept field).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (ToLowerAscii(a[i]) != ToLowerAscii(b[i])) return false;
+  const size_t size = a.size();
+  const char* x = a.data();
+  const char* y = b.data();
+  if (size >= 8) {
+    for (size_t at = 0; at + 8 < size; at += 8) {
+      if (!WordEqualsIgnoreCase(Load<uint64_t>(x + at), Load<uint64_t>(y + at))) return false;
+    }
+    return WordEqualsIgnoreCase(Load<uint64_t>(x + size - 8), Load<uint64_t>(y + size - 8));
+  }
+  if (size >= 4) {  // two overlapping words
+    return WordEqualsIgnoreCase(Load<uint32_t>(x), Load<uint32_t>(y)) &&
+           WordEqualsIgnoreCase(Load<uint32_t>(x + size - 4), Load<uint32_t>(y + size - 4));
+  }
+  for (size_t i = 0; i < size; ++i) {
+    if (ToLowerAscii(x[i]) != ToLowerAscii(y[i])) return false;
   }
   return true;
 }
