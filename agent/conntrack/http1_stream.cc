@@ -121,10 +121,8 @@ bool Http1Conversation::Step(Side& side, ByteStream& stream, std::vector<HttpExc
       }
       http1::BodyFraming framing = side.message.head.framing;
       if (side.type == MessageType::kResponse) {
-        // Both arms views: with "" one arm, the other was a copy of the string that the
-        // view outlived.
         const std::string_view method =
-            pending_.empty() ? std::string_view() : std::string_view(pending_.front().head.method);
+            pending_.empty() ? std::string_view() : pending_.front().head.method();
         framing = http1::ResponseFraming(side.message.head, method);
       }
       uint64_t head_end = start + side.message.head.head_bytes;

@@ -155,14 +155,16 @@ std::optional<std::string> ParseTracestate(const std::vector<std::string_view>& 
   return joined;
 }
 
-std::optional<TraceContext> ExtractTraceContext(
-    const std::vector<std::pair<std::string, std::string>>& headers) {
-  const std::string* traceparent = nullptr;
+namespace {
+// `headers`: (name, value) pairs of anything that views as strings.
+template <typename Fields>
+std::optional<TraceContext> TraceContextOf(const Fields& headers) {
+  std::optional<std::string_view> traceparent;
   std::vector<std::string_view> tracestate;
   for (const auto& [name, value] : headers) {
     if (EqualsIgnoreCase(name, "traceparent")) {
       if (traceparent) return std::nullopt;
-      traceparent = &value;
+      traceparent = value;
     } else if (EqualsIgnoreCase(name, "tracestate")) {
       tracestate.push_back(value);
     }
@@ -173,6 +175,16 @@ std::optional<TraceContext> ExtractTraceContext(
   // An invalid tracestate does not invalidate the traceparent (section 3.3.1.1).
   if (auto state = ParseTracestate(tracestate)) context->trace_state = std::move(*state);
   return context;
+}
+}  // namespace
+
+std::optional<TraceContext> ExtractTraceContext(
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  return TraceContextOf(headers);
+}
+
+std::optional<TraceContext> ExtractTraceContext(const http1::HeaderFields& headers) {
+  return TraceContextOf(headers);
 }
 
 std::string FormatTraceparent(const TraceContext& context) {

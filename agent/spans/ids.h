@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/protocols/http1/parse.h"
 #include "agent/spans/span.h"
 
 namespace flowtracer::spans {
@@ -47,5 +48,6 @@ std::optional<std::string> ParseTracestate(const std::vector<std::string_view>& 
 // `traceparent` fields make the context invalid: combined they are not one value.
 std::optional<TraceContext> ExtractTraceContext(
     const std::vector<std::pair<std::string, std::string>>& headers);
+std::optional<TraceContext> ExtractTraceContext(const http1::HeaderFields& headers);
 
 }  // namespace flowtracer::spans

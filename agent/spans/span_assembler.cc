@@ -110,7 +110,7 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
       }
     }
   }
-  if (auto context = ExtractTraceContext(request.head.headers)) {
+  if (auto context = ExtractTraceContext(request.head.headers())) {
     ids.group = NewGroup(context->trace_id, /*settled=*/true);
     ids.trace_from_header = true;
     ids.parent_span_id = context->parent_id;
@@ -179,7 +179,7 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
     }
   }
 
-  auto context = ExtractTraceContext(request.head.headers);
+  auto context = ExtractTraceContext(request.head.headers());
   if (context) {
     // The application propagates (an SDK): its ids are the ones the callee will see.
     ids.span_id = context->parent_id;
@@ -641,10 +641,10 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.tuple = connection.tuple;
   span.status = StatusCode::kUnset;
 
-  const std::string_view path = PathOf(head.target);
+  const std::string_view path = PathOf(head.target());
   TemplatePathOf(path, &templated_path_);
   const std::string_view route = routes_.Admit(span.service, templated_path_);
-  span.name.assign(head.method).append(1, ' ').append(route);
+  span.name.assign(head.method()).append(1, ' ').append(route);
 
   uint64_t end_ns = exchange.response ? exchange.response->end_ns : request.end_ns;
   span.start_unix_ns = request.start_ns + options_.monotonic_to_unix_ns;
@@ -654,7 +654,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   std::string_view host = HostWithoutPort(head.Header("host"));
   span.attributes.reserve(kSpanAttributesReserved);
   AttributeWriter a(&span.attributes);
-  a.String("http.request.method", head.method);
+  a.String("http.request.method", head.method());
   a.String("url.path", path);
   a.String("http.route", route);
   if (server) {

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <string_view>
 
 #include "agent/protocols/http1/parse.h"
@@ -53,7 +54,7 @@ void CheckHead(MessageType type, std::string_view buf) {
     Check(message.framing == BodyFraming::kContentLength || message.content_length == 0);
     if (type == MessageType::kRequest) {
       Check(message.framing != BodyFraming::kUntilClose);
-      Check(!message.method.empty() && !message.target.empty());
+      Check(!message.method().empty() && !message.target().empty());
     } else {
       Check(message.status_code >= 100 && message.status_code <= 999);
       Check(ResponseFraming(message, "HEAD") == BodyFraming::kNone);
@@ -62,10 +63,10 @@ void CheckHead(MessageType type, std::string_view buf) {
       ResponseFraming(message, "CONNECT");
     }
     // Only the kept fields are copied, each under a kept name.
-    Check(message.headers.size() <= message.field_count);
-    for (const auto& field : message.headers) {
-      const std::string& name = field.first;
-      const std::string& value = field.second;
+    Check(message.headers().size() <= message.field_count);
+    for (const auto& field : message.headers()) {
+      const std::string_view name = field.name;
+      const std::string_view value = field.value;
       Check(std::any_of(flowtracer::http1::kKeptFieldNames.begin(),
                         flowtracer::http1::kKeptFieldNames.end(), [&](std::string_view kept) {
                           return name.size() == kept.size() &&
@@ -81,10 +82,18 @@ void CheckHead(MessageType type, std::string_view buf) {
         return (byte < 0x20 && c != '\t') || byte == 0x7f;
       }));
     }
-    if (!message.headers.empty()) {
-      Check(message.HasHeader(message.headers.front().first));
-      Check(message.Header(message.headers.front().first) == message.headers.front().second);
+    if (!message.headers().empty()) {
+      Check(message.HasHeader(message.headers().front().name));
+      Check(message.Header(message.headers().front().name) == message.headers().front().value);
     }
+    // A copy views its own text; a moved-to message keeps the fields.
+    const Message copy = message;
+    Check(copy.method() == message.method() && copy.target() == message.target() &&
+          copy.reason() == message.reason() && copy.headers() == message.headers());
+    Check(copy.headers().empty() || copy.headers().front().name.data() != message.headers().front().name.data());
+    Message source = copy;
+    const Message moved = std::move(source);
+    Check(moved.target() == message.target() && moved.headers() == message.headers());
     WantsClose(message);
 
     ParseLimits tight;

@@ -78,9 +78,9 @@ Outcome Drive(const std::vector<Call>& calls, bool borrow) {
 }
 
 bool SameRecord(const HttpMessageRecord& a, const HttpMessageRecord& b) {
-  return a.head.method == b.head.method && a.head.target == b.head.target &&
-         a.head.status_code == b.head.status_code && a.head.reason == b.head.reason &&
-         a.head.headers == b.head.headers && a.head.head_bytes == b.head.head_bytes &&
+  return a.head.method() == b.head.method() && a.head.target() == b.head.target() &&
+         a.head.status_code == b.head.status_code && a.head.reason() == b.head.reason() &&
+         a.head.headers() == b.head.headers() && a.head.head_bytes == b.head.head_bytes &&
          a.start_ns == b.start_ns && a.end_ns == b.end_ns && a.body_bytes == b.body_bytes &&
          a.body_complete == b.body_complete && a.request_index == b.request_index;
 }

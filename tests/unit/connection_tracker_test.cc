@@ -147,7 +147,7 @@ TEST(ConnectionTrackerTest, GetExchangeOnServerConnection) {
   EXPECT_TRUE(h.sink.started.empty());
   h.Request(7, "Host: api\r\nUser-Agent: t\r\n\r\n", 2100, 22);
   ASSERT_EQ(h.sink.started.size(), 1u);
-  EXPECT_EQ(h.sink.started[0].second.head.target, "/users/42?x=1");
+  EXPECT_EQ(h.sink.started[0].second.head.target(), "/users/42?x=1");
   EXPECT_EQ(h.sink.started[0].second.start_ns, 2000u);
   EXPECT_TRUE(h.sink.exchanges.empty());
 
@@ -170,8 +170,8 @@ TEST(ConnectionTrackerTest, GetExchangeOnServerConnection) {
   EXPECT_EQ(info.tuple.remote_port, 40000);
 
   EXPECT_EQ(exchange.error_type, "");
-  EXPECT_EQ(exchange.request.head.method, "GET");
-  EXPECT_EQ(exchange.request.head.target, "/users/42?x=1");
+  EXPECT_EQ(exchange.request.head.method(), "GET");
+  EXPECT_EQ(exchange.request.head.target(), "/users/42?x=1");
   EXPECT_EQ(exchange.request.head.Header("host"), "api");
   EXPECT_EQ(exchange.request.start_ns, 2000u);
   EXPECT_EQ(exchange.request.end_ns, 2100u);
@@ -181,7 +181,7 @@ TEST(ConnectionTrackerTest, GetExchangeOnServerConnection) {
   EXPECT_EQ(exchange.request.request_index, 0u);
   ASSERT_TRUE(exchange.response.has_value());
   EXPECT_EQ(exchange.response->head.status_code, 200);
-  EXPECT_EQ(exchange.response->head.reason, "OK");
+  EXPECT_EQ(exchange.response->head.reason(), "OK");
   EXPECT_EQ(exchange.response->body_bytes, 5u);
   EXPECT_TRUE(exchange.response->body_complete);
   EXPECT_EQ(exchange.response->start_ns, 3000u);
@@ -210,7 +210,7 @@ TEST(ConnectionTrackerTest, ClientConnectionUsesEgressForRequests) {
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   EXPECT_EQ(h.sink.exchanges[0].first.role, FT_ROLE_CLIENT);
   EXPECT_FALSE(h.sink.exchanges[0].first.role_inferred);
-  EXPECT_EQ(h.exchange(0).request.head.method, "POST");
+  EXPECT_EQ(h.exchange(0).request.head.method(), "POST");
   EXPECT_EQ(h.exchange(0).request.body_bytes, 3u);
   EXPECT_EQ(h.exchange(0).request.tid, 5u);
   EXPECT_EQ(h.exchange(0).response->head.status_code, 201);
@@ -229,8 +229,8 @@ TEST(ConnectionTrackerTest, RequestHeadSplitIntoOneByteEvents) {
   h.Response(1, kOk2, 5000);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   const HttpExchange& e = h.exchange(0);
-  EXPECT_EQ(e.request.head.method, "GET");
-  EXPECT_EQ(e.request.head.target, "/a/b");
+  EXPECT_EQ(e.request.head.method(), "GET");
+  EXPECT_EQ(e.request.head.target(), "/a/b");
   EXPECT_EQ(e.request.head.Header("host"), "example");
   EXPECT_EQ(e.request.head.head_bytes, head.size());
   EXPECT_EQ(e.request.start_ns, 1000u);
@@ -255,7 +255,7 @@ TEST(ConnectionTrackerTest, KeepAliveHundredRequests) {
     SCOPED_TRACE(i);
     const HttpExchange& e = h.exchange(i);
     EXPECT_EQ(e.request.request_index, static_cast<uint64_t>(i));
-    EXPECT_EQ(e.request.head.target, "/item/" + std::to_string(i));
+    EXPECT_EQ(e.request.head.target(), "/item/" + std::to_string(i));
     EXPECT_EQ(e.request.start_ns, 10000u + 100 * i);
     EXPECT_EQ(e.response->end_ns, 10000u + 100 * i + 50);
     EXPECT_EQ(e.response->body_bytes, 2u);
@@ -288,7 +288,7 @@ TEST(ConnectionTrackerTest, PipelinedRequestsInOneEvent) {
   for (size_t i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
     const HttpExchange& e = h.exchange(i);
-    EXPECT_EQ(e.request.head.target, targets[i]);
+    EXPECT_EQ(e.request.head.target(), targets[i]);
     EXPECT_EQ(e.request.request_index, i);
     EXPECT_EQ(e.request.body_bytes, request_bodies[i]);
     EXPECT_EQ(e.request.start_ns, 100u);
@@ -322,7 +322,7 @@ TEST(ConnectionTrackerTest, ChunkedResponseSplitAtEveryOffset) {
     h.Request(1, "GET /next HTTP/1.1\r\n\r\n", 40);
     h.Response(1, kOk2, 50);
     ASSERT_EQ(h.sink.exchanges.size(), 2u);
-    EXPECT_EQ(h.exchange(1).request.head.target, "/next");
+    EXPECT_EQ(h.exchange(1).request.head.target(), "/next");
     EXPECT_EQ(h.exchange(1).response->body_bytes, 2u);
     EXPECT_EQ(h.exchange(1).response->start_ns, 50u);
     EXPECT_EQ(h.tracker.stats().http_resyncs, 0u);
@@ -351,14 +351,14 @@ TEST(ConnectionTrackerTest, HeadResponseHasNoBodyDespiteContentLength) {
   h.Request(1, "HEAD /file HTTP/1.1\r\nHost: h\r\n\r\n", 10);
   h.Response(1, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 20);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
-  EXPECT_EQ(h.exchange(0).request.head.method, "HEAD");
+  EXPECT_EQ(h.exchange(0).request.head.method(), "HEAD");
   EXPECT_EQ(h.exchange(0).response->body_bytes, 0u);
   EXPECT_EQ(h.exchange(0).response->end_ns, 20u);
   EXPECT_TRUE(h.control.sets.empty());  // no body to skip
   h.Request(1, "GET /file HTTP/1.1\r\nHost: h\r\n\r\n", 30);
   h.Response(1, kOk2, 40);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(1).request.head.method, "GET");
+  EXPECT_EQ(h.exchange(1).request.head.method(), "GET");
   EXPECT_EQ(h.exchange(1).response->body_bytes, 2u);
   EXPECT_EQ(h.exchange(1).response->start_ns, 40u);
 }
@@ -386,7 +386,7 @@ TEST(ConnectionTrackerTest, ContinueThenFinalResponse) {
   h.Request(1, "PUT /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 50);
   h.Response(1, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 60);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(1).request.head.method, "PUT");
+  EXPECT_EQ(h.exchange(1).request.head.method(), "PUT");
   EXPECT_EQ(h.exchange(1).response->head.status_code, 200);
   EXPECT_EQ(h.exchange(1).response->body_bytes, 2u);
 }
@@ -408,7 +408,7 @@ TEST(ConnectionTrackerTest, NoBodyStatuses204And304) {
   EXPECT_EQ(h.exchange(1).response->head.status_code, 304);
   EXPECT_EQ(h.exchange(1).response->body_bytes, 0u);
   EXPECT_EQ(h.exchange(1).response->end_ns, 40u);
-  EXPECT_EQ(h.exchange(2).request.head.target, "/c");
+  EXPECT_EQ(h.exchange(2).request.head.target(), "/c");
   EXPECT_EQ(h.exchange(2).response->head.status_code, 200);
   EXPECT_EQ(h.exchange(2).response->body_bytes, 2u);
   EXPECT_TRUE(h.control.sets.empty());
@@ -427,9 +427,9 @@ TEST(ConnectionTrackerTest, CloseBeforeResponse) {
     EXPECT_FALSE(h.exchange(i).response.has_value());
     EXPECT_EQ(h.exchange(i).request.request_index, i);
   }
-  EXPECT_EQ(h.exchange(0).request.head.target, "/slow");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/slow");
   EXPECT_EQ(h.exchange(0).request.start_ns, 10u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/slower");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/slower");
   EXPECT_EQ(h.exchange(1).request.start_ns, 15u);
   ASSERT_EQ(h.sink.closed.size(), 1u);
   EXPECT_EQ(h.sink.closed[0].bytes_received, 46u);
@@ -511,7 +511,7 @@ TEST(ConnectionTrackerTest, UncapturedBodyEndingMidCall) {
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
   EXPECT_EQ(h.exchange(0).response->body_bytes, 5000u);
   EXPECT_EQ(h.exchange(0).response->end_ns, 40u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/y");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/y");
   EXPECT_EQ(h.exchange(1).response->head.status_code, 404);
   EXPECT_EQ(h.exchange(1).response->start_ns, 40u);
 }
@@ -538,7 +538,7 @@ TEST(ConnectionTrackerTest, UnknownRoleInferredAsClient) {
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   EXPECT_EQ(h.sink.exchanges[0].first.role, FT_ROLE_CLIENT);
   EXPECT_TRUE(h.sink.exchanges[0].first.role_inferred);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/remote");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/remote");
   EXPECT_EQ(h.exchange(0).response->end_ns, 20u);
 }
 
@@ -720,7 +720,7 @@ TEST(ConnectionTrackerTest, MalformedRecordsAreCounted) {
   h.FeedExact(valid);
   h.Response(1, kOk2, 20);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/");
   EXPECT_EQ(h.exchange(0).request.start_ns, 10u);
   EXPECT_EQ(h.tracker.stats().malformed_records, bad.size());
   EXPECT_EQ(h.tracker.stats().http_resyncs, 0u);
@@ -763,7 +763,7 @@ TEST(ConnectionTrackerTest, DuplicateOpenKeepsState) {
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   EXPECT_EQ(h.sink.exchanges[0].first.open_ns, 5u);
   EXPECT_EQ(h.sink.exchanges[0].first.role, FT_ROLE_SERVER);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/kept");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/kept");
 }
 
 // ---- Time and bounds.
@@ -782,7 +782,7 @@ TEST(ConnectionTrackerTest, TickExpiresUnansweredRequest) {
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
   EXPECT_EQ(h.exchange(0).error_type, "timeout");
   EXPECT_FALSE(h.exchange(0).response.has_value());
-  EXPECT_EQ(h.exchange(0).request.head.target, "/never");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/never");
   EXPECT_EQ(h.exchange(0).request.start_ns, 5000u);
   h.tracker.Tick(7000);
   EXPECT_EQ(h.sink.exchanges.size(), 1u);  // expired once
@@ -798,7 +798,7 @@ TEST(ConnectionTrackerTest, TickExpiresUnansweredRequest) {
   h.tracker.Tick(20000);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
   EXPECT_EQ(h.exchange(1).error_type, "");
-  EXPECT_EQ(h.exchange(1).request.head.target, "/fast");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/fast");
   ASSERT_TRUE(h.exchange(1).response.has_value());
   EXPECT_EQ(h.exchange(1).response->head.status_code, 200);
   h.Close(1, 21000);
@@ -811,7 +811,7 @@ TEST(ConnectionTrackerTest, CloseCutsRequestBodyShort) {
   h.Request(1, "POST /upload HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial", 10);
   h.Close(1, 20);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/upload");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/upload");
   EXPECT_EQ(h.exchange(0).error_type, "connection_closed");
   EXPECT_FALSE(h.exchange(0).request.body_complete);
   EXPECT_EQ(h.sink.order, (std::vector<std::string>{"started", "exchange", "closed"}));
@@ -823,7 +823,7 @@ TEST(ConnectionTrackerTest, EmptyLinesBeforeRequestStillDetectHttp) {
   h.Request(1, "\r\n\r\nGET /after-blank HTTP/1.1\r\n\r\n", 10);
   h.Response(1, kOk2, 20);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/after-blank");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/after-blank");
   EXPECT_EQ(h.exchange(0).response->head.status_code, 200);
 }
 
@@ -953,7 +953,7 @@ TEST(ConnectionTrackerTest, ForgetsIdleConnectionsWhoseSocketIsGone) {
   h.Request(1, "GET /still-open HTTP/1.1\r\n\r\n", 2100);
   h.Response(1, kOk2, 2200);
   ASSERT_EQ(h.sink.exchanges.size(), 1u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/still-open");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/still-open");
 }
 
 TEST(ConnectionTrackerTest, QuietConnectionsReleaseStateAndContinueWhereTheyWere) {
@@ -971,8 +971,8 @@ TEST(ConnectionTrackerTest, QuietConnectionsReleaseStateAndContinueWhereTheyWere
   h.Request(1, "GET /c HTTP/1.1\r\n\r\n", 4100);
   h.Response(1, kOk2, 4200);
   ASSERT_EQ(h.sink.exchanges.size(), 3u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/b");
-  EXPECT_EQ(h.exchange(2).request.head.target, "/c");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/b");
+  EXPECT_EQ(h.exchange(2).request.head.target(), "/c");
   EXPECT_EQ(h.exchange(2).request.request_index, 2u);  // span ids are keyed by it
   h.tracker.Tick(6000);
   h.tracker.Flush();
@@ -1077,9 +1077,9 @@ TEST(ConnectionTrackerTest, MaxConnectionsEvictsLeastRecentlyActive) {
   h.Response(3, kOk2, 800);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
   EXPECT_EQ(h.sink.exchanges[0].first.conn_id, 1u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/one");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/one");
   EXPECT_EQ(h.sink.exchanges[1].first.conn_id, 3u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/three");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/three");
 
   h.Open(4, FT_ROLE_SERVER, 900);  // 1 (last active at 600) goes
   EXPECT_EQ(h.tracker.connection_count(), 2u);
@@ -1111,7 +1111,7 @@ TEST(ConnectionTrackerTest, GapsAreAccountedWhenConnectionEnds) {
   h.Feed(DataRecord(1, FT_DIR_INGRESS, 119, "GET /b HTTP/1.1\r\n\r\n", 20, 1, 19));
   EXPECT_EQ(h.tracker.stats().gap_bytes, 0u);  // accounted when the connection goes
   ASSERT_EQ(h.sink.started.size(), 2u);
-  EXPECT_EQ(h.sink.started[1].second.head.target, "/b");
+  EXPECT_EQ(h.sink.started[1].second.head.target(), "/b");
   EXPECT_EQ(h.sink.started[1].second.start_ns, 20u);
   h.Close(1, 30);
   EXPECT_EQ(h.tracker.stats().gap_bytes, 100u);
@@ -1126,14 +1126,14 @@ TEST(ConnectionTrackerTest, LargeHoleBetweenRequestsIsCrossedAtOnce) {
   h.SendUncaptured(1, FT_DIR_INGRESS, 1000000, 20);  // e.g. spliced bytes
   h.Request(1, "GET /b HTTP/1.1\r\n\r\n", 30);
   ASSERT_EQ(h.sink.started.size(), 2u);
-  EXPECT_EQ(h.sink.started[1].second.head.target, "/b");
+  EXPECT_EQ(h.sink.started[1].second.head.target(), "/b");
   EXPECT_EQ(h.sink.started[1].second.start_ns, 30u);
   h.Response(1, kOk2, 40);
   h.Response(1, kOk2, 50);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/a");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/a");
   EXPECT_EQ(h.exchange(0).response->end_ns, 40u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/b");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/b");
   EXPECT_EQ(h.exchange(1).response->end_ns, 50u);
   h.Close(1, 60);
   EXPECT_EQ(h.tracker.stats().http_orphan_responses, 0u);
@@ -1154,14 +1154,14 @@ TEST(ConnectionTrackerTest, TruncatedHeadDoesNotStallTheConnection) {
   h.Request(1, "GET /third HTTP/1.1\r\n\r\n", 40);
   h.Response(1, kOk2, 50);
   ASSERT_EQ(h.sink.started.size(), 2u);
-  EXPECT_EQ(h.sink.started[0].second.head.target, "/second");
+  EXPECT_EQ(h.sink.started[0].second.head.target(), "/second");
   EXPECT_EQ(h.sink.started[0].second.request_index, 0u);
-  EXPECT_EQ(h.sink.started[1].second.head.target, "/third");
+  EXPECT_EQ(h.sink.started[1].second.head.target(), "/third");
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(0).request.head.target, "/second");
+  EXPECT_EQ(h.exchange(0).request.head.target(), "/second");
   EXPECT_EQ(h.exchange(0).request.start_ns, 20u);
   EXPECT_EQ(h.exchange(0).response->end_ns, 30u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/third");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/third");
   EXPECT_EQ(h.exchange(1).response->end_ns, 50u);
   h.Close(1, 60);
   EXPECT_EQ(h.tracker.stats().http_resyncs, 1u);
@@ -1182,7 +1182,7 @@ TEST(ConnectionTrackerTest, HoleInChunkedBodyEndsMessageIncomplete) {
   h.Request(1, "GET /next HTTP/1.1\r\n\r\n", 40);
   h.Response(1, kOk2, 50);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/next");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/next");
   EXPECT_EQ(h.exchange(1).response->start_ns, 50u);
   EXPECT_EQ(h.exchange(1).response->body_bytes, 2u);
   h.Close(1, 60);
@@ -1209,13 +1209,13 @@ TEST(Http1ConversationTest, MessagesAreTimedByTheirOwnCalls) {
   EXPECT_EQ(started[0].tid, 1u);
   EXPECT_EQ(started[1].tid, 2u);
   ASSERT_EQ(done.size(), 2u);
-  EXPECT_EQ(done[0].request.head.target, "/a");
+  EXPECT_EQ(done[0].request.head.target(), "/a");
   EXPECT_EQ(done[0].request.start_ns, 10u);
   EXPECT_EQ(done[0].request.end_ns, 10u);
   EXPECT_EQ(done[0].response->start_ns, 30u);
   EXPECT_EQ(done[0].response->end_ns, 30u);
   EXPECT_EQ(done[0].response->tid, 3u);
-  EXPECT_EQ(done[1].request.head.target, "/b");
+  EXPECT_EQ(done[1].request.head.target(), "/b");
   EXPECT_EQ(done[1].request.end_ns, 20u);
   EXPECT_EQ(done[1].response->end_ns, 40u);
   EXPECT_EQ(conversation.pending_requests(), 0u);
@@ -1237,7 +1237,7 @@ TEST(Http1ConversationTest, PendingRequestsAreBounded) {
   responses.Add(0, kOk2.size(), 0, kOk2, 20, 1);
   conversation.Process(requests, responses, &done);
   ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].request.head.target, "/2");  // the two oldest were dropped
+  EXPECT_EQ(done[0].request.head.target(), "/2");  // the two oldest were dropped
   EXPECT_EQ(done[0].request.request_index, 2u);
 }
 
@@ -1320,7 +1320,7 @@ TEST(ConnectionTrackerTest, ShedMidRequestThenTracedAgainAtTheNextRequest) {
   h.Request(7, "GET /again HTTP/1.1\r\n\r\n", 50);
   h.Response(7, kOk2, 60);
   ASSERT_EQ(h.sink.exchanges.size(), 2u);
-  EXPECT_EQ(h.exchange(1).request.head.target, "/again");
+  EXPECT_EQ(h.exchange(1).request.head.target(), "/again");
   ASSERT_TRUE(h.exchange(1).response.has_value());
   EXPECT_EQ(h.exchange(1).response->head.status_code, 200);
   // Resuming is not a loss: no resync, no orphan response.

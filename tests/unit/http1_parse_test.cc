@@ -5,6 +5,7 @@
 #include <cctype>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace flowtracer::http1 {
 namespace {
@@ -48,14 +49,14 @@ TEST(Http1Parse, SimpleGetRequest) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, buf, &m), ParseState::kSuccess);
   EXPECT_EQ(m.type, kRequest);
-  EXPECT_EQ(m.method, "GET");
-  EXPECT_EQ(m.target, "/users/42?x=1");
+  EXPECT_EQ(m.method(), "GET");
+  EXPECT_EQ(m.target(), "/users/42?x=1");
   EXPECT_EQ(m.minor_version, 1);
   EXPECT_EQ(m.status_code, 0);
   EXPECT_EQ(m.field_count, 2u);
-  ASSERT_EQ(m.headers.size(), 1u);  // Accept is validated, not kept
-  EXPECT_EQ(m.headers[0].first, "Host");
-  EXPECT_EQ(m.headers[0].second, "api.local");
+  ASSERT_EQ(m.headers().size(), 1u);  // Accept is validated, not kept
+  EXPECT_EQ(m.headers()[0].name, "Host");
+  EXPECT_EQ(m.headers()[0].value, "api.local");
   EXPECT_EQ(m.Header("accept"), "");
   EXPECT_EQ(m.framing, BodyFraming::kNone);
   EXPECT_EQ(m.content_length, 0u);
@@ -65,10 +66,10 @@ TEST(Http1Parse, SimpleGetRequest) {
 TEST(Http1Parse, RequestWithoutHeaders) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, "DELETE /items/7 HTTP/1.0\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.method, "DELETE");
-  EXPECT_EQ(m.target, "/items/7");
+  EXPECT_EQ(m.method(), "DELETE");
+  EXPECT_EQ(m.target(), "/items/7");
   EXPECT_EQ(m.minor_version, 0);
-  EXPECT_TRUE(m.headers.empty());
+  EXPECT_TRUE(m.headers().empty());
   EXPECT_EQ(m.field_count, 0u);
   EXPECT_EQ(m.head_bytes, 28u);
 }
@@ -79,7 +80,7 @@ TEST(Http1Parse, EveryKnownMethodParses) {
     const std::string buf = std::string(method) + " / HTTP/1.1\r\n\r\n";
     Message m;
     ASSERT_EQ(ParseHead(kRequest, buf, &m), ParseState::kSuccess) << method;
-    EXPECT_EQ(m.method, method);
+    EXPECT_EQ(m.method(), method);
     EXPECT_EQ(m.head_bytes, buf.size());
   }
 }
@@ -89,23 +90,32 @@ TEST(Http1Parse, UnknownOrLowercaseMethodIsInvalid) {
   EXPECT_EQ(Parse(kRequest, "get / HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "GETS / HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ParseState::kInvalid);
+  // A known method must be followed by SP, whether or not 8 bytes are at hand.
+  EXPECT_EQ(Parse(kRequest, "CONNECTS h:1 HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS\t* HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "DELETE/x HTTP/1.1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "PATCH\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS"), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "OPTIONS "), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "TRACE /"), ParseState::kNeedsMoreData);
+  EXPECT_EQ(Parse(kRequest, "TRACE /abc"), ParseState::kNeedsMoreData);
 }
 
 TEST(Http1Parse, RequestTargetForms) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, "OPTIONS * HTTP/1.1\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.target, "*");
+  EXPECT_EQ(m.target(), "*");
   ASSERT_EQ(ParseHead(kRequest, "GET http://a.example/x HTTP/1.1\r\n\r\n", &m),
             ParseState::kSuccess);
-  EXPECT_EQ(m.target, "http://a.example/x");
+  EXPECT_EQ(m.target(), "http://a.example/x");
   ASSERT_EQ(ParseHead(kRequest, "CONNECT db.internal:5432 HTTP/1.1\r\n\r\n", &m),
             ParseState::kSuccess);
-  EXPECT_EQ(m.target, "db.internal:5432");
+  EXPECT_EQ(m.target(), "db.internal:5432");
   ASSERT_EQ(ParseHead(kRequest, "CONNECT [::1]:443 HTTP/1.1\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.target, "[::1]:443");
+  EXPECT_EQ(m.target(), "[::1]:443");
   // Raw UTF-8 in a path is sent by some clients.
   ASSERT_EQ(ParseHead(kRequest, "GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.target, "/caf\xc3\xa9");
+  EXPECT_EQ(m.target(), "/caf\xc3\xa9");
 }
 
 TEST(Http1Parse, MalformedRequestLinesAreInvalid) {
@@ -129,9 +139,9 @@ TEST(Http1Parse, StatusLine) {
   EXPECT_EQ(m.type, kResponse);
   EXPECT_EQ(m.minor_version, 1);
   EXPECT_EQ(m.status_code, 404);
-  EXPECT_EQ(m.reason, "Not Found Here");
-  EXPECT_EQ(m.method, "");
-  EXPECT_EQ(m.target, "");
+  EXPECT_EQ(m.reason(), "Not Found Here");
+  EXPECT_EQ(m.method(), "");
+  EXPECT_EQ(m.target(), "");
   EXPECT_EQ(m.framing, BodyFraming::kContentLength);
   EXPECT_EQ(m.content_length, 9u);
   EXPECT_EQ(m.head_bytes, buf.size());
@@ -142,10 +152,10 @@ TEST(Http1Parse, StatusLineWithEmptyReason) {
   ASSERT_EQ(ParseHead(kResponse, "HTTP/1.0 200 \r\n\r\n", &m), ParseState::kSuccess);
   EXPECT_EQ(m.minor_version, 0);
   EXPECT_EQ(m.status_code, 200);
-  EXPECT_EQ(m.reason, "");
+  EXPECT_EQ(m.reason(), "");
   ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 503\r\n\r\n", &m), ParseState::kSuccess);
   EXPECT_EQ(m.status_code, 503);
-  EXPECT_EQ(m.reason, "");
+  EXPECT_EQ(m.reason(), "");
   EXPECT_EQ(m.head_bytes, 16u);
 }
 
@@ -205,10 +215,10 @@ TEST(Http1Parse, EveryByteSplitOfRequestHead) {
   }
   Message m;
   ASSERT_EQ(ParseHead(kRequest, head, &m), ParseState::kSuccess);
-  EXPECT_EQ(m.method, "POST");
-  EXPECT_EQ(m.target, "/api/v1/orders?dry_run=true");
+  EXPECT_EQ(m.method(), "POST");
+  EXPECT_EQ(m.target(), "/api/v1/orders?dry_run=true");
   EXPECT_EQ(m.field_count, 5u);
-  EXPECT_EQ(m.headers.size(), 3u);  // Host, User-Agent, Content-Length
+  EXPECT_EQ(m.headers().size(), 3u);  // Host, User-Agent, Content-Length
   EXPECT_EQ(m.framing, BodyFraming::kContentLength);
   EXPECT_EQ(m.content_length, 27u);
   EXPECT_EQ(m.head_bytes, head.size());
@@ -235,7 +245,7 @@ TEST(Http1Parse, EveryByteSplitOfResponseHead) {
   Message m;
   ASSERT_EQ(ParseHead(kResponse, head, &m), ParseState::kSuccess);
   EXPECT_EQ(m.status_code, 200);
-  EXPECT_EQ(m.reason, "OK");
+  EXPECT_EQ(m.reason(), "OK");
   EXPECT_EQ(m.framing, BodyFraming::kChunked);
   EXPECT_EQ(m.head_bytes, head.size());
 }
@@ -247,7 +257,7 @@ TEST(Http1Parse, BareLfLineEndings) {
   }
   Message m;
   ASSERT_EQ(ParseHead(kRequest, buf, &m), ParseState::kSuccess);
-  EXPECT_EQ(m.target, "/lf");
+  EXPECT_EQ(m.target(), "/lf");
   EXPECT_EQ(m.Header("Host"), "a");
   EXPECT_EQ(m.Header("User-Agent"), "b");
   EXPECT_EQ(m.head_bytes, buf.size());
@@ -262,12 +272,12 @@ TEST(Http1Parse, HeaderValueWhitespaceIsTrimmed) {
                       "Connection: \t \r\ntraceparent: caf\xc3\xa9\r\n\r\n",
                       &m),
             ParseState::kSuccess);
-  ASSERT_EQ(m.headers.size(), 5u);
-  EXPECT_EQ(m.headers[0].second, "a.b");
-  EXPECT_EQ(m.headers[1].second, "");
-  EXPECT_EQ(m.headers[2].second, "a  b");
-  EXPECT_EQ(m.headers[3].second, "");
-  EXPECT_EQ(m.headers[4].second, "caf\xc3\xa9");
+  ASSERT_EQ(m.headers().size(), 5u);
+  EXPECT_EQ(m.headers()[0].value, "a.b");
+  EXPECT_EQ(m.headers()[1].value, "");
+  EXPECT_EQ(m.headers()[2].value, "a  b");
+  EXPECT_EQ(m.headers()[3].value, "");
+  EXPECT_EQ(m.headers()[4].value, "caf\xc3\xa9");
 }
 
 TEST(Http1Parse, MalformedHeaderLinesAreInvalid) {
@@ -329,7 +339,7 @@ TEST(Http1Parse, KeptFieldsMatchTheirNamesInAnyCaseAndNothingElse) {
                       &m),
             ParseState::kSuccess);
   std::vector<std::string> kept;
-  for (const auto& [name, value] : m.headers) kept.push_back(name);
+  for (const auto& [name, value] : m.headers()) kept.emplace_back(name);
   EXPECT_EQ(kept, (std::vector<std::string>{"hosT", "CONTENT-LENGTH", "content-lengtH",
                                             "tRaNsFeR-eNcOdInG", "Traceparent", "tracesTATE"}));
   EXPECT_EQ(m.framing, BodyFraming::kChunked);
@@ -343,8 +353,8 @@ TEST(Http1Parse, HeaderLookupIsCaseInsensitive) {
                       "host: second\r\n\r\n",
                       &m),
             ParseState::kSuccess);
-  ASSERT_EQ(m.headers.size(), 3u);
-  EXPECT_EQ(m.headers[0].first, "user-AGENT");  // original case is kept
+  ASSERT_EQ(m.headers().size(), 3u);
+  EXPECT_EQ(m.headers()[0].name, "user-AGENT");  // original case is kept
   EXPECT_EQ(m.Header("User-Agent"), "curl");
   EXPECT_EQ(m.Header("USER-AGENT"), "curl");
   EXPECT_TRUE(m.HasHeader("user-agent"));
@@ -380,7 +390,7 @@ TEST(Http1Parse, EightKibCookieHeader) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, buf, &m), ParseState::kSuccess);
   EXPECT_EQ(m.field_count, 1u);
-  EXPECT_TRUE(m.headers.empty());
+  EXPECT_TRUE(m.headers().empty());
   EXPECT_EQ(m.head_bytes, buf.size());
   EXPECT_EQ(Parse(kRequest, std::string_view(buf).substr(0, buf.size() - 1)),
             ParseState::kNeedsMoreData);
@@ -407,8 +417,8 @@ TEST(Http1Parse, OnlyTheKeptFieldsAreCopied) {
               ParseState::kSuccess)
         << kept;
     EXPECT_EQ(m.Header(kept), "7") << kept;
-    ASSERT_EQ(m.headers.size(), 1u) << kept;
-    EXPECT_EQ(m.headers[0].first, upper);
+    ASSERT_EQ(m.headers().size(), 1u) << kept;
+    EXPECT_EQ(m.headers()[0].name, upper);
 
     // A name of the same length and first byte that differs further on is not kept.
     std::string near(kept);
@@ -416,7 +426,7 @@ TEST(Http1Parse, OnlyTheKeptFieldsAreCopied) {
     ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 200 OK\r\n" + near + ": 7\r\n\r\n", &m),
               ParseState::kSuccess)
         << near;
-    EXPECT_TRUE(m.headers.empty()) << near;
+    EXPECT_TRUE(m.headers().empty()) << near;
     EXPECT_EQ(m.field_count, 1u) << near;
     EXPECT_EQ(m.framing, BodyFraming::kUntilClose) << near;
   }
@@ -424,7 +434,7 @@ TEST(Http1Parse, OnlyTheKeptFieldsAreCopied) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, "GET / HTTP/1.1\r\nHos: a\r\nHosts: b\r\nX-Host: c\r\n\r\n", &m),
             ParseState::kSuccess);
-  EXPECT_TRUE(m.headers.empty());
+  EXPECT_TRUE(m.headers().empty());
   EXPECT_EQ(m.field_count, 3u);
 }
 
@@ -478,7 +488,7 @@ TEST(Http1Parse, ControlBytesAnywhereInALongTargetAreInvalid) {
   opaque[20] = '\xc3';
   Message m;
   ASSERT_EQ(ParseHead(kRequest, "GET " + opaque + " HTTP/1.1\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.target, opaque);
+  EXPECT_EQ(m.target(), opaque);
 }
 
 TEST(Http1Parse, ControlBytesInALongReasonAreInvalid) {
@@ -490,7 +500,7 @@ TEST(Http1Parse, ControlBytesInALongReasonAreInvalid) {
   }
   Message m;
   ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 200 " + reason + "\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.reason, reason);
+  EXPECT_EQ(m.reason(), reason);
 }
 
 TEST(Http1Parse, EveryByteSplitOfAHeadWithLongFields) {
@@ -511,7 +521,7 @@ TEST(Http1Parse, EveryByteSplitOfAHeadWithLongFields) {
   ASSERT_EQ(ParseHead(kRequest, head + "{}", &m), ParseState::kSuccess);
   EXPECT_EQ(m.head_bytes, head.size());
   EXPECT_EQ(m.field_count, 6u);
-  ASSERT_EQ(m.headers.size(), 4u);
+  ASSERT_EQ(m.headers().size(), 4u);
   EXPECT_EQ(m.Header("tracestate"), "a\tvalue with a tab in the middle of its second block");
   EXPECT_EQ(m.Header("user-agent"),
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)");
@@ -588,12 +598,12 @@ TEST(Http1Parse, ReusedMessageIsOverwritten) {
                       &m),
             ParseState::kSuccess);
   ASSERT_EQ(ParseHead(kRequest, "GET /2 HTTP/1.0\r\nhost: b\r\n\r\n", &m), ParseState::kSuccess);
-  EXPECT_EQ(m.method, "GET");
-  EXPECT_EQ(m.target, "/2");
+  EXPECT_EQ(m.method(), "GET");
+  EXPECT_EQ(m.target(), "/2");
   EXPECT_EQ(m.minor_version, 0);
-  ASSERT_EQ(m.headers.size(), 1u);
-  EXPECT_EQ(m.headers[0].first, "host");
-  EXPECT_EQ(m.headers[0].second, "b");
+  ASSERT_EQ(m.headers().size(), 1u);
+  EXPECT_EQ(m.headers()[0].name, "host");
+  EXPECT_EQ(m.headers()[0].value, "b");
   EXPECT_EQ(m.framing, BodyFraming::kNone);
   EXPECT_EQ(m.content_length, 0u);
   EXPECT_EQ(m.head_bytes, 28u);
@@ -608,11 +618,104 @@ TEST(Http1Parse, ManyKeptHeadersKeepTheirOrder) {
   Message m;
   ASSERT_EQ(ParseHead(kRequest, head, &m), ParseState::kSuccess);
   EXPECT_EQ(m.field_count, 140u);
-  ASSERT_EQ(m.headers.size(), 70u);
+  ASSERT_EQ(m.headers().size(), 70u);
   for (int i = 0; i < 70; ++i) {
-    EXPECT_EQ(m.headers[i].first, "tracestate");
-    EXPECT_EQ(m.headers[i].second, "value " + std::to_string(i));
+    EXPECT_EQ(m.headers()[i].name, "tracestate");
+    EXPECT_EQ(m.headers()[i].value, "value " + std::to_string(i));
   }
+}
+
+// The start line's strings and the kept fields share one string in the message: each
+// copy or move must view its own, and a reused message must show only the new head.
+TEST(Http1Parse, MessagesCopiedMovedAndReusedKeepTheirText) {
+  Message m;
+  ASSERT_EQ(ParseHead(kRequest,
+                      "POST /orders/1234567890/items HTTP/1.1\r\nHost: shop.example.com\r\n"
+                      "X-Other: 1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\r\n",
+                      &m),
+            ParseState::kSuccess);
+  Message copy = m;
+  Message moved = std::move(m);
+  for (const Message* message : {&copy, &moved}) {
+    EXPECT_EQ(message->method(), "POST");
+    EXPECT_EQ(message->target(), "/orders/1234567890/items");
+    EXPECT_EQ(message->reason(), "");
+    ASSERT_EQ(message->headers().size(), 2u);
+    EXPECT_EQ(message->headers()[0], (HeaderField{"Host", "shop.example.com"}));
+    EXPECT_EQ(message->headers()[1], (HeaderField{"User-Agent", "Mozilla/5.0 (X11; Linux x86_64)"}));
+  }
+  EXPECT_NE(copy.target().data(), moved.target().data());
+
+  // Reused for a shorter head with other fields, then for a response.
+  ASSERT_EQ(ParseHead(kRequest, "GET /a HTTP/1.1\r\ntraceparent: t\r\n\r\n", &copy), ParseState::kSuccess);
+  EXPECT_EQ(copy.method(), "GET");
+  EXPECT_EQ(copy.target(), "/a");
+  ASSERT_EQ(copy.headers().size(), 1u);
+  EXPECT_EQ(copy.headers().front(), (HeaderField{"traceparent", "t"}));
+  EXPECT_EQ(copy.Header("host"), "");
+  ASSERT_EQ(ParseHead(kResponse, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", &copy),
+            ParseState::kSuccess);
+  EXPECT_EQ(copy.method(), "");
+  EXPECT_EQ(copy.target(), "");
+  EXPECT_EQ(copy.reason(), "Not Found");
+  EXPECT_EQ(copy.Header("content-length"), "0");
+  EXPECT_EQ(copy.headers().size(), 1u);
+}
+
+// A destroyed message's text is reused by the next one parsed: the new message shows
+// only its own strings and fields, whatever the reused storage held.
+TEST(Http1Parse, MessagesParsedAfterOthersWereDestroyed) {
+  for (int round = 0; round < 100; ++round) {
+    std::vector<Message> messages(3);
+    const std::string target = "/round/" + std::to_string(round) + std::string(static_cast<size_t>(round), 'x');
+    ASSERT_EQ(ParseHead(kRequest,
+                        "GET " + target + " HTTP/1.1\r\nUser-Agent: agent " + std::to_string(round) + "\r\n\r\n",
+                        &messages[round % 3]),
+              ParseState::kSuccess);
+    const Message& m = messages[round % 3];
+    EXPECT_EQ(m.target(), target);
+    ASSERT_EQ(m.headers().size(), 1u);
+    EXPECT_EQ(m.headers()[0], (HeaderField{"User-Agent", "agent " + std::to_string(round)}));
+    EXPECT_EQ(m.Header("host"), "");
+  }
+}
+
+// Names are compared a word at a time: every pair of bytes, at each kind of position
+// (8-byte words, overlapping 4-byte words, single bytes), must compare as ASCII
+// case-insensitive equality does byte by byte.
+TEST(Http1Parse, HeaderLookupIgnoresAsciiCaseOnly) {
+  const auto lower = [](int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+  for (const std::string& base : {std::string("ab"), std::string("abcde"), std::string("abcdefghijk")}) {
+    for (size_t at : {size_t{0}, base.size() / 2, base.size() - 1}) {
+      for (int stored = 0; stored < 256; ++stored) {
+        std::string name = base;
+        name[at] = static_cast<char>(stored);
+        Message m;
+        m.SetText("GET", "/", "", {{name, "v"}});
+        for (int asked = 0; asked < 256; ++asked) {
+          std::string query = base;
+          query[at] = static_cast<char>(asked);
+          const bool expected = lower(stored) == lower(asked);
+          ASSERT_EQ(m.HasHeader(query), expected) << base << " at " << at << ": " << stored << " " << asked;
+        }
+      }
+    }
+  }
+}
+
+TEST(Http1Parse, MessageTextSetByHand) {
+  Message m;
+  EXPECT_EQ(m.method(), "");
+  EXPECT_TRUE(m.headers().empty());
+  m.SetText("GET", "/one", "", {{"Host", "a"}, {"traceparent", "00-x"}});
+  EXPECT_EQ(m.method(), "GET");
+  EXPECT_EQ(m.target(), "/one");
+  EXPECT_EQ(m.Header("HOST"), "a");
+  EXPECT_EQ(m.Header("traceparent"), "00-x");
+  EXPECT_TRUE(m.HasHeader("host"));
+  m.SetText("PUT", "/two");
+  EXPECT_EQ(m.target(), "/two");
+  EXPECT_FALSE(m.HasHeader("host"));
 }
 
 // --- Body framing ------------------------------------------------------------------
@@ -764,7 +867,7 @@ TEST(Http1Parse, PipelinedRequests) {
   while (offset < stream.size()) {
     Message m;
     ASSERT_EQ(ParseHead(kRequest, stream.substr(offset), &m), ParseState::kSuccess) << offset;
-    targets.push_back(m.target);
+    targets.emplace_back(m.target());
     offset += m.head_bytes + m.content_length;
   }
   EXPECT_EQ(offset, stream.size());
@@ -785,7 +888,7 @@ TEST(Http1Parse, ContinueResponseThenFinalResponse) {
   ASSERT_EQ(ParseHead(kResponse, stream.substr(interim.head_bytes), &final_response),
             ParseState::kSuccess);
   EXPECT_EQ(final_response.status_code, 201);
-  EXPECT_EQ(final_response.reason, "Created");
+  EXPECT_EQ(final_response.reason(), "Created");
   EXPECT_EQ(ResponseFraming(final_response, "PUT"), BodyFraming::kContentLength);
   EXPECT_EQ(interim.head_bytes + final_response.head_bytes + final_response.content_length,
             stream.size());
@@ -814,7 +917,7 @@ TEST(Http1Parse, LeadingBlankLinesBeforeRequestAreIgnored) {
   ASSERT_EQ(state, ParseState::kSuccess);
   EXPECT_EQ(ignored_count, 3);
   EXPECT_EQ(offset, 5u);
-  EXPECT_EQ(m.target, "/after");
+  EXPECT_EQ(m.target(), "/after");
 }
 
 TEST(Http1Parse, ChunkedRequestThenNextRequest) {
@@ -833,7 +936,7 @@ TEST(Http1Parse, ChunkedRequestThenNextRequest) {
   Message next;
   ASSERT_EQ(ParseHead(kRequest, stream.substr(m.head_bytes + consumed), &next),
             ParseState::kSuccess);
-  EXPECT_EQ(next.target, "/next");
+  EXPECT_EQ(next.target(), "/next");
 }
 
 // --- Garbage and limits ------------------------------------------------------------

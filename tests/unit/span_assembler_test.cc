@@ -1122,8 +1122,7 @@ TEST(SpanAssemblerTest, ExchangeWithoutStartGetsFreshIds) {
   connection.role = FT_ROLE_SERVER;
   connection.tuple = Tuple(kBilling, kRemoteClient);
   HttpExchange exchange;
-  exchange.request.head.method = "GET";
-  exchange.request.head.target = "/one";
+  exchange.request.head.SetText("GET", "/one");
   exchange.request.start_ns = 50;
   exchange.request.end_ns = 60;
   exchange.request.tid = 78;
@@ -1135,7 +1134,7 @@ TEST(SpanAssemblerTest, ExchangeWithoutStartGetsFreshIds) {
   exchange.response = response;
   assembler.OnHttpExchange(connection, exchange);
   exchange.request.request_index = 1;
-  exchange.request.head.target = "/two";
+  exchange.request.head.SetText("GET", "/two");
   assembler.OnHttpExchange(connection, exchange);
   ASSERT_EQ(spans.size(), 2u);
   EXPECT_FALSE(IsZero(spans[0].trace_id));

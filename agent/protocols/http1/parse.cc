@@ -104,20 +104,28 @@ size_t FirstHit(SignedBytes hits) {
 // DEL, or buf.size() when there is none. Header values, reason phrases and request
 // targets are most of a head's bytes and only their control bytes (line ends included)
 // matter, so they are tested a block at a time, and after the first block four at a time.
-size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
+// `below` is a constant: its vector is then loaded, not built, on each call.
+template <uint8_t below>
+size_t FindControlByte(std::string_view buf, size_t pos) {
+  static_assert(below <= 0x7e);
   const char* data = buf.data();
   const size_t size = buf.size();
-  // As signed bytes plus 1, DEL wraps to -128, obs-text (0x80-0xff) to -127..0, and the
-  // bytes under `below` stay under below + 1: one comparison finds all three, and long
-  // runs are skipped with it; the exact test then leaves obs-text out.
-  const Bytes one = Bytes{} + uint8_t{1};
-  const SignedBytes limit = SignedBytes{} + static_cast<int8_t>(below + 1);
-  const auto candidates = [&](size_t at) {
-    return std::bit_cast<SignedBytes>(Load<Bytes>(data + at) + one) < limit;
+  // Plus 0x81 (wrapping), DEL becomes 0x00, obs-text (0x80-0xff) 0x01-0x80, and the bytes
+  // under `below` 0x81 up to below + 0x80, while every other byte is above that: one
+  // unsigned comparison finds all three, and for a group of blocks one comparison of their
+  // bytewise minimum. The exact test then leaves obs-text out of a group that has any.
+  const Bytes shift = Bytes{} + uint8_t{0x81};
+  const Bytes highest_candidate = Bytes{} + static_cast<uint8_t>(below + 0x80);
+  const auto shifted = [&](size_t at) { return Load<Bytes>(data + at) + shift; };
+  const auto candidates = [&](Bytes shifted_bytes) {
+    return std::bit_cast<SignedBytes>(shifted_bytes <= highest_candidate);
   };
+  // The exact test: a byte under `below`, or DEL.
   const auto matches = [&](size_t at) {
-    return candidates(at) & (std::bit_cast<SignedBytes>(Load<Bytes>(data + at)) >= SignedBytes{});
+    const Bytes bytes = Load<Bytes>(data + at);
+    return std::bit_cast<SignedBytes>((bytes <= uint8_t{below - 1}) | (bytes == uint8_t{0x7f}));
   };
+  const auto min = [](Bytes a, Bytes b) { return a < b ? a : b; };
 
   // Most fields end within their first block.
   if (size - pos >= kBlockBytes) {
@@ -127,8 +135,8 @@ size_t FindControlByte(std::string_view buf, size_t pos, uint8_t below) {
   }
   constexpr size_t kGroupBytes = 4 * kBlockBytes;
   for (; size - pos >= kGroupBytes; pos += kGroupBytes) {
-    if (!AnyHit(candidates(pos) | candidates(pos + kBlockBytes) |
-                candidates(pos + 2 * kBlockBytes) | candidates(pos + 3 * kBlockBytes))) {
+    if (!AnyHit(candidates(min(min(shifted(pos), shifted(pos + kBlockBytes)),
+                               min(shifted(pos + 2 * kBlockBytes), shifted(pos + 3 * kBlockBytes)))))) {
       continue;
     }
     for (size_t at = pos; at < pos + kGroupBytes; at += kBlockBytes) {
@@ -180,19 +188,58 @@ int HexValue(char c) {
 
 char ToLowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
+// Whether the words `a` and `b` (bytes of the same strings) are equal ignoring ASCII case,
+// all their bytes at once: they may differ only in bit 0x20, and only where `a`'s byte is
+// a letter.
+template <typename Word>
+bool WordEqualsIgnoreCase(Word a, Word b) {
+  constexpr auto kEach = [](uint8_t byte) { return static_cast<Word>(0x0101010101010101ull * byte); };
+  const Word differ = a ^ b;
+  if (differ == 0) return true;
+  if ((differ & ~kEach(0x20)) != 0) return false;
+  // A letter, lowercased, is 0x61-0x7a: in the low 7 bits, adding 0x1f carries into bit
+  // 7 from 0x61 on, and adding 0x05 from 0x7b on; no byte carries into the next.
+  const Word lowered = a | kEach(0x20);
+  const Word low_bits = lowered & kEach(0x7f);
+  const Word letters = (low_bits + kEach(0x1f)) & ~(low_bits + kEach(0x05)) & ~lowered & kEach(0x80);
+  const Word case_differs = (differ & kEach(0x20)) << 2;  // bit 7 where only the case differs
+  return (case_differs & ~letters) == 0;
+}
+
+// ASCII case-insensitive equality, 8 or 4 bytes at a time (names are compared per lookup
+// of each kept field).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (ToLowerAscii(a[i]) != ToLowerAscii(b[i])) return false;
+  const size_t size = a.size();
+  const char* x = a.data();
+  const char* y = b.data();
+  if (size >= 8) {
+    for (size_t at = 0; at + 8 < size; at += 8) {
+      if (!WordEqualsIgnoreCase(Load<uint64_t>(x + at), Load<uint64_t>(y + at))) return false;
+    }
+    return WordEqualsIgnoreCase(Load<uint64_t>(x + size - 8), Load<uint64_t>(y + size - 8));
+  }
+  if (size >= 4) {  // two overlapping words
+    return WordEqualsIgnoreCase(Load<uint32_t>(x), Load<uint32_t>(y)) &&
+           WordEqualsIgnoreCase(Load<uint32_t>(x + size - 4), Load<uint32_t>(y + size - 4));
+  }
+  for (size_t i = 0; i < size; ++i) {
+    if (ToLowerAscii(x[i]) != ToLowerAscii(y[i])) return false;
   }
   return true;
 }
 
-// Bit n set when a kept name is n bytes long.
-constexpr uint64_t kKeptFieldLengths = [] {
-  uint64_t lengths = 0;
-  for (std::string_view name : kKeptFieldNames) lengths |= uint64_t{1} << name.size();
-  return lengths;
+// For each name length under 64, a bit per kept name of that length (bit i:
+// kKeptFieldNames[i]): a name's length rules out most fields, and picks the one or few
+// kept names worth comparing without walking the whole list.
+constexpr size_t kMaxKeptNameBytes = 63;
+static_assert(kKeptFieldNames.size() <= 8, "kKeptByLength holds a bit per kept name in a byte");
+constexpr std::array<uint8_t, kMaxKeptNameBytes + 1> kKeptByLength = [] {
+  std::array<uint8_t, kMaxKeptNameBytes + 1> table{};
+  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
+    table[kKeptFieldNames[i].size()] |= static_cast<uint8_t>(1u << i);
+  }
+  return table;
 }();
 
 // Kept names are lowercase letters and '-', at least 4 bytes long. For such a name,
@@ -229,13 +276,12 @@ bool EqualsFoldableName(std::string_view name, std::string_view kept) {
   return LoadFolded<uint64_t>(a + size - 8) == Load<uint64_t>(b + size - 8);
 }
 
-// kKeptFieldNames index of `name`, or -1 for a field that is not kept. Its length rules
-// out most other names before any comparison.
+// kKeptFieldNames index of `name`, or -1 for a field that is not kept.
 int KeptFieldIndex(std::string_view name) {
-  if (name.size() >= 64 || (kKeptFieldLengths >> name.size() & 1) == 0) return -1;
-  for (size_t i = 0; i < kKeptFieldNames.size(); ++i) {
-    const std::string_view kept = kKeptFieldNames[i];
-    if (name.size() == kept.size() && EqualsFoldableName(name, kept)) return static_cast<int>(i);
+  if (name.size() > kMaxKeptNameBytes) return -1;
+  for (unsigned candidates = kKeptByLength[name.size()]; candidates != 0; candidates &= candidates - 1) {
+    const int i = std::countr_zero(candidates);
+    if (EqualsFoldableName(name, kKeptFieldNames[static_cast<size_t>(i)])) return i;
   }
   return -1;
 }
@@ -269,8 +315,41 @@ void ForEachListElement(std::string_view value, Fn fn) {
   }
 }
 
+// Each known method with its SP fits in 8 bytes: with 8 bytes at hand, a method is
+// matched by comparing the first word, masked to its length, with the method's word.
+struct MethodWord {
+  uint64_t mask;
+  uint64_t word;  // "GET " in memory order
+};
+constexpr std::array<MethodWord, kMethods.size()> kMethodWords = [] {
+  std::array<MethodWord, kMethods.size()> words{};
+  for (size_t i = 0; i < kMethods.size(); ++i) {
+    const std::string_view method = kMethods[i];
+    for (size_t at = 0; at <= method.size(); ++at) {
+      const uint64_t byte = at < method.size() ? static_cast<uint8_t>(method[at]) : uint64_t{' '};
+      const size_t shift = std::endian::native == std::endian::little ? 8 * at : 8 * (7 - at);
+      words[i].mask |= uint64_t{0xff} << shift;
+      words[i].word |= byte << shift;
+    }
+  }
+  return words;
+}();
+static_assert(std::all_of(kMethods.begin(), kMethods.end(),
+                          [](std::string_view method) { return method.size() < 8; }),
+              "kMethodWords needs a method and its SP in 8 bytes");
+
 // "METHOD SP" with a known method at the start of `s`.
 Match MatchMethod(std::string_view s, std::string_view* method) {
+  if (s.size() >= sizeof(uint64_t)) {
+    const uint64_t first = Load<uint64_t>(s.data());
+    for (size_t i = 0; i < kMethods.size(); ++i) {
+      if ((first & kMethodWords[i].mask) == kMethodWords[i].word) {
+        *method = kMethods[i];
+        return Match::kYes;
+      }
+    }
+    return Match::kNo;
+  }
   bool prefix = false;
   for (std::string_view m : kMethods) {
     if (s.size() > m.size()) {
@@ -324,6 +403,8 @@ bool IsNoBodyStatus(int status_code) {
   return (status_code >= 100 && status_code < 200) || status_code == 204 || status_code == 304;
 }
 
+}  // namespace
+
 // Walks a head once, keeping views of its parts (no allocation: an incomplete head is
 // parsed again on every call that adds bytes); Fill() copies them into a Message only
 // once the head is complete.
@@ -340,19 +421,25 @@ class HeadParser {
     return DecideFraming(type);
   }
 
-  // After Parse() returned kSuccess. Strings already in `out` keep their storage.
+  // After Parse() returned kSuccess. The message's text keeps its storage.
   void Fill(MessageType type, Message* out) const {
     out->type = type;
     out->minor_version = minor_version_;
-    text::CopyInto(out->method, method_);
-    text::CopyInto(out->target, target_);
     out->status_code = status_code_;
-    text::CopyInto(out->reason, reason_);
-    out->headers.resize(kept_count_);
+    size_t field_bytes = 0;
     for (size_t i = 0; i < kept_count_; ++i) {
-      const FieldView& field = i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
-      text::CopyInto(out->headers[i].first, {field.name, field.name_size});
-      text::CopyInto(out->headers[i].second, {field.value, field.value_size});
+      const FieldView& field = Field(i);
+      field_bytes += field.name_size + field.value_size;
+    }
+    char* const text = out->LayOut(method_, target_, reason_, field_bytes, kept_count_);
+    auto name_begin = static_cast<uint32_t>(text - out->text_.data());
+    for (size_t i = 0; i < kept_count_; ++i) {
+      const FieldView& field = Field(i);
+      char* const name = out->text_.data() + name_begin;
+      std::memcpy(name, field.name, field.name_size);
+      std::memcpy(name + field.name_size, field.value, field.value_size);
+      out->SetEntry(i, {name_begin, field.name_size, field.value_size});
+      name_begin += field.name_size + field.value_size;
     }
     out->field_count = field_count_;
     out->head_bytes = pos_;
@@ -403,7 +490,7 @@ class HeadParser {
   // other than HTAB.
   ParseState ScanToLineEnd() {
     while (true) {
-      pos_ = FindControlByte(buf_, pos_, ' ');
+      pos_ = FindControlByte<' '>(buf_, pos_);
       if (AtEnd()) return ParseState::kNeedsMoreData;
       const char c = buf_[pos_];
       if (c == '\r' || c == '\n') return ParseState::kSuccess;
@@ -423,7 +510,7 @@ class HeadParser {
     if (AtEnd()) return ParseState::kNeedsMoreData;
     if (!PlausibleTargetStart(method, buf_[pos_])) return ParseState::kInvalid;
     // SP ends the target; any other control byte (HTAB and DEL included) is invalid.
-    pos_ = FindControlByte(buf_, pos_, ' ' + 1);
+    pos_ = FindControlByte<' ' + 1>(buf_, pos_);
     if (AtEnd()) return ParseState::kNeedsMoreData;
     if (buf_[pos_] != ' ') return ParseState::kInvalid;
     const std::string_view target = buf_.substr(target_begin, pos_ - target_begin);
@@ -477,32 +564,59 @@ class HeadParser {
     return ParseState::kSuccess;
   }
 
+  // The position and count are kept in locals for the loop and stored when it returns:
+  // members written back around each call were a measurable part of every header line.
   ParseState ParseHeaderLines() {
+    const char* data = buf_.data();
+    const size_t size = buf_.size();
+    const size_t max_fields = limits_.max_headers;
+    size_t pos = pos_;
+    size_t field_count = field_count_;
+    const auto stop = [&](ParseState state) {
+      pos_ = pos;
+      field_count_ = field_count;
+      return state;
+    };
     while (true) {
-      if (AtEnd()) return ParseState::kNeedsMoreData;
-      const char first = buf_[pos_];
-      if (first == '\r' || first == '\n') return ExpectLineEnd();  // the blank line
+      if (pos >= size) return stop(ParseState::kNeedsMoreData);
+      const char first = data[pos];
+      if (first == '\r' || first == '\n') {  // the blank line
+        stop(ParseState::kSuccess);
+        return ExpectLineEnd();
+      }
 
       // Leading whitespace is an obs-fold continuation (or junk before a name): rejected
       // rather than unfolded, as RFC 9112 section 5.2 allows.
-      const size_t name_begin = pos_;
-      pos_ = SkipTchars(buf_, pos_);
-      if (AtEnd()) return ParseState::kNeedsMoreData;
-      if (buf_[pos_] != ':' || pos_ == name_begin) return ParseState::kInvalid;
-      const std::string_view name = buf_.substr(name_begin, pos_ - name_begin);
-      ++pos_;  // the colon
+      const size_t name_begin = pos;
+      pos = SkipTchars(buf_, pos);
+      if (pos >= size) return stop(ParseState::kNeedsMoreData);
+      if (data[pos] != ':' || pos == name_begin) return stop(ParseState::kInvalid);
+      const std::string_view name(data + name_begin, pos - name_begin);
+      ++pos;  // the colon
 
-      const size_t value_begin = pos_;
-      ParseState state = ScanToLineEnd();
-      if (state != ParseState::kSuccess) return state;
-      const size_t value_end = pos_;
-      state = ExpectLineEnd();
-      if (state != ParseState::kSuccess) return state;
+      // The value, up to CR or LF; HTAB is the only other control byte allowed.
+      const size_t value_begin = pos;
+      while (true) {
+        pos = FindControlByte<' '>(buf_, pos);
+        if (pos >= size) return stop(ParseState::kNeedsMoreData);
+        const char c = data[pos];
+        if (c == '\r' || c == '\n') break;
+        if (c != '\t') return stop(ParseState::kInvalid);
+        ++pos;
+      }
+      const size_t value_end = pos;
+      // CRLF or a bare LF.
+      if (data[pos] == '\r') {
+        if (pos + 1 >= size) return stop(ParseState::kNeedsMoreData);
+        if (data[pos + 1] != '\n') return stop(ParseState::kInvalid);
+        ++pos;
+      }
+      ++pos;
 
-      if (++field_count_ > limits_.max_headers) return ParseState::kInvalid;
+      if (++field_count > max_fields) return stop(ParseState::kInvalid);
       const int kept = KeptFieldIndex(name);
       if (kept < 0) continue;
-      const std::string_view value = TrimOws(buf_.substr(value_begin, value_end - value_begin));
+      const std::string_view value = TrimOws({data + value_begin, value_end - value_begin});
       NoteFramingField(kept, value);
       AddField(name, value);
     }
@@ -596,6 +710,9 @@ class HeadParser {
   };
   FieldView inline_fields_[kInlineFields];  // the first kept_count_ are set
   std::vector<FieldView> more_fields_;
+  const FieldView& Field(size_t i) const {
+    return i < kInlineFields ? inline_fields_[i] : more_fields_[i - kInlineFields];
+  }
   size_t kept_count_ = 0;
   size_t field_count_ = 0;  // kept or not
 
@@ -608,18 +725,74 @@ class HeadParser {
   BodyFraming framing_ = BodyFraming::kNone;
 };
 
+namespace {
+// Texts of destroyed messages, taken by messages parsed later: a message's text is its
+// only allocation, and a message is made and destroyed for every request and response.
+// Per thread and bounded (64 x 4 KiB at most).
+constexpr size_t kMaxSpareTexts = 64;
+constexpr size_t kMaxSpareTextBytes = 4096;
+const size_t kInlineTextBytes = std::string().capacity();  // short strings live in the object
+thread_local std::vector<std::string> spare_texts;
 }  // namespace
 
+Message::~Message() {
+  if (text_.capacity() > kInlineTextBytes && text_.capacity() <= kMaxSpareTextBytes &&
+      spare_texts.size() < kMaxSpareTexts) {
+    spare_texts.push_back(std::move(text_));
+  }
+}
+
+char* Message::LayOut(std::string_view method, std::string_view target, std::string_view reason,
+                      size_t field_bytes, size_t fields) {
+  const size_t start_line = method.size() + target.size() + reason.size();
+  const size_t entries_begin = start_line + field_bytes;
+  const size_t text_bytes = entries_begin + fields * sizeof(HeaderFields::Entry);
+  if (text_bytes > text_.capacity() && text_.capacity() == kInlineTextBytes && !spare_texts.empty()) {
+    text_.swap(spare_texts.back());
+    spare_texts.pop_back();
+  }
+  text_.resize(text_bytes);
+  char* at = text_.data();
+  for (std::string_view part : {method, target, reason}) {
+    std::char_traits<char>::copy(at, part.data(), part.size());  // no call when empty
+    at += part.size();
+  }
+  method_size_ = static_cast<uint32_t>(method.size());
+  target_size_ = static_cast<uint32_t>(target.size());
+  reason_size_ = static_cast<uint32_t>(reason.size());
+  entries_begin_ = static_cast<uint32_t>(entries_begin);
+  field_entries_ = static_cast<uint32_t>(fields);
+  return at;
+}
+
+void Message::SetText(std::string_view method, std::string_view target, std::string_view reason,
+                      std::initializer_list<HeaderField> fields) {
+  size_t field_bytes = 0;
+  for (const HeaderField& field : fields) field_bytes += field.name.size() + field.value.size();
+  auto name_begin = static_cast<uint32_t>(LayOut(method, target, reason, field_bytes, fields.size()) - text_.data());
+  size_t i = 0;
+  for (const HeaderField& field : fields) {
+    char* const name = text_.data() + name_begin;
+    std::char_traits<char>::copy(name, field.name.data(), field.name.size());
+    std::char_traits<char>::copy(name + field.name.size(), field.value.data(), field.value.size());
+    const auto name_size = static_cast<uint32_t>(field.name.size());
+    const auto value_size = static_cast<uint32_t>(field.value.size());
+    SetEntry(i++, {name_begin, name_size, value_size});
+    name_begin += name_size + value_size;
+  }
+}
+
 std::string_view Message::Header(std::string_view name) const {
-  for (const auto& [header_name, value] : headers) {
-    if (EqualsIgnoreCase(header_name, name)) return value;
+  for (const HeaderField field : headers()) {
+    if (EqualsIgnoreCase(field.name, name)) return field.value;
   }
   return {};
 }
 
 bool Message::HasHeader(std::string_view name) const {
-  return std::any_of(headers.begin(), headers.end(),
-                     [&](const auto& header) { return EqualsIgnoreCase(header.first, name); });
+  const HeaderFields fields = headers();
+  return std::any_of(fields.begin(), fields.end(),
+                     [&](const HeaderField& field) { return EqualsIgnoreCase(field.name, name); });
 }
 
 size_t FindMessageStart(MessageType type, std::string_view buf, size_t from) {
@@ -672,7 +845,7 @@ BodyFraming ResponseFraming(const Message& response, std::string_view request_me
 bool WantsClose(const Message& message) {
   bool close = false;
   bool keep_alive = false;
-  for (const auto& [name, value] : message.headers) {
+  for (const auto& [name, value] : message.headers()) {
     if (!EqualsIgnoreCase(name, "Connection")) continue;
     ForEachListElement(value, [&](std::string_view option) {
       close = close || EqualsIgnoreCase(option, "close");

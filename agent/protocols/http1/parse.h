@@ -7,9 +7,13 @@
 //      position (kContentLength), or a ChunkedBodyDecoder fed with the body bytes.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,30 +41,139 @@ inline constexpr std::array<std::string_view, 7> kKeptFieldNames = {
     "host", "user-agent", "connection", "content-length", "transfer-encoding",
     "traceparent", "tracestate"};
 
-struct Message {
+// A kept header field, viewed in the message that holds it.
+struct HeaderField {
+  std::string_view name;  // original case
+  std::string_view value;
+  bool operator==(const HeaderField&) const = default;
+};
+
+// The kept header fields of a message, in the order received: a view into the message,
+// valid while the message is neither changed nor destroyed.
+class HeaderFields {
+ public:
+  // Where a field lies in the message's text; its value follows its name.
+  struct Entry {
+    uint32_t name_begin;
+    uint32_t name_size;
+    uint32_t value_size;
+  };
+
+  HeaderFields() = default;
+  HeaderFields(const char* text, const char* entries, size_t count)
+      : text_(text), entries_(entries), count_(count) {}
+
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  HeaderField operator[](size_t i) const { return At(text_, entries_, i); }
+  HeaderField front() const { return (*this)[0]; }
+
+  class Iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = HeaderField;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = HeaderField;
+    Iterator() = default;
+    Iterator(const char* text, const char* entries, size_t i) : text_(text), entries_(entries), i_(i) {}
+    HeaderField operator*() const { return At(text_, entries_, i_); }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    Iterator operator++(int) {
+      Iterator before = *this;
+      ++i_;
+      return before;
+    }
+    bool operator==(const Iterator& other) const { return i_ == other.i_; }
+
+   private:
+    const char* text_ = nullptr;
+    const char* entries_ = nullptr;
+    size_t i_ = 0;
+  };
+  Iterator begin() const { return {text_, entries_, 0}; }
+  Iterator end() const { return {text_, entries_, count_}; }
+
+  bool operator==(const HeaderFields& other) const {
+    return std::equal(begin(), end(), other.begin(), other.end());
+  }
+
+ private:
+  static HeaderField At(const char* text, const char* entries, size_t i) {
+    Entry entry;
+    std::memcpy(&entry, entries + i * sizeof(Entry), sizeof(Entry));  // not aligned
+    const char* name = text + entry.name_begin;
+    return {{name, entry.name_size}, {name + entry.name_size, entry.value_size}};
+  }
+
+  const char* text_ = nullptr;
+  const char* entries_ = nullptr;
+  size_t count_ = 0;
+};
+
+class HeadParser;
+
+// One message head. The start line's strings and the kept fields are kept in one string
+// (one allocation per message at most, instead of one per string longer than 15 bytes
+// and one for the field list); a reused message keeps its storage.
+class Message {
+ public:
+  Message() = default;
+  Message(const Message&) = default;
+  Message(Message&&) = default;
+  Message& operator=(const Message&) = default;
+  Message& operator=(Message&&) = default;
+  ~Message();  // gives the text's storage to the next message parsed on the thread
+
   MessageType type = MessageType::kRequest;
-  int minor_version = 1;  // HTTP/1.<minor_version>
-
-  // Request line.
-  std::string method;  // "GET"
-  std::string target;  // request-target as sent, e.g. "/users/42?x=1"
-
-  // Status line.
-  int status_code = 0;
-  std::string reason;
-
-  // The kept header fields (kKeptFieldNames) in the order received; names keep their
-  // original case.
-  std::vector<std::pair<std::string, std::string>> headers;
+  int minor_version = 1;   // HTTP/1.<minor_version>
+  int status_code = 0;     // status line
   size_t field_count = 0;  // header fields received, kept or not
 
   BodyFraming framing = BodyFraming::kNone;
   uint64_t content_length = 0;  // valid when framing == kContentLength
   size_t head_bytes = 0;        // bytes of start line + headers + the blank line
 
+  // Request line: the method ("GET") and the request-target as sent ("/users/42?x=1");
+  // empty in a response.
+  std::string_view method() const { return {text_.data(), method_size_}; }
+  std::string_view target() const { return {text_.data() + method_size_, target_size_}; }
+  // Status line: the reason phrase; empty in a request.
+  std::string_view reason() const { return {text_.data() + method_size_ + target_size_, reason_size_}; }
+
+  // The kept header fields (kKeptFieldNames) in the order received; names keep their
+  // original case.
+  HeaderFields headers() const { return {text_.data(), text_.data() + entries_begin_, field_entries_}; }
   // Case-insensitive lookup of the first kept header with this name; empty when absent.
   std::string_view Header(std::string_view name) const;
   bool HasHeader(std::string_view name) const;
+
+  // Sets the start line's strings and the kept fields, for messages made by hand (tests);
+  // ParseHead sets them from the head.
+  void SetText(std::string_view method, std::string_view target, std::string_view reason = {},
+               std::initializer_list<HeaderField> fields = {});
+
+ private:
+  friend class HeadParser;
+  // Sizes the text for these start-line strings (copied in) and `fields` entries after
+  // `field_bytes` bytes of names and values; returns where those bytes go.
+  char* LayOut(std::string_view method, std::string_view target, std::string_view reason,
+               size_t field_bytes, size_t fields);
+  void SetEntry(size_t i, HeaderFields::Entry entry) {
+    std::memcpy(text_.data() + entries_begin_ + i * sizeof(entry), &entry, sizeof(entry));
+  }
+
+  // The method, target and reason, each kept field's name and value, then an Entry per
+  // kept field.
+  std::string text_;
+  uint32_t method_size_ = 0;
+  uint32_t target_size_ = 0;
+  uint32_t reason_size_ = 0;
+  uint32_t entries_begin_ = 0;
+  uint32_t field_entries_ = 0;
 };
 
 struct ParseLimits {
