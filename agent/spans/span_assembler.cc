@@ -79,7 +79,8 @@ SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry*
     : options_(options),
       processes_(processes),
       handler_(std::move(handler)),
-      routes_(options.max_routes_per_service) {}
+      routes_(options.max_routes_per_service),
+      reused_span_{std::make_unique<Span>(), std::make_unique<Span>()} {}
 
 SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool settled) {
   auto group = std::make_shared<TraceGroup>();
@@ -282,9 +283,10 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
   AddOpenRequest(key, std::move(ids));
 }
 
-SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
-  while (group->merged_into) group = group->merged_into;
-  return group;
+const SpanAssembler::GroupPtr& SpanAssembler::Root(const GroupPtr& group) {
+  const GroupPtr* root = &group;
+  while ((*root)->merged_into) root = &(*root)->merged_into;
+  return *root;
 }
 
 bool SpanAssembler::Merge(const GroupPtr& from_any, const GroupPtr& into_any) {
@@ -375,14 +377,14 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   group->settled = true;
   if (group->held.empty()) return;
   held_span_count_ -= group->held.size();
-  std::vector<std::pair<Span, bool>> held = std::move(group->held);
+  std::vector<std::pair<std::unique_ptr<Span>, bool>> held = std::move(group->held);
   group->held.clear();
   // Its node is kept for the next group to hold a span (still pointing at this group,
   // which it keeps alive until then).
   if (auto node = holding_.extract(group.get())) spare_holding_node_ = std::move(node);
   for (auto& [span, from_header] : held) {
-    Emit(span, from_header, *group);
-    auto& spare = spare_spans_[span.kind == SpanKind::kServer];
+    Emit(*span, from_header, *group);
+    auto& spare = spare_spans_[span->kind == SpanKind::kServer];
     if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
   held.clear();
@@ -390,13 +392,14 @@ void SpanAssembler::Settle(const GroupPtr& group) {
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
-  GroupPtr group = Root(any);
+  const GroupPtr& group = Root(any);
   if (group->open_requests > 0) --group->open_requests;
   // Nothing of the group is open: no child call can join it and change its trace id.
   if (group->open_requests == 0 && !group->settled) Settle(group);
 }
 
-void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns) {
+void SpanAssembler::Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header,
+                         uint64_t now_ns) {
   if (held_span_count_ >= options_.max_held_spans) {
     // Full: the group holding the oldest span goes out with the trace id it has now.
     auto oldest = std::min_element(holding_.begin(), holding_.end(), [](const auto& a, const auto& b) {
@@ -443,19 +446,19 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
     }
   }
   const bool server = connection.role == FT_ROLE_SERVER;
-  Span& span = reused_span_[server];
-  BuildSpan(connection, exchange, ids, &span);
+  std::unique_ptr<Span>& span = reused_span_[server];
+  BuildSpan(connection, exchange, ids, span.get());
   CloseRequest(ids.group);  // may settle it, releasing the spans it held
-  GroupPtr group = Root(ids.group);
+  const GroupPtr& group = Root(ids.group);
   if (group->settled) {
-    Emit(span, ids.trace_from_header, *group);
+    Emit(*span, ids.trace_from_header, *group);
   } else {
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
     Hold(group, std::move(span), ids.trace_from_header, end_ns);
     // The next span of this kind is built over a released one, or from nothing.
-    std::vector<Span>& spare = spare_spans_[server];
+    std::vector<std::unique_ptr<Span>>& spare = spare_spans_[server];
     if (spare.empty()) {
-      span = Span{};
+      span = std::make_unique<Span>();
     } else {
       span = std::move(spare.back());
       spare.pop_back();

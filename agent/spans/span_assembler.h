@@ -112,7 +112,9 @@ class SpanAssembler : public conntrack::TrackerSink {
     bool settled = false;     // from a traceparent, or no request of the group is open
     bool adopted = false;     // the trace id came from a child call's traceparent
     size_t open_requests = 0; // started, exchange not yet ended
-    std::vector<std::pair<Span, bool>> held;  // with: its trace id came from its own header
+    // With: its trace id came from its own header. Spans are held by pointer: a span is
+    // ~200 bytes of strings and vectors, and each move of one touched them all.
+    std::vector<std::pair<std::unique_ptr<Span>, bool>> held;
     uint64_t first_held_ns = 0;
     std::shared_ptr<TraceGroup> merged_into;  // set when joined to another group
   };
@@ -166,12 +168,14 @@ class SpanAssembler : public conntrack::TrackerSink {
   void Forget(const conntrack::ConnectionInfo& connection);
   void CloseRequest(const GroupPtr& group);
   void Settle(const GroupPtr& group);
-  static GroupPtr Root(GroupPtr group);
+  // The group `group` was merged into, itself if none: a reference to the pointer that
+  // owns it (in `group` or in a group of its chain), so no reference count is touched.
+  static const GroupPtr& Root(const GroupPtr& group);
   bool Merge(const GroupPtr& from, const GroupPtr& into);
   void LinkLateServer(const RequestKey& server_key, const RequestIds& client);
   void ForgetWaitingServer(const Endpoints& endpoints, const RequestKey& key);
   void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
-  void Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns);
+  void Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header, uint64_t now_ns);
   static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
 
   AssemblerOptions options_;
@@ -221,20 +225,20 @@ class SpanAssembler : public conntrack::TrackerSink {
   // The storage of the last groups released from holding, for the next ones: a same-host
   // server span is held until its client's response is read, one group per call.
   decltype(holding_)::node_type spare_holding_node_;
-  std::vector<std::pair<Span, bool>> spare_held_;
+  std::vector<std::pair<std::unique_ptr<Span>, bool>> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
   // The span being built and emitted, one per kind (index: server): handlers see it by
   // reference during the call only. A span is built over the last one of its kind, whose
   // attributes have the same keys in the same places, so no key is rewritten.
-  Span reused_span_[2];
+  std::unique_ptr<Span> reused_span_[2];
   std::string templated_path_;  // BuildSpan's, kept for its storage
   // Spans released from holding, per kind, kept for their storage: the next held span's
   // successor is built over one (a same-host server span is held until its client's
   // response is read).
   static constexpr size_t kMaxSpareSpans = 32;
-  std::vector<Span> spare_spans_[2];
+  std::vector<std::unique_ptr<Span>> spare_spans_[2];
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
