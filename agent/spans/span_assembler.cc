@@ -250,9 +250,10 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     }
     in_flight.push_back(key);
     if (request.start_seq && ids.parent_source.empty()) {
-      auto& waiting = unmatched_server_requests_[ids.endpoints];
+      auto& waiting = WaitingServers(ids.endpoints);
       if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.erase(waiting.begin());
       waiting.push_back({*request.start_seq, key});
+      ids.waiting_for_client = true;
     }
     AddOpenRequest(key, std::move(ids));
     return;
@@ -269,7 +270,7 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
         server_key = match->key;
         waiting.erase(match);
       }
-      if (waiting.empty()) unmatched_server_requests_.erase(it);
+      if (waiting.empty()) EraseWaitingServers(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
         AddOpenRequest(key, std::move(ids));
@@ -334,7 +335,24 @@ void SpanAssembler::ForgetWaitingServer(const Endpoints& endpoints, const Reques
   auto it = unmatched_server_requests_.find(endpoints);
   if (it == unmatched_server_requests_.end()) return;
   std::erase_if(it->second, [&](const UnmatchedServer& w) { return w.key == key; });
-  if (it->second.empty()) unmatched_server_requests_.erase(it);
+  if (it->second.empty()) EraseWaitingServers(it);
+}
+
+std::vector<SpanAssembler::UnmatchedServer>& SpanAssembler::WaitingServers(const Endpoints& endpoints) {
+  if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) return it->second;
+  if (spare_waiting_nodes_.empty()) return unmatched_server_requests_[endpoints];
+  UnmatchedServers::node_type node = std::move(spare_waiting_nodes_.back());
+  spare_waiting_nodes_.pop_back();
+  node.key() = endpoints;
+  return unmatched_server_requests_.insert(std::move(node)).position->second;
+}
+
+void SpanAssembler::EraseWaitingServers(UnmatchedServers::iterator it) {
+  UnmatchedServers::node_type node = unmatched_server_requests_.extract(it);
+  if (spare_waiting_nodes_.size() < kMaxSpareWaitingNodes) {
+    node.mapped().clear();
+    spare_waiting_nodes_.push_back(std::move(node));
+  }
 }
 
 void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
@@ -440,10 +458,7 @@ void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
   }
   if (connection.role == FT_ROLE_SERVER) {
     ForgetInFlight(connection.pid, key);
-    if (!unmatched_server_requests_.empty()) {
-      const ft_tuple& t = connection.tuple;
-      ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
-    }
+    if (ids.waiting_for_client) ForgetWaitingServer(ids.endpoints, key);
   }
   const bool server = connection.role == FT_ROLE_SERVER;
   std::unique_ptr<Span>& span = reused_span_[server];

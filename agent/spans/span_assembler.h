@@ -146,6 +146,7 @@ class SpanAssembler : public conntrack::TrackerSink {
     uint64_t start_ns = 0;
     Endpoints endpoints;  // of the connection, client side first
     bool server = false;
+    bool waiting_for_client = false;  // queued in unmatched_server_requests_ when it started
   };
   struct RequestKey {
     uint64_t conn_id;
@@ -217,7 +218,15 @@ class SpanAssembler : public conntrack::TrackerSink {
   // A client connection's queue stays, empty, until the connection is forgotten, so its
   // next request allocates nothing.
   std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
-  std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash> unmatched_server_requests_;
+  using UnmatchedServers = std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash>;
+  UnmatchedServers unmatched_server_requests_;
+  // A server connection's queue goes when it empties (most connections of a server
+  // traced alone never pair: its clients are elsewhere); its node and the vector's
+  // storage are kept here for the next request to wait, so waiting allocates nothing.
+  static constexpr size_t kMaxSpareWaitingNodes = 64;
+  std::vector<UnmatchedServers::node_type> spare_waiting_nodes_;
+  std::vector<UnmatchedServer>& WaitingServers(const Endpoints& endpoints);
+  void EraseWaitingServers(UnmatchedServers::iterator it);
   // Processes seen serving several connections' requests at once on one thread.
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
