@@ -83,7 +83,7 @@ SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry*
       reused_span_{std::make_unique<Span>(), std::make_unique<Span>()} {}
 
 SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool settled) {
-  auto group = std::make_shared<TraceGroup>();
+  auto group = std::allocate_shared<TraceGroup>(GroupAllocator<TraceGroup>(group_memory_.get()));
   group->trace_id = trace_id;
   group->settled = settled;
   return group;

@@ -177,13 +177,62 @@ class SpanAssembler : public conntrack::TrackerSink {
   void ForgetWaitingServer(const Endpoints& endpoints, const RequestKey& key);
   void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
   void Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header, uint64_t now_ns);
-  static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
+  GroupPtr NewGroup(const TraceId& trace_id, bool settled);
+
+  // Memory for trace groups, made and freed at the rate of requests: freed blocks (all
+  // of one size, a group with its reference counts) are kept for the next groups, so a
+  // group costs no malloc and free.
+  class GroupMemory {
+   public:
+    GroupMemory() = default;
+    GroupMemory(const GroupMemory&) = delete;
+    GroupMemory& operator=(const GroupMemory&) = delete;
+    ~GroupMemory() {
+      for (void* block : spare_) ::operator delete(block);
+    }
+    void* Allocate(size_t bytes) {
+      if (bytes == block_bytes_ && !spare_.empty()) {
+        void* block = spare_.back();
+        spare_.pop_back();
+        return block;
+      }
+      if (block_bytes_ == 0) block_bytes_ = bytes;
+      return ::operator new(bytes);
+    }
+    void Deallocate(void* block, size_t bytes) {
+      if (bytes == block_bytes_ && spare_.size() < kMaxSpareBlocks) {
+        spare_.push_back(block);
+      } else {
+        ::operator delete(block);
+      }
+    }
+
+   private:
+    static constexpr size_t kMaxSpareBlocks = 256;
+    size_t block_bytes_ = 0;
+    std::vector<void*> spare_;
+  };
+  template <typename T>
+  struct GroupAllocator {
+    using value_type = T;
+    explicit GroupAllocator(GroupMemory* memory) : memory(memory) {}
+    template <typename U>
+    GroupAllocator(const GroupAllocator<U>& other) : memory(other.memory) {}
+    T* allocate(size_t n) { return static_cast<T*>(memory->Allocate(n * sizeof(T))); }
+    void deallocate(T* block, size_t n) { memory->Deallocate(block, n * sizeof(T)); }
+    template <typename U>
+    bool operator==(const GroupAllocator<U>& other) const { return memory == other.memory; }
+    GroupMemory* memory;
+  };
 
   AssemblerOptions options_;
   process::ProcessRegistry* processes_;
   SpanHandler handler_;
   RouteLimiter routes_;
   AssemblerStats stats_;
+  // Before every table that holds groups: destroyed after them. Its own allocation keeps
+  // its address for the groups' allocators.
+  std::unique_ptr<GroupMemory> group_memory_ = std::make_unique<GroupMemory>();
 
   using OpenRequests = std::unordered_map<RequestKey, RequestIds, RequestKeyHash>;
   OpenRequests open_requests_;
