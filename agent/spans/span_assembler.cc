@@ -89,14 +89,17 @@ SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool se
   return group;
 }
 
-SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::ConnectionInfo& connection,
-                                                         const conntrack::HttpMessageRecord& request) {
-  RequestIds ids;
+void SpanAssembler::DecideServerIds(const conntrack::ConnectionInfo& connection,
+                                    const conntrack::HttpMessageRecord& request, RequestIds& ids) {
   ids.span_id = NewSpanId();
   // The same-host client request this one answers is taken off its queue even when the
   // traceparent decides the parent. Requests before it will never be read: dropped.
   const ft_tuple& t = connection.tuple;
-  std::optional<RequestIds> client;
+  struct ClientEnd {
+    SpanId span_id;
+    GroupPtr group;
+  };
+  std::optional<ClientEnd> client;
   if (request.start_seq) {
     auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
     if (it != unmatched_client_requests_.end()) {
@@ -104,9 +107,7 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
       auto match = std::find_if(queue.begin(), queue.end(),
                                 [&](const UnmatchedClient& c) { return c.seq == *request.start_seq; });
       if (match != queue.end()) {
-        client = RequestIds{};
-        client->span_id = match->span_id;
-        client->group = std::move(match->group);
+        client = ClientEnd{match->span_id, std::move(match->group)};
         queue.erase(queue.begin(), match + 1);
       }
     }
@@ -118,24 +119,22 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
     ids.trace_state = std::move(context->trace_state);
     ids.parent_source = "traceparent";
     ++stats_.parent_from_traceparent;
-    return ids;
+    return;
   }
   if (client) {
     ids.group = Root(client->group);
     ids.parent_span_id = client->span_id;
     ids.parent_source = "same_host";
     ++stats_.parent_from_same_host;
-    return ids;
+    return;
   }
   // May still take the trace id of a child call that carries a traceparent, or join
   // its same-host client when that one's event comes later.
   ids.group = NewGroup(NewTraceId(), /*settled=*/false);
-  return ids;
 }
 
-SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::ConnectionInfo& connection,
-                                                         const conntrack::HttpMessageRecord& request) {
-  RequestIds ids;
+void SpanAssembler::DecideClientIds(const conntrack::ConnectionInfo& connection,
+                                    const conntrack::HttpMessageRecord& request, RequestIds& ids) {
   // The server request this call is made for. Threads that serve one request at a time:
   // the one in flight on the sending thread. Event loops (a thread seen serving several
   // connections at once) may run any request's code, or work of no request, on any
@@ -212,7 +211,6 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
   } else {
     ids.group = NewGroup(NewTraceId(), /*settled=*/false);
   }
-  return ids;
 }
 
 void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connection,
@@ -222,8 +220,34 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     return;
   }
   RequestKey key{connection.conn_id, request.request_index};
+  // The ids are decided in the table node they are kept in, out of the table.
+  OpenRequests::node_type node;
+  if (!spare_request_nodes_.empty()) {
+    node = std::move(spare_request_nodes_.back());
+    spare_request_nodes_.pop_back();
+  } else {
+    node = open_requests_.extract(open_requests_.try_emplace(key).first);
+  }
+  node.mapped().Reset();
+  StartRequest(connection, request, key, node.mapped());
+  node.key() = key;
+  auto inserted = open_requests_.insert(std::move(node));
+  if (!inserted.inserted) {
+    inserted.position->second = std::move(inserted.node.mapped());
+    inserted.node.mapped().group.reset();
+    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(inserted.node));
+  }
+}
+
+void SpanAssembler::StartRequest(const conntrack::ConnectionInfo& connection,
+                                 const conntrack::HttpMessageRecord& request, const RequestKey& key,
+                                 RequestIds& ids) {
   bool server = connection.role == FT_ROLE_SERVER;
-  RequestIds ids = server ? DecideServerIds(connection, request) : DecideClientIds(connection, request);
+  if (server) {
+    DecideServerIds(connection, request, ids);
+  } else {
+    DecideClientIds(connection, request, ids);
+  }
   ids.pid = connection.pid;
   ids.tid = request.tid;
   ids.start_ns = request.start_ns;
@@ -255,7 +279,6 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       waiting.push_back({*request.start_seq, key});
       ids.waiting_for_client = true;
     }
-    AddOpenRequest(key, std::move(ids));
     return;
   }
   const Endpoints& endpoints = ids.endpoints;
@@ -273,7 +296,6 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
       if (waiting.empty()) EraseWaitingServers(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
-        AddOpenRequest(key, std::move(ids));
         return;
       }
     }
@@ -281,7 +303,6 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     if (queue.size() >= kMaxUnmatchedPerConnection) queue.erase(queue.begin());
     queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
-  AddOpenRequest(key, std::move(ids));
 }
 
 const SpanAssembler::GroupPtr& SpanAssembler::Root(const GroupPtr& group) {
@@ -362,22 +383,6 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   if (it->second.empty() && server_in_flight_.size() > kMaxIdleInFlightProcesses) server_in_flight_.erase(it);
 }
 
-void SpanAssembler::AddOpenRequest(const RequestKey& key, RequestIds ids) {
-  if (spare_request_nodes_.empty()) {
-    open_requests_[key] = std::move(ids);
-    return;
-  }
-  OpenRequests::node_type node = std::move(spare_request_nodes_.back());
-  spare_request_nodes_.pop_back();
-  node.key() = key;
-  node.mapped() = std::move(ids);
-  auto inserted = open_requests_.insert(std::move(node));
-  if (!inserted.inserted) {
-    inserted.position->second = std::move(inserted.node.mapped());
-    spare_request_nodes_.push_back(std::move(inserted.node));
-  }
-}
-
 size_t SpanAssembler::server_requests_in_flight() const {
   size_t count = 0;
   for (const auto& [pid, keys] : server_in_flight_) count += keys.size();
@@ -447,15 +452,23 @@ void SpanAssembler::Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool
 void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
                                    const conntrack::HttpExchange& exchange) {
   RequestKey key{connection.conn_id, exchange.request.request_index};
-  RequestIds ids;
-  if (auto it = open_requests_.find(key); it != open_requests_.end()) {
-    OpenRequests::node_type node = open_requests_.extract(it);
-    ids = std::move(node.mapped());
-    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
-  } else {
-    ids.group = NewGroup(NewTraceId(), /*settled=*/true);
-    ids.span_id = NewSpanId();
+  // Read where they were kept: the node leaves the table and is kept for the next request.
+  OpenRequests::node_type node;
+  if (auto it = open_requests_.find(key); it != open_requests_.end()) node = open_requests_.extract(it);
+  if (!node) {
+    unopened_ids_.Reset();
+    unopened_ids_.group = NewGroup(NewTraceId(), /*settled=*/true);
+    unopened_ids_.span_id = NewSpanId();
   }
+  RequestIds& ids = node ? node.mapped() : unopened_ids_;
+  OnRequestEnded(connection, exchange, key, ids);
+  ids.group.reset();  // a kept node holds no group
+  if (node && spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
+}
+
+void SpanAssembler::OnRequestEnded(const conntrack::ConnectionInfo& connection,
+                                   const conntrack::HttpExchange& exchange, const RequestKey& key,
+                                   const RequestIds& ids) {
   if (connection.role == FT_ROLE_SERVER) {
     ForgetInFlight(connection.pid, key);
     if (ids.waiting_for_client) ForgetWaitingServer(ids.endpoints, key);

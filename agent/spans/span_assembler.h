@@ -147,6 +147,24 @@ class SpanAssembler : public conntrack::TrackerSink {
     Endpoints endpoints;  // of the connection, client side first
     bool server = false;
     bool waiting_for_client = false;  // queued in unmatched_server_requests_ when it started
+
+    // Back to a new request's state, keeping trace_state's storage: ids are decided in
+    // place in a reused table node, not built and moved in.
+    void Reset() {
+      group.reset();
+      trace_from_header = false;
+      span_id = {};
+      parent_span_id = {};
+      trace_state.clear();
+      parent_source = {};
+      unresolved = {};
+      pid = 0;
+      tid = 0;
+      start_ns = 0;
+      endpoints = {};
+      server = false;
+      waiting_for_client = false;
+    }
   };
   struct RequestKey {
     uint64_t conn_id;
@@ -157,10 +175,16 @@ class SpanAssembler : public conntrack::TrackerSink {
     size_t operator()(const RequestKey& k) const { return k.conn_id * 1000003u ^ k.index; }
   };
 
-  RequestIds DecideServerIds(const conntrack::ConnectionInfo& connection,
-                             const conntrack::HttpMessageRecord& request);
-  RequestIds DecideClientIds(const conntrack::ConnectionInfo& connection,
-                             const conntrack::HttpMessageRecord& request);
+  // Fill `ids`, reset.
+  void DecideServerIds(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                       RequestIds& ids);
+  void DecideClientIds(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                       RequestIds& ids);
+  void OnRequestEnded(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
+                      const RequestKey& key, const RequestIds& ids);
+  // Decides a started request's ids into `ids` (reset) and queues it for pairing.
+  void StartRequest(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                    const RequestKey& key, RequestIds& ids);
   // Writes the span over `out` (the span built last), reusing its strings' storage.
   void BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
                  const RequestIds& ids, Span* out);
@@ -240,7 +264,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   // nothing (the table holds every request between its start and its end).
   static constexpr size_t kMaxSpareRequestNodes = 64;
   std::vector<OpenRequests::node_type> spare_request_nodes_;
-  void AddOpenRequest(const RequestKey& key, RequestIds ids);
+  // The ids of an exchange whose request was not open (dropped when the table was full).
+  RequestIds unopened_ids_;
   // Connections the tracker closed or dropped since the last sweep of open_requests_.
   std::unordered_set<uint64_t> forgotten_connections_;
   // Server requests read but not yet answered, per process. A process's entry stays
