@@ -310,7 +310,6 @@ void SpanMetrics::RecordEnd(const Span& span, const LabelAttributes& found, uint
   PendingEnd end;
   end.deadline_unix_ns = now + options_.pairing_wait_ns;
   end.is_server = span.kind == SpanKind::kServer || span.kind == SpanKind::kConsumer;
-  end.service = span.service;
   end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
   end.failed = EndFailed(span, found[kStatusCode]);
   const ft_tuple& t = span.tuple;
@@ -342,10 +341,14 @@ void SpanMetrics::RecordEnd(const Span& span, const LabelAttributes& found, uint
     const PendingEnd& client = end.is_server ? other_end : end;
     const PendingEnd& server = end.is_server ? end : other_end;
     ++stats_.graph_pairs;
-    CountEdge(client.service, server.service, end.connection_type, &client, &server, now);
+    // This end's service is read from the span: it is copied only into an end that waits.
+    const std::string_view client_name = end.is_server ? std::string_view(other_end.service) : span.service;
+    const std::string_view server_name = end.is_server ? span.service : std::string_view(other_end.service);
+    CountEdge(client_name, server_name, end.connection_type, &client, &server, now);
     RecyclePendingNode(std::move(other));
     return;
   }
+  end.service = span.service;
   auto& same_side = pending_by_key_[end.is_server];
   if (auto keyed = same_side.find(end.key); keyed != same_side.end()) {
     keyed->second.push_back(next_sequence_);
