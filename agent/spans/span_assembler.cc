@@ -383,6 +383,14 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   if (it->second.empty() && server_in_flight_.size() > kMaxIdleInFlightProcesses) server_in_flight_.erase(it);
 }
 
+std::string_view SpanAssembler::RemoteAddressText(const uint8_t address[16]) {
+  if (remote_address_text_.empty() || std::memcmp(address, remote_address_.data(), remote_address_.size()) != 0) {
+    remote_address_text_ = FormatAddress(address);
+    std::memcpy(remote_address_.data(), address, remote_address_.size());
+  }
+  return remote_address_text_;
+}
+
 size_t SpanAssembler::server_requests_in_flight() const {
   size_t count = 0;
   for (const auto& [pid, keys] : server_in_flight_) count += keys.size();
@@ -681,7 +689,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.start_unix_ns = request.start_ns + options_.monotonic_to_unix_ns;
   span.end_unix_ns = std::max(end_ns, request.start_ns) + options_.monotonic_to_unix_ns;
 
-  const std::string remote_address = FormatAddress(connection.tuple.remote_addr);
+  const std::string_view remote_address = RemoteAddressText(connection.tuple.remote_addr);
   std::string_view host = HostWithoutPort(head.Header("host"));
   span.attributes.reserve(kSpanAttributesReserved);
   AttributeWriter a(&span.attributes);
@@ -698,7 +706,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
     a.String("client.address", remote_address);
     a.Int("client.port", connection.tuple.remote_port);
   } else {
-    a.String("server.address", host.empty() ? std::string_view(remote_address) : host);
+    a.String("server.address", host.empty() ? remote_address : host);
     a.Int("server.port", connection.tuple.remote_port);
   }
   a.String("network.peer.address", remote_address);

@@ -317,6 +317,11 @@ class SpanAssembler : public conntrack::TrackerSink {
   // attributes have the same keys in the same places, so no key is rewritten.
   std::unique_ptr<Span> reused_span_[2];
   std::string templated_path_;  // BuildSpan's, kept for its storage
+  // The last remote address BuildSpan formatted, and its text: most spans in a row come
+  // from the same few peers (formatting one is ~150 instructions).
+  std::string_view RemoteAddressText(const uint8_t address[16]);
+  std::array<uint8_t, 16> remote_address_{};
+  std::string remote_address_text_;
   // Spans released from holding, per kind, kept for their storage: the next held span's
   // successor is built over one (a same-host server span is held until its client's
   // response is read).
