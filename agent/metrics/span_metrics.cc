@@ -81,8 +81,12 @@ bool EndFailed(const Span& span, const AttributeValue* status_code) {
 }  // namespace
 
 void HistogramData::Record(double value) {
-  const auto bound = std::lower_bound(kDurationBucketsSeconds.begin(), kDurationBucketsSeconds.end(), value);
-  ++bucket_counts[bound - kDurationBucketsSeconds.begin()];
+  // The first bound not below the value, as lower_bound would find it, scanned from the
+  // smallest: request durations mostly fall in the first buckets (a binary search took
+  // four steps for every value).
+  size_t bucket = 0;
+  while (bucket < kDurationBucketsSeconds.size() && kDurationBucketsSeconds[bucket] < value) ++bucket;
+  ++bucket_counts[bucket];
   min = count == 0 ? value : std::min(min, value);
   max = count == 0 ? value : std::max(max, value);
   ++count;
