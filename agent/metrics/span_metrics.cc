@@ -41,29 +41,10 @@ std::string_view NormalMethod(std::string_view method) {
   return "_OTHER";
 }
 
-// Span::Find, trying first where the key was in the last span looked at with this
-// `hint`: spans of one kind have their attributes in the same order, so one comparison
-// usually finds it (a span never has a key twice).
-const AttributeValue* FindAttribute(const Span& span, std::string_view key, uint8_t* hint) {
-  const std::vector<spans::Attribute>& attributes = span.attributes;
-  if (*hint < attributes.size() && attributes[*hint].key == key) return &attributes[*hint].value;
-  for (size_t i = 0; i < attributes.size(); ++i) {
-    if (attributes[i].key == key) {
-      *hint = static_cast<uint8_t>(std::min<size_t>(i, UINT8_MAX));
-      return &attributes[i].value;
-    }
-  }
-  return nullptr;
-}
-
-const std::string* StringAttribute(const Span& span, std::string_view key, uint8_t* hint) {
-  const AttributeValue* value = FindAttribute(span, key, hint);
-  return value ? std::get_if<std::string>(value) : nullptr;
-}
-
-const int64_t* IntAttribute(const Span& span, std::string_view key, uint8_t* hint) {
-  const AttributeValue* value = FindAttribute(span, key, hint);
-  return value ? std::get_if<int64_t>(value) : nullptr;
+// Keys compared with literals of known length: inlined, no memcmp call.
+template <size_t N>
+[[gnu::always_inline]] inline bool KeyIs(const std::string& key, const char (&literal)[N]) {
+  return std::memcmp(key.data(), literal, N - 1) == 0;
 }
 
 // Pairing keys are raw bytes: formatting addresses for every span would cost more than
@@ -91,21 +72,77 @@ bool IsMessaging(const Span& span) {
 // The service graph's "failed": the server did not answer properly (5xx or no
 // response), whichever end the span came from, so a 4xx (the client's mistake) is not a
 // failure of the edge. Messaging has no status code: the span's status decides.
-bool EndFailed(const Span& span, uint8_t* status_code_hint) {
+bool EndFailed(const Span& span, const AttributeValue* status_code) {
   if (IsMessaging(span)) return span.status == spans::StatusCode::kError;
-  const int64_t* status = IntAttribute(span, "http.response.status_code", status_code_hint);
+  const int64_t* status = status_code ? std::get_if<int64_t>(status_code) : nullptr;
   return status == nullptr || *status >= 500;
 }
 
 }  // namespace
 
 void HistogramData::Record(double value) {
-  const auto bound = std::lower_bound(kDurationBucketsSeconds.begin(), kDurationBucketsSeconds.end(), value);
-  ++bucket_counts[bound - kDurationBucketsSeconds.begin()];
+  // The first bound not below the value, as lower_bound would find it, scanned from the
+  // smallest: request durations mostly fall in the first buckets (a binary search took
+  // four steps for every value).
+  size_t bucket = 0;
+  while (bucket < kDurationBucketsSeconds.size() && kDurationBucketsSeconds[bucket] < value) ++bucket;
+  ++bucket_counts[bucket];
   min = count == 0 ? value : std::min(min, value);
   max = count == 0 ? value : std::max(max, value);
   ++count;
   sum += value;
+}
+
+// The attributes span metrics read, found in one pass over the span's attributes: a
+// span lacking a key (error.type, mostly) then costs no search of every attribute for it,
+// and the keys present cost a length switch and an inlined compare each, not a memcmp
+// call. A span never has a key twice; the first is taken.
+SpanMetrics::LabelAttributes SpanMetrics::FindLabelAttributes(const Span& span) {
+  LabelAttributes found{};
+  for (const spans::Attribute& attribute : span.attributes) {
+    const std::string& key = attribute.key;
+    LabelSlot slot;
+    switch (key.size()) {
+      case 10:
+        if (KeyIs(key, "http.route")) slot = kRoute;
+        else if (KeyIs(key, "error.type")) slot = kErrorType;
+        else continue;
+        break;
+      case 11:
+        if (!KeyIs(key, "server.port")) continue;
+        slot = kServerPort;
+        break;
+      case 14:
+        if (!KeyIs(key, "server.address")) continue;
+        slot = kServerAddress;
+        break;
+      case 16:
+        if (!KeyIs(key, "messaging.system")) continue;
+        slot = kMessagingSystem;
+        break;
+      case 19:
+        if (!KeyIs(key, "http.request.method")) continue;
+        slot = kMethod;
+        break;
+      case 24:
+        if (KeyIs(key, "network.protocol.version")) slot = kProtocolVersion;
+        else if (KeyIs(key, "messaging.operation.name")) slot = kMessagingOperation;
+        else continue;
+        break;
+      case 25:
+        if (!KeyIs(key, "http.response.status_code")) continue;
+        slot = kStatusCode;
+        break;
+      case 26:
+        if (!KeyIs(key, "messaging.destination.name")) continue;
+        slot = kMessagingDestination;
+        break;
+      default:
+        continue;
+    }
+    if (!found[slot]) found[slot] = &attribute.value;
+  }
+  return found;
 }
 
 SpanMetrics::SpanMetrics(SpanMetricsOptions options) : options_(std::move(options)) {}
@@ -125,8 +162,9 @@ void SpanMetrics::Add(const Span& span) {
   const uint64_t now = Now();
   std::lock_guard lock(mutex_);
   ++stats_.spans;
-  RecordRed(span, now);
-  RecordEnd(span, now);
+  const LabelAttributes found = FindLabelAttributes(span);
+  RecordRed(span, found, now);
+  RecordEnd(span, found, now);
   ExpireLocked(now, false);
 }
 
@@ -142,7 +180,7 @@ void SpanMetrics::FlushPending() {
   ExpireLocked(now, true);
 }
 
-void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
+void SpanMetrics::RecordRed(const Span& span, const LabelAttributes& found, uint64_t now) {
   // The attributes that become labels, as views into the span: nothing is copied unless
   // the span starts a series this aggregator has not seen.
   struct LabelView {
@@ -155,41 +193,42 @@ void SpanMetrics::RecordRed(const Span& span, uint64_t now) {
   std::array<LabelView, 8> views;
   size_t view_count = 0;
   uint8_t position = 0;
-  uint8_t* hints = label_hints_[static_cast<size_t>(span.kind)].data();
-  auto add_string = [&](std::string_view key) {
+  auto add_string = [&](std::string_view key, LabelSlot slot) {
     ++position;
-    if (const std::string* value = StringAttribute(span, key, &hints[position]))
-      views[view_count++] = {key, position, value, {}, 0};
+    if (const AttributeValue* found_value = found[slot])
+      if (const std::string* value = std::get_if<std::string>(found_value))
+        views[view_count++] = {key, position, value, {}, 0};
   };
-  auto add_int = [&](std::string_view key) {
+  auto add_int = [&](std::string_view key, LabelSlot slot) {
     ++position;
-    if (const int64_t* value = IntAttribute(span, key, &hints[position]))
-      views[view_count++] = {key, position, nullptr, {}, *value};
+    if (const AttributeValue* found_value = found[slot])
+      if (const int64_t* value = std::get_if<int64_t>(found_value))
+        views[view_count++] = {key, position, nullptr, {}, *value};
   };
   std::string_view metric;
   if (IsMessaging(span)) {
     metric = span.kind == SpanKind::kProducer ? kMessagingClientDuration : kMessagingProcessDuration;
-    add_string("messaging.system");
-    add_string("messaging.operation.name");
-    add_string("messaging.destination.name");
-    add_string("server.address");
-    add_int("server.port");
+    add_string("messaging.system", kMessagingSystem);
+    add_string("messaging.operation.name", kMessagingOperation);
+    add_string("messaging.destination.name", kMessagingDestination);
+    add_string("server.address", kServerAddress);
+    add_int("server.port", kServerPort);
   } else {
     metric = span.kind == SpanKind::kServer ? kHttpServerDuration : kHttpClientDuration;
     ++position;
-    if (const std::string* method = StringAttribute(span, "http.request.method", &hints[position]))
-      views[view_count++] = {"http.request.method", position, nullptr, NormalMethod(*method), 0};
-    add_int("http.response.status_code");
-    add_string("network.protocol.version");  // "1.1", "1.0"
+    const std::string* method = found[kMethod] ? std::get_if<std::string>(found[kMethod]) : nullptr;
+    if (method) views[view_count++] = {"http.request.method", position, nullptr, NormalMethod(*method), 0};
+    add_int("http.response.status_code", kStatusCode);
+    add_string("network.protocol.version", kProtocolVersion);  // "1.1", "1.0"
     if (span.kind == SpanKind::kServer) {
-      add_string("http.route");  // already templated and capped per service
+      add_string("http.route", kRoute);  // already templated and capped per service
     } else {
-      add_string("server.address");
-      add_int("server.port");
+      add_string("server.address", kServerAddress);
+      add_int("server.port", kServerPort);
     }
   }
   // error.type is a status code or a short reason, never free text.
-  add_string("error.type");
+  add_string("error.type", kErrorType);
 
   // The series this combination resolved to before, if any. The signature holds the raw
   // values, each after its length so no value can imitate another's (a value cut to
@@ -271,13 +310,12 @@ std::string SpanMetrics::PeerNameFor(const uint8_t address[16], uint16_t port, b
   return with_port ? endpoint : host;
 }
 
-void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
+void SpanMetrics::RecordEnd(const Span& span, const LabelAttributes& found, uint64_t now) {
   PendingEnd end;
   end.deadline_unix_ns = now + options_.pairing_wait_ns;
   end.is_server = span.kind == SpanKind::kServer || span.kind == SpanKind::kConsumer;
-  end.service = span.service;
   end.seconds = (span.end_unix_ns - span.start_unix_ns) / 1e9;
-  end.failed = EndFailed(span, &label_hints_[static_cast<size_t>(span.kind)][0]);
+  end.failed = EndFailed(span, found[kStatusCode]);
   const ft_tuple& t = span.tuple;
   std::copy(std::begin(t.remote_addr), std::end(t.remote_addr), end.peer_address.begin());
   end.peer_port = t.remote_port;
@@ -307,10 +345,14 @@ void SpanMetrics::RecordEnd(const Span& span, uint64_t now) {
     const PendingEnd& client = end.is_server ? other_end : end;
     const PendingEnd& server = end.is_server ? end : other_end;
     ++stats_.graph_pairs;
-    CountEdge(client.service, server.service, end.connection_type, &client, &server, now);
+    // This end's service is read from the span: it is copied only into an end that waits.
+    const std::string_view client_name = end.is_server ? std::string_view(other_end.service) : span.service;
+    const std::string_view server_name = end.is_server ? span.service : std::string_view(other_end.service);
+    CountEdge(client_name, server_name, end.connection_type, &client, &server, now);
     RecyclePendingNode(std::move(other));
     return;
   }
+  end.service = span.service;
   auto& same_side = pending_by_key_[end.is_server];
   if (auto keyed = same_side.find(end.key); keyed != same_side.end()) {
     keyed->second.push_back(next_sequence_);

@@ -65,6 +65,23 @@ class SpanMetrics {
   SpanMetricsStats stats() const;
 
  private:
+  // The span attributes span metrics read (labels, and the status code for the graph's
+  // failed count), by slot.
+  enum LabelSlot : uint8_t {
+    kMethod,
+    kStatusCode,
+    kProtocolVersion,
+    kRoute,
+    kServerAddress,
+    kServerPort,
+    kErrorType,
+    kMessagingSystem,
+    kMessagingOperation,
+    kMessagingDestination,
+    kLabelSlotCount
+  };
+  using LabelAttributes = std::array<const spans::AttributeValue*, kLabelSlotCount>;
+  static LabelAttributes FindLabelAttributes(const spans::Span& span);
   struct Series {
     uint64_t start_unix_ns = 0;
     HistogramData histogram;
@@ -124,8 +141,8 @@ class SpanMetrics {
     bool failed = false;
   };
 
-  void RecordRed(const spans::Span& span, uint64_t now);
-  void RecordEnd(const spans::Span& span, uint64_t now);
+  void RecordRed(const spans::Span& span, const LabelAttributes& found, uint64_t now);
+  void RecordEnd(const spans::Span& span, const LabelAttributes& found, uint64_t now);
   void CountUnpaired(const PendingEnd& end, uint64_t now);
   // `client_name` and `server_name` as the span or peer names them (cut here).
   void CountEdge(std::string_view client_name, std::string_view server_name, std::string_view connection_type,
@@ -145,9 +162,6 @@ class SpanMetrics {
   size_t series_total_ = 0;
   std::unordered_map<std::string, ResolvedSeries> series_by_signature_;
   std::string signature_scratch_;
-  // Per span kind, where each label's attribute was in the last span (position 0: the
-  // response status code, for the graph's failed count).
-  std::array<std::array<uint8_t, 8>, 4> label_hints_{};
   std::map<EdgeKey, Edge> edges_;
   // Edges by the uncut names that led to them, like series_by_signature_ (overflowed
   // combinations are not remembered).

@@ -79,23 +79,27 @@ SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry*
     : options_(options),
       processes_(processes),
       handler_(std::move(handler)),
-      routes_(options.max_routes_per_service) {}
+      routes_(options.max_routes_per_service),
+      reused_span_{std::make_unique<Span>(), std::make_unique<Span>()} {}
 
 SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool settled) {
-  auto group = std::make_shared<TraceGroup>();
+  auto group = std::allocate_shared<TraceGroup>(GroupAllocator<TraceGroup>(group_memory_.get()));
   group->trace_id = trace_id;
   group->settled = settled;
   return group;
 }
 
-SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::ConnectionInfo& connection,
-                                                         const conntrack::HttpMessageRecord& request) {
-  RequestIds ids;
+void SpanAssembler::DecideServerIds(const conntrack::ConnectionInfo& connection,
+                                    const conntrack::HttpMessageRecord& request, RequestIds& ids) {
   ids.span_id = NewSpanId();
   // The same-host client request this one answers is taken off its queue even when the
   // traceparent decides the parent. Requests before it will never be read: dropped.
   const ft_tuple& t = connection.tuple;
-  std::optional<RequestIds> client;
+  struct ClientEnd {
+    SpanId span_id;
+    GroupPtr group;
+  };
+  std::optional<ClientEnd> client;
   if (request.start_seq) {
     auto it = unmatched_client_requests_.find(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port));
     if (it != unmatched_client_requests_.end()) {
@@ -103,9 +107,7 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
       auto match = std::find_if(queue.begin(), queue.end(),
                                 [&](const UnmatchedClient& c) { return c.seq == *request.start_seq; });
       if (match != queue.end()) {
-        client = RequestIds{};
-        client->span_id = match->span_id;
-        client->group = std::move(match->group);
+        client = ClientEnd{match->span_id, std::move(match->group)};
         queue.erase(queue.begin(), match + 1);
       }
     }
@@ -117,24 +119,22 @@ SpanAssembler::RequestIds SpanAssembler::DecideServerIds(const conntrack::Connec
     ids.trace_state = std::move(context->trace_state);
     ids.parent_source = "traceparent";
     ++stats_.parent_from_traceparent;
-    return ids;
+    return;
   }
   if (client) {
     ids.group = Root(client->group);
     ids.parent_span_id = client->span_id;
     ids.parent_source = "same_host";
     ++stats_.parent_from_same_host;
-    return ids;
+    return;
   }
   // May still take the trace id of a child call that carries a traceparent, or join
   // its same-host client when that one's event comes later.
   ids.group = NewGroup(NewTraceId(), /*settled=*/false);
-  return ids;
 }
 
-SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::ConnectionInfo& connection,
-                                                         const conntrack::HttpMessageRecord& request) {
-  RequestIds ids;
+void SpanAssembler::DecideClientIds(const conntrack::ConnectionInfo& connection,
+                                    const conntrack::HttpMessageRecord& request, RequestIds& ids) {
   // The server request this call is made for. Threads that serve one request at a time:
   // the one in flight on the sending thread. Event loops (a thread seen serving several
   // connections at once) may run any request's code, or work of no request, on any
@@ -211,7 +211,6 @@ SpanAssembler::RequestIds SpanAssembler::DecideClientIds(const conntrack::Connec
   } else {
     ids.group = NewGroup(NewTraceId(), /*settled=*/false);
   }
-  return ids;
 }
 
 void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connection,
@@ -221,8 +220,34 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     return;
   }
   RequestKey key{connection.conn_id, request.request_index};
+  // The ids are decided in the table node they are kept in, out of the table.
+  OpenRequests::node_type node;
+  if (!spare_request_nodes_.empty()) {
+    node = std::move(spare_request_nodes_.back());
+    spare_request_nodes_.pop_back();
+  } else {
+    node = open_requests_.extract(open_requests_.try_emplace(key).first);
+  }
+  node.mapped().Reset();
+  StartRequest(connection, request, key, node.mapped());
+  node.key() = key;
+  auto inserted = open_requests_.insert(std::move(node));
+  if (!inserted.inserted) {
+    inserted.position->second = std::move(inserted.node.mapped());
+    inserted.node.mapped().group.reset();
+    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(inserted.node));
+  }
+}
+
+void SpanAssembler::StartRequest(const conntrack::ConnectionInfo& connection,
+                                 const conntrack::HttpMessageRecord& request, const RequestKey& key,
+                                 RequestIds& ids) {
   bool server = connection.role == FT_ROLE_SERVER;
-  RequestIds ids = server ? DecideServerIds(connection, request) : DecideClientIds(connection, request);
+  if (server) {
+    DecideServerIds(connection, request, ids);
+  } else {
+    DecideClientIds(connection, request, ids);
+  }
   ids.pid = connection.pid;
   ids.tid = request.tid;
   ids.start_ns = request.start_ns;
@@ -249,11 +274,11 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     }
     in_flight.push_back(key);
     if (request.start_seq && ids.parent_source.empty()) {
-      auto& waiting = unmatched_server_requests_[ids.endpoints];
+      auto& waiting = WaitingServers(ids.endpoints);
       if (waiting.size() >= kMaxUnmatchedPerConnection) waiting.erase(waiting.begin());
       waiting.push_back({*request.start_seq, key});
+      ids.waiting_for_client = true;
     }
-    AddOpenRequest(key, std::move(ids));
     return;
   }
   const Endpoints& endpoints = ids.endpoints;
@@ -268,10 +293,9 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
         server_key = match->key;
         waiting.erase(match);
       }
-      if (waiting.empty()) unmatched_server_requests_.erase(it);
+      if (waiting.empty()) EraseWaitingServers(it);
       if (server_key) {
         LinkLateServer(*server_key, ids);
-        AddOpenRequest(key, std::move(ids));
         return;
       }
     }
@@ -279,12 +303,12 @@ void SpanAssembler::OnHttpRequestStarted(const conntrack::ConnectionInfo& connec
     if (queue.size() >= kMaxUnmatchedPerConnection) queue.erase(queue.begin());
     queue.push_back({*request.start_seq, ids.span_id, ids.group});
   }
-  AddOpenRequest(key, std::move(ids));
 }
 
-SpanAssembler::GroupPtr SpanAssembler::Root(GroupPtr group) {
-  while (group->merged_into) group = group->merged_into;
-  return group;
+const SpanAssembler::GroupPtr& SpanAssembler::Root(const GroupPtr& group) {
+  const GroupPtr* root = &group;
+  while ((*root)->merged_into) root = &(*root)->merged_into;
+  return *root;
 }
 
 bool SpanAssembler::Merge(const GroupPtr& from_any, const GroupPtr& into_any) {
@@ -332,7 +356,24 @@ void SpanAssembler::ForgetWaitingServer(const Endpoints& endpoints, const Reques
   auto it = unmatched_server_requests_.find(endpoints);
   if (it == unmatched_server_requests_.end()) return;
   std::erase_if(it->second, [&](const UnmatchedServer& w) { return w.key == key; });
-  if (it->second.empty()) unmatched_server_requests_.erase(it);
+  if (it->second.empty()) EraseWaitingServers(it);
+}
+
+std::vector<SpanAssembler::UnmatchedServer>& SpanAssembler::WaitingServers(const Endpoints& endpoints) {
+  if (auto it = unmatched_server_requests_.find(endpoints); it != unmatched_server_requests_.end()) return it->second;
+  if (spare_waiting_nodes_.empty()) return unmatched_server_requests_[endpoints];
+  UnmatchedServers::node_type node = std::move(spare_waiting_nodes_.back());
+  spare_waiting_nodes_.pop_back();
+  node.key() = endpoints;
+  return unmatched_server_requests_.insert(std::move(node)).position->second;
+}
+
+void SpanAssembler::EraseWaitingServers(UnmatchedServers::iterator it) {
+  UnmatchedServers::node_type node = unmatched_server_requests_.extract(it);
+  if (spare_waiting_nodes_.size() < kMaxSpareWaitingNodes) {
+    node.mapped().clear();
+    spare_waiting_nodes_.push_back(std::move(node));
+  }
 }
 
 void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
@@ -342,20 +383,12 @@ void SpanAssembler::ForgetInFlight(uint32_t pid, const RequestKey& key) {
   if (it->second.empty() && server_in_flight_.size() > kMaxIdleInFlightProcesses) server_in_flight_.erase(it);
 }
 
-void SpanAssembler::AddOpenRequest(const RequestKey& key, RequestIds ids) {
-  if (spare_request_nodes_.empty()) {
-    open_requests_[key] = std::move(ids);
-    return;
+std::string_view SpanAssembler::RemoteAddressText(const uint8_t address[16]) {
+  if (remote_address_text_.empty() || std::memcmp(address, remote_address_.data(), remote_address_.size()) != 0) {
+    remote_address_text_ = FormatAddress(address);
+    std::memcpy(remote_address_.data(), address, remote_address_.size());
   }
-  OpenRequests::node_type node = std::move(spare_request_nodes_.back());
-  spare_request_nodes_.pop_back();
-  node.key() = key;
-  node.mapped() = std::move(ids);
-  auto inserted = open_requests_.insert(std::move(node));
-  if (!inserted.inserted) {
-    inserted.position->second = std::move(inserted.node.mapped());
-    spare_request_nodes_.push_back(std::move(inserted.node));
-  }
+  return remote_address_text_;
 }
 
 size_t SpanAssembler::server_requests_in_flight() const {
@@ -375,14 +408,14 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   group->settled = true;
   if (group->held.empty()) return;
   held_span_count_ -= group->held.size();
-  std::vector<std::pair<Span, bool>> held = std::move(group->held);
+  std::vector<std::pair<std::unique_ptr<Span>, bool>> held = std::move(group->held);
   group->held.clear();
   // Its node is kept for the next group to hold a span (still pointing at this group,
   // which it keeps alive until then).
   if (auto node = holding_.extract(group.get())) spare_holding_node_ = std::move(node);
   for (auto& [span, from_header] : held) {
-    Emit(span, from_header, *group);
-    auto& spare = spare_spans_[span.kind == SpanKind::kServer];
+    Emit(*span, from_header, *group);
+    auto& spare = spare_spans_[span->kind == SpanKind::kServer];
     if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
   held.clear();
@@ -390,13 +423,14 @@ void SpanAssembler::Settle(const GroupPtr& group) {
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
-  GroupPtr group = Root(any);
+  const GroupPtr& group = Root(any);
   if (group->open_requests > 0) --group->open_requests;
   // Nothing of the group is open: no child call can join it and change its trace id.
   if (group->open_requests == 0 && !group->settled) Settle(group);
 }
 
-void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns) {
+void SpanAssembler::Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header,
+                         uint64_t now_ns) {
   if (held_span_count_ >= options_.max_held_spans) {
     // Full: the group holding the oldest span goes out with the trace id it has now.
     auto oldest = std::min_element(holding_.begin(), holding_.end(), [](const auto& a, const auto& b) {
@@ -426,36 +460,41 @@ void SpanAssembler::Hold(const GroupPtr& group, Span span, bool trace_from_heade
 void SpanAssembler::OnHttpExchange(const conntrack::ConnectionInfo& connection,
                                    const conntrack::HttpExchange& exchange) {
   RequestKey key{connection.conn_id, exchange.request.request_index};
-  RequestIds ids;
-  if (auto it = open_requests_.find(key); it != open_requests_.end()) {
-    OpenRequests::node_type node = open_requests_.extract(it);
-    ids = std::move(node.mapped());
-    if (spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
-  } else {
-    ids.group = NewGroup(NewTraceId(), /*settled=*/true);
-    ids.span_id = NewSpanId();
+  // Read where they were kept: the node leaves the table and is kept for the next request.
+  OpenRequests::node_type node;
+  if (auto it = open_requests_.find(key); it != open_requests_.end()) node = open_requests_.extract(it);
+  if (!node) {
+    unopened_ids_.Reset();
+    unopened_ids_.group = NewGroup(NewTraceId(), /*settled=*/true);
+    unopened_ids_.span_id = NewSpanId();
   }
+  RequestIds& ids = node ? node.mapped() : unopened_ids_;
+  OnRequestEnded(connection, exchange, key, ids);
+  ids.group.reset();  // a kept node holds no group
+  if (node && spare_request_nodes_.size() < kMaxSpareRequestNodes) spare_request_nodes_.push_back(std::move(node));
+}
+
+void SpanAssembler::OnRequestEnded(const conntrack::ConnectionInfo& connection,
+                                   const conntrack::HttpExchange& exchange, const RequestKey& key,
+                                   const RequestIds& ids) {
   if (connection.role == FT_ROLE_SERVER) {
     ForgetInFlight(connection.pid, key);
-    if (!unmatched_server_requests_.empty()) {
-      const ft_tuple& t = connection.tuple;
-      ForgetWaitingServer(EndpointKey(t.remote_addr, t.remote_port, t.local_addr, t.local_port), key);
-    }
+    if (ids.waiting_for_client) ForgetWaitingServer(ids.endpoints, key);
   }
   const bool server = connection.role == FT_ROLE_SERVER;
-  Span& span = reused_span_[server];
-  BuildSpan(connection, exchange, ids, &span);
+  std::unique_ptr<Span>& span = reused_span_[server];
+  BuildSpan(connection, exchange, ids, span.get());
   CloseRequest(ids.group);  // may settle it, releasing the spans it held
-  GroupPtr group = Root(ids.group);
+  const GroupPtr& group = Root(ids.group);
   if (group->settled) {
-    Emit(span, ids.trace_from_header, *group);
+    Emit(*span, ids.trace_from_header, *group);
   } else {
     uint64_t end_ns = exchange.response ? exchange.response->end_ns : exchange.request.end_ns;
     Hold(group, std::move(span), ids.trace_from_header, end_ns);
     // The next span of this kind is built over a released one, or from nothing.
-    std::vector<Span>& spare = spare_spans_[server];
+    std::vector<std::unique_ptr<Span>>& spare = spare_spans_[server];
     if (spare.empty()) {
-      span = Span{};
+      span = std::make_unique<Span>();
     } else {
       span = std::move(spare.back());
       spare.pop_back();
@@ -650,7 +689,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
   span.start_unix_ns = request.start_ns + options_.monotonic_to_unix_ns;
   span.end_unix_ns = std::max(end_ns, request.start_ns) + options_.monotonic_to_unix_ns;
 
-  const std::string remote_address = FormatAddress(connection.tuple.remote_addr);
+  const std::string_view remote_address = RemoteAddressText(connection.tuple.remote_addr);
   std::string_view host = HostWithoutPort(head.Header("host"));
   span.attributes.reserve(kSpanAttributesReserved);
   AttributeWriter a(&span.attributes);
@@ -667,7 +706,7 @@ void SpanAssembler::BuildSpan(const conntrack::ConnectionInfo& connection,
     a.String("client.address", remote_address);
     a.Int("client.port", connection.tuple.remote_port);
   } else {
-    a.String("server.address", host.empty() ? std::string_view(remote_address) : host);
+    a.String("server.address", host.empty() ? remote_address : host);
     a.Int("server.port", connection.tuple.remote_port);
   }
   a.String("network.peer.address", remote_address);

@@ -112,7 +112,9 @@ class SpanAssembler : public conntrack::TrackerSink {
     bool settled = false;     // from a traceparent, or no request of the group is open
     bool adopted = false;     // the trace id came from a child call's traceparent
     size_t open_requests = 0; // started, exchange not yet ended
-    std::vector<std::pair<Span, bool>> held;  // with: its trace id came from its own header
+    // With: its trace id came from its own header. Spans are held by pointer: a span is
+    // ~200 bytes of strings and vectors, and each move of one touched them all.
+    std::vector<std::pair<std::unique_ptr<Span>, bool>> held;
     uint64_t first_held_ns = 0;
     std::shared_ptr<TraceGroup> merged_into;  // set when joined to another group
   };
@@ -144,6 +146,25 @@ class SpanAssembler : public conntrack::TrackerSink {
     uint64_t start_ns = 0;
     Endpoints endpoints;  // of the connection, client side first
     bool server = false;
+    bool waiting_for_client = false;  // queued in unmatched_server_requests_ when it started
+
+    // Back to a new request's state, keeping trace_state's storage: ids are decided in
+    // place in a reused table node, not built and moved in.
+    void Reset() {
+      group.reset();
+      trace_from_header = false;
+      span_id = {};
+      parent_span_id = {};
+      trace_state.clear();
+      parent_source = {};
+      unresolved = {};
+      pid = 0;
+      tid = 0;
+      start_ns = 0;
+      endpoints = {};
+      server = false;
+      waiting_for_client = false;
+    }
   };
   struct RequestKey {
     uint64_t conn_id;
@@ -154,10 +175,16 @@ class SpanAssembler : public conntrack::TrackerSink {
     size_t operator()(const RequestKey& k) const { return k.conn_id * 1000003u ^ k.index; }
   };
 
-  RequestIds DecideServerIds(const conntrack::ConnectionInfo& connection,
-                             const conntrack::HttpMessageRecord& request);
-  RequestIds DecideClientIds(const conntrack::ConnectionInfo& connection,
-                             const conntrack::HttpMessageRecord& request);
+  // Fill `ids`, reset.
+  void DecideServerIds(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                       RequestIds& ids);
+  void DecideClientIds(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                       RequestIds& ids);
+  void OnRequestEnded(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
+                      const RequestKey& key, const RequestIds& ids);
+  // Decides a started request's ids into `ids` (reset) and queues it for pairing.
+  void StartRequest(const conntrack::ConnectionInfo& connection, const conntrack::HttpMessageRecord& request,
+                    const RequestKey& key, RequestIds& ids);
   // Writes the span over `out` (the span built last), reusing its strings' storage.
   void BuildSpan(const conntrack::ConnectionInfo& connection, const conntrack::HttpExchange& exchange,
                  const RequestIds& ids, Span* out);
@@ -166,19 +193,70 @@ class SpanAssembler : public conntrack::TrackerSink {
   void Forget(const conntrack::ConnectionInfo& connection);
   void CloseRequest(const GroupPtr& group);
   void Settle(const GroupPtr& group);
-  static GroupPtr Root(GroupPtr group);
+  // The group `group` was merged into, itself if none: a reference to the pointer that
+  // owns it (in `group` or in a group of its chain), so no reference count is touched.
+  static const GroupPtr& Root(const GroupPtr& group);
   bool Merge(const GroupPtr& from, const GroupPtr& into);
   void LinkLateServer(const RequestKey& server_key, const RequestIds& client);
   void ForgetWaitingServer(const Endpoints& endpoints, const RequestKey& key);
   void Emit(Span& span, bool trace_from_header, const TraceGroup& group);
-  void Hold(const GroupPtr& group, Span span, bool trace_from_header, uint64_t now_ns);
-  static GroupPtr NewGroup(const TraceId& trace_id, bool settled);
+  void Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header, uint64_t now_ns);
+  GroupPtr NewGroup(const TraceId& trace_id, bool settled);
+
+  // Memory for trace groups, made and freed at the rate of requests: freed blocks (all
+  // of one size, a group with its reference counts) are kept for the next groups, so a
+  // group costs no malloc and free.
+  class GroupMemory {
+   public:
+    GroupMemory() = default;
+    GroupMemory(const GroupMemory&) = delete;
+    GroupMemory& operator=(const GroupMemory&) = delete;
+    ~GroupMemory() {
+      for (void* block : spare_) ::operator delete(block);
+    }
+    void* Allocate(size_t bytes) {
+      if (bytes == block_bytes_ && !spare_.empty()) {
+        void* block = spare_.back();
+        spare_.pop_back();
+        return block;
+      }
+      if (block_bytes_ == 0) block_bytes_ = bytes;
+      return ::operator new(bytes);
+    }
+    void Deallocate(void* block, size_t bytes) {
+      if (bytes == block_bytes_ && spare_.size() < kMaxSpareBlocks) {
+        spare_.push_back(block);
+      } else {
+        ::operator delete(block);
+      }
+    }
+
+   private:
+    static constexpr size_t kMaxSpareBlocks = 256;
+    size_t block_bytes_ = 0;
+    std::vector<void*> spare_;
+  };
+  template <typename T>
+  struct GroupAllocator {
+    using value_type = T;
+    explicit GroupAllocator(GroupMemory* memory) : memory(memory) {}
+    template <typename U>
+    GroupAllocator(const GroupAllocator<U>& other) : memory(other.memory) {}
+    T* allocate(size_t n) { return static_cast<T*>(memory->Allocate(n * sizeof(T))); }
+    void deallocate(T* block, size_t n) { memory->Deallocate(block, n * sizeof(T)); }
+    template <typename U>
+    bool operator==(const GroupAllocator<U>& other) const { return memory == other.memory; }
+    GroupMemory* memory;
+  };
 
   AssemblerOptions options_;
   process::ProcessRegistry* processes_;
   SpanHandler handler_;
   RouteLimiter routes_;
   AssemblerStats stats_;
+  // Before every table that holds groups: destroyed after them. Its own allocation keeps
+  // its address for the groups' allocators.
+  std::unique_ptr<GroupMemory> group_memory_ = std::make_unique<GroupMemory>();
 
   using OpenRequests = std::unordered_map<RequestKey, RequestIds, RequestKeyHash>;
   OpenRequests open_requests_;
@@ -186,7 +264,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   // nothing (the table holds every request between its start and its end).
   static constexpr size_t kMaxSpareRequestNodes = 64;
   std::vector<OpenRequests::node_type> spare_request_nodes_;
-  void AddOpenRequest(const RequestKey& key, RequestIds ids);
+  // The ids of an exchange whose request was not open (dropped when the table was full).
+  RequestIds unopened_ids_;
   // Connections the tracker closed or dropped since the last sweep of open_requests_.
   std::unordered_set<uint64_t> forgotten_connections_;
   // Server requests read but not yet answered, per process. A process's entry stays
@@ -213,7 +292,15 @@ class SpanAssembler : public conntrack::TrackerSink {
   // A client connection's queue stays, empty, until the connection is forgotten, so its
   // next request allocates nothing.
   std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
-  std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash> unmatched_server_requests_;
+  using UnmatchedServers = std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash>;
+  UnmatchedServers unmatched_server_requests_;
+  // A server connection's queue goes when it empties (most connections of a server
+  // traced alone never pair: its clients are elsewhere); its node and the vector's
+  // storage are kept here for the next request to wait, so waiting allocates nothing.
+  static constexpr size_t kMaxSpareWaitingNodes = 64;
+  std::vector<UnmatchedServers::node_type> spare_waiting_nodes_;
+  std::vector<UnmatchedServer>& WaitingServers(const Endpoints& endpoints);
+  void EraseWaitingServers(UnmatchedServers::iterator it);
   // Processes seen serving several connections' requests at once on one thread.
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
@@ -221,20 +308,25 @@ class SpanAssembler : public conntrack::TrackerSink {
   // The storage of the last groups released from holding, for the next ones: a same-host
   // server span is held until its client's response is read, one group per call.
   decltype(holding_)::node_type spare_holding_node_;
-  std::vector<std::pair<Span, bool>> spare_held_;
+  std::vector<std::pair<std::unique_ptr<Span>, bool>> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;
   // The span being built and emitted, one per kind (index: server): handlers see it by
   // reference during the call only. A span is built over the last one of its kind, whose
   // attributes have the same keys in the same places, so no key is rewritten.
-  Span reused_span_[2];
+  std::unique_ptr<Span> reused_span_[2];
   std::string templated_path_;  // BuildSpan's, kept for its storage
+  // The last remote address BuildSpan formatted, and its text: most spans in a row come
+  // from the same few peers (formatting one is ~150 instructions).
+  std::string_view RemoteAddressText(const uint8_t address[16]);
+  std::array<uint8_t, 16> remote_address_{};
+  std::string remote_address_text_;
   // Spans released from holding, per kind, kept for their storage: the next held span's
   // successor is built over one (a same-host server span is held until its client's
   // response is read).
   static constexpr size_t kMaxSpareSpans = 32;
-  std::vector<Span> spare_spans_[2];
+  std::vector<std::unique_ptr<Span>> spare_spans_[2];
 };
 
 // "127.0.0.1", "::1" (IPv4-mapped addresses print as IPv4).
