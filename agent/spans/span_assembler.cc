@@ -82,8 +82,20 @@ SpanAssembler::SpanAssembler(AssemblerOptions options, process::ProcessRegistry*
       routes_(options.max_routes_per_service),
       reused_span_{std::make_unique<Span>(), std::make_unique<Span>()} {}
 
+SpanAssembler::GroupPtr::GroupPtr(TraceGroup* group) : group_(group) {
+  if (group_) ++group_->references;
+}
+
+SpanAssembler::GroupPtr::GroupPtr(const GroupPtr& other) : group_(other.group_) {
+  if (group_) ++group_->references;
+}
+
+SpanAssembler::GroupPtr::~GroupPtr() {
+  if (group_ && --group_->references == 0) group_->memory->Delete(group_);
+}
+
 SpanAssembler::GroupPtr SpanAssembler::NewGroup(const TraceId& trace_id, bool settled) {
-  auto group = std::allocate_shared<TraceGroup>(GroupAllocator<TraceGroup>(group_memory_.get()));
+  GroupPtr group(group_memory_->New());
   group->trace_id = trace_id;
   group->settled = settled;
   return group;

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "agent/conntrack/connection_tracker.h"
@@ -106,6 +107,35 @@ class SpanAssembler : public conntrack::TrackerSink {
   }
 
  private:
+  class GroupMemory;
+  struct TraceGroup;
+
+  // A counted reference to a TraceGroup. Not std::shared_ptr: its counts are atomic, and
+  // a locked instruction waits for every store before it to drain (about six per span);
+  // groups are made and used on the capture thread only.
+  class GroupPtr {
+   public:
+    GroupPtr() = default;
+    GroupPtr(std::nullptr_t) {}  // NOLINT: like a pointer
+    explicit GroupPtr(TraceGroup* group);
+    GroupPtr(const GroupPtr& other);
+    GroupPtr(GroupPtr&& other) noexcept : group_(std::exchange(other.group_, nullptr)) {}
+    GroupPtr& operator=(GroupPtr other) noexcept {
+      std::swap(group_, other.group_);
+      return *this;
+    }
+    ~GroupPtr();
+    void reset() { *this = GroupPtr(); }
+    TraceGroup* get() const { return group_; }
+    TraceGroup* operator->() const { return group_; }
+    TraceGroup& operator*() const { return *group_; }
+    explicit operator bool() const { return group_ != nullptr; }
+    bool operator==(const GroupPtr& other) const { return group_ == other.group_; }
+
+   private:
+    TraceGroup* group_ = nullptr;
+  };
+
   // Spans linked to each other: one trace id, settled once nothing can change it.
   struct TraceGroup {
     TraceId trace_id{};
@@ -116,9 +146,10 @@ class SpanAssembler : public conntrack::TrackerSink {
     // ~200 bytes of strings and vectors, and each move of one touched them all.
     std::vector<std::pair<std::unique_ptr<Span>, bool>> held;
     uint64_t first_held_ns = 0;
-    std::shared_ptr<TraceGroup> merged_into;  // set when joined to another group
+    GroupPtr merged_into;  // set when joined to another group
+    uint32_t references = 0;  // GroupPtrs to it
+    GroupMemory* memory = nullptr;  // where it goes back when the last reference goes
   };
-  using GroupPtr = std::shared_ptr<TraceGroup>;
 
   // Both ends of a connection, client first: addresses and ports as the kernel gives them.
   // A fixed array, not a string: keys built per request allocate nothing.
@@ -203,9 +234,8 @@ class SpanAssembler : public conntrack::TrackerSink {
   void Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool trace_from_header, uint64_t now_ns);
   GroupPtr NewGroup(const TraceId& trace_id, bool settled);
 
-  // Memory for trace groups, made and freed at the rate of requests: freed blocks (all
-  // of one size, a group with its reference counts) are kept for the next groups, so a
-  // group costs no malloc and free.
+  // Memory for trace groups, made and freed at the rate of requests: freed blocks are kept
+  // for the next groups, so a group costs no malloc and free.
   class GroupMemory {
    public:
     GroupMemory() = default;
@@ -214,39 +244,30 @@ class SpanAssembler : public conntrack::TrackerSink {
     ~GroupMemory() {
       for (void* block : spare_) ::operator delete(block);
     }
-    void* Allocate(size_t bytes) {
-      if (bytes == block_bytes_ && !spare_.empty()) {
-        void* block = spare_.back();
+    TraceGroup* New() {
+      void* block;
+      if (!spare_.empty()) {
+        block = spare_.back();
         spare_.pop_back();
-        return block;
-      }
-      if (block_bytes_ == 0) block_bytes_ = bytes;
-      return ::operator new(bytes);
-    }
-    void Deallocate(void* block, size_t bytes) {
-      if (bytes == block_bytes_ && spare_.size() < kMaxSpareBlocks) {
-        spare_.push_back(block);
       } else {
-        ::operator delete(block);
+        block = ::operator new(sizeof(TraceGroup));
+      }
+      auto* group = new (block) TraceGroup();
+      group->memory = this;
+      return group;
+    }
+    void Delete(TraceGroup* group) {
+      group->~TraceGroup();
+      if (spare_.size() < kMaxSpareBlocks) {
+        spare_.push_back(group);
+      } else {
+        ::operator delete(group);
       }
     }
 
    private:
     static constexpr size_t kMaxSpareBlocks = 256;
-    size_t block_bytes_ = 0;
     std::vector<void*> spare_;
-  };
-  template <typename T>
-  struct GroupAllocator {
-    using value_type = T;
-    explicit GroupAllocator(GroupMemory* memory) : memory(memory) {}
-    template <typename U>
-    GroupAllocator(const GroupAllocator<U>& other) : memory(other.memory) {}
-    T* allocate(size_t n) { return static_cast<T*>(memory->Allocate(n * sizeof(T))); }
-    void deallocate(T* block, size_t n) { memory->Deallocate(block, n * sizeof(T)); }
-    template <typename U>
-    bool operator==(const GroupAllocator<U>& other) const { return memory == other.memory; }
-    GroupMemory* memory;
   };
 
   AssemblerOptions options_;
