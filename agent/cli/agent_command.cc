@@ -351,7 +351,7 @@ Runner AddAgentCommand(CLI::App& app) {
     pipeline_options.messaging.monotonic_to_unix_ns = pipeline_options.http.monotonic_to_unix_ns;
     TracerControl control;
     pipeline::TracePipeline pipeline(pipeline_options, &processes, [&](const spans::Span& span) {
-      telemetry.spans_produced.fetch_add(1, std::memory_order_relaxed);
+      telemetry::AddAsSoleWriter(telemetry.spans_produced);
       span_metrics.Add(span);
       exporter.Export(span, resource_of(span));
     }, &control);

@@ -12,6 +12,13 @@
 
 namespace flowtracer::telemetry {
 
+// Adds to a counter that only the calling thread writes: a plain load and store instead of
+// a locked add, which waits for every store before it to drain (per span, after the span's
+// bytes were written). Readers on other threads still see whole values.
+inline void AddAsSoleWriter(std::atomic<uint64_t>& counter, uint64_t n = 1) {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 struct SelfTelemetry {
   // Capture: kernel events and losses, refreshed from the kernel counters once a second.
   std::atomic<uint64_t> events_data{0};
@@ -28,7 +35,7 @@ struct SelfTelemetry {
   std::atomic<uint64_t> connections_traced_percent{100};
 
   // Spans.
-  std::atomic<uint64_t> spans_produced{0};
+  std::atomic<uint64_t> spans_produced{0};  // by the capture thread only
   std::atomic<uint64_t> spans_exported{0};
   std::atomic<uint64_t> spans_dropped_queue_full{0};     // oldest dropped to make room
   std::atomic<uint64_t> spans_dropped_export_failed{0};  // retries exhausted or permanent error

@@ -80,7 +80,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
     // this span came from it or it was empty.
     QueuedSpan* oldest;
     if (queue_.Take(&oldest, 1, /*min_size=*/options_.max_queue_spans)) {
-      dropped_oldest_.store(dropped_oldest_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      telemetry::AddAsSoleWriter(dropped_oldest_);
       telemetry_->spans_dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
       spare_[spare_count_++] = oldest;
     }
