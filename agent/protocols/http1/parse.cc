@@ -380,8 +380,19 @@ Match MatchRequestStart(std::string_view s) {
 }
 
 // "HTTP/1.0 " or "HTTP/1.1 " and the first digit of a status code.
+// "HTTP/1.0" and "HTTP/1.1" differ only in the low bit of their last byte: with 8 bytes at
+// hand, both are matched by one comparison of the masked word.
+bool IsVersionWord(const char* at) {
+  return (Load<uint64_t>(at) & Load<uint64_t>("\xff\xff\xff\xff\xff\xff\xff\xfe")) ==
+         Load<uint64_t>("HTTP/1.0");
+}
+
 Match MatchResponseStart(std::string_view s) {
   constexpr size_t kMatchBytes = 10;
+  if (s.size() >= kMatchBytes) {
+    return IsVersionWord(s.data()) && s[8] == ' ' && s[9] >= '1' && s[9] <= '9' ? Match::kYes
+                                                                                  : Match::kNo;
+  }
   for (size_t i = 0; i < std::min(s.size(), kMatchBytes); ++i) {
     const char c = s[i];
     bool ok;
@@ -476,6 +487,12 @@ class HeadParser {
 
   // "HTTP/1.0" or "HTTP/1.1".
   ParseState ParseVersion(int* minor_version) {
+    if (buf_.size() - pos_ >= sizeof(uint64_t)) {
+      if (!IsVersionWord(buf_.data() + pos_)) return ParseState::kInvalid;
+      *minor_version = buf_[pos_ + kVersionPrefix.size()] - '0';
+      pos_ += sizeof(uint64_t);
+      return ParseState::kSuccess;
+    }
     const ParseState state = ExpectLiteral(kVersionPrefix);
     if (state != ParseState::kSuccess) return state;
     if (AtEnd()) return ParseState::kNeedsMoreData;
