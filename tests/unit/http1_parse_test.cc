@@ -125,6 +125,9 @@ TEST(Http1Parse, MalformedRequestLinesAreInvalid) {
   EXPECT_EQ(Parse(kRequest, std::string_view("GET /a\0b HTTP/1.1\r\n\r\n", 22)),
             ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.2\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.3\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1/1\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1"), ParseState::kNeedsMoreData);
   EXPECT_EQ(Parse(kRequest, "GET / HTTP/2.0\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "GET / http/1.1\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kRequest, "GET / HTTP/1.1 \r\n\r\n"), ParseState::kInvalid);
@@ -165,6 +168,8 @@ TEST(Http1Parse, MalformedStatusLinesAreInvalid) {
   EXPECT_EQ(Parse(kResponse, "HTTP/1.1 2000 OK\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kResponse, "HTTP/1.1  200 OK\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kResponse, "HTTP/2 200 OK\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kResponse, "HTTP/1.3 200 OK\r\n\r\n"), ParseState::kInvalid);
+  EXPECT_EQ(Parse(kResponse, "HTTQ/1.1 200 OK\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kResponse, "HTTP/1.1 200 O\x01K\r\n\r\n"), ParseState::kInvalid);
   EXPECT_EQ(Parse(kResponse, "ICY 200 OK\r\n\r\n"), ParseState::kInvalid);
 }
@@ -1028,6 +1033,9 @@ TEST(Http1Parse, FindResponseStartAfterJunk) {
   EXPECT_EQ(FindMessageStart(kResponse, "GET / HTTP/1.1\r\n"), npos);
   EXPECT_EQ(FindMessageStart(kResponse, "tail HTTP/1."), 5u);
   EXPECT_EQ(FindMessageStart(kResponse, "HTTP/1.1 200 OK", 1), npos);
+  // Versions other than 1.0 and 1.1, however close in bits.
+  EXPECT_EQ(FindMessageStart(kResponse, "HTTP/1.3 200 HTTP/1.0 200 "), 13u);
+  EXPECT_EQ(FindMessageStart(kResponse, "HTTP/0.1 200 HTTP/1.1 201 "), 13u);
 }
 
 TEST(Http1Parse, ResyncThenParse) {

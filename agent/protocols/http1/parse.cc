@@ -380,8 +380,19 @@ Match MatchRequestStart(std::string_view s) {
 }
 
 // "HTTP/1.0 " or "HTTP/1.1 " and the first digit of a status code.
+// "HTTP/1.0" and "HTTP/1.1" differ only in the low bit of their last byte: with 8 bytes at
+// hand, both are matched by one comparison of the masked word.
+bool IsVersionWord(const char* at) {
+  return (Load<uint64_t>(at) & Load<uint64_t>("\xff\xff\xff\xff\xff\xff\xff\xfe")) ==
+         Load<uint64_t>("HTTP/1.0");
+}
+
 Match MatchResponseStart(std::string_view s) {
   constexpr size_t kMatchBytes = 10;
+  if (s.size() >= kMatchBytes) {
+    return IsVersionWord(s.data()) && s[8] == ' ' && s[9] >= '1' && s[9] <= '9' ? Match::kYes
+                                                                                  : Match::kNo;
+  }
   for (size_t i = 0; i < std::min(s.size(), kMatchBytes); ++i) {
     const char c = s[i];
     bool ok;
@@ -426,20 +437,22 @@ class HeadParser {
     out->type = type;
     out->minor_version = minor_version_;
     out->status_code = status_code_;
+    // Each field is copied as it lies in the head, from its name to the end of its value
+    // (the colon and spaces between them included): one copy per field.
+    const auto line_bytes = [](const FieldView& field) {
+      return static_cast<uint32_t>(field.value + field.value_size - field.name);
+    };
     size_t field_bytes = 0;
-    for (size_t i = 0; i < kept_count_; ++i) {
-      const FieldView& field = Field(i);
-      field_bytes += field.name_size + field.value_size;
-    }
+    for (size_t i = 0; i < kept_count_; ++i) field_bytes += line_bytes(Field(i));
     char* const text = out->LayOut(method_, target_, reason_, field_bytes, kept_count_);
     auto name_begin = static_cast<uint32_t>(text - out->text_.data());
     for (size_t i = 0; i < kept_count_; ++i) {
       const FieldView& field = Field(i);
-      char* const name = out->text_.data() + name_begin;
-      std::memcpy(name, field.name, field.name_size);
-      std::memcpy(name + field.name_size, field.value, field.value_size);
-      out->SetEntry(i, {name_begin, field.name_size, field.value_size});
-      name_begin += field.name_size + field.value_size;
+      const uint32_t bytes = line_bytes(field);
+      std::memcpy(out->text_.data() + name_begin, field.name, bytes);
+      const auto value_begin = static_cast<uint32_t>(name_begin + (field.value - field.name));
+      out->SetEntry(i, {name_begin, field.name_size, value_begin, field.value_size});
+      name_begin += bytes;
     }
     out->field_count = field_count_;
     out->head_bytes = pos_;
@@ -476,6 +489,12 @@ class HeadParser {
 
   // "HTTP/1.0" or "HTTP/1.1".
   ParseState ParseVersion(int* minor_version) {
+    if (buf_.size() - pos_ >= sizeof(uint64_t)) {
+      if (!IsVersionWord(buf_.data() + pos_)) return ParseState::kInvalid;
+      *minor_version = buf_[pos_ + kVersionPrefix.size()] - '0';
+      pos_ += sizeof(uint64_t);
+      return ParseState::kSuccess;
+    }
     const ParseState state = ExpectLiteral(kVersionPrefix);
     if (state != ParseState::kSuccess) return state;
     if (AtEnd()) return ParseState::kNeedsMoreData;
@@ -777,7 +796,7 @@ void Message::SetText(std::string_view method, std::string_view target, std::str
     std::char_traits<char>::copy(name + field.name.size(), field.value.data(), field.value.size());
     const auto name_size = static_cast<uint32_t>(field.name.size());
     const auto value_size = static_cast<uint32_t>(field.value.size());
-    SetEntry(i++, {name_begin, name_size, value_size});
+    SetEntry(i++, {name_begin, name_size, name_begin + name_size, value_size});
     name_begin += name_size + value_size;
   }
 }

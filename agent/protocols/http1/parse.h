@@ -52,10 +52,11 @@ struct HeaderField {
 // valid while the message is neither changed nor destroyed.
 class HeaderFields {
  public:
-  // Where a field lies in the message's text; its value follows its name.
+  // Where a field's name and value lie in the message's text.
   struct Entry {
     uint32_t name_begin;
     uint32_t name_size;
+    uint32_t value_begin;
     uint32_t value_size;
   };
 
@@ -105,8 +106,7 @@ class HeaderFields {
   static HeaderField At(const char* text, const char* entries, size_t i) {
     Entry entry;
     std::memcpy(&entry, entries + i * sizeof(Entry), sizeof(Entry));  // not aligned
-    const char* name = text + entry.name_begin;
-    return {{name, entry.name_size}, {name + entry.name_size, entry.value_size}};
+    return {{text + entry.name_begin, entry.name_size}, {text + entry.value_begin, entry.value_size}};
   }
 
   const char* text_ = nullptr;
@@ -166,8 +166,8 @@ class Message {
     std::memcpy(text_.data() + entries_begin_ + i * sizeof(entry), &entry, sizeof(entry));
   }
 
-  // The method, target and reason, each kept field's name and value, then an Entry per
-  // kept field.
+  // The method, target and reason, each kept field's bytes (parsed: from its name to the
+  // end of its value, as in the head), then an Entry per kept field.
   std::string text_;
   uint32_t method_size_ = 0;
   uint32_t target_size_ = 0;
