@@ -609,7 +609,7 @@ def scale_once(flowtracer, args, extra, label):
         if args.idle_pool:
             heap_before_pool = heap_settled
             pool = hold_idle_connections(args.idle_pool, NGINX_PORT)
-            time.sleep(3)  # past the tracker's 1 s quiet release and a tick
+            time.sleep(10)  # past the tracker's 1 s quiet release, its heap trim 6 s later, and a tick
             rss_idle, heap_idle = memory_kb(agent.pid)[0], heap()
             per_connection = None
             if heap_idle is not None and heap_before_pool is not None:

@@ -378,9 +378,11 @@ void ConnectionTracker::ReleaseHttp(Connection& connection) {
   connection.http.reset();
 }
 
-void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
-  if (connection.http && connection.http->idle()) ReleaseHttp(connection);
+bool ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
+  const bool release_http = connection.http && connection.http->idle();
+  if (release_http) ReleaseHttp(connection);
   for (ByteStream& stream : connection.streams) stream.ReleaseIdleMemory();
+  return release_http;
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
@@ -410,7 +412,8 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
       connection->http->ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
       Emit(*connection, expired);
     }
-    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns) ReleaseIdleMemory(*connection);
+    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns && ReleaseIdleMemory(*connection))
+      ++released_since_trim_;
     // A connection the kernel is told to ignore (no protocol we parse, or shed) shows no
     // activity here however busy it is: it leaves on its close, or when its socket is
     // found gone, never by idle age, which would hand it back to the kernel as unknown.
@@ -445,9 +448,11 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
   }
   connections_high_ = std::max(connections_high_, connections_.size());
   if (options_.trim_after_released_connections > 0 &&
-      connections_high_ - connections_.size() >= options_.trim_after_released_connections) {
+      (connections_high_ - connections_.size() >= options_.trim_after_released_connections ||
+       released_since_trim_ >= options_.trim_after_released_connections)) {
     trim_at_ns_ = now_ns + kTrimDelayNs;
     connections_high_ = connections_.size();
+    released_since_trim_ = 0;
   }
 }
 

@@ -76,9 +76,10 @@ struct TrackerOptions {
   // Connections quiet this long give back per-protocol and buffer storage they can make
   // again (checked on Tick, so per-event work is unchanged).
   uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
-  // When the table has shrunk by this many connections since its last high point, freed
-  // heap is handed back to the system (malloc_trim): after a burst of connections the
-  // process would otherwise keep its peak size. 0: never.
+  // When the table has shrunk by this many connections since its last high point, or
+  // this many quiet connections gave back their per-protocol storage, freed heap is handed
+  // back to the system (malloc_trim): after a burst of connections, or while a large pool
+  // of them idles, the process would otherwise keep its peak size. 0: never.
   size_t trim_after_released_connections = 4096;
   // What hands freed heap back (tests count the calls); empty: malloc_trim(0).
   std::function<void()> trim_heap;
@@ -164,7 +165,8 @@ class ConnectionTracker {
   void AccountHttp(const Http1Conversation& http);
   // Drops the HTTP state (counted, numbering kept); it is made again when needed.
   void ReleaseHttp(Connection& connection);
-  void ReleaseIdleMemory(Connection& connection);
+  // True if the connection had HTTP state to give back.
+  bool ReleaseIdleMemory(Connection& connection);
   // Reports each request to the sink as its head is parsed.
   RequestStarted StartedCallback(Connection& connection);
   void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);
@@ -179,6 +181,7 @@ class ConnectionTracker {
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
+  size_t released_since_trim_ = 0;  // quiet connections that gave back their HTTP state
   static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
   uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
   ConnectionMemory connection_memory_;  // before connections_: outlives them

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -23,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/conntrack/connection_memory.h"
 #include "agent/conntrack/connection_tracker.h"
 #include "agent/process/process_info.h"
 #include "agent/spans/ids.h"
@@ -311,8 +313,13 @@ class SpanAssembler : public conntrack::TrackerSink {
   static constexpr size_t kMaxUnmatchedPerConnection = 16;
   // Queues of at most 16, oldest first: a vector allocates once (a deque twice, 576 bytes).
   // A client connection's queue stays, empty, until the connection is forgotten, so its
-  // next request allocates nothing.
-  std::unordered_map<Endpoints, std::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_;
+  // next request allocates nothing. Queues and their nodes live as long as connections, so
+  // they come from blocks of their own like the tracker's connections: from the heap, one
+  // small node per idle connection among each burst's short-lived allocations kept those
+  // pages resident (10 000 idle tracked connections: 12 MB of heap for 3 MB in use).
+  conntrack::ConnectionMemory client_queue_memory_;
+  std::pmr::unordered_map<Endpoints, std::pmr::vector<UnmatchedClient>, EndpointsHash> unmatched_client_requests_{
+      &client_queue_memory_};
   using UnmatchedServers = std::unordered_map<Endpoints, std::vector<UnmatchedServer>, EndpointsHash>;
   UnmatchedServers unmatched_server_requests_;
   // A server connection's queue goes when it empties (most connections of a server

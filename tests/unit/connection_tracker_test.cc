@@ -868,6 +868,38 @@ TEST(ConnectionTrackerTest, HeapIsTrimmedSomeTicksAfterTheTableShrinks) {
   EXPECT_EQ(trims, 1);  // once per shrink
 }
 
+TEST(ConnectionTrackerTest, HeapIsTrimmedAfterManyQuietConnectionsGiveBackTheirState) {
+  // A pool of idle keep-alive connections: the table does not shrink, but each connection's
+  // HTTP state, made while it was busy, is freed once it is quiet.
+  TrackerOptions options;
+  options.release_idle_after_ns = 1000;
+  options.trim_after_released_connections = 3;
+  int trims = 0;
+  options.trim_heap = [&] { ++trims; };
+  Harness h(options);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    h.Open(id, FT_ROLE_SERVER, 100);
+    h.Request(id, "GET / HTTP/1.1\r\n\r\n", 200);
+    h.Response(id, kOk2, 300);
+  }
+  h.tracker.Tick(400);  // not quiet yet
+  h.tracker.Tick(2000);  // all three give back their state
+  EXPECT_EQ(h.tracker.connection_count(), 3u);
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(2000 + 6'000'000'000ull);
+  EXPECT_EQ(trims, 1);
+  h.tracker.Tick(2000 + 20'000'000'000ull);
+  EXPECT_EQ(trims, 1);  // nothing more was given back
+  // Two connections busy and quiet again: fewer than three, no trim.
+  for (uint64_t id = 1; id <= 2; ++id) {
+    h.Request(id, "GET / HTTP/1.1\r\n\r\n", 20'000'000'100ull);
+    h.Response(id, kOk2, 20'000'000'200ull);
+  }
+  h.tracker.Tick(40'000'000'000ull);
+  h.tracker.Tick(60'000'000'000ull);
+  EXPECT_EQ(trims, 1);
+}
+
 TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   // Shed (or not a protocol we parse): the kernel sends nothing for it, so it looks idle
   // however busy it is. Evicting it would forget its control, and the kernel would then
