@@ -79,6 +79,24 @@ def memory_kb(pid):
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def rss_breakdown_mb(pid):
+    """Resident memory by kind, in MB: the malloc heap, the BPF ring buffer's mapping, other
+    anonymous memory (the tracker's connection blocks, thread stacks, large allocations) and
+    files (the binary and shared libraries, shared with other processes)."""
+    kinds = {"heap": 0, "ring": 0, "anon": 0, "files": 0}
+    kind = "anon"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(None, 6)
+            if "-" in first[0] and len(first) >= 5 and ":" in first[3]:  # a mapping's header line
+                name = first[5].strip() if len(first) > 5 else ""
+                kind = ("heap" if name == "[heap]" else "ring" if name.startswith("anon_inode:bpf")
+                        else "files" if name.startswith("/") else "anon")
+            elif first[0] == "Rss:":
+                kinds[kind] += int(first[1])
+    return {k: round(v / 1024, 1) for k, v in kinds.items()}
+
+
 class RssSampler:
     """Samples a process's RSS every `period_s` on a thread."""
 
@@ -603,7 +621,10 @@ def scale_once(flowtracer, args, extra, label):
         time.sleep(args.settle)
         rss_settled, heap_settled = memory_kb(agent.pid)[0], heap()
         summary.update({"rss_settled_mb": rss_settled / 1024, "heap_settled_mb": heap_settled and heap_settled / 2**20})
-        log(f"{label}: {args.settle} s after the keep-alive steps: RSS {rss_settled / 1024:.1f} MB, heap {mb(heap_settled)} MB")
+        breakdown = rss_breakdown_mb(agent.pid)
+        summary["rss_settled_by_kind_mb"] = breakdown
+        log(f"{label}: {args.settle} s after the keep-alive steps: RSS {rss_settled / 1024:.1f} MB, heap {mb(heap_settled)} MB; "
+            f"resident by kind (MB): {breakdown}")
         # 2. A pool of idle keep-alive connections (one request each, then quiet); both
         # ends are traced, so twice as many tracked connections.
         if args.idle_pool:
@@ -617,7 +638,9 @@ def scale_once(flowtracer, args, extra, label):
             # Resident memory counts what the malloc heap does not: the tracker keeps
             # connections in blocks mapped apart from it.
             rss_per_connection = (rss_idle - rss_settled) * 1024 / (2 * args.idle_pool)
+            idle_breakdown = rss_breakdown_mb(agent.pid)
             summary["idle_pool"] = {"connections": args.idle_pool, "rss_mb": rss_idle / 1024,
+                                    "rss_by_kind_mb": idle_breakdown,
                                     "heap_mb": heap_idle and heap_idle / 2**20,
                                     "heap_bytes_per_tracked_connection": per_connection,
                                     "rss_bytes_per_tracked_connection": rss_per_connection}
@@ -625,7 +648,8 @@ def scale_once(flowtracer, args, extra, label):
                 f"RSS {rss_idle / 1024:.1f} MB ({rss_per_connection:.0f} bytes per tracked connection), "
                 f"heap {mb(heap_idle)} MB"
                 + (f", {per_connection:.0f} bytes of malloc heap per tracked connection"
-                   if per_connection is not None else ""))
+                   if per_connection is not None else "")
+                + f"; resident by kind (MB): {idle_breakdown}")
             for s in pool:
                 s.close()
             time.sleep(2)
