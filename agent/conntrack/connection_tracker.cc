@@ -445,12 +445,15 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
     if (options_.trim_heap) options_.trim_heap();
     else malloc_trim(0);
     trim_at_ns_ = 0;
+    last_trim_ns_ = now_ns;
   }
   connections_high_ = std::max(connections_high_, connections_.size());
-  if (options_.trim_after_released_connections > 0 &&
-      (connections_high_ - connections_.size() >= options_.trim_after_released_connections ||
-       released_since_trim_ >= options_.trim_after_released_connections)) {
-    trim_at_ns_ = now_ns + kTrimDelayNs;
+  const size_t threshold = options_.trim_after_released_connections;
+  const bool shrunk = threshold > 0 && connections_high_ - connections_.size() >= threshold;
+  const bool quiet_released = threshold > 0 && released_since_trim_ >= threshold &&
+                              (last_trim_ns_ == 0 || now_ns >= last_trim_ns_ + kMinQuietTrimIntervalNs);
+  if (shrunk || quiet_released) {
+    if (trim_at_ns_ == 0) trim_at_ns_ = now_ns + kTrimDelayNs;  // a pending trim is not put off
     connections_high_ = connections_.size();
     released_since_trim_ = 0;
   }

@@ -77,9 +77,10 @@ struct TrackerOptions {
   // again (checked on Tick, so per-event work is unchanged).
   uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
   // When the table has shrunk by this many connections since its last high point, or
-  // this many quiet connections gave back their per-protocol storage, freed heap is handed
-  // back to the system (malloc_trim): after a burst of connections, or while a large pool
-  // of them idles, the process would otherwise keep its peak size. 0: never.
+  // quiet connections gave back their per-protocol storage this many times (at most once
+  // per 30 s), freed heap is handed back to the system (malloc_trim): after a burst of
+  // connections, or while a large pool of them idles, the process would otherwise keep its
+  // peak size. 0: never.
   size_t trim_after_released_connections = 4096;
   // What hands freed heap back (tests count the calls); empty: malloc_trim(0).
   std::function<void()> trim_heap;
@@ -183,7 +184,11 @@ class ConnectionTracker {
   size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
   size_t released_since_trim_ = 0;  // quiet connections that gave back their HTTP state
   static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
+  // Quiet connections give back their state again after each busy spell: a pool of them
+  // cycling would otherwise ask for a trim every few seconds.
+  static constexpr uint64_t kMinQuietTrimIntervalNs = 30'000'000'000;
   uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
+  uint64_t last_trim_ns_ = 0;
   ConnectionMemory connection_memory_;  // before connections_: outlives them
   Table connections_{&connection_memory_};
   // What one Process call finished, reused between calls (most calls finish one exchange:

@@ -5,11 +5,12 @@
 // process that merely links them.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpc/slice.h>
 #include <grpcpp/support/byte_buffer.h>
 
 #include <chrono>
+#include <cstring>
 #include <future>
-#include <vector>
 
 #include "exporters/otlp/grpc_module.h"
 #include "exporters/otlp/transport.h"
@@ -39,10 +40,18 @@ class GrpcTransport : public Transport {
       : options_(std::move(options)), method_(std::move(method)), stub_(std::move(channel)) {}
 
   SendResult Send(RequestPieces request, uint64_t timeout_ms) override {
-    // Slices over the pieces, not copies: they outlive the call, which ends before Send returns.
-    slices_.clear();
-    for (std::string_view piece : request) slices_.emplace_back(piece.data(), piece.size(), grpc::Slice::STATIC_SLICE);
-    grpc::ByteBuffer request_buffer(slices_.data(), slices_.size()), response_buffer;
+    // One slice holding a copy of the pieces, not slices over them: gRPC may still hold the
+    // request's slices in its connection's write buffer after the call ends (a cancel at the
+    // deadline, or an early error answer), while the exporter reuses the span buffers.
+    grpc_slice joined = grpc_slice_malloc(TotalSize(request));
+    uint8_t* out = GRPC_SLICE_START_PTR(joined);
+    for (std::string_view piece : request) {
+      if (piece.empty()) continue;
+      memcpy(out, piece.data(), piece.size());
+      out += piece.size();
+    }
+    grpc::Slice slice(joined, grpc::Slice::STEAL_REF);
+    grpc::ByteBuffer request_buffer(&slice, 1), response_buffer;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     // Wait (until the deadline) for the channel to connect rather than fail at once while it
@@ -88,7 +97,6 @@ class GrpcTransport : public Transport {
   TransportOptions options_;
   std::string method_;
   grpc::GenericStub stub_;
-  std::vector<grpc::Slice> slices_;  // the current request's
 };
 
 }  // namespace

@@ -11,8 +11,8 @@ namespace {
 
 // Room for every span that can exist: queued, being sent (one batch), and the one being
 // encoded.
-uint32_t FreeRingCapacity(const OtlpExporterOptions& options) {
-  return options.max_queue_spans + options.max_export_batch_spans + 1;
+size_t FreeRingCapacity(const OtlpExporterOptions& options) {
+  return size_t{options.max_queue_spans} + options.max_export_batch_spans + 1;
 }
 
 OtlpExporterOptions Sane(OtlpExporterOptions options) {
@@ -74,7 +74,8 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
   // wait for every store before them to drain (after encoding, the span's bytes).
   if (queued->resource != resource) queued->resource = resource;
   EncodeSpan(span, &queued->message);
-  if (!queue_.Push(queued)) {
+  const bool pushed = queue_.Push(queued);
+  if (!pushed) {
     // Full: the oldest span makes room (the newest are the ones worth keeping once a
     // receiver comes back). Its buffer is spare for the next span; spare_ has room, as
     // this span came from it or it was empty.
@@ -88,7 +89,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
   }
   const size_t depth = queue_.Size();
   telemetry_->queue_depth_spans.store(depth, std::memory_order_relaxed);
-  if (depth == options_.max_export_batch_spans) {
+  if (pushed && depth == options_.max_export_batch_spans) {
     // A full batch: wake the export thread. Taking the mutex orders this with its check
     // of the queue before it sleeps, so the wake-up cannot fall between the two.
     { std::lock_guard lock(mutex_); }

@@ -34,7 +34,8 @@ class OtlpSpanExporter {
   bool ForceFlush(uint64_t timeout_ms);
 
   // Sends what is queued within timeout_ms, then stops; spans left are counted as dropped.
-  // From the thread that calls Export (spans exported afterwards are counted as dropped).
+  // From the thread that calls Export, as is the destructor (spans exported afterwards
+  // are counted as dropped).
   void Shutdown(uint64_t timeout_ms);
 
   std::string Describe() { return sender_.transport().Describe(); }

@@ -900,6 +900,31 @@ TEST(ConnectionTrackerTest, HeapIsTrimmedAfterManyQuietConnectionsGiveBackTheirS
   EXPECT_EQ(trims, 1);
 }
 
+TEST(ConnectionTrackerTest, ConnectionsCyclingBetweenBusyAndQuietTrimAtMostEvery30s) {
+  // Each busy spell and quiet second gives the state back again: a pending trim is not put
+  // off, and quiet releases ask for a trim at most once per 30 s.
+  TrackerOptions options;
+  options.release_idle_after_ns = 1'000'000'000;
+  options.trim_after_released_connections = 3;
+  int trims = 0;
+  options.trim_heap = [&] { ++trims; };
+  Harness h(options);
+  for (uint64_t id = 1; id <= 3; ++id) h.Open(id, FT_ROLE_SERVER, 1);
+  const uint64_t kSecond = 1'000'000'000;
+  for (uint64_t t = 1; t <= 120; ++t) {
+    if (t % 3 == 1) {  // each connection makes a request every 3 s
+      for (uint64_t id = 1; id <= 3; ++id) {
+        h.Request(id, "GET / HTTP/1.1\r\n\r\n", t * kSecond);
+        h.Response(id, kOk2, t * kSecond + 1000);
+      }
+    }
+    h.tracker.Tick(t * kSecond + 500'000'000);
+  }
+  // The first trim 6 s after the first releases, then at most one per 30 s.
+  EXPECT_GE(trims, 3);
+  EXPECT_LE(trims, 4);
+}
+
 TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
   // Shed (or not a protocol we parse): the kernel sends nothing for it, so it looks idle
   // however busy it is. Evicting it would forget its control, and the kernel would then
