@@ -630,7 +630,7 @@ def scale_once(flowtracer, args, extra, label):
         if args.idle_pool:
             heap_before_pool = heap_settled
             pool = hold_idle_connections(args.idle_pool, NGINX_PORT)
-            time.sleep(10)  # past the tracker's 1 s quiet release, its heap trim 6 s later, and a tick
+            time.sleep(15)  # past the tracker's 1 s quiet release and its next heap check (every 10 s)
             rss_idle, heap_idle = memory_kb(agent.pid)[0], heap()
             per_connection = None
             if heap_idle is not None and heap_before_pool is not None:

@@ -378,11 +378,9 @@ void ConnectionTracker::ReleaseHttp(Connection& connection) {
   connection.http.reset();
 }
 
-bool ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
-  const bool release_http = connection.http && connection.http->idle();
-  if (release_http) ReleaseHttp(connection);
+void ConnectionTracker::ReleaseIdleMemory(Connection& connection) {
+  if (connection.http && connection.http->idle()) ReleaseHttp(connection);
   for (ByteStream& stream : connection.streams) stream.ReleaseIdleMemory();
-  return release_http;
 }
 
 void ConnectionTracker::Remove(uint64_t conn_id) {
@@ -412,8 +410,7 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
       connection->http->ExpireOlderThan(now_ns - options_.response_timeout_ns, &expired);
       Emit(*connection, expired);
     }
-    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns && ReleaseIdleMemory(*connection))
-      ++released_since_trim_;
+    if (now_ns >= connection->last_activity_ns + options_.release_idle_after_ns) ReleaseIdleMemory(*connection);
     // A connection the kernel is told to ignore (no protocol we parse, or shed) shows no
     // activity here however busy it is: it leaves on its close, or when its socket is
     // found gone, never by idle age, which would hand it back to the kernel as unknown.
@@ -435,27 +432,13 @@ void ConnectionTracker::Tick(uint64_t now_ns) {
     if (sink_) sink_->OnConnectionForgotten(connections_.at(id)->info);
     Remove(id);
   }
-  // glibc keeps freed heap for reuse; after thousands of connections (and the span state
-  // of their requests) are gone most of it is free, and trimming gives it back. Not per
-  // close: a trim walks the heap (milliseconds at 100 MB).
-  // The trim waits a few ticks: the span assembler frees the requests of the connections
-  // forgotten here in its next sweep, and releases held spans within 5 s; trimmed before
-  // that, their memory stayed with the process.
-  if (trim_at_ns_ != 0 && now_ns >= trim_at_ns_) {
-    if (options_.trim_heap) options_.trim_heap();
-    else malloc_trim(0);
-    trim_at_ns_ = 0;
-    last_trim_ns_ = now_ns;
-  }
-  connections_high_ = std::max(connections_high_, connections_.size());
-  const size_t threshold = options_.trim_after_released_connections;
-  const bool shrunk = threshold > 0 && connections_high_ - connections_.size() >= threshold;
-  const bool quiet_released = threshold > 0 && released_since_trim_ >= threshold &&
-                              (last_trim_ns_ == 0 || now_ns >= last_trim_ns_ + kMinQuietTrimIntervalNs);
-  if (shrunk || quiet_released) {
-    if (trim_at_ns_ == 0) trim_at_ns_ = now_ns + kTrimDelayNs;  // a pending trim is not put off
-    connections_high_ = connections_.size();
-    released_since_trim_ = 0;
+  if (options_.trim_when_free_heap_bytes > 0 && now_ns >= next_trim_check_ns_) {
+    next_trim_check_ns_ = now_ns + kTrimCheckIntervalNs;
+    const size_t free_bytes = options_.free_heap_bytes ? options_.free_heap_bytes() : mallinfo2().fordblks;
+    if (free_bytes >= options_.trim_when_free_heap_bytes) {
+      if (options_.trim_heap) options_.trim_heap();
+      else malloc_trim(0);
+    }
   }
 }
 

@@ -76,13 +76,15 @@ struct TrackerOptions {
   // Connections quiet this long give back per-protocol and buffer storage they can make
   // again (checked on Tick, so per-event work is unchanged).
   uint64_t release_idle_after_ns = 1ull * 1000 * 1000 * 1000;
-  // When the table has shrunk by this many connections since its last high point, or
-  // quiet connections gave back their per-protocol storage this many times (at most once
-  // per 30 s), freed heap is handed back to the system (malloc_trim): after a burst of
-  // connections, or while a large pool of them idles, the process would otherwise keep its
-  // peak size. 0: never.
-  size_t trim_after_released_connections = 4096;
-  // What hands freed heap back (tests count the calls); empty: malloc_trim(0).
+  // Freed heap is handed back to the system (malloc_trim) when at least this much of it is
+  // free, looked at every 10 s on Tick. glibc keeps freed heap for reuse: after a burst of
+  // connections (whose requests' span state and held spans go over the following seconds),
+  // or once a large pool of connections has gone quiet and given back its HTTP state, the
+  // process would otherwise stay at its peak size. 0: never.
+  size_t trim_when_free_heap_bytes = 4u << 20;
+  // What reads the heap's free bytes and what hands them back (tests fake both); empty:
+  // mallinfo2's free bytes and malloc_trim(0).
+  std::function<size_t()> free_heap_bytes;
   std::function<void()> trim_heap;
 };
 
@@ -166,8 +168,7 @@ class ConnectionTracker {
   void AccountHttp(const Http1Conversation& http);
   // Drops the HTTP state (counted, numbering kept); it is made again when needed.
   void ReleaseHttp(Connection& connection);
-  // True if the connection had HTTP state to give back.
-  bool ReleaseIdleMemory(Connection& connection);
+  void ReleaseIdleMemory(Connection& connection);
   // Reports each request to the sink as its head is parsed.
   RequestStarted StartedCallback(Connection& connection);
   void Emit(Connection& connection, const std::vector<HttpExchange>& exchanges);
@@ -181,14 +182,9 @@ class ConnectionTracker {
   std::unique_ptr<SocketLiveness> own_liveness_;
   SocketLiveness* liveness_;
   uint64_t next_close_check_ns_ = 0;
-  size_t connections_high_ = 0;  // most connections seen by Tick since the last trim
-  size_t released_since_trim_ = 0;  // quiet connections that gave back their HTTP state
-  static constexpr uint64_t kTrimDelayNs = 6'000'000'000;
-  // Quiet connections give back their state again after each busy spell: a pool of them
-  // cycling would otherwise ask for a trim every few seconds.
-  static constexpr uint64_t kMinQuietTrimIntervalNs = 30'000'000'000;
-  uint64_t trim_at_ns_ = 0;  // a malloc_trim is due at this time (0: none)
-  uint64_t last_trim_ns_ = 0;
+  // A trim walks the heap (milliseconds at 100 MB): looked at every 10 s, not per close.
+  static constexpr uint64_t kTrimCheckIntervalNs = 10'000'000'000;
+  uint64_t next_trim_check_ns_ = 0;
   ConnectionMemory connection_memory_;  // before connections_: outlives them
   Table connections_{&connection_memory_};
   // What one Process call finished, reused between calls (most calls finish one exchange:

@@ -846,83 +846,38 @@ TEST(ConnectionTrackerTest, TickEvictsIdleConnections) {
   EXPECT_EQ(h.tracker.stats().connections_evicted_idle, 2u);
 }
 
-TEST(ConnectionTrackerTest, HeapIsTrimmedSomeTicksAfterTheTableShrinks) {
-  // Not at once: the span assembler frees the forgotten connections' requests in its next
-  // sweep and releases held spans within 5 s, and a trim before that gave nothing back.
+TEST(ConnectionTrackerTest, HeapIsTrimmedWhenEnoughOfItIsFreeLookedAtEvery10s) {
   TrackerOptions options;
-  options.idle_timeout_ns = 10000;
-  options.trim_after_released_connections = 3;
+  options.trim_when_free_heap_bytes = 4 << 20;
+  size_t free_bytes = 1 << 20;
   int trims = 0;
+  options.free_heap_bytes = [&] { return free_bytes; };
   options.trim_heap = [&] { ++trims; };
   Harness h(options);
-  for (uint64_t id = 1; id <= 4; ++id) h.Open(id, FT_ROLE_SERVER, 100);
-  h.tracker.Tick(200);
-  h.tracker.Tick(20000);  // all four evicted
-  EXPECT_EQ(h.tracker.connection_count(), 0u);
-  EXPECT_EQ(trims, 0);
-  h.tracker.Tick(20000 + 5'000'000'000ull);
-  EXPECT_EQ(trims, 0);
-  h.tracker.Tick(20000 + 6'000'000'000ull);
-  EXPECT_EQ(trims, 1);
-  h.tracker.Tick(20000 + 20'000'000'000ull);
-  EXPECT_EQ(trims, 1);  // once per shrink
-}
-
-TEST(ConnectionTrackerTest, HeapIsTrimmedAfterManyQuietConnectionsGiveBackTheirState) {
-  // A pool of idle keep-alive connections: the table does not shrink, but each connection's
-  // HTTP state, made while it was busy, is freed once it is quiet.
-  TrackerOptions options;
-  options.release_idle_after_ns = 1000;
-  options.trim_after_released_connections = 3;
-  int trims = 0;
-  options.trim_heap = [&] { ++trims; };
-  Harness h(options);
-  for (uint64_t id = 1; id <= 3; ++id) {
-    h.Open(id, FT_ROLE_SERVER, 100);
-    h.Request(id, "GET / HTTP/1.1\r\n\r\n", 200);
-    h.Response(id, kOk2, 300);
-  }
-  h.tracker.Tick(400);  // not quiet yet
-  h.tracker.Tick(2000);  // all three give back their state
-  EXPECT_EQ(h.tracker.connection_count(), 3u);
-  EXPECT_EQ(trims, 0);
-  h.tracker.Tick(2000 + 6'000'000'000ull);
-  EXPECT_EQ(trims, 1);
-  h.tracker.Tick(2000 + 20'000'000'000ull);
-  EXPECT_EQ(trims, 1);  // nothing more was given back
-  // Two connections busy and quiet again: fewer than three, no trim.
-  for (uint64_t id = 1; id <= 2; ++id) {
-    h.Request(id, "GET / HTTP/1.1\r\n\r\n", 20'000'000'100ull);
-    h.Response(id, kOk2, 20'000'000'200ull);
-  }
-  h.tracker.Tick(40'000'000'000ull);
-  h.tracker.Tick(60'000'000'000ull);
-  EXPECT_EQ(trims, 1);
-}
-
-TEST(ConnectionTrackerTest, ConnectionsCyclingBetweenBusyAndQuietTrimAtMostEvery30s) {
-  // Each busy spell and quiet second gives the state back again: a pending trim is not put
-  // off, and quiet releases ask for a trim at most once per 30 s.
-  TrackerOptions options;
-  options.release_idle_after_ns = 1'000'000'000;
-  options.trim_after_released_connections = 3;
-  int trims = 0;
-  options.trim_heap = [&] { ++trims; };
-  Harness h(options);
-  for (uint64_t id = 1; id <= 3; ++id) h.Open(id, FT_ROLE_SERVER, 1);
   const uint64_t kSecond = 1'000'000'000;
-  for (uint64_t t = 1; t <= 120; ++t) {
-    if (t % 3 == 1) {  // each connection makes a request every 3 s
-      for (uint64_t id = 1; id <= 3; ++id) {
-        h.Request(id, "GET / HTTP/1.1\r\n\r\n", t * kSecond);
-        h.Response(id, kOk2, t * kSecond + 1000);
-      }
-    }
-    h.tracker.Tick(t * kSecond + 500'000'000);
-  }
-  // The first trim 6 s after the first releases, then at most one per 30 s.
-  EXPECT_GE(trims, 3);
-  EXPECT_LE(trims, 4);
+  h.tracker.Tick(1 * kSecond);  // 1 MiB free: kept
+  EXPECT_EQ(trims, 0);
+  free_bytes = 20 << 20;  // a burst's connections and requests were freed
+  h.tracker.Tick(5 * kSecond);  // not looked at again before 10 s
+  EXPECT_EQ(trims, 0);
+  h.tracker.Tick(11 * kSecond);
+  EXPECT_EQ(trims, 1);
+  h.tracker.Tick(15 * kSecond);
+  EXPECT_EQ(trims, 1);  // at most once per 10 s
+  free_bytes = 2 << 20;
+  h.tracker.Tick(30 * kSecond);
+  EXPECT_EQ(trims, 1);
+}
+
+TEST(ConnectionTrackerTest, HeapIsNeverTrimmedWhenTurnedOff) {
+  TrackerOptions options;
+  options.trim_when_free_heap_bytes = 0;
+  int trims = 0;
+  options.free_heap_bytes = [] { return size_t{1} << 30; };
+  options.trim_heap = [&] { ++trims; };
+  Harness h(options);
+  for (uint64_t t = 1; t <= 100; ++t) h.tracker.Tick(t * 1'000'000'000);
+  EXPECT_EQ(trims, 0);
 }
 
 TEST(ConnectionTrackerTest, ConnectionsTheKernelIgnoresAreNotEvictedByIdleAge) {
