@@ -268,7 +268,8 @@ class SpanAssembler : public conntrack::TrackerSink {
     }
 
    private:
-    static constexpr size_t kMaxSpareBlocks = 256;
+    // A few: more, filled during a burst and kept, hold scattered heap pages afterwards.
+    static constexpr size_t kMaxSpareBlocks = 16;
     std::vector<void*> spare_;
   };
 

@@ -747,8 +747,10 @@ class HeadParser {
 namespace {
 // Texts of destroyed messages, taken by messages parsed later: a message's text is its
 // only allocation, and a message is made and destroyed for every request and response.
-// Per thread and bounded (64 x 4 KiB at most).
-constexpr size_t kMaxSpareTexts = 64;
+// Per thread and bounded (8 x 4 KiB at most): a few cover the steady rhythm of messages
+// made and destroyed, and more, filled during a burst and kept, held scattered heap pages
+// that no trim could give back (64 of them and the trace groups' free list: ~2 MB).
+constexpr size_t kMaxSpareTexts = 8;
 constexpr size_t kMaxSpareTextBytes = 4096;
 const size_t kInlineTextBytes = std::string().capacity();  // short strings live in the object
 thread_local std::vector<std::string> spare_texts;
