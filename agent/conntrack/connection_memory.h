@@ -1,4 +1,5 @@
-// Memory for what lives as long as a tracked connection: its Connection and its table node.
+// Memory for what lives as long as a tracked connection: its Connection and its table node,
+// and the span assembler's same-host queue of a client connection.
 #pragma once
 
 #include <cstddef>

@@ -44,7 +44,7 @@ class OtlpSpanExporter {
   // An encoded span waiting to be sent. Made once and passed around by pointer: a span is
   // encoded into one that was sent before, so queueing allocates nothing once sizes settle.
   struct QueuedSpan {
-    WireBuffer message;  // the Span message (EncodeSpan), sized to it
+    WireBuffer message;  // the span's ScopeSpans.spans field (EncodeSpan), sized to it
     ResourcePtr resource;
   };
 
@@ -60,7 +60,6 @@ class OtlpSpanExporter {
       const uint64_t head = head_.load(std::memory_order_acquire);
       return tail_.load(std::memory_order_acquire) - head;
     }
-    bool Full() const { return Size() >= capacity_; }
     uint64_t pushed() const { return tail_.load(std::memory_order_acquire); }
     // The adding thread only; false when full.
     bool Push(QueuedSpan* span);
