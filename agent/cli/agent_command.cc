@@ -10,7 +10,6 @@
 #include <tuple>
 #include <unordered_map>
 
-#include <httplib.h>
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
@@ -22,6 +21,7 @@
 #include "agent/metrics/span_metrics.h"
 #include "agent/process/process_info.h"
 #include "agent/telemetry/self_telemetry.h"
+#include "exporters/http_endpoint.h"
 #include "exporters/otlp/span_exporter.h"
 #include "exporters/otlp_metrics/metrics_exporter.h"
 #include "exporters/prometheus/prometheus_server.h"
@@ -39,39 +39,30 @@ class HealthServer {
     std::string host;
     int port = 0;
     ParseListenAddress(listen, &host, &port);
-    server_.Get("/healthz", [this](const httplib::Request&, httplib::Response& response) {
-      uint64_t age_ns = MonotonicNowNs() - last_tick_ns_.load();
-      bool alive = age_ns < 10ull * 1000 * 1000 * 1000;
-      response.status = alive ? 200 : 503;
-      response.set_content(alive ? "ok\n" : "capture loop stalled\n", "text/plain");
-    });
-    server_.Get("/readyz", [this](const httplib::Request&, httplib::Response& response) {
-      bool ready = ready_.load();
-      response.status = ready ? 200 : 503;
-      response.set_content(ready ? "ready\n" : "not tracing\n", "text/plain");
-    });
-    if (!server_.bind_to_port(host.c_str(), port)) {
-      *error = "cannot listen on " + listen + " for /healthz and /readyz: " + strerror(errno) +
-               " (set health.listen or --health-listen to a free HOST:PORT)";
-      return false;
-    }
     last_tick_ns_ = MonotonicNowNs();
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    return true;
+    exporters::HttpRoute healthz{"/healthz", [this] {
+                                   uint64_t age_ns = MonotonicNowNs() - last_tick_ns_.load();
+                                   bool alive = age_ns < 10ull * 1000 * 1000 * 1000;
+                                   return exporters::HttpReply{alive ? 200 : 503,
+                                                               alive ? "ok\n" : "capture loop stalled\n"};
+                                 }};
+    exporters::HttpRoute readyz{"/readyz", [this] {
+                                  bool ready = ready_.load();
+                                  return exporters::HttpReply{ready ? 200 : 503, ready ? "ready\n" : "not tracing\n"};
+                                }};
+    endpoint_ = exporters::ServeHttp(host, static_cast<uint16_t>(port), {std::move(healthz), std::move(readyz)},
+                                     "/healthz and /readyz", "set health.listen or --health-listen to a free HOST:PORT",
+                                     error);
+    return endpoint_ != nullptr;
   }
-  void Stop() {
-    server_.stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  ~HealthServer() { Stop(); }
+  void Stop() { endpoint_.reset(); }
   void Tick() { last_tick_ns_ = MonotonicNowNs(); }
   void SetReady(bool ready) { ready_ = ready; }
 
  private:
-  httplib::Server server_;
-  std::thread thread_;
   std::atomic<uint64_t> last_tick_ns_{0};
   std::atomic<bool> ready_{false};
+  std::unique_ptr<exporters::HttpEndpoint> endpoint_;  // last: its thread reads the fields above
 };
 
 std::string HostName(const otlp::KeyValues& resource_attributes) {

@@ -1,8 +1,8 @@
 // OTLP/gRPC through a generic stub: the request is already serialized, so one transport
 // serves every signal; only the method path differs. Built as a module of its own
-// (flowtracer-otlp-grpc.so), loaded by grpc_loader.cc only when OTLP/gRPC is chosen: gRPC
-// and what it brings (abseil, re2, c-ares, upb) add about 4 MB of resident memory to a
-// process that merely links them.
+// (flowtracer-otlp-grpc.so), loaded by transport_loader.cc only when OTLP/gRPC is chosen:
+// gRPC and what it brings (abseil, re2, c-ares, upb) add about 4 MB of resident memory to
+// a process that merely links them.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpc/slice.h>
@@ -12,7 +12,7 @@
 #include <cstring>
 #include <future>
 
-#include "exporters/otlp/grpc_module.h"
+#include "exporters/otlp/transport_modules.h"
 #include "exporters/otlp/transport.h"
 
 namespace flowtracer::exporters::otlp {

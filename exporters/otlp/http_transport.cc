@@ -1,13 +1,15 @@
 // OTLP/HTTP: POST of the protobuf request (Content-Type application/x-protobuf), gzip when
-// asked. One curl handle, reused, so the connection stays open between exports.
+// asked. One curl handle, reused, so the connection stays open between exports. Built as a
+// module of its own (flowtracer-otlp-http.so), loaded by transport_loader.cc only when
+// OTLP/HTTP is chosen: libcurl and the libraries it brings (OpenSSL, GnuTLS, Kerberos,
+// LDAP, ...) add about 4 MB of resident memory to a process that merely links them.
 #include <curl/curl.h>
 #include <zlib.h>
 
 #include <cstring>
 #include <mutex>
 
-#include "exporters/otlp/otlp_options.h"
-#include "exporters/otlp/transport.h"
+#include "exporters/otlp/transport_modules.h"
 
 namespace flowtracer::exporters::otlp {
 namespace {
@@ -191,12 +193,11 @@ class HttpTransport : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error) {
-  std::string reason;
-  if (!ValidateEndpointUrl(options.endpoint, &reason)) {
-    *error = "OTLP endpoint " + reason;
-    return nullptr;
-  }
+}  // namespace flowtracer::exporters::otlp
+
+extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transport(
+    const flowtracer::exporters::otlp::TransportOptions* options, std::string* error) {
+  using namespace flowtracer::exporters::otlp;
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   CURL* curl = curl_easy_init();
@@ -204,17 +205,5 @@ std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, st
     *error = "libcurl could not start";
     return nullptr;
   }
-  return std::make_unique<HttpTransport>(options, curl);
+  return new HttpTransport(*options, curl);
 }
-
-std::unique_ptr<Transport> MakeTransport(const TransportOptions& options, std::string* error) {
-  return options.protocol == Protocol::kGrpc ? MakeGrpcTransport(options, error)
-                                             : MakeHttpTransport(options, error);
-}
-
-std::string GrpcMethod(Signal signal) {
-  return signal == Signal::kTraces ? "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-                                   : "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-}
-
-}  // namespace flowtracer::exporters::otlp

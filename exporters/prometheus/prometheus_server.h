@@ -1,5 +1,5 @@
 // The Prometheus scrape endpoint: GET /metrics renders a fresh snapshot on every scrape,
-// served by cpp-httplib on its own thread.
+// served on its own thread (exporters/http_endpoint.h).
 #pragma once
 
 #include <atomic>
@@ -7,13 +7,9 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "agent/metrics/metric_data.h"
-
-namespace httplib {
-class Server;
-}
+#include "exporters/http_endpoint.h"
 
 namespace flowtracer::exporters {
 
@@ -33,9 +29,8 @@ class PrometheusServer {
 
  private:
   SnapshotSource source_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
   std::atomic<uint64_t> scrapes_{0};
+  std::unique_ptr<HttpEndpoint> endpoint_;  // last: its thread uses the fields above
 };
 
 }  // namespace flowtracer::exporters

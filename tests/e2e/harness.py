@@ -107,10 +107,10 @@ def start_test_server(test, port, name=None, downstream=(), ipv6=False):
 class Tracer:
     """`flowtracer <command>` running in the background, writing JSON lines to a file."""
 
-    def __init__(self, test, command, *extra):
+    def __init__(self, test, command, *extra, binary=FLOWTRACER):
         self.output = tempfile.NamedTemporaryFile(prefix="flowtracer-", suffix=".json", delete=False).name
         test.addCleanup(lambda: os.path.exists(self.output) and os.unlink(self.output))
-        args = [FLOWTRACER, command, "--duration", "120s", "--hooks", HOOKS, "--output", self.output]
+        args = [binary, command, "--duration", "120s", "--hooks", HOOKS, "--output", self.output]
         if command == "capture":
             args += ["--format", "json"]
         self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

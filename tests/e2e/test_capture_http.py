@@ -9,7 +9,7 @@ import tempfile
 import time
 import unittest
 
-from harness import E2ETest, Process, Tracer, curl, free_port, start_test_server, wait_for_port
+from harness import FLOWTRACER, E2ETest, Process, Tracer, curl, free_port, start_test_server, wait_for_port
 
 
 def spans_of(records, kind, **attributes):
@@ -66,6 +66,27 @@ class CaptureHttpTest(E2ETest):
             parent = client_ids[span["parent_span_id"]]
             self.assertEqual(parent["trace_id"], span["trace_id"])
             self.assertEqual(parent["attributes"]["url.path"], span["attributes"]["url.path"])
+
+    def test_binary_alone_captures_without_its_modules(self):
+        # The exporters' libraries live in modules beside the binary; capture needs none.
+        directory = tempfile.mkdtemp(prefix="ft-alone.")
+        self.addCleanup(shutil.rmtree, directory, True)
+        alone = os.path.join(directory, "flowtracer")
+        shutil.copy(FLOWTRACER, alone)
+        port = free_port()
+        start_test_server(self, port, name="billing")
+        tracer = Tracer(self, "capture", "--port", str(port), binary=alone)
+        curl(f"http://127.0.0.1:{port}/ok")
+        curl(f"http://127.0.0.1:{port}/status/404")
+        records, log = tracer.stop()
+        servers = spans_of(records, "SERVER", **{"server.port": port})
+        self.assertEqual(sorted(s["attributes"]["url.path"] for s in servers), ["/ok", "/status/404"], log)
+        # Asking for what a module serves says which file is missing, and where it was looked for.
+        result = subprocess.run([alone, "capture", "--duration", "1s", "--prometheus-port", str(free_port())],
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("flowtracer-http.so", result.stderr)
+        self.assertIn(directory, result.stderr)
 
     def test_untraced_caller_is_one_table_row_over_many_connections(self):
         # Only the server is traced (--pid): this process is a caller the agent never sees

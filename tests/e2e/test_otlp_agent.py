@@ -662,20 +662,21 @@ class AgentConfigErrorsTest(unittest.TestCase):
         message, _ = self._run("--config", "/nonexistent/agent.yaml")
         self.assertIn("/nonexistent/agent.yaml", message)
 
-    def test_grpc_without_its_module(self):
-        # The binary copied alone: OTLP/gRPC cannot load, and --check-config says so.
+    def test_transports_without_their_modules(self):
+        # The binary copied alone: neither OTLP transport can load, and --check-config says so.
         directory = tempfile.mkdtemp(prefix="ft-alone.")
         self.addCleanup(shutil.rmtree, directory, True)
         alone = os.path.join(directory, "flowtracer")
         shutil.copy(FLOWTRACER, alone)
-        message, _ = self._run("--protocol", "grpc", "--check-config", binary=alone)
-        self.assertIn("flowtracer-otlp-grpc.so", message)
-        self.assertIn(directory, message)
-        # Beside the real build the same check passes: the module is found there.
-        result = subprocess.run([FLOWTRACER, "agent", "--protocol", "grpc", "--check-config"],
-                                capture_output=True, text=True, timeout=30)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("protocol: grpc", result.stdout)
+        for protocol, module in (("grpc", "flowtracer-otlp-grpc.so"), ("http/protobuf", "flowtracer-otlp-http.so")):
+            message, _ = self._run("--protocol", protocol, "--check-config", binary=alone)
+            self.assertIn(module, message)
+            self.assertIn(directory, message)
+            # Beside the real build the same check passes: the module is found there.
+            result = subprocess.run([FLOWTRACER, "agent", "--protocol", protocol, "--check-config"],
+                                    capture_output=True, text=True, timeout=30)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn(f"protocol: {protocol}", result.stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+// Optional parts of flowtracer built as modules (shared objects built from this tree by the
+// same compiler): each exporter whose library costs resident memory just by being linked
+// (libcurl and its TLS stack, cpp-httplib's OpenSSL set-up, gRPC) is loaded only when it is
+// chosen, so `flowtracer capture` and agents that do not use it never map it.
+#pragma once
+
+#include <string>
+
+namespace flowtracer::exporters {
+
+// The address of `symbol` in the module `file_name`, looked for beside the flowtracer
+// executable and then in ../lib/flowtracer relative to it (where `cmake --install` puts
+// it). Each module is loaded once and never unloaded: what it builds lives until exit.
+// nullptr with `error` naming `purpose` ("OTLP/gRPC") and the places tried.
+void* LoadModuleSymbol(const char* file_name, const char* symbol, const char* purpose, std::string* error);
+
+}  // namespace flowtracer::exporters
