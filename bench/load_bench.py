@@ -582,7 +582,7 @@ def hold_idle_connections(count, port):
 def scale_once(flowtracer, args, extra, label):
     """One full scale scenario under one agent; returns its summary."""
     maps_before = conns_map_ids()
-    agent = Agent(flowtracer, "capture", extra)
+    agent = Agent(flowtracer, args.mode, extra)
     # Other tracers may run on the machine: the agent's table is the one it created.
     our_maps = conns_map_ids() - maps_before
     sampler = RssSampler(agent.pid, 0.5)
@@ -689,14 +689,17 @@ def scale_main(args):
     builds = [("new", args.flowtracer)] + ([("base", args.baseline)] if args.baseline else [])
     results = []
     nginx = Nginx(args.workers)
+    sink = OtlpSink() if args.mode == "otlp" else None
     try:
         # Builds alternate in one session, so both see the same machine.
         for label, flowtracer in builds:
             results.append((label, scale_once(flowtracer, args, extra, label)))
     finally:
         nginx.stop()
+        if sink:
+            sink.stop()
     log("")
-    log("# scale")
+    log(f"# scale ({'flowtracer agent exporting OTLP/HTTP to a local sink' if sink else 'flowtracer capture'})")
     log(f"concurrent keep-alive connections: {args.concurrent}; idle pool: {args.idle_pool}")
     for label, r in results:
         fmt_mb = lambda v: f"{v:.1f}" if v is not None else "-"
@@ -729,7 +732,7 @@ def scale_main(args):
         log(f"{label}: losses: {json.dumps(r['losses'])}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"concurrent": args.concurrent, "idle_pool": args.idle_pool,
+            json.dump({"mode": args.mode, "concurrent": args.concurrent, "idle_pool": args.idle_pool,
                        "runs": {label: r for label, r in results}}, f, indent=1)
 
 
@@ -768,6 +771,8 @@ def main():
                        help="also read the agent's live malloc heap at each point (gdb; pauses it ~1 s)")
     scale.add_argument("--baseline", help="another flowtracer build run through the same scenario "
                        "right after, in the same session (reported as base)")
+    scale.add_argument("--mode", choices=("capture", "otlp"), default="capture",
+                       help="what runs: flowtracer capture, or the agent exporting OTLP/HTTP to a local sink")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loads eBPF programs)")

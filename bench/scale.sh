@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Scale: 10 000 concurrent keep-alive connections to nginx (busy), a pool of idle
 # keep-alive connections, then 100 000 connections opened and closed, under one
-# `flowtracer capture`; the agent's RSS (and with --heap its live malloc heap) and the
-# kernel connection table's size show all stay bounded. --baseline FLOWTRACER runs
-# another build through the same scenario in the same session.
+# `flowtracer capture` (--mode otlp: the agent exporting to a local OTLP sink); the agent's
+# RSS (and with --heap its live malloc heap) and the kernel connection table's size show
+# all stay bounded. --baseline FLOWTRACER runs another build through the same scenario in
+# the same session.
 #   bench/scale.sh [BUILD_DIR] [load_bench.py scale options, e.g. --heap --baseline /path/flowtracer]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)

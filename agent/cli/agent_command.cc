@@ -368,6 +368,7 @@ Runner AddAgentCommand(CLI::App& app) {
       pipeline.Tick(now);
       health.Tick();
       span_metrics.Tick();
+      exporter.ReleaseIdleSpans();
       if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), pipeline, &telemetry);
     };
     loader::CounterValues counters{};

@@ -55,13 +55,36 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
   thread_ = std::thread([this] { Run(); });
 }
 
-OtlpSpanExporter::~OtlpSpanExporter() { Shutdown(0); }
+OtlpSpanExporter::~OtlpSpanExporter() {
+  Shutdown(0);
+  // The export thread has ended with every batch it took back in free_.
+  QueuedSpan* span;
+  while (queue_.Take(&span, 1)) delete span;
+  while (free_.Take(&span, 1)) delete span;
+  for (size_t i = 0; i < spare_count_; ++i) delete spare_[i];
+}
 
 OtlpSpanExporter::QueuedSpan* OtlpSpanExporter::TakeFreeSpan() {
   // Sent spans come back a batch at a time: one claim of the free ring per batch.
   if (spare_count_ == 0) spare_count_ = free_.Take(spare_.data(), spare_.size());
   if (spare_count_ > 0) return spare_[--spare_count_];
-  return all_.emplace_back(std::make_unique<QueuedSpan>()).get();
+  ++span_buffers_;
+  return new QueuedSpan();
+}
+
+void OtlpSpanExporter::ReleaseIdleSpans() {
+  if (queue_.Size() >= options_.max_export_batch_spans) return;  // their buffers are needed soon
+  QueuedSpan* spans[64];
+  while (size_t count = free_.Take(spans, std::size(spans))) {
+    for (size_t i = 0; i < count; ++i) delete spans[i];
+    span_buffers_ -= count;
+  }
+  if (exported_since_release_ == 0) {
+    for (size_t i = 0; i < spare_count_; ++i) delete spare_[i];
+    span_buffers_ -= spare_count_;
+    spare_count_ = 0;
+  }
+  exported_since_release_ = 0;
 }
 
 void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {
@@ -70,6 +93,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
     return;
   }
   QueuedSpan* queued = TakeFreeSpan();
+  ++exported_since_release_;
   // Before encoding: a changed resource's reference counts are locked instructions, which
   // wait for every store before them to drain (after encoding, the span's bytes).
   if (queued->resource != resource) queued->resource = resource;

@@ -588,6 +588,7 @@ TEST(OtlpSpanExporterTest, ConcurrentExportAndSendingAccountForEverySpanOnce) {
     memcpy(span.span_id.data(), &i, sizeof(i));
     exporter.Export(span, resource);
     if (i % 5000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let the queue drain
+    if (i % 3000 == 0) exporter.ReleaseIdleSpans();  // while batches come back
   }
   ASSERT_TRUE(exporter.ForceFlush(10000));
   exporter.Shutdown(1000);
@@ -605,6 +606,41 @@ TEST(OtlpSpanExporterTest, ConcurrentExportAndSendingAccountForEverySpanOnce) {
       << "spans sent out of order or twice";
   ASSERT_FALSE(sent.empty());
   EXPECT_EQ(sent.back(), kSpans);  // the newest is never the one dropped
+}
+
+TEST(OtlpSpanExporterTest, BuffersOfABurstAreFreedOnceSentAndSpansStillFlow) {
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.max_queue_spans = 4096;
+  options.max_export_batch_spans = 64;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  // A burst while the receiver is slow: spans queue up, each with its own buffer.
+  shared->block = true;
+  for (int i = 0; i < 3000; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  EXPECT_EQ(exporter.span_buffers(), 3000u);
+  shared->block = false;
+  ASSERT_TRUE(exporter.ForceFlush(10000));
+  exporter.ReleaseIdleSpans();  // the sent ones waiting to be reused
+  EXPECT_LE(exporter.span_buffers(), options.max_export_batch_spans);
+  exporter.ReleaseIdleSpans();  // a second without spans: the spare ones too
+  EXPECT_EQ(exporter.span_buffers(), 0u);
+  // Spans after it get buffers again and are all sent.
+  for (int i = 0; i < 100; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  ASSERT_TRUE(exporter.ForceFlush(10000));
+  EXPECT_EQ(telemetry.spans_exported, 3100u);
+  EXPECT_EQ(Dropped(telemetry), 0u);
+  // While the receiver holds a batch, the queue backs up and keeps its buffers.
+  shared->block = true;
+  for (int i = 0; i < 500; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  const size_t backed_up = exporter.span_buffers();
+  EXPECT_GE(backed_up, 500u);
+  exporter.ReleaseIdleSpans();
+  EXPECT_EQ(exporter.span_buffers(), backed_up);
+  shared->block = false;
+  ASSERT_TRUE(exporter.ForceFlush(10000));
+  EXPECT_EQ(telemetry.spans_exported, 3600u);
 }
 
 TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
