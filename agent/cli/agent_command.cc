@@ -126,6 +126,7 @@ void PrintConfig(const AgentConfig& config) {
   for (const auto& [key, value] : e.resource_attributes) fmt::print("resource attribute: {}={}\n", key, value);
   fmt::print("pids: {}\nports: {}\nhooks: {}\nmax payload bytes: {}\n", Join(config.pids), Join(config.ports),
              config.hooks, config.max_payload_bytes);
+  fmt::print("ring buffer: {}\n", config.ring_buffer_mb ? fmt::format("{} MiB", config.ring_buffer_mb) : "2 MiB per CPU");
   fmt::print("max cpu: {}\n", config.max_cpu_percent ? fmt::format("{}% of a core", config.max_cpu_percent) : "none");
   for (const std::string& service : config.services) fmt::print("service: {}\n", service);
   fmt::print("health: {}\nshutdown timeout: {}ms\n", config.health_listen, config.shutdown_timeout_ms);
@@ -169,6 +170,8 @@ Runner AddAgentCommand(CLI::App& app) {
       {"--shutdown-timeout", "shutdown.timeout", "Longest wait to send what is queued on exit; default 5s"},
       {"--hooks", "trace.hooks", "Data hooks: auto, socket or syscall"},
       {"--max-payload-bytes", "trace.max_payload_bytes", "Bytes copied from each read/write (64..16384)"},
+      {"--ring-buffer-mb", "trace.ring_buffer_mb",
+       "Kernel-to-agent ring buffer in MiB, a power of two (1..1024); 0 (default): 2 MiB per CPU, 4 to 64"},
       {"--max-cpu", "trace.max_cpu_percent",
        "CPU budget in percent of one core: past it, a share of connections is left untraced; 0 (default): none"},
       {"--metrics-interval", "metrics.interval", "OTLP metrics export period; 0 turns it off; default 15s"},
@@ -353,6 +356,7 @@ Runner AddAgentCommand(CLI::App& app) {
     session.ports = config.ports;
     session.hooks = config.hooks;
     session.max_payload_bytes = config.max_payload_bytes;
+    session.ring_buffer_mb = config.ring_buffer_mb;
     SessionCallbacks callbacks;
     callbacks.on_record = [&](const void* data, size_t size) { pipeline.OnRecord(data, size); };
     bool started = false;

@@ -20,6 +20,7 @@ struct AgentConfig {
   std::vector<uint16_t> ports;
   std::string hooks = "auto";
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
+  uint32_t ring_buffer_mb = 0;  // 0: 2 MiB per CPU, 4 to 64
   uint32_t max_cpu_percent = 0;  // CPU budget, percent of one core (load shedding); 0: none
   std::vector<std::string> services;  // NAME=PID or NAME=EXECUTABLE
 

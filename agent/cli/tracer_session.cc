@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/cli/commands.h"
+#include "agent/loader/ring_size.h"
 
 namespace flowtracer::cli {
 
@@ -25,6 +26,24 @@ void AddSessionFlags(CLI::App* command, SessionOptions* options) {
                       "Bytes copied from each read/write (headers need up to 16384)")
       ->check(CLI::Range(64u, static_cast<unsigned>(FT_MAX_PAYLOAD)))
       ->capture_default_str();
+  command->add_option("--ring-buffer-mb", options->ring_buffer_mb,
+                      "Kernel-to-agent ring buffer in MiB, a power of two (1..1024), resident all along; "
+                      "0: 2 MiB per CPU, 4 to 64")
+      ->check(RingBufferMb())
+      ->capture_default_str();
+}
+
+CLI::Validator RingBufferMb() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t mb = 0;
+        auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), mb);
+        if (error != std::errc() || end != text.data() + text.size() ||
+            (mb != 0 && !loader::ValidRingBufferBytes(mb << 20)))
+          return "'" + text + "' is not 0 or a power of two from 1 to 1024";
+        return "";
+      },
+      "0 or a power of two 1..1024");
 }
 
 bool ParseDuration(const std::string& text, uint64_t* duration_ns) {
@@ -88,6 +107,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   tracer_options.pids = options.pids;
   tracer_options.ports = options.ports;
   tracer_options.max_payload_bytes = options.max_payload_bytes;
+  tracer_options.ring_buffer_bytes = options.ring_buffer_mb << 20;
   if (options.hooks != "auto") tracer_options.force_hooks = loader::ParseHookFamily(options.hooks);
 
   std::string error;
@@ -118,6 +138,11 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   for (int round = 0; round < 100 && tracer->Poll(0) > 0; ++round) {
   }
   if (callbacks.on_batch_end) callbacks.on_batch_end();
+  // Said plainly when it came within half of full: the size to raise (--ring-buffer-mb).
+  const uint64_t ring_peak = tracer->ring_buffer_peak_queued_bytes(), ring_size = tracer->ring_buffer_bytes();
+  spdlog::log(ring_peak * 2 >= ring_size ? spdlog::level::info : spdlog::level::debug,
+              "ring buffer: at most {} KiB of its {} KiB waited to be read (--ring-buffer-mb sets its size)",
+              ring_peak >> 10, ring_size >> 10);
   loader::CounterValues values = tracer->ReadCounters();
   for (int i = 0; i < FT_CTR_MAX; ++i) {
     if (IsLossCounter(i) && values[i]) spdlog::warn("kernel: {} = {}", CounterName(i), values[i]);

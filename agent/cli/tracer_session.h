@@ -20,9 +20,12 @@ struct SessionOptions {
   std::vector<uint16_t> ports;
   std::string hooks = "auto";    // auto | socket | syscall
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
+  uint32_t ring_buffer_mb = 0;   // 0: 2 MiB per CPU, 4 to 64 (agent/loader/ring_size.h)
 };
 
 void AddSessionFlags(CLI::App* command, SessionOptions* options);
+// --ring-buffer-mb's check: 0 (the default size) or a size the kernel takes.
+CLI::Validator RingBufferMb();
 
 // "30s", "2m", "1500ms", "1h", or plain seconds; false when malformed.
 bool ParseDuration(const std::string& text, uint64_t* duration_ns);

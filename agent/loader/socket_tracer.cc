@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/loader/tracefs.h"
+#include "agent/loader/ring_size.h"
 #include "flowtracer_bpf.skel.h"
 
 namespace flowtracer::loader {
@@ -104,6 +105,8 @@ class SocketTracer::RingReader {
   uint64_t record_bytes() const { return record_bytes_; }
   uint64_t unused_class_bytes() const { return unused_class_bytes_; }
   uint64_t records() const { return records_; }
+  uint64_t size_bytes() const { return data_bytes_; }
+  uint64_t peak_queued_bytes() const { return peak_queued_bytes_; }
 
   ~RingReader() {
     if (consumer_page_) munmap(consumer_page_, page_bytes_);
@@ -132,6 +135,7 @@ class SocketTracer::RingReader {
     // budget) would never run.
     while (consumed - started < data_bytes_) {
       const uint64_t produced = __atomic_load_n(producer_pos, __ATOMIC_ACQUIRE);
+      peak_queued_bytes_ = std::max(peak_queued_bytes_, produced - consumed);
       if (consumed >= produced) break;
       bool busy = false;
       while (consumed < produced) {
@@ -178,6 +182,7 @@ class SocketTracer::RingReader {
   std::vector<uint8_t> wrapped_;  // a record that wraps the end of the ring, made whole
   uint64_t records_ = 0;
   uint64_t record_bytes_ = 0;
+  uint64_t peak_queued_bytes_ = 0;  // the most found waiting when a read began
   uint64_t unused_class_bytes_ = 0;
 
   void Account(const uint8_t* record, uint32_t length) {
@@ -230,6 +235,12 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     *error = "wake-up data bytes must be a power of two";
     return nullptr;
   }
+  const uint32_t ring_buffer_bytes =
+      options.ring_buffer_bytes ? options.ring_buffer_bytes : DefaultRingBufferBytes(sysconf(_SC_NPROCESSORS_ONLN));
+  if (!ValidRingBufferBytes(ring_buffer_bytes)) {
+    *error = "the ring buffer's size must be a power of two from 1 to 1024 MiB";
+    return nullptr;
+  }
   // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
   rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &unlimited);
@@ -259,7 +270,7 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     skeleton->rodata->filter_by_pid = !options.pids.empty();
     skeleton->rodata->filter_by_port = !options.ports.empty();
     skeleton->rodata->wakeup_data_bytes = options.wakeup_data_bytes;
-    bpf_map__set_max_entries(skeleton->maps.events, options.ring_buffer_bytes);
+    bpf_map__set_max_entries(skeleton->maps.events, ring_buffer_bytes);
     bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
     bpf_map__set_max_entries(skeleton->maps.conn_control, options.max_connections);
     bpf_map__set_max_entries(skeleton->maps.data_scratch, libbpf_num_possible_cpus());
@@ -314,6 +325,9 @@ SocketTracer::~SocketTracer() {
                   100.0 * ring_->unused_class_bytes() / ring_->record_bytes());
   }
 }
+
+uint64_t SocketTracer::ring_buffer_bytes() const { return ring_->size_bytes(); }
+uint64_t SocketTracer::ring_buffer_peak_queued_bytes() const { return ring_->peak_queued_bytes(); }
 
 int SocketTracer::Poll(int timeout_ms) {
   // Records submitted without a wake-up (the kernel batches them) do not make epoll

@@ -27,7 +27,7 @@ struct SocketTracerOptions {
   std::vector<uint32_t> pids;    // empty: every process
   std::vector<uint16_t> ports;   // empty: every port (local or remote)
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
-  uint32_t ring_buffer_bytes = 8u << 20;
+  uint32_t ring_buffer_bytes = 0;  // 0: DefaultRingBufferBytes (ring_size.h)
   uint32_t max_connections = 65536;
   // Wake the agent once this much is queued (a power of two; 0: on every record); it also
   // polls every poll interval.
@@ -56,6 +56,11 @@ class SocketTracer {
   // Delivers queued records to the handler; waits up to timeout_ms when none are queued.
   // Returns records delivered, or a negative errno.
   int Poll(int timeout_ms);
+
+  // The ring buffer's size, and the most that was waiting in it when a read began: how
+  // close to full (records lost) it came.
+  uint64_t ring_buffer_bytes() const;
+  uint64_t ring_buffer_peak_queued_bytes() const;
 
   // Kernel counters summed over CPUs, indexed by enum ft_counter.
   CounterValues ReadCounters() const;

@@ -1,6 +1,7 @@
 """HTTP/1.x spans, end to end: `flowtracer capture --format json` while real servers
 (python3, nginx) answer real clients (curl, python, raw sockets, wrk) on loopback."""
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -87,6 +88,29 @@ class CaptureHttpTest(E2ETest):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("flowtracer-http.so", result.stderr)
         self.assertIn(directory, result.stderr)
+
+    def test_ring_buffer_size_is_chosen_and_reported(self):
+        port = free_port()
+        start_test_server(self, port, name="billing")
+        output = tempfile.NamedTemporaryFile(prefix="flowtracer-", suffix=".json", delete=False).name
+        self.addCleanup(os.unlink, output)
+        proc = subprocess.Popen([FLOWTRACER, "-v", "capture", "--ring-buffer-mb", "1", "--duration", "4s",
+                                 "--port", str(port), "--format", "json", "--output", output],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        deadline = time.monotonic() + 30
+        stderr = ""
+        while "capturing with" not in stderr and time.monotonic() < deadline and proc.poll() is None:
+            stderr += proc.stderr.readline()
+        curl(f"http://127.0.0.1:{port}/ok")
+        _, rest = proc.communicate(timeout=30)
+        stderr += rest
+        self.assertEqual(proc.returncode, 0, stderr)
+        self.assertRegex(stderr, r"ring buffer: at most \d+ KiB of its 1024 KiB")
+        with open(output) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        self.assertEqual([s["attributes"]["url.path"] for s in spans_of(records, "SERVER", **{"server.port": port})],
+                         ["/ok"], stderr)
 
     def test_untraced_caller_is_one_table_row_over_many_connections(self):
         # Only the server is traced (--pid): this process is a caller the agent never sees

@@ -39,6 +39,8 @@ class CliErrorsTest(unittest.TestCase):
             (["capture", "--duration", "soon"], "duration"),
             (["capture", "--hooks", "kprobe"], "hooks"),
             (["capture", "--max-payload-bytes", "999999"], "max-payload-bytes"),
+            (["capture", "--ring-buffer-mb", "3"], "power of two"),
+            (["sockets", "--ring-buffer-mb", "2048"], "ring-buffer-mb"),
             (["capture", "--service", "no-equals-sign"], "--service"),
             (["capture", "--pid", "abc"], "pid"),
             (["nonsense"], "subcommand"),

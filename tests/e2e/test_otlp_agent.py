@@ -622,6 +622,7 @@ class AgentConfigErrorsTest(unittest.TestCase):
             ("exporter:\n  timeout: soon\n", "exporter.timeout", "duration"),
             ("trace:\n  ports: [80, 99999]\n", "trace.ports", "99999"),
             ("trace:\n  max_cpu_percent: lots\n", "trace.max_cpu_percent", "lots"),
+            ("trace:\n  ring_buffer_mb: 3\n", "trace.ring_buffer_mb", "power of two"),
             ("health:\n  listen: nowhere\n", "health.listen", "HOST:PORT"),
         ]
         for text, key, reason in cases:
@@ -640,6 +641,7 @@ class AgentConfigErrorsTest(unittest.TestCase):
         self.assertIn("http//broken", message)
         for args, mentioned in ((["--protocol", "thrift"], "--protocol"), (["--compression", "br"], "--compression"),
                                 (["--max-payload-bytes", "9"], "--max-payload-bytes"),
+                                (["--ring-buffer-mb", "6"], "--ring-buffer-mb"),
                                 (["--shutdown-timeout", "later"], "--shutdown-timeout"),
                                 (["--health-listen", "localhost"], "--health-listen")):
             message, _ = self._run(*args)

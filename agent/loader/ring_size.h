@@ -1,0 +1,28 @@
+// The kernel -> agent ring buffer's default size. It is the agent's largest fixed cost in
+// memory (resident from the start), and what it must absorb grows with the CPUs producing
+// into it: 2 MiB per online CPU, a power of two (the kernel requires one), 4 to 64 MiB. On
+// 2 CPUs at 20 000 requests/s with both ends traced, at most 200 KiB waited at once; at
+// saturation, 1.1 MiB (docs/performance.md).
+#pragma once
+
+#include <cstdint>
+
+namespace flowtracer::loader {
+
+inline constexpr uint32_t kMinDefaultRingBufferBytes = 4u << 20;
+inline constexpr uint32_t kMaxDefaultRingBufferBytes = 64u << 20;
+
+constexpr uint32_t DefaultRingBufferBytes(long online_cpus) {
+  const uint64_t wanted = (online_cpus > 0 ? static_cast<uint64_t>(online_cpus) : 1) * (2u << 20);
+  uint64_t bytes = kMinDefaultRingBufferBytes;
+  while (bytes < wanted && bytes < kMaxDefaultRingBufferBytes) bytes <<= 1;
+  return static_cast<uint32_t>(bytes);
+}
+
+// A size the kernel takes: a power of two of at least a page, here at least 1 MiB so the
+// agent's 64 KiB wake-up batches fit many times, and at most 1 GiB.
+constexpr bool ValidRingBufferBytes(uint64_t bytes) {
+  return bytes >= (1u << 20) && bytes <= (1ull << 30) && (bytes & (bytes - 1)) == 0;
+}
+
+}  // namespace flowtracer::loader
