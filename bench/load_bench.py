@@ -283,10 +283,15 @@ class Agent:
 
 
 def parse_losses(text):
-    """The agent's closing report: 'losses and oddities' lines and kernel counter warnings."""
+    """The closing report: capture's 'losses and oddities' lines, and the kernel counter
+    warnings both capture and the agent print ('kernel: lost_ring_buffer_full = N')."""
     losses = {}
     in_losses = False
     for line in text.splitlines():
+        kernel = re.search(r"kernel: lost_(\w+) = (\d+)", line)
+        if kernel:
+            losses[f"kernel: events lost, {kernel.group(1).replace('_', ' ')}"] = int(kernel.group(2))
+            continue
         if line.startswith("losses and oddities"):
             in_losses = True
             continue
