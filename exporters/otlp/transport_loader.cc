@@ -5,13 +5,19 @@
 #include "exporters/otlp/transport_modules.h"
 
 namespace flowtracer::exporters::otlp {
+namespace {
+
+bool EndpointUsable(const TransportOptions& options, std::string* error) {
+  std::string reason;
+  if (ValidateEndpointUrl(options.endpoint, &reason)) return true;
+  *error = "OTLP endpoint " + reason;
+  return false;
+}
+
+}  // namespace
 
 std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error) {
-  std::string reason;
-  if (!ValidateEndpointUrl(options.endpoint, &reason)) {
-    *error = "OTLP endpoint " + reason;
-    return nullptr;
-  }
+  if (!EndpointUsable(options, error)) return nullptr;
   auto factory = reinterpret_cast<HttpTransportFactory>(
       LoadModuleSymbol(kHttpModuleFileName, kHttpModuleFactory, "OTLP/HTTP", error));
   if (!factory) return nullptr;
@@ -19,11 +25,7 @@ std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, st
 }
 
 std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, std::string* error) {
-  std::string reason;
-  if (!ValidateEndpointUrl(options.endpoint, &reason)) {
-    *error = "OTLP endpoint " + reason;
-    return nullptr;
-  }
+  if (!EndpointUsable(options, error)) return nullptr;
   auto factory = reinterpret_cast<GrpcTransportFactory>(
       LoadModuleSymbol(kGrpcModuleFileName, kGrpcModuleFactory, "OTLP/gRPC", error));
   if (!factory) return nullptr;
