@@ -5,6 +5,9 @@
 
 #include "agent/cli/commands.h"
 #include "agent/loader/kernel_probe.h"
+#include "exporters/http_endpoint.h"
+#include "exporters/module_loader.h"
+#include "exporters/otlp/transport_modules.h"
 
 namespace flowtracer::cli {
 
@@ -22,6 +25,28 @@ Runner AddCheckCommand(CLI::App& app) {
     fmt::print("capabilities     {}\n", facts.capabilities);
     fmt::print("cgroup v2        {}\n", facts.cgroup_v2_root.empty() ? "no" : "yes (" + facts.cgroup_v2_root + ")");
     fmt::print("tracefs          {}\n\n", facts.tracefs);
+
+    // Exporters' modules: loaded here as they would be when chosen, so a missing file or
+    // library shows now rather than when the agent starts exporting. Capture needs none.
+    struct Module {
+      const char* file;
+      const char* symbol;
+      const char* used_for;
+    };
+    const Module modules[] = {
+        {exporters::otlp::kHttpModuleFileName, exporters::otlp::kHttpModuleFactory, "OTLP/HTTP export (agent)"},
+        {exporters::otlp::kGrpcModuleFileName, exporters::otlp::kGrpcModuleFactory,
+         "OTLP/gRPC export (--protocol grpc)"},
+        {exporters::kHttpEndpointModuleFileName, exporters::kHttpEndpointFactory,
+         "/metrics (--prometheus-port); the agent's /healthz and /readyz"},
+    };
+    fmt::print("{:<26} {:<6} {}\n", "EXPORTER MODULE", "LOADS", "FOR");
+    for (const Module& module : modules) {
+      std::string error;
+      const bool loads = exporters::LoadModuleSymbol(module.file, module.symbol, module.used_for, &error) != nullptr;
+      fmt::print("{:<26} {:<6} {}\n", module.file, yes_no(loads), loads ? module.used_for : error);
+    }
+    fmt::print("\n");
 
     if (!facts.root) {
       fmt::print("capture cannot work: flowtracer must run as root to load eBPF programs (try: sudo flowtracer check)\n");

@@ -88,6 +88,12 @@ class CaptureHttpTest(E2ETest):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("flowtracer-http.so", result.stderr)
         self.assertIn(directory, result.stderr)
+        # `check` says which modules are missing, and that capture works without them.
+        result = subprocess.run([alone, "check"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        for module in ("flowtracer-otlp-http.so", "flowtracer-otlp-grpc.so", "flowtracer-http.so"):
+            self.assertRegex(result.stdout, module.replace(".", r"\.") + r"\s+no\s")
+        self.assertIn("capture works", result.stdout)
 
     def test_ring_buffer_size_is_chosen_and_reported(self):
         port = free_port()

@@ -59,6 +59,8 @@ class CliErrorsTest(unittest.TestCase):
         self.assertRegex(table, r"syscall tracepoints.*\byes\s+yes\b")
         self.assertRegex(table, r"uprobes\s+yes\s+yes\b")
         self.assertRegex(table, r"socket tracepoints.*\byes\s+yes\b")
+        for module in ("flowtracer-otlp-http.so", "flowtracer-otlp-grpc.so", "flowtracer-http.so"):
+            self.assertRegex(table, module.replace(".", r"\.") + r"\s+yes\s")
         # This kind of machine: no kprobes, fentry refused at load.
         self.assertRegex(table, r"kprobes.*\bno\b.*CONFIG_KPROBES")
         self.assertRegex(table, r"fentry.*\bno\s+no\s+refused at load")
