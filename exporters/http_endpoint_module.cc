@@ -2,7 +2,9 @@
 // why it is a module).
 #include <httplib.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -29,13 +31,23 @@ class HttplibEndpoint : public HttpEndpoint {
 
   bool Start(const std::string& host, uint16_t port) {
     if (!server_.bind_to_port(host, port)) return false;
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      listen_ended_ = true;
+    });
+    // Until the thread has entered its loop, cpp-httplib's stop() does nothing and the
+    // destructor's join would wait for good (an endpoint closed right after it opened,
+    // as when the agent's next start-up step fails).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!server_.is_running() && !listen_ended_ && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return true;
   }
 
  private:
   std::vector<HttpRoute> routes_;  // the handlers refer to these
   httplib::Server server_;
+  std::atomic<bool> listen_ended_{false};
   std::thread thread_;
 };
 

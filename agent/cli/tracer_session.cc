@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 
@@ -107,7 +108,9 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   tracer_options.pids = options.pids;
   tracer_options.ports = options.ports;
   tracer_options.max_payload_bytes = options.max_payload_bytes;
-  tracer_options.ring_buffer_bytes = options.ring_buffer_mb << 20;
+  // Past 4 GiB it would wrap to a valid size: left invalid for SocketTracer to refuse.
+  tracer_options.ring_buffer_bytes =
+      static_cast<uint32_t>(std::min<uint64_t>(uint64_t{options.ring_buffer_mb} << 20, UINT32_MAX));
   if (options.hooks != "auto") tracer_options.force_hooks = loader::ParseHookFamily(options.hooks);
 
   std::string error;

@@ -73,18 +73,27 @@ OtlpSpanExporter::QueuedSpan* OtlpSpanExporter::TakeFreeSpan() {
 }
 
 void OtlpSpanExporter::ReleaseIdleSpans() {
+  const uint64_t waiting_since_last_call = free_pushed_at_release_;
+  free_pushed_at_release_ = free_.pushed();
+  const bool idle = exported_since_release_ == 0;
+  exported_since_release_ = 0;
   if (queue_.Size() >= options_.max_export_batch_spans) return;  // their buffers are needed soon
+  // The oldest in free_ are the ones pushed before the last call that nothing took since:
+  // this thread is the only one that takes from it.
+  uint64_t stale = waiting_since_last_call > free_.taken() ? waiting_since_last_call - free_.taken() : 0;
   QueuedSpan* spans[64];
-  while (size_t count = free_.Take(spans, std::size(spans))) {
+  while (stale > 0) {
+    const size_t count = free_.Take(spans, std::min<uint64_t>(stale, std::size(spans)));
+    if (count == 0) break;
     for (size_t i = 0; i < count; ++i) delete spans[i];
     span_buffers_ -= count;
+    stale -= count;
   }
-  if (exported_since_release_ == 0) {
+  if (idle) {
     for (size_t i = 0; i < spare_count_; ++i) delete spare_[i];
     span_buffers_ -= spare_count_;
     spare_count_ = 0;
   }
-  exported_since_release_ = 0;
 }
 
 void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resource) {

@@ -10,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from harness import FLOWTRACER, E2ETest, Process, Tracer, curl, free_port, start_test_server, wait_for_port
+from harness import FLOWTRACER, HOOKS, E2ETest, Process, Tracer, curl, free_port, start_test_server, wait_for_port
 
 
 def spans_of(records, kind, **attributes):
@@ -94,13 +94,22 @@ class CaptureHttpTest(E2ETest):
         for module in ("flowtracer-otlp-http.so", "flowtracer-otlp-grpc.so", "flowtracer-http.so"):
             self.assertRegex(result.stdout, module.replace(".", r"\.") + r"\s+no\s")
         self.assertIn("capture works", result.stdout)
+        # A module from another build (say, an older install) is refused, not loaded.
+        source = os.path.join(directory, "other.c")
+        with open(source, "w") as f:
+            f.write('const char* flowtracer_module_build_id(void) { return "0.0.1-other"; }\n'
+                    'void flowtracer_create_http_endpoint(void) {}\n')
+        subprocess.run(["cc", "-shared", "-fPIC", source, "-o", os.path.join(directory, "flowtracer-http.so")],
+                       check=True, timeout=60)
+        result = subprocess.run([alone, "check"], capture_output=True, text=True, timeout=60)
+        self.assertRegex(result.stdout, r"flowtracer-http\.so\s+no\s.*from another flowtracer build \(0\.0\.1-other")
 
     def test_ring_buffer_size_is_chosen_and_reported(self):
         port = free_port()
         start_test_server(self, port, name="billing")
         output = tempfile.NamedTemporaryFile(prefix="flowtracer-", suffix=".json", delete=False).name
         self.addCleanup(os.unlink, output)
-        proc = subprocess.Popen([FLOWTRACER, "-v", "capture", "--ring-buffer-mb", "1", "--duration", "4s",
+        proc = subprocess.Popen([FLOWTRACER, "-v", "capture", "--hooks", HOOKS, "--ring-buffer-mb", "1", "--duration", "4s",
                                  "--port", str(port), "--format", "json", "--output", output],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())

@@ -608,39 +608,51 @@ TEST(OtlpSpanExporterTest, ConcurrentExportAndSendingAccountForEverySpanOnce) {
   EXPECT_EQ(sent.back(), kSpans);  // the newest is never the one dropped
 }
 
-TEST(OtlpSpanExporterTest, BuffersOfABurstAreFreedOnceSentAndSpansStillFlow) {
+TEST(OtlpSpanExporterTest, BuffersOfABurstAreFreedOnceIdleAndSpansStillFlow) {
   auto shared = std::make_shared<FakeTransport::Shared>();
   telemetry::SelfTelemetry telemetry;
   OtlpExporterOptions options = FastOptions();
   options.max_queue_spans = 4096;
   options.max_export_batch_spans = 64;
+  options.timeout_ms = 60000;  // a blocked send waits for the test, however slow the machine
   OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
   ResourcePtr resource = MakeResource(1, "a");
+  auto export_spans = [&](int count) {
+    for (int i = 0; i < count; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  };
   // A burst while the receiver is slow: spans queue up, each with its own buffer.
   shared->block = true;
-  for (int i = 0; i < 3000; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  export_spans(3000);
   EXPECT_EQ(exporter.span_buffers(), 3000u);
   shared->block = false;
   ASSERT_TRUE(exporter.ForceFlush(10000));
-  exporter.ReleaseIdleSpans();  // the sent ones waiting to be reused
-  EXPECT_LE(exporter.span_buffers(), options.max_export_batch_spans);
-  exporter.ReleaseIdleSpans();  // a second without spans: the spare ones too
-  EXPECT_EQ(exporter.span_buffers(), 0u);
-  // Spans after it get buffers again and are all sent.
-  for (int i = 0; i < 100; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  exporter.ReleaseIdleSpans();  // all just came back: kept for one interval
+  EXPECT_EQ(exporter.span_buffers(), 3000u);
+  // One span takes a batch of buffers for itself (one used, 63 spare).
+  export_spans(1);
   ASSERT_TRUE(exporter.ForceFlush(10000));
-  EXPECT_EQ(telemetry.spans_exported, 3100u);
-  EXPECT_EQ(Dropped(telemetry), 0u);
-  // While the receiver holds a batch, the queue backs up and keeps its buffers.
+  exporter.ReleaseIdleSpans();  // those waiting since the last call go; the spare ones stay
+  EXPECT_EQ(exporter.span_buffers(), 64u);
+  exporter.ReleaseIdleSpans();  // an interval without spans: the rest go too
+  EXPECT_EQ(exporter.span_buffers(), 0u);
+  // Spans after it get buffers again and are all sent (made while the receiver is slow, so
+  // each has its own: none comes back before all are made).
   shared->block = true;
-  for (int i = 0; i < 500; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
-  const size_t backed_up = exporter.span_buffers();
-  EXPECT_GE(backed_up, 500u);
-  exporter.ReleaseIdleSpans();
-  EXPECT_EQ(exporter.span_buffers(), backed_up);
+  export_spans(1000);
+  EXPECT_EQ(exporter.span_buffers(), 1000u);
   shared->block = false;
   ASSERT_TRUE(exporter.ForceFlush(10000));
-  EXPECT_EQ(telemetry.spans_exported, 3600u);
+  exporter.ReleaseIdleSpans();
+  // While the receiver holds a batch, the queue backs up: the buffers waiting since the last
+  // call are about to be needed and stay.
+  shared->block = true;
+  export_spans(200);
+  exporter.ReleaseIdleSpans();
+  EXPECT_EQ(exporter.span_buffers(), 1000u);
+  shared->block = false;
+  ASSERT_TRUE(exporter.ForceFlush(10000));
+  EXPECT_EQ(telemetry.spans_exported, 4201u);
+  EXPECT_EQ(Dropped(telemetry), 0u);
 }
 
 TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
