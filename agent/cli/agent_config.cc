@@ -117,7 +117,7 @@ const std::map<std::string, Section>& Schema() {
             One([](Text v, Config* c) { c->max_payload_bytes = Number<uint32_t>(v, 64, FT_MAX_PAYLOAD); })},
            {"ring_buffer_mb", One([](Text v, Config* c) {
               const uint32_t mb = Number<uint32_t>(v, 0, 1024);
-              if (mb != 0 && !loader::ValidRingBufferBytes(uint64_t{mb} << 20))
+              if (!loader::ValidRingBufferMb(mb))
                 throw BadValue{"'" + v + "' is not 0 (2 MiB per CPU) or a power of two from 1 to 1024"};
               c->ring_buffer_mb = mb;
             })},

@@ -39,8 +39,7 @@ CLI::Validator RingBufferMb() {
       [](std::string& text) -> std::string {
         uint64_t mb = 0;
         auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), mb);
-        if (error != std::errc() || end != text.data() + text.size() ||
-            (mb != 0 && !loader::ValidRingBufferBytes(mb << 20)))
+        if (error != std::errc() || end != text.data() + text.size() || !loader::ValidRingBufferMb(mb))
           return "'" + text + "' is not 0 or a power of two from 1 to 1024";
         return "";
       },

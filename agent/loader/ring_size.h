@@ -25,4 +25,9 @@ constexpr bool ValidRingBufferBytes(uint64_t bytes) {
   return bytes >= (1u << 20) && bytes <= (1ull << 30) && (bytes & (bytes - 1)) == 0;
 }
 
+// --ring-buffer-mb and trace.ring_buffer_mb: 0 (the default size) or a valid size in MiB.
+constexpr bool ValidRingBufferMb(uint64_t mb) {
+  return mb == 0 || (mb <= 1024 && ValidRingBufferBytes(mb << 20));
+}
+
 }  // namespace flowtracer::loader

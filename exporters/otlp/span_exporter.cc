@@ -75,8 +75,9 @@ OtlpSpanExporter::QueuedSpan* OtlpSpanExporter::TakeFreeSpan() {
 void OtlpSpanExporter::ReleaseIdleSpans() {
   const uint64_t waiting_since_last_call = free_pushed_at_release_;
   free_pushed_at_release_ = free_.pushed();
-  const bool idle = exported_since_release_ == 0;
-  exported_since_release_ = 0;
+  // Every exported span is pushed to queue_ (the full-queue path takes one back first).
+  const bool idle = queue_.pushed() == queue_pushed_at_release_;
+  queue_pushed_at_release_ = queue_.pushed();
   if (queue_.Size() >= options_.max_export_batch_spans) return;  // their buffers are needed soon
   // The oldest in free_ are the ones pushed before the last call that nothing took since:
   // this thread is the only one that takes from it.
@@ -102,7 +103,6 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
     return;
   }
   QueuedSpan* queued = TakeFreeSpan();
-  ++exported_since_release_;
   // Before encoding: a changed resource's reference counts are locked instructions, which
   // wait for every store before them to drain (after encoding, the span's bytes).
   if (queued->resource != resource) queued->resource = resource;

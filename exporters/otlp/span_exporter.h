@@ -101,8 +101,9 @@ class OtlpSpanExporter {
   Ring free_;
   std::vector<QueuedSpan*> spare_;  // the capture thread's: taken from free_, not used yet
   size_t spare_count_ = 0;
-  uint64_t exported_since_release_ = 0;  // the capture thread's
-  uint64_t free_pushed_at_release_ = 0;  // free_.pushed() at the last ReleaseIdleSpans
+  // free_.pushed() and queue_.pushed() at the last ReleaseIdleSpans. The capture thread's.
+  uint64_t free_pushed_at_release_ = 0;
+  uint64_t queue_pushed_at_release_ = 0;
   size_t span_buffers_ = 0;              // the capture thread's
 
   // The export thread sleeps on `work_`; the producer takes `mutex_` only to wake it, once a

@@ -25,5 +25,14 @@ TEST(RingSizeTest, OnlyPowersOfTwoFromOneMiBToOneGiB) {
   EXPECT_FALSE(ValidRingBufferBytes(0));
 }
 
+TEST(RingSizeTest, MebibytesAreZeroForTheDefaultOrAValidSize) {
+  EXPECT_TRUE(ValidRingBufferMb(0));
+  EXPECT_TRUE(ValidRingBufferMb(1));
+  EXPECT_TRUE(ValidRingBufferMb(1024));
+  EXPECT_FALSE(ValidRingBufferMb(3));
+  EXPECT_FALSE(ValidRingBufferMb(2048));
+  EXPECT_FALSE(ValidRingBufferMb(uint64_t{1} << 44));  // would wrap when shifted to bytes
+}
+
 }  // namespace
 }  // namespace flowtracer::loader
