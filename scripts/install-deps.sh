@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake pkg-config clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
-  protobuf-compiler libprotobuf-dev libcurl4-openssl-dev libnghttp2-dev libcpp-httplib-dev
+  protobuf-compiler libprotobuf-dev libnghttp2-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev libgrpc++-dev protobuf-compiler-grpc
   # end-to-end tests and the demo: real servers and clients on loopback
   python3 curl nginx-light wrk iproute2 nats-server prometheus nghttp2-client

@@ -106,6 +106,10 @@ void PrintConfig(const AgentConfig& config) {
   const otlp::OtlpExporterOptions& e = config.exporter;
   fmt::print("traces endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kTraces));
   fmt::print("metrics endpoint: {}\n", otlp::ResolveEndpoint(e, otlp::Signal::kMetrics));
+  for (auto [name, signal] : {std::pair{"traces", otlp::Signal::kTraces}, std::pair{"metrics", otlp::Signal::kMetrics}}) {
+    if (auto proxy = otlp::TransportOptionsFor(e, signal).proxy)  // credentials are not shown
+      fmt::print("{} proxy: {}:{} (from {})\n", name, proxy->host, proxy->port, proxy->variable);
+  }
   fmt::print("protocol: {}\ncompression: {}\ntimeout: {}ms\n", otlp::ProtocolName(e.protocol),
              e.gzip ? "gzip" : "none", e.timeout_ms);
   auto header_names = [](const otlp::KeyValues& headers) {

@@ -1,19 +1,25 @@
 // OTLP/HTTP: POST of the protobuf request (Content-Type application/x-protobuf), gzip when
-// asked. One curl handle, reused, so the connection stays open between exports. Built as a
-// module of its own (flowtracer-otlp-http.so), loaded by transport_loader.cc only when
-// OTLP/HTTP is chosen: libcurl and the libraries it brings (OpenSSL, GnuTLS, Kerberos,
-// LDAP, ...) add resident memory to a process that merely links them (with cpp-httplib,
-// 8 MB to `flowtracer capture`).
-#include <curl/curl.h>
+// asked, through the proxy the environment names. One client, reused, so the connection
+// stays open between exports. Built as a module of its own (flowtracer-otlp-http.so),
+// loaded by transport_loader.cc only when OTLP/HTTP is chosen. It uses cpp-httplib, which
+// the agent loads anyway to serve /healthz, so OTLP/HTTP brings no library of its own
+// (libcurl would add GnuTLS, Kerberos, LDAP and SSH libraries: 4 MB resident).
+#include <httplib.h>
 #include <zlib.h>
 
+#include <condition_variable>
 #include <cstring>
+#include <ctime>
+#include <functional>
 #include <mutex>
+#include <thread>
 
 #include "exporters/otlp/transport_modules.h"
 
 namespace flowtracer::exporters::otlp {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 bool Gzip(RequestPieces input, std::string* output) {
   z_stream stream{};
@@ -36,160 +42,230 @@ bool Gzip(RequestPieces input, std::string* output) {
   return status == Z_STREAM_END;
 }
 
-// The request body as curl reads it: the pieces in order, copied straight into curl's
-// upload buffer.
-struct BodyReader {
-  RequestPieces pieces;
-  size_t piece = 0;   // the next piece to read
-  size_t offset = 0;  // within it
+// The request body as cpp-httplib asks for it: from an offset (it may ask again from the
+// start when it resends on a new connection), each piece written to the socket as it is.
+class BodyWriter {
+ public:
+  explicit BodyWriter(RequestPieces pieces) : pieces_(pieces) {}
 
-  static size_t Read(char* buffer, size_t size, size_t count, void* user) {
-    auto* self = static_cast<BodyReader*>(user);
-    size_t room = size * count, written = 0;
-    while (room > 0 && self->piece < self->pieces.size()) {
-      std::string_view piece = self->pieces[self->piece];
-      const size_t n = std::min(room, piece.size() - self->offset);
-      memcpy(buffer + written, piece.data() + self->offset, n);
-      written += n;
-      room -= n;
-      self->offset += n;
-      if (self->offset == piece.size()) {
-        ++self->piece;
-        self->offset = 0;
-      }
-    }
-    return written;
+  bool Write(size_t offset, size_t length, httplib::DataSink& sink) {
+    if (offset < piece_start_) piece_ = piece_start_ = 0;
+    while (piece_ < pieces_.size() && offset >= piece_start_ + pieces_[piece_].size())
+      piece_start_ += pieces_[piece_++].size();
+    if (piece_ == pieces_.size()) return false;
+    std::string_view piece = pieces_[piece_];
+    const size_t within = offset - piece_start_;
+    return sink.write(piece.data() + within, std::min(length, piece.size() - within));
   }
 
-  // curl rewinds when it sends the request again (a kept-alive connection the receiver
-  // had closed).
-  static int Seek(void* user, curl_off_t position, int origin) {
-    auto* self = static_cast<BodyReader*>(user);
-    if (origin != SEEK_SET || position < 0) return CURL_SEEKFUNC_CANTSEEK;
-    size_t left = static_cast<size_t>(position);
-    self->piece = 0;
-    while (self->piece < self->pieces.size() && left >= self->pieces[self->piece].size())
-      left -= self->pieces[self->piece++].size();
-    if (self->piece == self->pieces.size() && left > 0) return CURL_SEEKFUNC_FAIL;
-    self->offset = left;
-    return CURL_SEEKFUNC_OK;
-  }
+ private:
+  RequestPieces pieces_;
+  size_t piece_ = 0;        // the piece that holds the last offset asked for
+  size_t piece_start_ = 0;  // its offset in the body
 };
 
-size_t AppendBody(char* data, size_t size, size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
-  return size * count;
-}
-
-size_t ReadHeader(char* data, size_t size, size_t count, void* user) {
-  std::string_view line(data, size * count);
-  constexpr std::string_view kName = "retry-after:";
-  if (line.size() > kName.size() && strncasecmp(line.data(), kName.data(), kName.size()) == 0) {
-    std::string value(line.substr(kName.size()));
-    while (!value.empty() && isspace(static_cast<unsigned char>(value.back()))) value.pop_back();
-    size_t first = value.find_first_not_of(' ');
-    *static_cast<std::string*>(user) = first == std::string::npos ? "" : value.substr(first);
-  }
-  return size * count;
-}
-
-// Retry-After is either seconds or an HTTP date (RFC 9110 section 10.2.3).
+// Retry-After is either seconds or an HTTP date in one of three formats (RFC 9110 section
+// 5.6.7: recipients accept all three).
 std::optional<uint64_t> ParseRetryAfterMs(const std::string& value) {
   if (value.empty()) return std::nullopt;
   char* end = nullptr;
   unsigned long long seconds = strtoull(value.c_str(), &end, 10);
-  if (end && *end == '\0') return seconds * 1000;
-  time_t when = curl_getdate(value.c_str(), nullptr);
-  if (when < 0) return std::nullopt;
-  time_t now = time(nullptr);
-  return when > now ? static_cast<uint64_t>(when - now) * 1000 : 0;
+  if (end && *end == '\0' && isdigit(static_cast<unsigned char>(value[0]))) return seconds * 1000;
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    tm parts{};
+    const char* rest = strptime(value.c_str(), format, &parts);
+    if (!rest || *rest != '\0') continue;
+    time_t when = timegm(&parts), now = time(nullptr);
+    return when > now ? static_cast<uint64_t>(when - now) * 1000 : 0;
+  }
+  return std::nullopt;
+}
+
+// cpp-httplib names its errors by their enum (httplib::to_string): say what happened.
+std::string ErrorText(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection: return "could not connect";
+    case httplib::Error::ConnectionTimeout: return "timed out connecting";
+    case httplib::Error::Read: return "the connection failed while reading the answer";
+    case httplib::Error::Write: return "the connection failed while sending";
+    case httplib::Error::SSLConnection: return "the TLS handshake failed";
+    case httplib::Error::SSLLoadingCerts: return "the trusted certificates could not be loaded";
+    case httplib::Error::SSLServerVerification:
+      return "the collector's certificate could not be verified (not trusted, expired, or for another name; "
+             "SSL_CERT_FILE can name a file of trusted CA certificates)";
+    case httplib::Error::Compression: return "the answer could not be decompressed";
+    default: return "request failed (" + httplib::to_string(error) + ")";
+  }
+}
+
+// cpp-httplib bounds each wait on the socket, not a whole request. This thread stops the
+// request in flight once its time is up or the shutdown deadline has passed.
+class RequestWatchdog {
+ public:
+  enum class Fired { kNo, kTimeout, kShutdown };
+
+  RequestWatchdog(std::function<void()> stop, std::function<Clock::time_point()> shutdown_deadline)
+      : stop_(std::move(stop)), shutdown_deadline_(std::move(shutdown_deadline)), thread_([this] { Run(); }) {}
+  ~RequestWatchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  void Arm(Clock::time_point until) {
+    {
+      std::lock_guard lock(mutex_);
+      until_ = until;
+      armed_ = true;
+      fired_ = Fired::kNo;
+    }
+    wake_.notify_one();
+  }
+
+  Fired Disarm() {
+    std::lock_guard lock(mutex_);
+    armed_ = false;
+    return fired_;
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mutex_);
+    while (!closing_) {
+      if (!armed_) {
+        wake_.wait(lock);
+        continue;
+      }
+      Clock::time_point now = Clock::now(), shutdown = shutdown_deadline_();
+      if (now >= until_ || now >= shutdown) {
+        fired_ = now >= shutdown ? Fired::kShutdown : Fired::kTimeout;
+        // Again until disarmed: a stop() while the client is still connecting finds no socket.
+        stop_();
+        wake_.wait_for(lock, kPoll);
+        continue;
+      }
+      // Polled, not notified: the shutdown deadline is set from another thread at any time.
+      wake_.wait_until(lock, std::min(until_, now + kPoll));
+    }
+  }
+
+  static constexpr std::chrono::milliseconds kPoll{50};
+  std::function<void()> stop_;
+  std::function<Clock::time_point()> shutdown_deadline_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool closing_ = false, armed_ = false;
+  Clock::time_point until_;
+  Fired fired_ = Fired::kNo;
+  std::thread thread_;  // last: it starts once the members it reads exist
+};
+
+// "http(s)://host[:port]/path": the parts cpp-httplib takes apart. The agent validated it.
+struct Endpoint {
+  bool tls = false;
+  std::string host;  // an IPv6 address without its brackets
+  int port = 0;
+  std::string target;  // path and query
+};
+
+Endpoint SplitEndpoint(const std::string& url) {
+  Endpoint endpoint;
+  endpoint.tls = url.rfind("https://", 0) == 0;
+  size_t start = url.find("://") + 3;
+  size_t slash = url.find('/', start);
+  std::string authority = url.substr(start, slash - start);
+  endpoint.target = slash == std::string::npos ? "/" : url.substr(slash);
+  std::string port;
+  if (!authority.empty() && authority[0] == '[') {
+    size_t close = authority.find(']');
+    endpoint.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) port = authority.substr(close + 2);
+  } else {
+    size_t colon = authority.rfind(':');
+    endpoint.host = authority.substr(0, colon);
+    if (colon != std::string::npos) port = authority.substr(colon + 1);
+  }
+  endpoint.port = port.empty() ? (endpoint.tls ? 443 : 80) : std::stoi(port);
+  return endpoint;
 }
 
 class HttpTransport : public Transport {
-  // libcurl calls this often during a transfer; non-zero aborts it (shutdown deadline).
-  static int CheckDeadline(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    return std::chrono::steady_clock::now() >= static_cast<HttpTransport*>(self)->Deadline() ? 1 : 0;
-  }
-
  public:
-  HttpTransport(TransportOptions options, CURL* curl) : options_(std::move(options)), curl_(curl) {
-    headers_ = curl_slist_append(headers_, "Content-Type: application/x-protobuf");
-    if (options_.gzip) headers_ = curl_slist_append(headers_, "Content-Encoding: gzip");
-    headers_ = curl_slist_append(headers_, "User-Agent: flowtracer/" FLOWTRACER_VERSION);
-    headers_ = curl_slist_append(headers_, "Expect:");  // no 100-continue round trip
-    for (const auto& [key, value] : options_.headers)
-      headers_ = curl_slist_append(headers_, (key + ": " + value).c_str());
-    // Set once: only the body, its size and the timeouts change between requests.
-    curl_easy_setopt(curl_, CURLOPT_URL, options_.endpoint.c_str());
-    curl_easy_setopt(curl_, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl_, CURLOPT_READFUNCTION, BodyReader::Read);
-    curl_easy_setopt(curl_, CURLOPT_READDATA, &body_);
-    curl_easy_setopt(curl_, CURLOPT_SEEKFUNCTION, BodyReader::Seek);
-    curl_easy_setopt(curl_, CURLOPT_SEEKDATA, &body_);
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers_);
-    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);  // curl's timeouts must not raise SIGALRM
-    curl_easy_setopt(curl_, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, AppendBody);
-    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &response_);
-    curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, ReadHeader);
-    curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &retry_after_);
-    curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, CheckDeadline);
-    curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
-  }
-  ~HttpTransport() override {
-    curl_slist_free_all(headers_);
-    curl_easy_cleanup(curl_);
+  HttpTransport(TransportOptions options, Endpoint endpoint, std::unique_ptr<httplib::ClientImpl> client)
+      : options_(std::move(options)),
+        target_(std::move(endpoint.target)),
+        client_(std::move(client)),
+        watchdog_([this] { client_->stop(); }, [this] { return Deadline(); }) {
+    client_->set_keep_alive(true);
+    if (options_.proxy) {
+      client_->set_proxy(options_.proxy->host, options_.proxy->port);
+      if (!options_.proxy->user.empty()) client_->set_proxy_basic_auth(options_.proxy->user, options_.proxy->password);
+    }
+    headers_.emplace("User-Agent", "flowtracer/" FLOWTRACER_VERSION);
+    if (options_.gzip) headers_.emplace("Content-Encoding", "gzip");
+    for (const auto& [key, value] : options_.headers) headers_.emplace(key, value);
   }
 
   SendResult Send(RequestPieces request, uint64_t timeout_ms) override {
     std::string compressed;
     std::string_view compressed_piece;
-    body_ = BodyReader{request};
+    RequestPieces body = request;
     if (options_.gzip) {
       if (!Gzip(request, &compressed)) return {SendResult::Outcome::kFailed, "gzip failed", {}, {}};
       compressed_piece = compressed;
-      body_ = BodyReader{{&compressed_piece, 1}};
+      body = {&compressed_piece, 1};
     }
-    response_.clear();
-    retry_after_.clear();
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(TotalSize(body_.pieces)));
-    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
-    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::min<uint64_t>(timeout_ms, 5000)));
-    CURLcode code = curl_easy_perform(curl_);
+    const auto timeout = std::chrono::milliseconds(timeout_ms);
+    client_->set_connection_timeout(std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5)));
+    client_->set_read_timeout(timeout);
+    client_->set_write_timeout(timeout);
+    BodyWriter writer(body);
+    watchdog_.Arm(Clock::now() + timeout);
+    httplib::Result answer = client_->Post(
+        target_, headers_, TotalSize(body),
+        [&writer](size_t offset, size_t length, httplib::DataSink& sink) { return writer.Write(offset, length, sink); },
+        "application/x-protobuf");
+    RequestWatchdog::Fired fired = watchdog_.Disarm();
     SendResult result;
-    if (code != CURLE_OK) {
+    if (!answer) {
       // No answer at all (refused, reset, timed out): the receiver may come back.
       result.outcome = SendResult::Outcome::kRetryable;
-      result.error = curl_easy_strerror(code);
+      if (fired == RequestWatchdog::Fired::kShutdown) result.error = "abandoned at the shutdown deadline";
+      else if (fired == RequestWatchdog::Fired::kTimeout) result.error = "timed out after " + std::to_string(timeout_ms) + " ms";
+      else result.error = ErrorText(answer.error());
+      if (options_.proxy) result.error += " (through proxy " + options_.proxy->host + " from " + options_.proxy->variable + ")";
       return result;
     }
-    long status = 0;
-    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
+    const int status = answer->status;
     if (status >= 200 && status < 300) {
       result.outcome = SendResult::Outcome::kSuccess;
-      result.response = std::move(response_);
+      result.response = std::move(answer->body);
       return result;
     }
     result.error = "HTTP " + std::to_string(status);
     bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
     result.outcome = retryable ? SendResult::Outcome::kRetryable : SendResult::Outcome::kFailed;
-    if (retryable) result.retry_after_ms = ParseRetryAfterMs(retry_after_);
+    if (retryable) result.retry_after_ms = ParseRetryAfterMs(answer->get_header_value("Retry-After"));
     return result;
   }
 
   std::string Describe() const override {
-    return options_.endpoint + " (http/protobuf" + (options_.gzip ? ", gzip)" : ")");
+    std::string description = options_.endpoint + " (http/protobuf" + (options_.gzip ? ", gzip" : "");
+    if (options_.proxy)
+      description += ", through proxy " + options_.proxy->host + ":" + std::to_string(options_.proxy->port) +
+                     " from " + options_.proxy->variable;
+    return description + ")";
   }
 
  private:
   TransportOptions options_;
-  CURL* curl_;
-  curl_slist* headers_ = nullptr;
-  BodyReader body_;  // the current request's body, read by curl
-  // The current request's answer, written by curl's callbacks.
-  std::string response_;
-  std::string retry_after_;
+  std::string target_;
+  httplib::Headers headers_;
+  std::unique_ptr<httplib::ClientImpl> client_;
+  RequestWatchdog watchdog_;  // after client_, which it stops
 };
 
 }  // namespace
@@ -199,12 +275,13 @@ class HttpTransport : public Transport {
 extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transport(
     const flowtracer::exporters::otlp::TransportOptions* options, std::string* error) {
   using namespace flowtracer::exporters::otlp;
-  static std::once_flag global_init;
-  std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  CURL* curl = curl_easy_init();
-  if (!curl) {
-    *error = "libcurl could not start";
+  Endpoint endpoint = SplitEndpoint(options->endpoint);
+  std::unique_ptr<httplib::ClientImpl> client;
+  if (endpoint.tls) client = std::make_unique<httplib::SSLClient>(endpoint.host, endpoint.port);
+  else client = std::make_unique<httplib::ClientImpl>(endpoint.host, endpoint.port);
+  if (!client->is_valid()) {
+    *error = "the TLS client could not start (OpenSSL)";
     return nullptr;
   }
-  return new HttpTransport(*options, curl);
+  return new HttpTransport(*options, std::move(endpoint), std::move(client));
 }

@@ -1,8 +1,12 @@
 #include "exporters/otlp/otlp_options.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 
 #include "exporters/otlp/retrying_sender.h"
 
@@ -32,7 +36,137 @@ bool PercentDecode(std::string_view text, std::string* out) {
   return true;
 }
 
+std::string Lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+bool ParsePort(std::string_view text, int* port) {
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535)
+    return false;
+  *port = static_cast<int>(value);
+  return true;
+}
+
+// The host of "scheme://host[:port]/...", lowercased, an IPv6 address without brackets.
+std::string HostOf(const std::string& url) {
+  size_t start = url.find("://");
+  start = start == std::string::npos ? 0 : start + 3;
+  std::string authority = url.substr(start, url.find_first_of("/?#", start) - start);
+  if (size_t at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
+  if (!authority.empty() && authority[0] == '[') return Lower(authority.substr(1, authority.find(']') - 1));
+  return Lower(authority.substr(0, authority.find(':')));
+}
+
+// `address` within `cidr` ("10.0.0.0/8", "fd00::/8"); false when either is not an address.
+bool InCidr(const std::string& address, const std::string& cidr) {
+  size_t slash = cidr.find('/');
+  std::string network = cidr.substr(0, slash);
+  int family = network.find(':') == std::string::npos ? AF_INET : AF_INET6;
+  unsigned char want[16], have[16];
+  if (inet_pton(family, network.c_str(), want) != 1 || inet_pton(family, address.c_str(), have) != 1) return false;
+  const int bits_max = family == AF_INET ? 32 : 128;
+  int bits = bits_max;
+  if (slash != std::string::npos) {
+    auto [end, error] = std::from_chars(cidr.data() + slash + 1, cidr.data() + cidr.size(), bits);
+    if (error != std::errc() || end != cidr.data() + cidr.size() || bits < 0 || bits > bits_max) return false;
+  }
+  if (memcmp(want, have, bits / 8) != 0) return false;
+  if (bits % 8 == 0) return true;
+  unsigned char mask = static_cast<unsigned char>(0xff << (8 - bits % 8));
+  return (want[bits / 8] & mask) == (have[bits / 8] & mask);
+}
+
 }  // namespace
+
+bool ParseProxyUrl(const std::string& text, HttpProxy* proxy, std::string* reason) {
+  std::string rest = text;
+  if (size_t scheme_end = rest.find("://"); scheme_end != std::string::npos) {
+    std::string scheme = Lower(rest.substr(0, scheme_end));
+    if (scheme != "http") {
+      *reason = "'" + text + "': only http:// proxies are supported (not " + scheme + "://)";
+      return false;
+    }
+    rest.erase(0, scheme_end + 3);
+  }
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  HttpProxy parsed;
+  if (size_t at = rest.rfind('@'); at != std::string::npos) {
+    std::string credentials = rest.substr(0, at);
+    rest.erase(0, at + 1);
+    size_t colon = credentials.find(':');
+    if (!PercentDecode(credentials.substr(0, colon), &parsed.user) ||
+        (colon != std::string::npos && !PercentDecode(credentials.substr(colon + 1), &parsed.password))) {
+      *reason = "'" + text + "' has a malformed %-escape in its credentials";
+      return false;
+    }
+  }
+  std::string port;
+  if (!rest.empty() && rest[0] == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string::npos) {
+      *reason = "'" + text + "' has an unclosed IPv6 address";
+      return false;
+    }
+    parsed.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') {
+        *reason = "'" + text + "' is not host:port";
+        return false;
+      }
+      port = rest.substr(close + 2);
+    } else {
+      port = "1080";
+    }
+  } else {
+    size_t colon = rest.find(':');
+    parsed.host = rest.substr(0, colon);
+    port = colon == std::string::npos ? "1080" : rest.substr(colon + 1);
+  }
+  if (parsed.host.empty() || parsed.host.find_first_of("/?# ") != std::string::npos) {
+    *reason = "'" + text + "' has no usable host";
+    return false;
+  }
+  if (!ParsePort(port, &parsed.port)) {
+    *reason = "'" + text + "' has an invalid port '" + port + "'";
+    return false;
+  }
+  *proxy = std::move(parsed);
+  return true;
+}
+
+bool NoProxyCovers(const std::string& no_proxy, const std::string& host) {
+  const std::string name = Lower(host);
+  size_t start = 0;
+  while (start <= no_proxy.size()) {
+    size_t comma = no_proxy.find(',', start);
+    if (comma == std::string::npos) comma = no_proxy.size();
+    std::string entry = Lower(Trim(std::string_view(no_proxy).substr(start, comma - start)));
+    start = comma + 1;
+    if (entry == "*") return true;
+    if (!entry.empty() && entry[0] == '.') entry.erase(0, 1);
+    if (entry.size() > 2 && entry.front() == '[' && entry.back() == ']') entry = entry.substr(1, entry.size() - 2);
+    if (entry.empty()) continue;
+    if (entry.find('/') != std::string::npos) {
+      if (InCidr(name, entry)) return true;
+      continue;
+    }
+    if (name == entry) return true;
+    if (name.size() > entry.size() && name.compare(name.size() - entry.size(), entry.size(), entry) == 0 &&
+        name[name.size() - entry.size() - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
+std::optional<HttpProxy> ProxyFor(const ProxySettings& settings, const std::string& endpoint) {
+  const std::optional<HttpProxy>& own = endpoint.rfind("https://", 0) == 0 ? settings.https : settings.http;
+  const std::optional<HttpProxy>& proxy = own ? own : settings.all;
+  if (!proxy || NoProxyCovers(settings.no_proxy, HostOf(endpoint))) return std::nullopt;
+  return proxy;
+}
 
 EnvLookup ProcessEnvironment() {
   return [](const std::string& name) -> std::optional<std::string> {
@@ -118,10 +252,7 @@ bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
   }
   if (!authority.empty()) {  // ":port"
     std::string port = authority.substr(1);
-    unsigned value = 0;
-    auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value == 0 ||
-        value > 65535) {
+    if (int value; !ParsePort(port, &value)) {
       *reason = "'" + url + "' has an invalid port '" + port + "'";
       return false;
     }
@@ -189,6 +320,27 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
     if (!ParseKeyValueList(*v, &options->resource_attributes, &reason))
       return "OTEL_RESOURCE_ATTRIBUTES: " + reason;
   }
+  // The lowercase name first, as libcurl; HTTP_PROXY is not read (ProxySettings says why).
+  struct ProxyVariable {
+    std::optional<HttpProxy>* into;
+    std::vector<const char*> names;
+  };
+  for (const ProxyVariable& variable : {ProxyVariable{&options->proxy.https, {"https_proxy", "HTTPS_PROXY"}},
+                                        ProxyVariable{&options->proxy.http, {"http_proxy"}},
+                                        ProxyVariable{&options->proxy.all, {"all_proxy", "ALL_PROXY"}}}) {
+    for (const char* name : variable.names) {
+      auto v = env(name);
+      if (!v) continue;
+      HttpProxy proxy;
+      std::string reason;
+      if (!ParseProxyUrl(*v, &proxy, &reason)) return std::string(name) + ": " + reason;
+      proxy.variable = name;
+      *variable.into = std::move(proxy);
+      break;
+    }
+  }
+  if (auto v = env("no_proxy")) options->proxy.no_proxy = *v;
+  else if (auto upper = env("NO_PROXY")) options->proxy.no_proxy = *upper;
   return "";
 }
 
@@ -235,6 +387,7 @@ TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal 
   transport.endpoint = ResolveEndpoint(options, signal);
   transport.headers = own.headers.value_or(options.headers);
   transport.gzip = own.gzip.value_or(options.gzip);
+  if (transport.protocol == Protocol::kHttpProtobuf) transport.proxy = ProxyFor(options.proxy, transport.endpoint);
   return transport;
 }
 

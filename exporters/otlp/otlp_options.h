@@ -1,6 +1,6 @@
 // Where and how OTLP goes: defaults, then the standard OTEL_* environment variables
-// (https://opentelemetry.io/docs/specs/otel/protocol/exporter/), then whatever the caller
-// (the agent's YAML file and flags) sets on top.
+// (https://opentelemetry.io/docs/specs/otel/protocol/exporter/) and the proxy variables,
+// then whatever the caller (the agent's YAML file and flags) sets on top.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,15 @@ namespace flowtracer::exporters::otlp {
 using KeyValues = std::vector<std::pair<std::string, std::string>>;
 struct RetryPolicy;  // retrying_sender.h
 
+// The proxy variables, read as libcurl reads them (most OpenTelemetry SDKs agree): an
+// https endpoint uses https_proxy or HTTPS_PROXY, an http one http_proxy (not HTTP_PROXY:
+// a CGI environment sets that from a request's Proxy header), either falls back to
+// all_proxy or ALL_PROXY, and no_proxy or NO_PROXY exempts hosts.
+struct ProxySettings {
+  std::optional<HttpProxy> https, http, all;
+  std::string no_proxy;  // "*", or hosts, domains (".example.com" or "example.com") and CIDRs
+};
+
 struct OtlpExporterOptions {
   // Base endpoint: "/v1/traces" and "/v1/metrics" are appended for OTLP/HTTP. Empty means
   // http://localhost:4318 (OTLP/HTTP) or http://localhost:4317 (gRPC).
@@ -28,6 +37,7 @@ struct OtlpExporterOptions {
   bool gzip = false;
   uint64_t timeout_ms = 10000;  // per export request
   KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: added to every resource
+  ProxySettings proxy;            // OTLP/HTTP only: gRPC reads the same variables itself
 
   // A signal's own settings (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, ..._METRICS_HEADERS, ...),
   // over the shared ones above; unset, the signal uses those. Read them through
@@ -57,8 +67,8 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string& na
 EnvLookup ProcessEnvironment();
 
 // Applies the OTEL_EXPORTER_OTLP_* variables that are set (the shared ones and the
-// TRACES_/METRICS_ ones), and OTEL_RESOURCE_ATTRIBUTES. Returns "" or one sentence naming
-// the variable and what is wrong with it.
+// TRACES_/METRICS_ ones), OTEL_RESOURCE_ATTRIBUTES and the proxy variables. Returns "" or
+// one sentence naming the variable and what is wrong with it.
 std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* options);
 
 // "http/protobuf" or "grpc"; false otherwise.
@@ -70,6 +80,14 @@ bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* rea
 
 // An http:// or https:// URL with a host; `reason` says what is wrong otherwise.
 bool ValidateEndpointUrl(const std::string& url, std::string* reason);
+
+// "[http://][user[:password]@]host[:port]" (port 1080 when none, as libcurl); a proxy
+// reached over TLS or SOCKS is refused with the reason.
+bool ParseProxyUrl(const std::string& text, HttpProxy* proxy, std::string* reason);
+// Whether a no_proxy list exempts `host` (a name or an IP address, IPv6 without brackets).
+bool NoProxyCovers(const std::string& no_proxy, const std::string& host);
+// The proxy an OTLP/HTTP request to `endpoint` goes through, if any.
+std::optional<HttpProxy> ProxyFor(const ProxySettings& settings, const std::string& endpoint);
 
 // The URL the signal goes to, after the defaults and the /v1/<signal> rule.
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);

@@ -1,6 +1,6 @@
 // How serialized OTLP requests reach a receiver, whatever the signal: the span exporter
 // and the metrics exporter both hand a Transport the bytes of an Export*ServiceRequest.
-// Implementations: OTLP/HTTP with protobuf bodies (libcurl) and OTLP/gRPC (grpc++).
+// Implementations: OTLP/HTTP with protobuf bodies (cpp-httplib) and OTLP/gRPC (grpc++).
 // Tests inject a fake.
 #pragma once
 
@@ -70,12 +70,22 @@ class Transport {
   std::atomic<std::chrono::steady_clock::rep> deadline_ns_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
+// An HTTP proxy the environment names (otlp_options.h: HttpProxyFor).
+struct HttpProxy {
+  std::string host;
+  int port = 1080;
+  std::string user, password;  // decoded; empty when the URL had none
+  std::string variable;        // where it came from, for messages: "https_proxy"
+};
+
 struct TransportOptions {
   Protocol protocol = Protocol::kHttpProtobuf;
   Signal signal = Signal::kTraces;
   std::string endpoint;  // full URL: http(s)://host:port/v1/traces, or http(s)://host:port for gRPC
   std::vector<std::pair<std::string, std::string>> headers;
   bool gzip = false;
+  // OTLP/HTTP only (gRPC reads the proxy variables itself).
+  std::optional<HttpProxy> proxy;
 };
 
 // Returns nullptr and sets *error when the endpoint cannot be used.

@@ -1,5 +1,5 @@
 // The boundary between the agent and the OTLP transport modules: flowtracer-otlp-http.so
-// (libcurl) and flowtracer-otlp-grpc.so (grpc++). The agent validates the endpoint and
+// (cpp-httplib) and flowtracer-otlp-grpc.so (grpc++). The agent validates the endpoint and
 // loads a module when its protocol is chosen (transport_loader.cc); the module builds the
 // transport. Both sides are built from this tree by the same compiler, so C++ types cross.
 #pragma once

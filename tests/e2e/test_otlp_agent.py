@@ -483,7 +483,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 def check_config(*args, env=None, config_text=None, test=None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and not k.lower().endswith("_proxy")}
     full_env.update(env or {})
     command = [FLOWTRACER, "agent", "--check-config", *args]
     if config_text is not None:
@@ -547,6 +547,23 @@ class AgentConfigTest(unittest.TestCase):
         bad = check_config(env={"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, test=self)
         self.assertEqual(bad.returncode, 2)
         self.assertIn("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", bad.stderr)
+
+    def test_proxy_from_the_environment(self):
+        env = {"https_proxy": "http://agent:secret@proxy.corp:3128", "no_proxy": ".svc,10.0.0.0/8",
+               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/v1/traces",
+               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://collector.observability.svc:4318/v1/metrics"}
+        result = check_config(env=env, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("traces proxy: proxy.corp:3128 (from https_proxy)\n", result.stdout)
+        self.assertNotIn("metrics proxy:", result.stdout)  # no_proxy covers .svc
+        self.assertNotIn("secret", result.stdout)
+        # gRPC reads the variables itself: no proxy line.
+        result = check_config("--protocol", "grpc", env=env, test=self)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("proxy:", result.stdout)
+        bad = check_config(env={"https_proxy": "socks5://proxy.corp:1080"}, test=self)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("https_proxy: 'socks5://proxy.corp:1080': only http:// proxies are supported", bad.stderr)
 
     def test_shipped_examples_are_valid(self):
         result = check_config("--config", os.path.join(REPO, "packaging", "flowtracer-agent.yaml"))

@@ -2,14 +2,19 @@
 // transport or a loopback HTTP server (no root needed).
 #include <gtest/gtest.h>
 
-#include <google/protobuf/any.pb.h>
-#include <google/protobuf/duration.pb.h>
 #include <opentelemetry/proto/collector/trace/v1/trace_service.pb.h>
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
@@ -207,6 +212,66 @@ TEST(OtlpOptionsTest, EndpointUrls) {
   for (const char* bad : {"", "localhost:4318", "http://", "http://:4318", "http://host:0", "http://host:port",
                           "grpc://host:4317", "http://ho st:1"})
     EXPECT_FALSE(ValidateEndpointUrl(bad, &reason)) << bad;
+}
+
+TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
+  OtlpExporterOptions options;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"},
+                                          {"https_proxy", "http://user:p%40ss@proxy.corp:3128/"},
+                                          {"HTTPS_PROXY", "http://ignored:1"},
+                                          {"HTTP_PROXY", "http://never-read:1"},
+                                          {"ALL_PROXY", "[fd00::5]"},
+                                          {"NO_PROXY", " .internal, 10.0.0.0/8 ,[::1],metrics.example"}}),
+                                 &options),
+            "");
+  TransportOptions traces = TransportOptionsFor(options, Signal::kTraces);
+  ASSERT_TRUE(traces.proxy.has_value());
+  EXPECT_EQ(traces.proxy->host, "proxy.corp");
+  EXPECT_EQ(traces.proxy->port, 3128);
+  EXPECT_EQ(traces.proxy->user, "user");
+  EXPECT_EQ(traces.proxy->password, "p@ss");
+  EXPECT_EQ(traces.proxy->variable, "https_proxy");
+
+  // http endpoints: http_proxy only (HTTP_PROXY is not read), else all_proxy (port 1080).
+  auto proxy_of = [&](const std::string& endpoint) { return ProxyFor(options.proxy, endpoint); };
+  auto http = proxy_of("http://collector:4318/v1/traces");
+  ASSERT_TRUE(http.has_value());
+  EXPECT_EQ(http->host, "fd00::5");
+  EXPECT_EQ(http->port, 1080);
+  EXPECT_EQ(http->variable, "ALL_PROXY");
+  // NO_PROXY: domains with or without a leading dot, CIDRs, bracketed IPv6, exact names.
+  for (const char* exempt : {"http://a.internal:4318", "http://internal/", "https://10.1.2.3:4318",
+                             "http://[::1]:4318", "https://METRICS.example/v1/metrics", "http://x.metrics.example"})
+    EXPECT_FALSE(proxy_of(exempt).has_value()) << exempt;
+  for (const char* proxied : {"http://notinternal:4318", "http://11.0.0.1", "http://[::2]:4318", "http://example"})
+    EXPECT_TRUE(proxy_of(proxied).has_value()) << proxied;
+
+  // gRPC reads the variables itself.
+  options.protocol = Protocol::kGrpc;
+  EXPECT_FALSE(TransportOptionsFor(options, Signal::kTraces).proxy.has_value());
+
+  EXPECT_TRUE(NoProxyCovers("*", "anything"));
+  EXPECT_TRUE(NoProxyCovers("192.168.0.0/16", "192.168.7.1"));
+  EXPECT_FALSE(NoProxyCovers("192.168.0.0/16", "192.169.0.1"));
+  EXPECT_TRUE(NoProxyCovers("10.0.0.0/9", "10.127.255.255"));
+  EXPECT_FALSE(NoProxyCovers("10.0.0.0/9", "10.128.0.0"));
+  EXPECT_TRUE(NoProxyCovers("fd00::/8", "fd12::1"));
+  EXPECT_FALSE(NoProxyCovers("10.0.0.0/33, fd00::/200, 10.0.0.0/x", "10.0.0.1"));
+  EXPECT_FALSE(NoProxyCovers("", "host"));
+
+  // lowercase wins, and a bad value names its variable.
+  OtlpExporterOptions lower;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"no_proxy", "*"}, {"NO_PROXY", ""}, {"http_proxy", "proxy:8080"}}), &lower), "");
+  EXPECT_EQ(lower.proxy.no_proxy, "*");
+  EXPECT_EQ(lower.proxy.http->port, 8080);
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"https_proxy", "https://proxy:443"}, {"http_proxy", "socks5://proxy:1080"},
+           {"ALL_PROXY", "proxy:99999"}, {"HTTPS_PROXY", "http://:3128"}, {"all_proxy", "http://u:%zz@proxy"},
+           {"http_proxy", "[::1"}}) {
+    OtlpExporterOptions bad;
+    std::string error = ApplyOtelEnvironment(FakeEnv({{name, value}}), &bad);
+    EXPECT_EQ(error.rfind(name + ": ", 0), 0u) << name << "=" << value << ": " << error;
+  }
 }
 
 // ---- Encoding.
@@ -705,6 +770,7 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   std::mutex mutex;
   std::string body, content_type, encoding, api_key, path;
   std::atomic<int> status{200};
+  std::string retry_after = "7";
   server.Post(R"(/v1/.*)", [&](const httplib::Request& request, httplib::Response& response) {
     std::lock_guard lock(mutex);
     path = request.path;
@@ -713,7 +779,7 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
     encoding = request.get_header_value("Content-Encoding");
     api_key = request.get_header_value("api-key");
     response.status = status;
-    if (status == 503) response.set_header("Retry-After", "7");
+    if (status == 503) response.set_header("Retry-After", retry_after);
     response.set_content("", "application/x-protobuf");
   });
   server.set_keep_alive_timeout(1);  // stop() waits for open keep-alive connections
@@ -774,6 +840,27 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
   EXPECT_EQ(busy.error, "HTTP 503");
   ASSERT_TRUE(busy.retry_after_ms.has_value());
   EXPECT_EQ(*busy.retry_after_ms, 7000u);
+  // Or an HTTP date, in any of its three formats.
+  const time_t in_30s = time(nullptr) + 30;
+  tm when{};
+  gmtime_r(&in_30s, &when);
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    char text[64];
+    strftime(text, sizeof(text), format, &when);
+    {
+      std::lock_guard lock(mutex);
+      retry_after = text;
+    }
+    SendResult dated = transport->Send({&whole, 1}, 2000);
+    ASSERT_TRUE(dated.retry_after_ms.has_value()) << text;
+    EXPECT_GE(*dated.retry_after_ms, 28000u) << text;
+    EXPECT_LE(*dated.retry_after_ms, 30000u) << text;
+  }
+  {
+    std::lock_guard lock(mutex);
+    retry_after = "soon";
+  }
+  EXPECT_FALSE(transport->Send({&whole, 1}, 2000).retry_after_ms.has_value());
   status = 400;
   EXPECT_EQ(transport->Send({&whole, 1}, 2000).outcome, SendResult::Outcome::kFailed);
   server.stop();
@@ -786,22 +873,26 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
 }
 
 TEST(OtlpGrpcTransportTest, ReadsRetryInfoFromStatusDetails) {
+  // Encoded by hand (the agent links protobuf's lite runtime, without the well-known types):
+  // google.rpc.Status {code 1, message 2, details 3: Any {type_url 1, value 2}},
+  // RetryInfo {retry_delay 1: Duration {seconds 1, nanos 2}}.
   auto field = [](int number, const std::string& bytes) {
     return std::string(1, static_cast<char>(number << 3 | 2)) + std::string(1, static_cast<char>(bytes.size())) + bytes;
   };
-  google::protobuf::Duration delay;
-  delay.set_seconds(2);
-  delay.set_nanos(500000000);
-  google::protobuf::Any retry_info;
-  retry_info.set_type_url("type.googleapis.com/google.rpc.RetryInfo");
-  retry_info.set_value(field(1, delay.SerializeAsString()));
-  google::protobuf::Any other;
-  other.set_type_url("type.googleapis.com/google.rpc.DebugInfo");
-  other.set_value(field(1, "x"));
-  std::string status = std::string("\x08\x0e") + field(2, "busy") + field(3, other.SerializeAsString()) +
-                       field(3, retry_info.SerializeAsString());
+  auto varint = [](int number, uint64_t value) {
+    std::string out(1, static_cast<char>(number << 3));
+    for (; value >= 0x80; value >>= 7) out.push_back(static_cast<char>(value | 0x80));
+    return out + static_cast<char>(value);
+  };
+  auto any = [&](const std::string& type, const std::string& value) {
+    return field(1, "type.googleapis.com/" + type) + field(2, value);
+  };
+  const std::string delay = varint(1, 2) + varint(2, 500000000);
+  const std::string retry_info = any("google.rpc.RetryInfo", field(1, delay));
+  const std::string other = any("google.rpc.DebugInfo", field(1, "x"));
+  std::string status = varint(1, 14) + field(2, "busy") + field(3, other) + field(3, retry_info);
   EXPECT_EQ(GrpcRetryDelayMs(status), std::optional<uint64_t>(2500));
-  EXPECT_EQ(GrpcRetryDelayMs(std::string("\x08\x0e") + field(3, other.SerializeAsString())), std::nullopt);
+  EXPECT_EQ(GrpcRetryDelayMs(varint(1, 14) + field(3, other)), std::nullopt);
   EXPECT_EQ(GrpcRetryDelayMs(""), std::nullopt);
   EXPECT_EQ(GrpcRetryDelayMs("\x1a\x7f"), std::nullopt);  // truncated
 }
@@ -838,6 +929,216 @@ TEST(OtlpHttpTransportTest, ShutdownAbandonsARequestInFlight) {
   release = true;
   server.stop();
   thread.join();
+}
+
+TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
+  // The answer trickles in a byte every 100 ms for 3 s: each read is quick, the whole is not.
+  httplib::Server server;
+  std::atomic<bool> closing{false};
+  server.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    response.set_chunked_content_provider("application/x-protobuf", [&](size_t offset, httplib::DataSink& sink) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (offset >= 30 || closing) sink.done();
+      else sink.write("\n", 1);
+      return true;
+    });
+  });
+  server.set_keep_alive_timeout(1);
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+  TransportOptions options;
+  options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  std::string error;
+  auto transport = MakeHttpTransport(options, &error);
+  ASSERT_TRUE(transport) << error;
+  std::string_view body = "x";
+  auto start = Clock::now();
+  SendResult slow = transport->Send({&body, 1}, 500);
+  auto took = Clock::now() - start;
+  EXPECT_EQ(slow.outcome, SendResult::Outcome::kRetryable);
+  EXPECT_EQ(slow.error, "timed out after 500 ms");
+  EXPECT_GE(took, std::chrono::milliseconds(450));
+  EXPECT_LT(took, std::chrono::milliseconds(1200));
+  closing = true;
+  server.stop();
+  thread.join();
+}
+
+TEST(OtlpHttpTransportTest, GoesThroughTheProxyWithItsCredentials) {
+  httplib::Server proxy;  // answers itself, as a proxy would relay the collector's answer
+  std::mutex mutex;
+  std::string target, authorization;
+  proxy.Post(".*", [&](const httplib::Request& request, httplib::Response& response) {
+    std::lock_guard lock(mutex);
+    target = request.target;
+    authorization = request.get_header_value("Proxy-Authorization");
+    response.status = 200;
+  });
+  proxy.set_keep_alive_timeout(1);
+  int port = proxy.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { proxy.listen_after_bind(); });
+
+  OtlpExporterOptions exporter_options;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.invalid:4318"},
+                                          {"http_proxy", "http://agent:s%3Acret@127.0.0.1:" + std::to_string(port)}}),
+                                 &exporter_options),
+            "");
+  std::string error;
+  auto transport = MakeHttpTransport(TransportOptionsFor(exporter_options, Signal::kTraces), &error);
+  ASSERT_TRUE(transport) << error;
+  EXPECT_NE(transport->Describe().find("through proxy 127.0.0.1:" + std::to_string(port) + " from http_proxy"),
+            std::string::npos)
+      << transport->Describe();
+  std::string_view body = "x";
+  SendResult sent = transport->Send({&body, 1}, 2000);
+  EXPECT_EQ(sent.outcome, SendResult::Outcome::kSuccess) << sent.error;
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(target, "http://collector.invalid:4318/v1/traces");
+    EXPECT_EQ(authorization, "Basic YWdlbnQ6czpjcmV0");  // agent:s:cret
+  }
+  proxy.stop();
+  thread.join();
+  SendResult refused = transport->Send({&body, 1}, 2000);
+  EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
+  EXPECT_NE(refused.error.find("through proxy 127.0.0.1 from http_proxy"), std::string::npos) << refused.error;
+}
+
+// A certificate for `names` (subjectAltName entries), self-signed, in a fresh directory.
+std::string MakeCertificate(const std::string& names) {
+  char dir[] = "/tmp/flowtracer-tls.XXXXXX";
+  if (!mkdtemp(dir)) return "";
+  std::string command = std::string("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=flowtracer-test") +
+                        " -addext subjectAltName=" + names + " -keyout " + dir + "/key.pem -out " + dir +
+                        "/cert.pem 2>/dev/null";
+  return system(command.c_str()) == 0 ? dir : "";
+}
+
+TEST(OtlpHttpTransportTest, HttpsVerifiesTheCollectorsCertificateAndName) {
+  std::string good = MakeCertificate("DNS:localhost,IP:127.0.0.1");
+  std::string other = MakeCertificate("DNS:other.example");
+  ASSERT_FALSE(good.empty());
+  ASSERT_FALSE(other.empty());
+  // OpenSSL's default trust store honours SSL_CERT_FILE: a collector's private CA goes there.
+  const std::string bundle = good + "/bundle.pem";
+  ASSERT_EQ(system(("cat " + good + "/cert.pem " + other + "/cert.pem > " + bundle).c_str()), 0);
+
+  auto send_to = [&](const std::string& certificate_dir, const char* trust, const std::string& host) {
+    httplib::SSLServer server((certificate_dir + "/cert.pem").c_str(), (certificate_dir + "/key.pem").c_str());
+    server.Post("/v1/traces", [](const httplib::Request&, httplib::Response& response) { response.status = 200; });
+    server.set_keep_alive_timeout(1);
+    int port = server.bind_to_any_port("127.0.0.1");
+    std::thread thread([&] { server.listen_after_bind(); });
+    if (trust) setenv("SSL_CERT_FILE", trust, 1);
+    else unsetenv("SSL_CERT_FILE");
+    TransportOptions options;
+    options.endpoint = "https://" + host + ":" + std::to_string(port) + "/v1/traces";
+    std::string error;
+    auto transport = MakeHttpTransport(options, &error);
+    std::string_view body = "x";
+    SendResult result = transport ? transport->Send({&body, 1}, 2000) : SendResult{SendResult::Outcome::kFailed, error, {}, {}};
+    unsetenv("SSL_CERT_FILE");
+    server.stop();
+    thread.join();
+    return result;
+  };
+  SendResult trusted = send_to(good, bundle.c_str(), "127.0.0.1");
+  EXPECT_EQ(trusted.outcome, SendResult::Outcome::kSuccess) << trusted.error;
+  EXPECT_EQ(send_to(good, bundle.c_str(), "localhost").outcome, SendResult::Outcome::kSuccess);
+  SendResult untrusted = send_to(good, nullptr, "127.0.0.1");
+  EXPECT_NE(untrusted.outcome, SendResult::Outcome::kSuccess);
+  EXPECT_NE(untrusted.error.find("could not be verified"), std::string::npos) << untrusted.error;
+  SendResult wrong_name = send_to(other, bundle.c_str(), "127.0.0.1");  // trusted, but not this host's
+  EXPECT_NE(wrong_name.outcome, SendResult::Outcome::kSuccess);
+  EXPECT_NE(wrong_name.error.find("could not be verified"), std::string::npos) << wrong_name.error;
+  std::filesystem::remove_all(good);
+  std::filesystem::remove_all(other);
+}
+
+// A proxy that takes one CONNECT and relays bytes both ways, as an HTTPS proxy does; returns
+// its port. The request line it was asked goes to *request_line.
+int StartConnectProxy(std::thread* thread, std::string* request_line) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    return -1;
+  *thread = std::thread([listener, request_line] {
+    pollfd wait_accept{listener, POLLIN, 0};
+    int client = poll(&wait_accept, 1, 5000) == 1 ? accept(listener, nullptr, nullptr) : -1;
+    close(listener);
+    if (client < 0) return;
+    std::string head;
+    char byte;
+    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 4096 && read(client, &byte, 1) == 1) head += byte;
+    *request_line = head.substr(0, head.find("\r\n"));
+    int port = 0;
+    sscanf(request_line->c_str(), "CONNECT %*[^:]:%d", &port);
+    int upstream = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    target.sin_port = htons(static_cast<uint16_t>(port));
+    if (connect(upstream, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
+      const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+      if (write(client, established, sizeof(established) - 1) > 0) {
+        pollfd both[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+        char buffer[16384];
+        for (int rounds = 0; rounds < 10000 && poll(both, 2, 3000) > 0; ++rounds) {
+          int from = both[0].revents ? 0 : 1;
+          ssize_t n = read(both[from].fd, buffer, sizeof(buffer));
+          if (n <= 0 || write(both[1 - from].fd, buffer, static_cast<size_t>(n)) != n) break;
+        }
+      }
+    }
+    close(upstream);
+    close(client);
+  });
+  return ntohs(address.sin_port);
+}
+
+TEST(OtlpHttpTransportTest, HttpsGoesThroughTheProxyInATunnel) {
+  std::string certificate = MakeCertificate("DNS:localhost");
+  ASSERT_FALSE(certificate.empty());
+  httplib::SSLServer collector((certificate + "/cert.pem").c_str(), (certificate + "/key.pem").c_str());
+  std::atomic<int> received{0};
+  collector.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    ++received;
+    response.status = 200;
+  });
+  collector.set_keep_alive_timeout(1);
+  int collector_port = collector.bind_to_any_port("127.0.0.1");
+  std::thread collector_thread([&] { collector.listen_after_bind(); });
+  std::thread proxy_thread;
+  std::string request_line;
+  int proxy_port = StartConnectProxy(&proxy_thread, &request_line);
+  ASSERT_GT(proxy_port, 0);
+
+  setenv("SSL_CERT_FILE", (certificate + "/cert.pem").c_str(), 1);
+  OtlpExporterOptions options;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:" + std::to_string(collector_port)},
+                                          {"HTTPS_PROXY", "127.0.0.1:" + std::to_string(proxy_port)}}),
+                                 &options),
+            "");
+  std::string error;
+  auto transport = MakeHttpTransport(TransportOptionsFor(options, Signal::kTraces), &error);
+  ASSERT_TRUE(transport) << error;
+  std::string_view body = "x";
+  SendResult sent = transport->Send({&body, 1}, 3000);
+  unsetenv("SSL_CERT_FILE");
+  EXPECT_EQ(sent.outcome, SendResult::Outcome::kSuccess) << sent.error;
+  EXPECT_EQ(received.load(), 1);
+  transport.reset();  // closes the tunnel
+  proxy_thread.join();
+  EXPECT_EQ(request_line, "CONNECT localhost:" + std::to_string(collector_port) + " HTTP/1.1");
+  collector.stop();
+  collector_thread.join();
+  std::filesystem::remove_all(certificate);
 }
 
 TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
