@@ -1,8 +1,8 @@
 // Small HTTP endpoints served on their own thread: Prometheus' /metrics, the agent's
 // /healthz and /readyz. The server (cpp-httplib) lives in the module flowtracer-http.so,
 // loaded by the first ServeHttp: cpp-httplib sets up OpenSSL as soon as it is loaded,
-// resident memory that `flowtracer capture` without --prometheus-port does not need (with
-// libcurl, 8 MB; exporters/module_loader.h).
+// 3.5 MB resident that `flowtracer capture` without --prometheus-port does not need
+// (exporters/module_loader.h).
 #pragma once
 
 #include <cstdint>

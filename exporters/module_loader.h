@@ -1,6 +1,6 @@
 // Optional parts of flowtracer built as modules (shared objects built from this tree by the
 // same compiler): each exporter whose library costs resident memory just by being linked
-// (libcurl and its TLS stack, cpp-httplib's OpenSSL set-up, gRPC) is loaded only when it is
+// (cpp-httplib's OpenSSL set-up, gRPC) is loaded only when it is
 // chosen, so `flowtracer capture` and agents that do not use it never map it.
 #pragma once
 

@@ -234,6 +234,11 @@ Runner AddAgentCommand(CLI::App& app) {
       spdlog::error("{}", error);
       return 2;
     }
+    // The proxy variables are read only now that each signal's endpoint and protocol are known.
+    if (std::string error = otlp::ProxyError(config.exporter); !error.empty()) {
+      spdlog::error("{}", error);
+      return 2;
+    }
 
     // Built before --check-config returns, so the check also covers the endpoint and, for
     // gRPC, the module (nothing is sent: connections are made on the first export).

@@ -4,7 +4,11 @@
 // loaded by transport_loader.cc only when OTLP/HTTP is chosen. It uses cpp-httplib, which
 // the agent loads anyway to serve /healthz, so OTLP/HTTP brings no library of its own
 // (libcurl would add GnuTLS, Kerberos, LDAP and SSH libraries: 4 MB resident).
+#include <fcntl.h>
 #include <httplib.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <condition_variable>
@@ -98,6 +102,34 @@ std::string ErrorText(httplib::Error error) {
   }
 }
 
+// The socket of the connection in use, duplicated as cpp-httplib creates it, so that it can
+// be shut down whatever the client is doing: connecting, waiting for the proxy or the TLS
+// handshake, reading. The client's own stop() waits until the connection is set up. Name
+// resolution comes before the socket and is not interrupted.
+class ConnectionHandle {
+ public:
+  ~ConnectionHandle() { Release(); }
+  void Replace(int socket) {
+    std::lock_guard lock(mutex_);
+    if (fd_ >= 0) close(fd_);
+    fd_ = fcntl(socket, F_DUPFD_CLOEXEC, 0);
+  }
+  void Shutdown() {
+    std::lock_guard lock(mutex_);
+    if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);  // also abandons a connect still waiting
+  }
+  // Once the client is done with the connection: the duplicate would keep it open.
+  void Release() {
+    std::lock_guard lock(mutex_);
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  std::mutex mutex_;
+  int fd_ = -1;
+};
+
 // cpp-httplib bounds each wait on the socket, not a whole request. This thread stops the
 // request in flight once its time is up or the shutdown deadline has passed.
 class RequestWatchdog {
@@ -142,7 +174,7 @@ class RequestWatchdog {
       Clock::time_point now = Clock::now(), shutdown = shutdown_deadline_();
       if (now >= until_ || now >= shutdown) {
         fired_ = now >= shutdown ? Fired::kShutdown : Fired::kTimeout;
-        // Again until disarmed: a stop() while the client is still connecting finds no socket.
+        // Again until disarmed: the client may be about to create the socket.
         stop_();
         wake_.wait_for(lock, kPoll);
         continue;
@@ -198,8 +230,9 @@ class HttpTransport : public Transport {
       : options_(std::move(options)),
         target_(std::move(endpoint.target)),
         client_(std::move(client)),
-        watchdog_([this] { client_->stop(); }, [this] { return Deadline(); }) {
+        watchdog_([this] { connection_.Shutdown(); }, [this] { return Deadline(); }) {
     client_->set_keep_alive(true);
+    client_->set_socket_options([this](int socket) { connection_.Replace(socket); });
     if (options_.proxy) {
       client_->set_proxy(options_.proxy->host, options_.proxy->port);
       if (!options_.proxy->user.empty()) client_->set_proxy_basic_auth(options_.proxy->user, options_.proxy->password);
@@ -218,6 +251,7 @@ class HttpTransport : public Transport {
       compressed_piece = compressed;
       body = {&compressed_piece, 1};
     }
+    timeout_ms = std::min<uint64_t>(timeout_ms, 24 * 3600 * 1000);  // a clock's time_point cannot overflow
     const auto timeout = std::chrono::milliseconds(timeout_ms);
     client_->set_connection_timeout(std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5)));
     client_->set_read_timeout(timeout);
@@ -229,15 +263,17 @@ class HttpTransport : public Transport {
         [&writer](size_t offset, size_t length, httplib::DataSink& sink) { return writer.Write(offset, length, sink); },
         "application/x-protobuf");
     RequestWatchdog::Fired fired = watchdog_.Disarm();
+    if (!answer || answer->get_header_value("Connection") == "close") connection_.Release();
     SendResult result;
     if (!answer) {
       // No answer at all (refused, reset, timed out): the receiver may come back.
       result.outcome = SendResult::Outcome::kRetryable;
       if (fired == RequestWatchdog::Fired::kShutdown) result.error = "abandoned at the shutdown deadline";
       else if (fired == RequestWatchdog::Fired::kTimeout) result.error = "timed out after " + std::to_string(timeout_ms) + " ms";
+      else if (options_.proxy && answer.error() == httplib::Error::SSLConnection)
+        result.error = "the proxy refused the tunnel, or the TLS handshake failed";
       else result.error = ErrorText(answer.error());
-      if (options_.proxy) result.error += " (through proxy " + options_.proxy->host + " from " + options_.proxy->variable + ")";
-      return result;
+      return WithProxy(std::move(result));
     }
     const int status = answer->status;
     if (status >= 200 && status < 300) {
@@ -246,10 +282,11 @@ class HttpTransport : public Transport {
       return result;
     }
     result.error = "HTTP " + std::to_string(status);
+    if (status == 407 && options_.proxy) result.error += ": the proxy wants other credentials";
     bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
     result.outcome = retryable ? SendResult::Outcome::kRetryable : SendResult::Outcome::kFailed;
     if (retryable) result.retry_after_ms = ParseRetryAfterMs(answer->get_header_value("Retry-After"));
-    return result;
+    return WithProxy(std::move(result));
   }
 
   std::string Describe() const override {
@@ -261,11 +298,18 @@ class HttpTransport : public Transport {
   }
 
  private:
+  // A failure through a proxy names it: the proxy may be what failed.
+  SendResult WithProxy(SendResult result) const {
+    if (options_.proxy) result.error += " (through proxy " + options_.proxy->host + " from " + options_.proxy->variable + ")";
+    return result;
+  }
+
   TransportOptions options_;
   std::string target_;
   httplib::Headers headers_;
   std::unique_ptr<httplib::ClientImpl> client_;
-  RequestWatchdog watchdog_;  // after client_, which it stops
+  ConnectionHandle connection_;
+  RequestWatchdog watchdog_;  // last: its thread shuts down connection_ until it is joined
 };
 
 }  // namespace
@@ -275,6 +319,9 @@ class HttpTransport : public Transport {
 extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transport(
     const flowtracer::exporters::otlp::TransportOptions* options, std::string* error) {
   using namespace flowtracer::exporters::otlp;
+  // A write to a connection the collector (or the watchdog) shut down must fail with EPIPE,
+  // not end the agent; OpenSSL writes with write(), which cannot be told not to signal.
+  signal(SIGPIPE, SIG_IGN);
   Endpoint endpoint = SplitEndpoint(options->endpoint);
   std::unique_ptr<httplib::ClientImpl> client;
   if (endpoint.tls) client = std::make_unique<httplib::SSLClient>(endpoint.host, endpoint.port);

@@ -102,6 +102,11 @@ bool ParseProxyUrl(const std::string& text, HttpProxy* proxy, std::string* reaso
       *reason = "'" + text + "' has a malformed %-escape in its credentials";
       return false;
     }
+    // cpp-httplib sends Proxy-Authorization only with both; a user alone would go unsent.
+    if (parsed.user.empty() != parsed.password.empty()) {
+      *reason = "'" + text + "': give the proxy both a user and a password, or neither";
+      return false;
+    }
   }
   std::string port;
   if (!rest.empty() && rest[0] == '[') {
@@ -153,7 +158,7 @@ bool NoProxyCovers(const std::string& no_proxy, const std::string& host) {
       if (InCidr(name, entry)) return true;
       continue;
     }
-    if (name == entry) return true;
+    if (name == entry || InCidr(name, entry)) return true;  // an address in any spelling
     if (name.size() > entry.size() && name.compare(name.size() - entry.size(), entry.size(), entry) == 0 &&
         name[name.size() - entry.size() - 1] == '.')
       return true;
@@ -161,11 +166,39 @@ bool NoProxyCovers(const std::string& no_proxy, const std::string& host) {
   return false;
 }
 
-std::optional<HttpProxy> ProxyFor(const ProxySettings& settings, const std::string& endpoint) {
-  const std::optional<HttpProxy>& own = endpoint.rfind("https://", 0) == 0 ? settings.https : settings.http;
-  const std::optional<HttpProxy>& proxy = own ? own : settings.all;
+std::optional<ProxyVariable> ProxyFor(const ProxySettings& settings, const std::string& endpoint) {
+  const std::optional<ProxyVariable>& own = endpoint.rfind("https://", 0) == 0 ? settings.https : settings.http;
+  const std::optional<ProxyVariable>& proxy = own ? own : settings.all;
   if (!proxy || NoProxyCovers(settings.no_proxy, HostOf(endpoint))) return std::nullopt;
   return proxy;
+}
+
+namespace {
+// The proxy `signal` goes through, parsed; false with `error` naming the variable.
+bool SignalProxy(const OtlpExporterOptions& options, Signal signal, std::optional<HttpProxy>* proxy,
+                 std::string* error) {
+  proxy->reset();
+  if (ProtocolFor(options, signal) != Protocol::kHttpProtobuf) return true;  // gRPC reads them itself
+  std::optional<ProxyVariable> variable = ProxyFor(options.proxy, ResolveEndpoint(options, signal));
+  if (!variable) return true;
+  HttpProxy parsed;
+  std::string reason;
+  if (!ParseProxyUrl(variable->url, &parsed, &reason)) {
+    *error = variable->name + ": " + reason;
+    return false;
+  }
+  parsed.variable = variable->name;
+  *proxy = std::move(parsed);
+  return true;
+}
+}  // namespace
+
+std::string ProxyError(const OtlpExporterOptions& options) {
+  std::optional<HttpProxy> proxy;
+  std::string error;
+  for (Signal signal : {Signal::kTraces, Signal::kMetrics})
+    if (!SignalProxy(options, signal, &proxy, &error)) return error;
+  return "";
 }
 
 EnvLookup ProcessEnvironment() {
@@ -234,6 +267,10 @@ bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
     }
     host = authority.substr(1, close - 1);
     authority = authority.substr(close + 1);
+    if (!authority.empty() && authority[0] != ':') {
+      *reason = "'" + url + "' has '" + authority + "' after its IPv6 address: use [address]:port";
+      return false;
+    }
   } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
     host = authority.substr(0, colon);
     authority = authority.substr(colon);
@@ -321,24 +358,14 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
       return "OTEL_RESOURCE_ATTRIBUTES: " + reason;
   }
   // The lowercase name first, as libcurl; HTTP_PROXY is not read (ProxySettings says why).
-  struct ProxyVariable {
-    std::optional<HttpProxy>* into;
-    std::vector<const char*> names;
+  auto read_proxy = [&env](std::vector<const char*> names) -> std::optional<ProxyVariable> {
+    for (const char* name : names)
+      if (auto v = env(name)) return ProxyVariable{name, *v};
+    return std::nullopt;
   };
-  for (const ProxyVariable& variable : {ProxyVariable{&options->proxy.https, {"https_proxy", "HTTPS_PROXY"}},
-                                        ProxyVariable{&options->proxy.http, {"http_proxy"}},
-                                        ProxyVariable{&options->proxy.all, {"all_proxy", "ALL_PROXY"}}}) {
-    for (const char* name : variable.names) {
-      auto v = env(name);
-      if (!v) continue;
-      HttpProxy proxy;
-      std::string reason;
-      if (!ParseProxyUrl(*v, &proxy, &reason)) return std::string(name) + ": " + reason;
-      proxy.variable = name;
-      *variable.into = std::move(proxy);
-      break;
-    }
-  }
+  options->proxy.https = read_proxy({"https_proxy", "HTTPS_PROXY"});
+  options->proxy.http = read_proxy({"http_proxy"});
+  options->proxy.all = read_proxy({"all_proxy", "ALL_PROXY"});
   if (auto v = env("no_proxy")) options->proxy.no_proxy = *v;
   else if (auto upper = env("NO_PROXY")) options->proxy.no_proxy = *upper;
   return "";
@@ -387,7 +414,8 @@ TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal 
   transport.endpoint = ResolveEndpoint(options, signal);
   transport.headers = own.headers.value_or(options.headers);
   transport.gzip = own.gzip.value_or(options.gzip);
-  if (transport.protocol == Protocol::kHttpProtobuf) transport.proxy = ProxyFor(options.proxy, transport.endpoint);
+  std::string unused;  // ProxyError reports it
+  SignalProxy(options, signal, &transport.proxy, &unused);
   return transport;
 }
 

@@ -21,9 +21,15 @@ struct RetryPolicy;  // retrying_sender.h
 // https endpoint uses https_proxy or HTTPS_PROXY, an http one http_proxy (not HTTP_PROXY:
 // a CGI environment sets that from a request's Proxy header), either falls back to
 // all_proxy or ALL_PROXY, and no_proxy or NO_PROXY exempts hosts.
+// Kept as set: only the one an OTLP/HTTP signal goes through is parsed (ProxyError), so a
+// variable meant for other programs (all_proxy=socks://..., say) never stops the agent.
+struct ProxyVariable {
+  std::string name;  // "https_proxy"
+  std::string url;
+};
 struct ProxySettings {
-  std::optional<HttpProxy> https, http, all;
-  std::string no_proxy;  // "*", or hosts, domains (".example.com" or "example.com") and CIDRs
+  std::optional<ProxyVariable> https, http, all;
+  std::string no_proxy;  // "*", or hosts, domains (".example.com" or "example.com"), addresses and CIDRs
 };
 
 struct OtlpExporterOptions {
@@ -81,13 +87,16 @@ bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* rea
 // An http:// or https:// URL with a host; `reason` says what is wrong otherwise.
 bool ValidateEndpointUrl(const std::string& url, std::string* reason);
 
-// "[http://][user[:password]@]host[:port]" (port 1080 when none, as libcurl); a proxy
-// reached over TLS or SOCKS is refused with the reason.
+// "[http://][user:password@]host[:port]" (port 1080 when none, as libcurl); a proxy
+// reached over TLS or SOCKS, or a user without a password, is refused with the reason.
 bool ParseProxyUrl(const std::string& text, HttpProxy* proxy, std::string* reason);
 // Whether a no_proxy list exempts `host` (a name or an IP address, IPv6 without brackets).
 bool NoProxyCovers(const std::string& no_proxy, const std::string& host);
-// The proxy an OTLP/HTTP request to `endpoint` goes through, if any.
-std::optional<HttpProxy> ProxyFor(const ProxySettings& settings, const std::string& endpoint);
+// The variable whose proxy an OTLP/HTTP request to `endpoint` goes through, if any.
+std::optional<ProxyVariable> ProxyFor(const ProxySettings& settings, const std::string& endpoint);
+// "" when the proxy each OTLP/HTTP signal goes through parses, else what is wrong, naming
+// the variable. TransportOptionsFor leaves out a proxy that does not parse: check first.
+std::string ProxyError(const OtlpExporterOptions& options);
 
 // The URL the signal goes to, after the defaults and the /v1/<signal> rule.
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);

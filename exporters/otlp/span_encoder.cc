@@ -350,7 +350,7 @@ void WriteValidSpan(const spans::Span& span, const uint32_t* key_value_sizes, co
                     WireBuffer* out, size_t size) {
   uint8_t* p = out->Extend(1 + LengthPrefixedSize(size), /*tight=*/true);
   p = PutVarint(PutTag(p, kScopeSpansSpansField, kLengthDelimited), size);
-  uint8_t* const start = p;
+  [[maybe_unused]] uint8_t* const start = p;  // for the assert below
   p = PutBytes(p, 1, BytesOf(span.trace_id));
   p = PutBytes(p, 2, BytesOf(span.span_id));
   if (!span.trace_state.empty()) p = PutBytes(p, 3, span.trace_state);

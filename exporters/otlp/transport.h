@@ -70,7 +70,7 @@ class Transport {
   std::atomic<std::chrono::steady_clock::rep> deadline_ns_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
-// An HTTP proxy the environment names (otlp_options.h: HttpProxyFor).
+// An HTTP proxy the environment names (otlp_options.h: ProxyFor).
 struct HttpProxy {
   std::string host;
   int port = 1080;

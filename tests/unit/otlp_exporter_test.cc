@@ -210,7 +210,7 @@ TEST(OtlpOptionsTest, EndpointUrls) {
                            "http://[fe80::1]:4318/v1/traces", "http://collector.observability.svc:4318"})
     EXPECT_TRUE(ValidateEndpointUrl(good, &reason)) << good << ": " << reason;
   for (const char* bad : {"", "localhost:4318", "http://", "http://:4318", "http://host:0", "http://host:port",
-                          "grpc://host:4317", "http://ho st:1"})
+                          "grpc://host:4317", "http://ho st:1", "http://[::1]x4318"})
     EXPECT_FALSE(ValidateEndpointUrl(bad, &reason)) << bad;
 }
 
@@ -221,9 +221,10 @@ TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
                                           {"HTTPS_PROXY", "http://ignored:1"},
                                           {"HTTP_PROXY", "http://never-read:1"},
                                           {"ALL_PROXY", "[fd00::5]"},
-                                          {"NO_PROXY", " .internal, 10.0.0.0/8 ,[::1],metrics.example"}}),
+                                          {"NO_PROXY", " .internal, 10.0.0.0/8 ,[::1],metrics.example,fd00:0::7"}}),
                                  &options),
             "");
+  EXPECT_EQ(ProxyError(options), "");
   TransportOptions traces = TransportOptionsFor(options, Signal::kTraces);
   ASSERT_TRUE(traces.proxy.has_value());
   EXPECT_EQ(traces.proxy->host, "proxy.corp");
@@ -236,12 +237,15 @@ TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
   auto proxy_of = [&](const std::string& endpoint) { return ProxyFor(options.proxy, endpoint); };
   auto http = proxy_of("http://collector:4318/v1/traces");
   ASSERT_TRUE(http.has_value());
-  EXPECT_EQ(http->host, "fd00::5");
-  EXPECT_EQ(http->port, 1080);
-  EXPECT_EQ(http->variable, "ALL_PROXY");
-  // NO_PROXY: domains with or without a leading dot, CIDRs, bracketed IPv6, exact names.
-  for (const char* exempt : {"http://a.internal:4318", "http://internal/", "https://10.1.2.3:4318",
-                             "http://[::1]:4318", "https://METRICS.example/v1/metrics", "http://x.metrics.example"})
+  EXPECT_EQ(http->name, "ALL_PROXY");
+  HttpProxy parsed;
+  std::string reason;
+  ASSERT_TRUE(ParseProxyUrl(http->url, &parsed, &reason)) << reason;
+  EXPECT_EQ(parsed.host, "fd00::5");
+  EXPECT_EQ(parsed.port, 1080);
+  // NO_PROXY: domains with or without a leading dot, CIDRs, addresses in any spelling, names.
+  for (const char* exempt : {"http://a.internal:4318", "http://internal/", "https://10.1.2.3:4318", "http://[::1]:4318",
+                             "https://METRICS.example/v1/metrics", "http://x.metrics.example", "http://[fd00::7]:4318"})
     EXPECT_FALSE(proxy_of(exempt).has_value()) << exempt;
   for (const char* proxied : {"http://notinternal:4318", "http://11.0.0.1", "http://[::2]:4318", "http://example"})
     EXPECT_TRUE(proxy_of(proxied).has_value()) << proxied;
@@ -259,19 +263,35 @@ TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
   EXPECT_FALSE(NoProxyCovers("10.0.0.0/33, fd00::/200, 10.0.0.0/x", "10.0.0.1"));
   EXPECT_FALSE(NoProxyCovers("", "host"));
 
-  // lowercase wins, and a bad value names its variable.
+  // The lowercase name wins.
   OtlpExporterOptions lower;
-  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"no_proxy", "*"}, {"NO_PROXY", ""}, {"http_proxy", "proxy:8080"}}), &lower), "");
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"no_proxy", "*"}, {"NO_PROXY", "x"}, {"http_proxy", "proxy:8080"}}), &lower), "");
   EXPECT_EQ(lower.proxy.no_proxy, "*");
-  EXPECT_EQ(lower.proxy.http->port, 8080);
+  EXPECT_EQ(lower.proxy.http->url, "proxy:8080");
+}
+
+TEST(OtlpOptionsTest, OnlyAProxyInUseIsCheckedAndItsVariableNamed) {
+  const std::string https_endpoint = "https://collector:4318";
   for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
-           {"https_proxy", "https://proxy:443"}, {"http_proxy", "socks5://proxy:1080"},
-           {"ALL_PROXY", "proxy:99999"}, {"HTTPS_PROXY", "http://:3128"}, {"all_proxy", "http://u:%zz@proxy"},
-           {"http_proxy", "[::1"}}) {
-    OtlpExporterOptions bad;
-    std::string error = ApplyOtelEnvironment(FakeEnv({{name, value}}), &bad);
+           {"https_proxy", "https://proxy:443"}, {"HTTPS_PROXY", "socks5://proxy:1080"}, {"all_proxy", "proxy:99999"},
+           {"https_proxy", "http://:3128"}, {"ALL_PROXY", "http://u:%zz@proxy"}, {"https_proxy", "[::1"},
+           {"https_proxy", "http://user@proxy:3128"}}) {
+    OtlpExporterOptions options;
+    ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", https_endpoint}, {name, value}}), &options), "");
+    std::string error = ProxyError(options);
     EXPECT_EQ(error.rfind(name + ": ", 0), 0u) << name << "=" << value << ": " << error;
+    EXPECT_FALSE(TransportOptionsFor(options, Signal::kTraces).proxy.has_value());
   }
+  // Not used, not checked: another scheme's variable, gRPC, or an exempt host.
+  auto error_with = [](std::map<std::string, std::string> env) {
+    OtlpExporterOptions options;
+    EXPECT_EQ(ApplyOtelEnvironment(FakeEnv(env), &options), "");
+    return ProxyError(options);
+  };
+  EXPECT_EQ(error_with({{"https_proxy", "socks5://proxy:1080"}}), "");  // the default endpoint is http://
+  EXPECT_EQ(error_with({{"all_proxy", "socks5://proxy:1080"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}}), "");
+  EXPECT_EQ(error_with({{"all_proxy", "socks5://proxy:1080"}, {"no_proxy", "localhost"}}), "");
+  EXPECT_NE(error_with({{"all_proxy", "socks5://proxy:1080"}}), "");
 }
 
 // ---- Encoding.
@@ -931,6 +951,68 @@ TEST(OtlpHttpTransportTest, ShutdownAbandonsARequestInFlight) {
   thread.join();
 }
 
+// A server on its own thread, stopped and joined however the test ends.
+class Serving {
+ public:
+  explicit Serving(httplib::Server& server) : server_(server) {
+    server_.set_keep_alive_timeout(1);  // stop() waits for open keep-alive connections
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    if (port_ > 0) thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~Serving() {
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  httplib::Server& server_;
+  int port_ = -1;
+  std::thread thread_;
+};
+
+// An environment variable set for a scope; what was there before comes back.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = getenv(name)) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// A loopback socket that listens and never accepts; `backlog_full` also fills its accept
+// queue, so a further connect's SYN is dropped and it waits in SYN_SENT.
+struct SilentListener {
+  explicit SilentListener(bool backlog_full) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 0) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+      return;
+    port = ntohs(address.sin_port);
+    if (backlog_full) {
+      filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (connect(filler, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) port = -1;
+    }
+  }
+  ~SilentListener() {
+    if (filler >= 0) close(filler);
+    if (fd >= 0) close(fd);
+  }
+  int fd = -1, filler = -1, port = -1;
+};
+
 TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
   // The answer trickles in a byte every 100 ms for 3 s: each read is quick, the whole is not.
   httplib::Server server;
@@ -943,12 +1025,15 @@ TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
       return true;
     });
   });
-  server.set_keep_alive_timeout(1);
-  int port = server.bind_to_any_port("127.0.0.1");
-  ASSERT_GT(port, 0);
-  std::thread thread([&] { server.listen_after_bind(); });
+  struct Close {
+    std::atomic<bool>& closing;
+    ~Close() { closing = true; }  // before the server stops: the trickle ends
+  };
+  Serving serving(server);
+  Close close_first{closing};
+  ASSERT_GT(serving.port(), 0);
   TransportOptions options;
-  options.endpoint = "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+  options.endpoint = "http://127.0.0.1:" + std::to_string(serving.port()) + "/v1/traces";
   std::string error;
   auto transport = MakeHttpTransport(options, &error);
   ASSERT_TRUE(transport) << error;
@@ -959,10 +1044,37 @@ TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
   EXPECT_EQ(slow.outcome, SendResult::Outcome::kRetryable);
   EXPECT_EQ(slow.error, "timed out after 500 ms");
   EXPECT_GE(took, std::chrono::milliseconds(450));
-  EXPECT_LT(took, std::chrono::milliseconds(1200));
-  closing = true;
-  server.stop();
-  thread.join();
+  EXPECT_LT(took, std::chrono::milliseconds(2500));  // the trickle alone lasts 3 s
+}
+
+TEST(OtlpHttpTransportTest, ConnectingIsBoundedAndAbandonedAtTheDeadline) {
+  // A collector whose SYNs go unanswered (its accept queue is full), and a proxy that takes
+  // the connection but never answers CONNECT: cpp-httplib's own stop() waits for both.
+  SilentListener unanswered(/*backlog_full=*/true), silent_proxy(/*backlog_full=*/false);
+  ASSERT_GT(unanswered.port, 0);
+  ASSERT_GT(silent_proxy.port, 0);
+  TransportOptions direct;
+  direct.endpoint = "http://127.0.0.1:" + std::to_string(unanswered.port) + "/v1/traces";
+  TransportOptions tunnelled;
+  tunnelled.endpoint = "https://localhost:4318/v1/traces";
+  tunnelled.proxy = HttpProxy{"127.0.0.1", silent_proxy.port, "", "", "https_proxy"};
+  std::string_view body = "x";
+  for (const TransportOptions& options : {direct, tunnelled}) {
+    std::string error;
+    auto transport = MakeHttpTransport(options, &error);
+    ASSERT_TRUE(transport) << error;
+    auto start = Clock::now();
+    SendResult timed_out = transport->Send({&body, 1}, 400);
+    EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500)) << options.endpoint;
+    EXPECT_EQ(timed_out.error.rfind("timed out after 400 ms", 0), 0u) << timed_out.error;
+
+    transport->SetDeadline(Clock::now() + std::chrono::milliseconds(300));
+    start = Clock::now();
+    SendResult abandoned = transport->Send({&body, 1}, 10000);
+    EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500)) << options.endpoint;
+    EXPECT_EQ(abandoned.outcome, SendResult::Outcome::kRetryable);
+    EXPECT_EQ(abandoned.error.rfind("abandoned at the shutdown deadline", 0), 0u) << abandoned.error;
+  }
 }
 
 TEST(OtlpHttpTransportTest, GoesThroughTheProxyWithItsCredentials) {
@@ -975,16 +1087,16 @@ TEST(OtlpHttpTransportTest, GoesThroughTheProxyWithItsCredentials) {
     authorization = request.get_header_value("Proxy-Authorization");
     response.status = 200;
   });
-  proxy.set_keep_alive_timeout(1);
-  int port = proxy.bind_to_any_port("127.0.0.1");
+  std::optional<Serving> serving(std::in_place, proxy);
+  const int port = serving->port();
   ASSERT_GT(port, 0);
-  std::thread thread([&] { proxy.listen_after_bind(); });
 
   OtlpExporterOptions exporter_options;
   ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.invalid:4318"},
                                           {"http_proxy", "http://agent:s%3Acret@127.0.0.1:" + std::to_string(port)}}),
                                  &exporter_options),
             "");
+  ASSERT_EQ(ProxyError(exporter_options), "");
   std::string error;
   auto transport = MakeHttpTransport(TransportOptionsFor(exporter_options, Signal::kTraces), &error);
   ASSERT_TRUE(transport) << error;
@@ -999,76 +1111,85 @@ TEST(OtlpHttpTransportTest, GoesThroughTheProxyWithItsCredentials) {
     EXPECT_EQ(target, "http://collector.invalid:4318/v1/traces");
     EXPECT_EQ(authorization, "Basic YWdlbnQ6czpjcmV0");  // agent:s:cret
   }
-  proxy.stop();
-  thread.join();
+  serving.reset();
   SendResult refused = transport->Send({&body, 1}, 2000);
   EXPECT_EQ(refused.outcome, SendResult::Outcome::kRetryable);
   EXPECT_NE(refused.error.find("through proxy 127.0.0.1 from http_proxy"), std::string::npos) << refused.error;
 }
 
-// A certificate for `names` (subjectAltName entries), self-signed, in a fresh directory.
-std::string MakeCertificate(const std::string& names) {
-  char dir[] = "/tmp/flowtracer-tls.XXXXXX";
-  if (!mkdtemp(dir)) return "";
-  std::string command = std::string("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=flowtracer-test") +
-                        " -addext subjectAltName=" + names + " -keyout " + dir + "/key.pem -out " + dir +
-                        "/cert.pem 2>/dev/null";
-  return system(command.c_str()) == 0 ? dir : "";
-}
+// A self-signed certificate for `names` (subjectAltName entries) in a directory removed at
+// scope exit; empty `dir` when openssl failed.
+struct Certificate {
+  explicit Certificate(const std::string& names) {
+    char path[] = "/tmp/flowtracer-tls.XXXXXX";
+    if (!mkdtemp(path)) return;
+    std::string command = std::string("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=flowtracer-test") +
+                          " -addext subjectAltName=" + names + " -keyout " + path + "/key.pem -out " + path +
+                          "/cert.pem 2>/dev/null";
+    if (system(command.c_str()) == 0) dir = path;
+    else std::filesystem::remove_all(path);
+  }
+  ~Certificate() {
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  std::string cert() const { return dir + "/cert.pem"; }
+  std::string key() const { return dir + "/key.pem"; }
+  std::string dir;
+};
 
 TEST(OtlpHttpTransportTest, HttpsVerifiesTheCollectorsCertificateAndName) {
-  std::string good = MakeCertificate("DNS:localhost,IP:127.0.0.1");
-  std::string other = MakeCertificate("DNS:other.example");
-  ASSERT_FALSE(good.empty());
-  ASSERT_FALSE(other.empty());
+  Certificate good("DNS:localhost,IP:127.0.0.1"), other("DNS:other.example");
+  ASSERT_FALSE(good.dir.empty());
+  ASSERT_FALSE(other.dir.empty());
   // OpenSSL's default trust store honours SSL_CERT_FILE: a collector's private CA goes there.
-  const std::string bundle = good + "/bundle.pem";
-  ASSERT_EQ(system(("cat " + good + "/cert.pem " + other + "/cert.pem > " + bundle).c_str()), 0);
+  const std::string bundle = good.dir + "/bundle.pem";
+  ASSERT_EQ(system(("cat " + good.cert() + " " + other.cert() + " > " + bundle).c_str()), 0);
 
-  auto send_to = [&](const std::string& certificate_dir, const char* trust, const std::string& host) {
-    httplib::SSLServer server((certificate_dir + "/cert.pem").c_str(), (certificate_dir + "/key.pem").c_str());
+  auto send_to = [&](const Certificate& certificate, const std::string& trust, const std::string& host) {
+    httplib::SSLServer server(certificate.cert().c_str(), certificate.key().c_str());
     server.Post("/v1/traces", [](const httplib::Request&, httplib::Response& response) { response.status = 200; });
-    server.set_keep_alive_timeout(1);
-    int port = server.bind_to_any_port("127.0.0.1");
-    std::thread thread([&] { server.listen_after_bind(); });
-    if (trust) setenv("SSL_CERT_FILE", trust, 1);
-    else unsetenv("SSL_CERT_FILE");
+    Serving serving(server);
+    ScopedEnv trusted("SSL_CERT_FILE", trust);
     TransportOptions options;
-    options.endpoint = "https://" + host + ":" + std::to_string(port) + "/v1/traces";
+    options.endpoint = "https://" + host + ":" + std::to_string(serving.port()) + "/v1/traces";
     std::string error;
     auto transport = MakeHttpTransport(options, &error);
     std::string_view body = "x";
-    SendResult result = transport ? transport->Send({&body, 1}, 2000) : SendResult{SendResult::Outcome::kFailed, error, {}, {}};
-    unsetenv("SSL_CERT_FILE");
-    server.stop();
-    thread.join();
-    return result;
+    return transport ? transport->Send({&body, 1}, 2000) : SendResult{SendResult::Outcome::kFailed, error, {}, {}};
   };
-  SendResult trusted = send_to(good, bundle.c_str(), "127.0.0.1");
+  SendResult trusted = send_to(good, bundle, "127.0.0.1");
   EXPECT_EQ(trusted.outcome, SendResult::Outcome::kSuccess) << trusted.error;
-  EXPECT_EQ(send_to(good, bundle.c_str(), "localhost").outcome, SendResult::Outcome::kSuccess);
-  SendResult untrusted = send_to(good, nullptr, "127.0.0.1");
+  EXPECT_EQ(send_to(good, bundle, "localhost").outcome, SendResult::Outcome::kSuccess);
+  SendResult untrusted = send_to(good, "/nonexistent", "127.0.0.1");  // nothing trusted
   EXPECT_NE(untrusted.outcome, SendResult::Outcome::kSuccess);
   EXPECT_NE(untrusted.error.find("could not be verified"), std::string::npos) << untrusted.error;
-  SendResult wrong_name = send_to(other, bundle.c_str(), "127.0.0.1");  // trusted, but not this host's
+  SendResult wrong_name = send_to(other, bundle, "127.0.0.1");  // trusted, but not this host's
   EXPECT_NE(wrong_name.outcome, SendResult::Outcome::kSuccess);
   EXPECT_NE(wrong_name.error.find("could not be verified"), std::string::npos) << wrong_name.error;
-  std::filesystem::remove_all(good);
-  std::filesystem::remove_all(other);
 }
 
-// A proxy that takes one CONNECT and relays bytes both ways, as an HTTPS proxy does; returns
-// its port. The request line it was asked goes to *request_line.
-int StartConnectProxy(std::thread* thread, std::string* request_line) {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || listen(listener, 1) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0)
-    return -1;
-  *thread = std::thread([listener, request_line] {
+// A proxy that takes one CONNECT and relays bytes both ways, as an HTTPS proxy does. The
+// request line it was asked is in request_line once the thread has ended.
+struct ConnectProxy {
+  ConnectProxy() {
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || listen(listener, 1) != 0 ||
+        getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      close(listener);
+      return;
+    }
+    port = ntohs(address.sin_port);
+    thread = std::thread([this, listener] { Relay(listener); });
+  }
+  ~ConnectProxy() {
+    if (thread.joinable()) thread.join();
+  }
+
+  void Relay(int listener) {
     pollfd wait_accept{listener, POLLIN, 0};
     int client = poll(&wait_accept, 1, 5000) == 1 ? accept(listener, nullptr, nullptr) : -1;
     close(listener);
@@ -1076,14 +1197,14 @@ int StartConnectProxy(std::thread* thread, std::string* request_line) {
     std::string head;
     char byte;
     while (head.find("\r\n\r\n") == std::string::npos && head.size() < 4096 && read(client, &byte, 1) == 1) head += byte;
-    *request_line = head.substr(0, head.find("\r\n"));
-    int port = 0;
-    sscanf(request_line->c_str(), "CONNECT %*[^:]:%d", &port);
-    int upstream = socket(AF_INET, SOCK_STREAM, 0);
+    request_line = head.substr(0, head.find("\r\n"));
+    int target_port = 0;
+    sscanf(request_line.c_str(), "CONNECT %*[^:]:%d", &target_port);
+    int upstream = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in target{};
     target.sin_family = AF_INET;
     target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    target.sin_port = htons(static_cast<uint16_t>(port));
+    target.sin_port = htons(static_cast<uint16_t>(target_port));
     if (connect(upstream, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
       const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
       if (write(client, established, sizeof(established) - 1) > 0) {
@@ -1098,31 +1219,30 @@ int StartConnectProxy(std::thread* thread, std::string* request_line) {
     }
     close(upstream);
     close(client);
-  });
-  return ntohs(address.sin_port);
-}
+  }
+
+  int port = -1;
+  std::string request_line;
+  std::thread thread;
+};
 
 TEST(OtlpHttpTransportTest, HttpsGoesThroughTheProxyInATunnel) {
-  std::string certificate = MakeCertificate("DNS:localhost");
-  ASSERT_FALSE(certificate.empty());
-  httplib::SSLServer collector((certificate + "/cert.pem").c_str(), (certificate + "/key.pem").c_str());
+  Certificate certificate("DNS:localhost");
+  ASSERT_FALSE(certificate.dir.empty());
+  httplib::SSLServer collector(certificate.cert().c_str(), certificate.key().c_str());
   std::atomic<int> received{0};
   collector.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
     ++received;
     response.status = 200;
   });
-  collector.set_keep_alive_timeout(1);
-  int collector_port = collector.bind_to_any_port("127.0.0.1");
-  std::thread collector_thread([&] { collector.listen_after_bind(); });
-  std::thread proxy_thread;
-  std::string request_line;
-  int proxy_port = StartConnectProxy(&proxy_thread, &request_line);
-  ASSERT_GT(proxy_port, 0);
+  Serving serving(collector);
+  ConnectProxy proxy;
+  ASSERT_GT(proxy.port, 0);
 
-  setenv("SSL_CERT_FILE", (certificate + "/cert.pem").c_str(), 1);
+  ScopedEnv trusted("SSL_CERT_FILE", certificate.cert());
   OtlpExporterOptions options;
-  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:" + std::to_string(collector_port)},
-                                          {"HTTPS_PROXY", "127.0.0.1:" + std::to_string(proxy_port)}}),
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:" + std::to_string(serving.port())},
+                                          {"HTTPS_PROXY", "127.0.0.1:" + std::to_string(proxy.port)}}),
                                  &options),
             "");
   std::string error;
@@ -1130,15 +1250,11 @@ TEST(OtlpHttpTransportTest, HttpsGoesThroughTheProxyInATunnel) {
   ASSERT_TRUE(transport) << error;
   std::string_view body = "x";
   SendResult sent = transport->Send({&body, 1}, 3000);
-  unsetenv("SSL_CERT_FILE");
   EXPECT_EQ(sent.outcome, SendResult::Outcome::kSuccess) << sent.error;
   EXPECT_EQ(received.load(), 1);
   transport.reset();  // closes the tunnel
-  proxy_thread.join();
-  EXPECT_EQ(request_line, "CONNECT localhost:" + std::to_string(collector_port) + " HTTP/1.1");
-  collector.stop();
-  collector_thread.join();
-  std::filesystem::remove_all(certificate);
+  proxy.thread.join();
+  EXPECT_EQ(proxy.request_line, "CONNECT localhost:" + std::to_string(serving.port()) + " HTTP/1.1");
 }
 
 TEST(OtlpHttpTransportTest, RejectsBadEndpoints) {
