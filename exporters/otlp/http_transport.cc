@@ -47,23 +47,36 @@ bool Gzip(RequestPieces input, std::string* output) {
 }
 
 // The request body as cpp-httplib asks for it: from an offset (it may ask again from the
-// start when it resends on a new connection), each piece written to the socket as it is.
+// start when it resends on a new connection). cpp-httplib writes what it is given straight
+// to the socket (through TLS, one record per write), and a request is mostly spans of a
+// few hundred bytes each, so small pieces are gathered into blocks: one write per block
+// rather than one per span. A large piece (a gzipped body) goes as it is.
 class BodyWriter {
  public:
-  explicit BodyWriter(RequestPieces pieces) : pieces_(pieces) {}
+  static constexpr size_t kBlockBytes = 64 * 1024;
+
+  BodyWriter(RequestPieces pieces, std::string* block) : pieces_(pieces), block_(block) {}
 
   bool Write(size_t offset, size_t length, httplib::DataSink& sink) {
     if (offset < piece_start_) piece_ = piece_start_ = 0;
     while (piece_ < pieces_.size() && offset >= piece_start_ + pieces_[piece_].size())
       piece_start_ += pieces_[piece_++].size();
     if (piece_ == pieces_.size()) return false;
-    std::string_view piece = pieces_[piece_];
-    const size_t within = offset - piece_start_;
-    return sink.write(piece.data() + within, std::min(length, piece.size() - within));
+    size_t within = offset - piece_start_;
+    if (pieces_[piece_].size() - within >= kBlockBytes)
+      return sink.write(pieces_[piece_].data() + within, std::min(length, pieces_[piece_].size() - within));
+    const size_t limit = std::min(length, kBlockBytes);
+    block_->clear();
+    for (size_t piece = piece_; piece < pieces_.size() && block_->size() < limit; ++piece, within = 0) {
+      std::string_view rest = pieces_[piece].substr(within);
+      block_->append(rest.substr(0, limit - block_->size()));
+    }
+    return sink.write(block_->data(), block_->size());
   }
 
  private:
   RequestPieces pieces_;
+  std::string* block_;      // reused from request to request
   size_t piece_ = 0;        // the piece that holds the last offset asked for
   size_t piece_start_ = 0;  // its offset in the body
 };
@@ -256,7 +269,7 @@ class HttpTransport : public Transport {
     client_->set_connection_timeout(std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5)));
     client_->set_read_timeout(timeout);
     client_->set_write_timeout(timeout);
-    BodyWriter writer(body);
+    BodyWriter writer(body, &block_);
     watchdog_.Arm(Clock::now() + timeout);
     httplib::Result answer = client_->Post(
         target_, headers_, TotalSize(body),
@@ -307,6 +320,7 @@ class HttpTransport : public Transport {
   TransportOptions options_;
   std::string target_;
   httplib::Headers headers_;
+  std::string block_;  // BodyWriter's
   std::unique_ptr<httplib::ClientImpl> client_;
   ConnectionHandle connection_;
   RequestWatchdog watchdog_;  // last: its thread shuts down connection_ until it is joined

@@ -852,6 +852,15 @@ TEST(OtlpHttpTransportTest, PostsProtobufGzipAndHeadersAndReadsRetryAfter) {
     EXPECT_EQ(encoding, "");
     EXPECT_TRUE(body == large) << "body of " << body.size() << " bytes differs";
   }
+  // Many small pieces, as spans are: gathered into blocks that end inside a piece.
+  std::vector<std::string_view> small_pieces;
+  for (size_t at = 0; at < large.size(); at += 97) small_pieces.push_back(std::string_view(large).substr(at, 97));
+  SendResult small_ok = plain_transport->Send(small_pieces, 2000);
+  EXPECT_EQ(small_ok.outcome, SendResult::Outcome::kSuccess) << small_ok.error;
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_TRUE(body == large) << "body of " << body.size() << " bytes differs";
+  }
 
   std::string_view whole = bytes;
   status = 503;
