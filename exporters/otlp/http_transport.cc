@@ -266,9 +266,12 @@ class HttpTransport : public Transport {
     }
     timeout_ms = std::min<uint64_t>(timeout_ms, 24 * 3600 * 1000);  // a clock's time_point cannot overflow
     const auto timeout = std::chrono::milliseconds(timeout_ms);
-    client_->set_connection_timeout(std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5)));
-    client_->set_read_timeout(timeout);
-    client_->set_write_timeout(timeout);
+    // The watchdog ends the request at `timeout`; cpp-httplib's own limits on each wait are
+    // a second later, a backstop, so that a request out of time always says so.
+    const auto backstop = timeout + std::chrono::seconds(1);
+    client_->set_connection_timeout(std::min<std::chrono::milliseconds>(backstop, std::chrono::seconds(5)));
+    client_->set_read_timeout(backstop);
+    client_->set_write_timeout(backstop);
     BodyWriter writer(body, &block_);
     watchdog_.Arm(Clock::now() + timeout);
     httplib::Result answer = client_->Post(

@@ -603,7 +603,10 @@ TEST(OtlpSpanExporterTest, PermanentErrorsAndExhaustedRetriesDropAndCount) {
   shared->script = {{SendResult::Outcome::kFailed, "HTTP 400", {}, {}}};
   for (int i = 0; i < 5; ++i) shared->script.push_back({SendResult::Outcome::kRetryable, "HTTP 503", {}, {}});
   telemetry::SelfTelemetry telemetry;
-  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  // Batches of exactly 10: a slow run (ThreadSanitizer) must not see the delay send 9 first.
+  OtlpExporterOptions options = FastOptions();
+  options.schedule_delay_ms = 60000;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
   for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
   ASSERT_TRUE(exporter.ForceFlush(5000));
   for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), MakeResource(1, "a"));
