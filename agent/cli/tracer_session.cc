@@ -122,8 +122,10 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
 
   uint64_t start_ns = MonotonicNowNs();
   uint64_t next_tick_ns = start_ns + 1000000000ull;
+  int read_interval_ms = loader::SocketTracer::kReadIntervalMs;
   while (!StopRequested()) {
-    int polled = tracer->Poll(100);
+    int polled = tracer->Poll(read_interval_ms);
+    read_interval_ms = polled > 0 ? loader::SocketTracer::kReadIntervalMs : loader::SocketTracer::kIdleReadIntervalMs;
     if (polled < 0 && polled != -EINTR) {
       spdlog::error("reading the ring buffer failed: {}", strerror(-polled));
       return 1;

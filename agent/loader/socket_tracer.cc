@@ -269,7 +269,7 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     skeleton->rodata->max_payload_bytes = options.max_payload_bytes;
     skeleton->rodata->filter_by_pid = !options.pids.empty();
     skeleton->rodata->filter_by_port = !options.ports.empty();
-    skeleton->rodata->wakeup_data_bytes = options.wakeup_data_bytes;
+    skeleton->rodata->wakeup_data_bytes = options.wakeup_data_bytes ? options.wakeup_data_bytes : ring_buffer_bytes / 8;
     bpf_map__set_max_entries(skeleton->maps.events, ring_buffer_bytes);
     bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
     bpf_map__set_max_entries(skeleton->maps.conn_control, options.max_connections);

@@ -29,9 +29,10 @@ struct SocketTracerOptions {
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
   uint32_t ring_buffer_bytes = 0;  // 0: DefaultRingBufferBytes (ring_size.h)
   uint32_t max_connections = 65536;
-  // Wake the agent once this much is queued (a power of two; 0: on every record); it also
-  // polls every poll interval.
-  uint64_t wakeup_data_bytes = 64u << 10;
+  // Wake the reader once this much is queued (a power of two; 0: an eighth of the ring).
+  // The reader reads on a timer (SocketTracer::kReadIntervalMs); this wake-up is for bursts
+  // the ring could not hold until then.
+  uint64_t wakeup_data_bytes = 0;
   std::optional<HookFamily> force_hooks;  // unset: cheapest that loads and attaches
 };
 
@@ -44,6 +45,14 @@ bool HasTracingPrivileges(std::string* error);
 
 class SocketTracer {
  public:
+  // How often the session reads the ring while records come, and while none do. Reading on
+  // a timer rather than being woken from inside the traced calls is what keeps the agent off
+  // the traced programs' latency: a wake-up is an inter-processor interrupt in the traced
+  // call, and it schedules the reader right then, beside the process it traced (at 10 000
+  // req/s, +250 us at p99 with a wake-up per 64 KiB, +45 us read every 20 ms).
+  static constexpr int kReadIntervalMs = 10;
+  static constexpr int kIdleReadIntervalMs = 100;
+
   // Loads and attaches. On failure returns null and sets `error` to one actionable sentence.
   static std::unique_ptr<SocketTracer> Start(const SocketTracerOptions& options,
                                              RecordHandler handler, std::string* error);
