@@ -125,11 +125,11 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   int read_interval_ms = loader::SocketTracer::kReadIntervalMs;
   while (!StopRequested()) {
     int polled = tracer->Poll(read_interval_ms);
-    read_interval_ms = polled > 0 ? loader::SocketTracer::kReadIntervalMs : loader::SocketTracer::kIdleReadIntervalMs;
     if (polled < 0 && polled != -EINTR) {
       spdlog::error("reading the ring buffer failed: {}", strerror(-polled));
       return 1;
     }
+    read_interval_ms = polled > 0 ? loader::SocketTracer::kReadIntervalMs : loader::SocketTracer::kIdleReadIntervalMs;
     if (callbacks.on_batch_end) callbacks.on_batch_end();
     uint64_t now = MonotonicNowNs();
     if (callbacks.on_tick && now >= next_tick_ns) {

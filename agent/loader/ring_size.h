@@ -1,8 +1,9 @@
 // The kernel -> agent ring buffer's default size. It is the agent's largest fixed cost in
 // memory (resident from the start), and what it must absorb grows with the CPUs producing
 // into it: 2 MiB per online CPU, a power of two (the kernel requires one), 4 to 64 MiB. On
-// 2 CPUs at 20 000 requests/s with both ends traced, at most 200 KiB waited at once; at
-// saturation, 1.1 MiB (docs/performance.md).
+// 2 CPUs with both ends traced and the reader woken every 64 KiB, at most 200 KiB waited at
+// once at 20 000 requests/s and 1.1 MiB at saturation (docs/performance.md, seventh round);
+// read every 10 ms instead, 20 000 requests/s queue about 10 ms of records between reads.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +20,8 @@ constexpr uint32_t DefaultRingBufferBytes(long online_cpus) {
   return static_cast<uint32_t>(bytes);
 }
 
-// A size the kernel takes: a power of two of at least a page, here at least 1 MiB so the
-// agent's 64 KiB wake-up batches fit many times, and at most 1 GiB.
+// A size the kernel takes: a power of two of at least a page, here at least 1 MiB so a
+// burst wakes the reader (at an eighth of the ring) with room left, and at most 1 GiB.
 constexpr bool ValidRingBufferBytes(uint64_t bytes) {
   return bytes >= (1u << 20) && bytes <= (1ull << 30) && (bytes & (bytes - 1)) == 0;
 }

@@ -231,10 +231,6 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     *error = "max payload bytes must be at most " + std::to_string(FT_MAX_PAYLOAD);
     return nullptr;
   }
-  if (options.wakeup_data_bytes & (options.wakeup_data_bytes - 1)) {
-    *error = "wake-up data bytes must be a power of two";
-    return nullptr;
-  }
   const uint32_t ring_buffer_bytes =
       options.ring_buffer_bytes ? options.ring_buffer_bytes : DefaultRingBufferBytes(sysconf(_SC_NPROCESSORS_ONLN));
   if (!ValidRingBufferBytes(ring_buffer_bytes)) {
@@ -269,7 +265,7 @@ std::unique_ptr<SocketTracer> SocketTracer::Start(const SocketTracerOptions& opt
     skeleton->rodata->max_payload_bytes = options.max_payload_bytes;
     skeleton->rodata->filter_by_pid = !options.pids.empty();
     skeleton->rodata->filter_by_port = !options.ports.empty();
-    skeleton->rodata->wakeup_data_bytes = options.wakeup_data_bytes ? options.wakeup_data_bytes : ring_buffer_bytes / 8;
+    skeleton->rodata->wakeup_data_bytes = ring_buffer_bytes / kWakeUpRingFraction;
     bpf_map__set_max_entries(skeleton->maps.events, ring_buffer_bytes);
     bpf_map__set_max_entries(skeleton->maps.conns, options.max_connections);
     bpf_map__set_max_entries(skeleton->maps.conn_control, options.max_connections);

@@ -29,10 +29,6 @@ struct SocketTracerOptions {
   uint32_t max_payload_bytes = FT_MAX_PAYLOAD;
   uint32_t ring_buffer_bytes = 0;  // 0: DefaultRingBufferBytes (ring_size.h)
   uint32_t max_connections = 65536;
-  // Wake the reader once this much is queued (a power of two; 0: an eighth of the ring).
-  // The reader reads on a timer (SocketTracer::kReadIntervalMs); this wake-up is for bursts
-  // the ring could not hold until then.
-  uint64_t wakeup_data_bytes = 0;
   std::optional<HookFamily> force_hooks;  // unset: cheapest that loads and attaches
 };
 
@@ -52,6 +48,9 @@ class SocketTracer {
   // req/s, +250 us at p99 with a wake-up per 64 KiB, +45 us read every 20 ms).
   static constexpr int kReadIntervalMs = 10;
   static constexpr int kIdleReadIntervalMs = 100;
+  // The reader is woken only once this share of the ring is queued: for bursts the ring
+  // could not hold until the next timed read (the ring's size is a power of two, so this is).
+  static constexpr uint32_t kWakeUpRingFraction = 8;
 
   // Loads and attaches. On failure returns null and sets `error` to one actionable sentence.
   static std::unique_ptr<SocketTracer> Start(const SocketTracerOptions& options,
