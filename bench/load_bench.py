@@ -425,8 +425,28 @@ def med(rows, key):
     return statistics.median(values) if values else None
 
 
+def paired_added(rows, base_rows, key):
+    """Median and quartiles of (phase - untraced) taken round by round.
+
+    Each round measures every phase minutes apart, so a difference within a round cancels
+    the machine's drift between rounds, which on shared hosts moves p99 by ±100 us."""
+    added = [r[key] - b[key] for r, b in zip(rows, base_rows)
+             if r.get(key) is not None and b.get(key) is not None]
+    if not added:
+        return None, None, None
+    if len(added) < 4:
+        return statistics.median(added), min(added), max(added)
+    q1, q2, q3 = statistics.quantiles(added, n=4, method="inclusive")
+    return q2, q1, q3
+
+
 def fmt(value, digits=1):
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_paired(paired):
+    middle, low, high = paired
+    return "n/a" if middle is None else f"{middle:.0f} [{low:.0f}..{high:.0f}]"
 
 
 def nginx_main(args):
@@ -475,14 +495,15 @@ def nginx_main(args):
             sink.stop()
 
     log("")
-    log(f"# medians over {args.rounds} rounds; ratios are traced/untraced from the same run")
+    log(f"# medians over {args.rounds} rounds; ratios are traced/untraced from the same run; "
+        f"'paired' is the median of each round's own difference (quartiles, or the range under 4 rounds)")
     summary = {}
     for load_name in selected:
         base = results[(load_name, "none")]
         base_rps, base_p50, base_p99 = med(base, "rps"), med(base, "p50_us"), med(base, "p99_us")
         log(f"## {load_name}: untraced {fmt(base_rps, 0)} req/s, p50 {fmt(base_p50)} us, p99 {fmt(base_p99)} us")
         log(f"{'phase':17} {'req/s':>9} {'ratio':>6} {'p50 us':>8} {'p50x':>5} {'p99 us':>8} {'p99x':>5} "
-            f"{'+p99 us':>8} {'cpu%':>6} {'wait%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} "
+            f"{'+p99 us':>8} {'paired +p99 us':>20} {'cpu%':>6} {'wait%':>6} {'cpu s/10k':>9} {'rss start':>9} {'steady':>7} {'peak':>6} "
             f"{'lost':>8}")
         for mode in modes:
             rows = results.get((load_name, mode), [])
@@ -498,6 +519,7 @@ def nginx_main(args):
                 "p50_ratio": p50 / base_p50 if p50 and base_p50 else None,
                 "p99_ratio": p99 / base_p99 if p99 and base_p99 else None,
                 "p99_added_us": p99 - base_p99 if p99 is not None and base_p99 is not None else None,
+                "p99_added_paired_us": paired_added(rows, base, "p99_us"),
                 "agent_cpu_pct": med(rows, "agent_cpu_pct"), "agent_cpu_s_per_10k": cpu_per_10k,
                 "agent_runqueue_wait_pct": med(rows, "agent_runqueue_wait_pct"),
                 "rss_start_mb": (max(r["rss_start_kb"] for r in rows) / 1024) if agent_ran else None,
@@ -508,7 +530,8 @@ def nginx_main(args):
             summary[f"{load_name}/{mode}"] = row
             log(f"{mode:17} {fmt(rps, 0):>9} {fmt(row['throughput_ratio'], 3):>6} {fmt(p50):>8} "
                 f"{fmt(row['p50_ratio'], 2):>5} {fmt(p99):>8} {fmt(row['p99_ratio'], 2):>5} "
-                f"{fmt(row['p99_added_us']):>8} {fmt(row['agent_cpu_pct']):>6} "
+                f"{fmt(row['p99_added_us']):>8} {fmt_paired(row['p99_added_paired_us']):>20} "
+                f"{fmt(row['agent_cpu_pct']):>6} "
                 f"{fmt(row['agent_runqueue_wait_pct']):>6} {fmt(cpu_per_10k, 3):>9} "
                 f"{fmt(row['rss_start_mb']):>9} {fmt(row['rss_steady_mb']):>7} {fmt(row['rss_peak_mb']):>6} "
                 f"{fmt(row['events_lost'], 0):>8}")

@@ -60,7 +60,7 @@ KeyValues StringMap(const YAML::Node& node) {
 
 std::string Endpoint(const std::string& url) {
   std::string reason;
-  if (!exporters::otlp::ValidateEndpointUrl(url, &reason)) throw BadValue{reason};
+  if (!exporters::otlp::ParseEndpointUrl(url, &reason)) throw BadValue{reason};
   return url;
 }
 
@@ -263,7 +263,7 @@ std::string ValidateAgentConfig(const AgentConfig& config) {
   using exporters::otlp::Signal;
   for (Signal signal : {Signal::kTraces, Signal::kMetrics}) {
     std::string reason;
-    if (!exporters::otlp::ValidateEndpointUrl(exporters::otlp::ResolveEndpoint(config.exporter, signal), &reason))
+    if (!exporters::otlp::ParseEndpointUrl(exporters::otlp::ResolveEndpoint(config.exporter, signal), &reason))
       return "OTLP endpoint " + reason;
   }
   std::string host;

@@ -208,40 +208,11 @@ class RequestWatchdog {
   std::thread thread_;  // last: it starts once the members it reads exist
 };
 
-// "http(s)://host[:port]/path": the parts cpp-httplib takes apart. The agent validated it.
-struct Endpoint {
-  bool tls = false;
-  std::string host;  // an IPv6 address without its brackets
-  int port = 0;
-  std::string target;  // path and query
-};
-
-Endpoint SplitEndpoint(const std::string& url) {
-  Endpoint endpoint;
-  endpoint.tls = url.rfind("https://", 0) == 0;
-  size_t start = url.find("://") + 3;
-  size_t slash = url.find('/', start);
-  std::string authority = url.substr(start, slash - start);
-  endpoint.target = slash == std::string::npos ? "/" : url.substr(slash);
-  std::string port;
-  if (!authority.empty() && authority[0] == '[') {
-    size_t close = authority.find(']');
-    endpoint.host = authority.substr(1, close - 1);
-    if (close + 1 < authority.size()) port = authority.substr(close + 2);
-  } else {
-    size_t colon = authority.rfind(':');
-    endpoint.host = authority.substr(0, colon);
-    if (colon != std::string::npos) port = authority.substr(colon + 1);
-  }
-  endpoint.port = port.empty() ? (endpoint.tls ? 443 : 80) : std::stoi(port);
-  return endpoint;
-}
-
 class HttpTransport : public Transport {
  public:
-  HttpTransport(TransportOptions options, Endpoint endpoint, std::unique_ptr<httplib::ClientImpl> client)
+  HttpTransport(TransportOptions options, std::string target, std::unique_ptr<httplib::ClientImpl> client)
       : options_(std::move(options)),
-        target_(std::move(endpoint.target)),
+        target_(std::move(target)),
         client_(std::move(client)),
         watchdog_([this] { connection_.Shutdown(); }, [this] { return Deadline(); }) {
     client_->set_keep_alive(true);
@@ -334,18 +305,18 @@ class HttpTransport : public Transport {
 }  // namespace flowtracer::exporters::otlp
 
 extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transport(
-    const flowtracer::exporters::otlp::TransportOptions* options, std::string* error) {
+    const flowtracer::exporters::otlp::TransportOptions* options, const flowtracer::exporters::otlp::EndpointUrl* url,
+    std::string* error) {
   using namespace flowtracer::exporters::otlp;
   // A write to a connection the collector (or the watchdog) shut down must fail with EPIPE,
   // not end the agent; OpenSSL writes with write(), which cannot be told not to signal.
   signal(SIGPIPE, SIG_IGN);
-  Endpoint endpoint = SplitEndpoint(options->endpoint);
   std::unique_ptr<httplib::ClientImpl> client;
-  if (endpoint.tls) client = std::make_unique<httplib::SSLClient>(endpoint.host, endpoint.port);
-  else client = std::make_unique<httplib::ClientImpl>(endpoint.host, endpoint.port);
+  if (url->tls) client = std::make_unique<httplib::SSLClient>(url->host, url->port);
+  else client = std::make_unique<httplib::ClientImpl>(url->host, url->port);
   if (!client->is_valid()) {
     *error = "the TLS client could not start (OpenSSL)";
     return nullptr;
   }
-  return new HttpTransport(*options, std::move(endpoint), std::move(client));
+  return new HttpTransport(*options, url->target, std::move(client));
 }

@@ -50,16 +50,6 @@ bool ParsePort(std::string_view text, int* port) {
   return true;
 }
 
-// The host of "scheme://host[:port]/...", lowercased, an IPv6 address without brackets.
-std::string HostOf(const std::string& url) {
-  size_t start = url.find("://");
-  start = start == std::string::npos ? 0 : start + 3;
-  std::string authority = url.substr(start, url.find_first_of("/?#", start) - start);
-  if (size_t at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
-  if (!authority.empty() && authority[0] == '[') return Lower(authority.substr(1, authority.find(']') - 1));
-  return Lower(authority.substr(0, authority.find(':')));
-}
-
 // `address` within `cidr` ("10.0.0.0/8", "fd00::/8"); false when either is not an address.
 bool InCidr(const std::string& address, const std::string& cidr) {
   size_t slash = cidr.find('/');
@@ -167,9 +157,12 @@ bool NoProxyCovers(const std::string& no_proxy, const std::string& host) {
 }
 
 std::optional<ProxyVariable> ProxyFor(const ProxySettings& settings, const std::string& endpoint) {
-  const std::optional<ProxyVariable>& own = endpoint.rfind("https://", 0) == 0 ? settings.https : settings.http;
+  std::string reason;
+  std::optional<EndpointUrl> url = ParseEndpointUrl(endpoint, &reason);
+  if (!url) return std::nullopt;  // refused before any request is made
+  const std::optional<ProxyVariable>& own = url->tls ? settings.https : settings.http;
   const std::optional<ProxyVariable>& proxy = own ? own : settings.all;
-  if (!proxy || NoProxyCovers(settings.no_proxy, HostOf(endpoint))) return std::nullopt;
+  if (!proxy || NoProxyCovers(settings.no_proxy, Lower(url->host))) return std::nullopt;
   return proxy;
 }
 
@@ -245,56 +238,71 @@ bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* rea
   return true;
 }
 
-bool ValidateEndpointUrl(const std::string& url, std::string* reason) {
+std::optional<EndpointUrl> ParseEndpointUrl(const std::string& url, std::string* reason) {
   size_t scheme_end = url.find("://");
   if (scheme_end == std::string::npos) {
     *reason = "'" + url + "' is not a URL: use http://host:port or https://host:port";
-    return false;
+    return std::nullopt;
   }
   std::string scheme = url.substr(0, scheme_end);
   if (scheme != "http" && scheme != "https") {
     *reason = "'" + url + "' has scheme '" + scheme + "': use http:// or https://";
-    return false;
+    return std::nullopt;
   }
-  std::string rest = url.substr(scheme_end + 3);
-  std::string authority = rest.substr(0, rest.find('/'));
-  std::string host = authority;
+  EndpointUrl parsed;
+  parsed.tls = scheme == "https";
+  size_t authority_start = scheme_end + 3;
+  size_t authority_end = std::min(url.find_first_of("/?#", authority_start), url.size());
+  std::string authority = url.substr(authority_start, authority_end - authority_start);
+  std::optional<std::string> port;  // the text after the host's ':'
   if (!authority.empty() && authority[0] == '[') {
     size_t close = authority.find(']');
     if (close == std::string::npos) {
       *reason = "'" + url + "' has an unclosed IPv6 address";
-      return false;
+      return std::nullopt;
     }
-    host = authority.substr(1, close - 1);
-    authority = authority.substr(close + 1);
-    if (!authority.empty() && authority[0] != ':') {
-      *reason = "'" + url + "' has '" + authority + "' after its IPv6 address: use [address]:port";
-      return false;
+    parsed.host = authority.substr(1, close - 1);
+    std::string after = authority.substr(close + 1);
+    if (!after.empty() && after[0] != ':') {
+      *reason = "'" + url + "' has '" + after + "' after its IPv6 address: use [address]:port";
+      return std::nullopt;
+    }
+    if (!after.empty()) port = after.substr(1);
+    if (parsed.host.find(':') == std::string::npos) {
+      *reason = "'" + url + "' has '" + parsed.host + "' in brackets, which is not an IPv6 address";
+      return std::nullopt;
     }
   } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
-    host = authority.substr(0, colon);
-    authority = authority.substr(colon);
+    parsed.host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
   } else {
-    authority.clear();
+    parsed.host = authority;
   }
-  if (host.empty()) {
+  if (parsed.host.empty()) {
     *reason = "'" + url + "' has no host";
-    return false;
+    return std::nullopt;
   }
-  for (char c : host) {
-    if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' && c != ':') {
-      *reason = "'" + url + "' has an invalid host '" + host + "'";
-      return false;
+  bool bracketed = authority[0] == '[';
+  if (!bracketed && parsed.host.find(':') != std::string::npos) {
+    *reason = "'" + url + "' has an IPv6 address without brackets: use " + scheme + "://[address]:port";
+    return std::nullopt;
+  }
+  for (char c : parsed.host) {
+    bool allowed = isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || (c == ':' && bracketed);
+    if (!allowed) {
+      *reason = "'" + url + "' has an invalid host '" + parsed.host + "'";
+      return std::nullopt;
     }
   }
-  if (!authority.empty()) {  // ":port"
-    std::string port = authority.substr(1);
-    if (int value; !ParsePort(port, &value)) {
-      *reason = "'" + url + "' has an invalid port '" + port + "'";
-      return false;
-    }
+  parsed.port = parsed.tls ? 443 : 80;
+  if (port && !ParsePort(*port, &parsed.port)) {
+    *reason = "'" + url + "' has an invalid port '" + *port + "'";
+    return std::nullopt;
   }
-  return true;
+  // The request target: path and query; a fragment is never sent.
+  std::string target = url.substr(authority_end, url.find('#', authority_end) - authority_end);
+  parsed.target = target.empty() || target[0] != '/' ? "/" + target : target;
+  return parsed;
 }
 
 namespace {
@@ -337,7 +345,7 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
   for (const char* name : {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"}) {
     std::string reason;
-    if (auto v = env(name); v && !ValidateEndpointUrl(*v, &reason)) return std::string(name) + ": " + reason;
+    if (auto v = env(name); v && !ParseEndpointUrl(*v, &reason)) return std::string(name) + ": " + reason;
   }
   // The shared variables replace the settings of the file (a HEADERS variable replaces its
   // headers, it does not add to them); a signal's own are kept apart, over them.

@@ -84,8 +84,9 @@ std::string ProtocolName(Protocol protocol);
 // "k1=v1,k2=v2" with percent-encoded values (W3C Baggage style, as the OTEL variables use).
 bool ParseKeyValueList(const std::string& text, KeyValues* out, std::string* reason);
 
-// An http:// or https:// URL with a host; `reason` says what is wrong otherwise.
-bool ValidateEndpointUrl(const std::string& url, std::string* reason);
+// An http:// or https:// URL with a host and a valid port, taken apart; nullopt with
+// `reason` saying what is wrong otherwise. The one place an endpoint URL is split.
+std::optional<EndpointUrl> ParseEndpointUrl(const std::string& url, std::string* reason);
 
 // "[http://][user:password@]host[:port]" (port 1080 when none, as libcurl); a proxy
 // reached over TLS or SOCKS, or a user without a password, is refused with the reason.

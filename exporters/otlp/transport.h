@@ -70,6 +70,19 @@ class Transport {
   std::atomic<std::chrono::steady_clock::rep> deadline_ns_{std::chrono::steady_clock::time_point::max().time_since_epoch().count()};
 };
 
+// An OTLP endpoint, "http(s)://host[:port][/path]", taken apart once by the agent
+// (otlp_options.h: ParseEndpointUrl); the transport modules connect to its parts.
+struct EndpointUrl {
+  bool tls = false;     // https
+  std::string host;     // as written; an IPv6 address without its brackets
+  int port = 0;         // 80 or 443 when the URL names none
+  std::string target;   // path and query, "/" when the URL has neither
+  // "host:port", an IPv6 address in brackets: gRPC's channel target.
+  std::string Authority() const {
+    return (host.find(':') == std::string::npos ? host : "[" + host + "]") + ":" + std::to_string(port);
+  }
+};
+
 // An HTTP proxy the environment names (otlp_options.h: ProxyFor).
 struct HttpProxy {
   std::string host;

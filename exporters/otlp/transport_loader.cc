@@ -7,33 +7,34 @@
 namespace flowtracer::exporters::otlp {
 namespace {
 
-bool EndpointUsable(const TransportOptions& options, std::string* error) {
+std::optional<EndpointUrl> UsableEndpoint(const TransportOptions& options, std::string* error) {
   std::string reason;
-  if (ValidateEndpointUrl(options.endpoint, &reason)) return true;
-  *error = "OTLP endpoint " + reason;
-  return false;
+  std::optional<EndpointUrl> url = ParseEndpointUrl(options.endpoint, &reason);
+  if (!url) *error = "OTLP endpoint " + reason;
+  return url;
 }
 
 }  // namespace
 
 std::unique_ptr<Transport> MakeHttpTransport(const TransportOptions& options, std::string* error) {
-  if (!EndpointUsable(options, error)) return nullptr;
+  std::optional<EndpointUrl> url = UsableEndpoint(options, error);
+  if (!url) return nullptr;
   auto factory = reinterpret_cast<HttpTransportFactory>(
       LoadModuleSymbol(kHttpModuleFileName, kHttpModuleFactory, "OTLP/HTTP", error));
   if (!factory) return nullptr;
-  return std::unique_ptr<Transport>(factory(&options, error));
+  return std::unique_ptr<Transport>(factory(&options, &*url, error));
 }
 
 std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& options, std::string* error) {
-  if (!EndpointUsable(options, error)) return nullptr;
+  std::optional<EndpointUrl> url = UsableEndpoint(options, error);
+  if (!url) return nullptr;
   auto factory = reinterpret_cast<GrpcTransportFactory>(
       LoadModuleSymbol(kGrpcModuleFileName, kGrpcModuleFactory, "OTLP/gRPC", error));
   if (!factory) return nullptr;
   GrpcChannelSpec spec;
   spec.options = options;
-  spec.tls = options.endpoint.rfind("https://", 0) == 0;
-  spec.target = options.endpoint.substr(options.endpoint.find("://") + 3);
-  if (size_t slash = spec.target.find('/'); slash != std::string::npos) spec.target.resize(slash);
+  spec.tls = url->tls;
+  spec.target = url->Authority();  // a path in the URL means nothing to gRPC
   spec.method = GrpcMethod(options.signal);
   return std::unique_ptr<Transport>(factory(&spec));
 }

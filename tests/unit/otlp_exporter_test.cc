@@ -205,13 +205,44 @@ TEST(OtlpOptionsTest, BadValuesNameTheVariable) {
 }
 
 TEST(OtlpOptionsTest, EndpointUrls) {
-  std::string reason;
-  for (const char* good : {"http://localhost:4318", "https://otel.example.com", "http://10.0.0.1:4317/",
-                           "http://[fe80::1]:4318/v1/traces", "http://collector.observability.svc:4318"})
-    EXPECT_TRUE(ValidateEndpointUrl(good, &reason)) << good << ": " << reason;
+  struct Parts {
+    const char* url;
+    bool tls;
+    const char* host;
+    int port;
+    const char* target;
+    const char* authority;
+  };
+  for (const Parts& want : std::initializer_list<Parts>{
+           {"http://localhost:4318", false, "localhost", 4318, "/", "localhost:4318"},
+           {"https://otel.example.com", true, "otel.example.com", 443, "/", "otel.example.com:443"},
+           {"http://otel.example.com/v1/traces", false, "otel.example.com", 80, "/v1/traces", "otel.example.com:80"},
+           {"http://10.0.0.1:4317/", false, "10.0.0.1", 4317, "/", "10.0.0.1:4317"},
+           {"http://[fe80::1]:4318/v1/traces", false, "fe80::1", 4318, "/v1/traces", "[fe80::1]:4318"},
+           {"https://[::1]/otlp/v1/metrics", true, "::1", 443, "/otlp/v1/metrics", "[::1]:443"},
+           {"http://collector.observability.svc:4318", false, "collector.observability.svc", 4318, "/",
+            "collector.observability.svc:4318"},
+           {"http://collector:4318?tenant=a#top", false, "collector", 4318, "/?tenant=a", "collector:4318"},
+           {"http://collector:4318/v1/traces?tenant=a", false, "collector", 4318, "/v1/traces?tenant=a",
+            "collector:4318"},
+       }) {
+    std::string reason;
+    std::optional<EndpointUrl> url = ParseEndpointUrl(want.url, &reason);
+    ASSERT_TRUE(url) << want.url << ": " << reason;
+    EXPECT_EQ(url->tls, want.tls) << want.url;
+    EXPECT_EQ(url->host, want.host) << want.url;
+    EXPECT_EQ(url->port, want.port) << want.url;
+    EXPECT_EQ(url->target, want.target) << want.url;
+    EXPECT_EQ(url->Authority(), want.authority) << want.url;
+  }
   for (const char* bad : {"", "localhost:4318", "http://", "http://:4318", "http://host:0", "http://host:port",
-                          "grpc://host:4317", "http://ho st:1", "http://[::1]x4318"})
-    EXPECT_FALSE(ValidateEndpointUrl(bad, &reason)) << bad;
+                          "http://host:", "http://host:65536", "grpc://host:4317", "http://ho st:1",
+                          "http://[::1]x4318", "http://[::1", "http://[localhost]:4318", "http://fe80::1:4318",
+                          "http://user@collector:4318"}) {
+    std::string reason;
+    EXPECT_FALSE(ParseEndpointUrl(bad, &reason)) << bad;
+    EXPECT_NE(reason.find(bad), std::string::npos) << bad << ": the reason names the URL: " << reason;
+  }
 }
 
 TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
