@@ -377,6 +377,25 @@ def run_h2load_rate(port, rate, duration_s, clients):
             "p50_us": percentile(latencies, 0.50), "p99_us": percentile(latencies, 0.99)}
 
 
+def run_paced(flowtracer, port, rate, duration_s, connections):
+    """HTTP/1.1 at a fixed rate with evenly spaced requests (bench/paced_client.c says why
+    beside h2load); p50/p99 from each request's send, as h2load's."""
+    binary = os.path.join(os.path.dirname(os.path.abspath(flowtracer)), "bench", "paced_client")
+    if not os.path.exists(binary):
+        raise RuntimeError(f"{binary} is missing: build the `benchmarks` target")
+    result = subprocess.run([binary, "--port", str(port), "--rate", str(rate), "--seconds", str(duration_s),
+                             "--connections", str(connections), "--warm-up", "1"],
+                            capture_output=True, text=True, timeout=duration_s + 60)
+    fields = dict(word.split("=", 1) for word in result.stdout.split() if "=" in word)
+    if result.returncode != 0 or not int(fields.get("requests", 0)):
+        raise RuntimeError(f"paced_client failed: {result.stderr}{result.stdout}")
+    requests = int(fields["requests"])
+    return {"requests": requests, "ok": int(fields["ok"]), "rps": requests / duration_s,
+            "p50_us": int(fields["p50_us"]), "p99_us": int(fields["p99_us"]),
+            "due_p99_us": int(fields["due_p99_us"]), "lateness_p99_us": int(fields["lateness_p99_us"]),
+            "errors": int(fields["errors"])}
+
+
 # ---- One measured phase
 
 
@@ -475,6 +494,8 @@ def nginx_main(args):
         "wrk": lambda: run_wrk(NGINX_PORT, args.duration, args.connections, args.wrk_threads),
         "rate10k": lambda: run_h2load_rate(NGINX_PORT, 10000, args.duration, args.rate_clients),
         "rate20k": lambda: run_h2load_rate(NGINX_PORT, 20000, args.duration, args.rate_clients * 2),
+        "paced10k": lambda: run_paced(flowtracer, NGINX_PORT, 10000, args.duration, args.rate_clients),
+        "paced20k": lambda: run_paced(flowtracer, NGINX_PORT, 20000, args.duration, args.rate_clients * 2),
     }
     selected = [l for l in args.loads.split(",") if l]
     try:
@@ -780,7 +801,7 @@ def main():
     nginx.add_argument("--connections", type=int, default=64)
     nginx.add_argument("--wrk-threads", type=int, default=1)
     nginx.add_argument("--rate-clients", type=int, default=20)
-    nginx.add_argument("--loads", default="wrk,rate10k,rate20k")
+    nginx.add_argument("--loads", default="wrk,rate10k,rate20k,paced10k,paced20k")
     nginx.add_argument("--baseline", help="another flowtracer build measured in the same run "
                        "(its phases are suffixed @base)")
     nginx.add_argument("--budget-phase", type=int, metavar="PERCENT",

@@ -1,6 +1,8 @@
 #include "agent/cli/tracer_session.h"
 
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/cli/commands.h"
+#include "agent/loader/reader_priority.h"
 #include "agent/loader/ring_size.h"
 
 namespace flowtracer::cli {
@@ -120,6 +123,15 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   }
   if (callbacks.on_started) callbacks.on_started(*tracer);
 
+  // This thread reads and processes the ring from here on: it yields the CPU to the traced
+  // programs unless the ring fills (reader_priority.h). Threads started before keep theirs.
+  std::string why_not;
+  auto priority = loader::ReaderPriority::Start(
+      static_cast<pid_t>(syscall(SYS_gettid)), tracer->ring_buffer_fd(), tracer->ring_buffer_bytes(),
+      [&tracer] { return tracer->ring_buffer_queued_bytes(); }, &why_not);
+  if (priority) spdlog::debug("ring reader: SCHED_IDLE, raised while an eighth of the ring waits");
+  else spdlog::info("{}", why_not);
+
   uint64_t start_ns = MonotonicNowNs();
   uint64_t next_tick_ns = start_ns + 1000000000ull;
   int read_interval_ms = loader::SocketTracer::kReadIntervalMs;
@@ -137,6 +149,10 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
       next_tick_ns = now + 1000000000ull;
     }
     if (duration_ns && now - start_ns >= duration_ns) break;
+  }
+  if (priority) {
+    spdlog::debug("ring reader: raised to normal priority {} times while the ring filled", priority->raises());
+    priority.reset();  // what is left is read at normal priority
   }
   // Events already queued belong to the capture (bounded: traffic may not stop).
   for (int round = 0; round < 100 && tracer->Poll(0) > 0; ++round) {

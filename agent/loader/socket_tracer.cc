@@ -107,6 +107,12 @@ class SocketTracer::RingReader {
   uint64_t records() const { return records_; }
   uint64_t size_bytes() const { return data_bytes_; }
   uint64_t peak_queued_bytes() const { return peak_queued_bytes_; }
+  // What waits to be read now; callable from any thread (the positions are the kernel's).
+  uint64_t queued_bytes() const {
+    const uint64_t produced = __atomic_load_n(static_cast<const uint64_t*>(producer_page_), __ATOMIC_ACQUIRE);
+    const uint64_t consumed = __atomic_load_n(static_cast<const uint64_t*>(consumer_page_), __ATOMIC_ACQUIRE);
+    return produced > consumed ? produced - consumed : 0;
+  }
 
   ~RingReader() {
     if (consumer_page_) munmap(consumer_page_, page_bytes_);
@@ -324,6 +330,8 @@ SocketTracer::~SocketTracer() {
 
 uint64_t SocketTracer::ring_buffer_bytes() const { return ring_->size_bytes(); }
 uint64_t SocketTracer::ring_buffer_peak_queued_bytes() const { return ring_->peak_queued_bytes(); }
+uint64_t SocketTracer::ring_buffer_queued_bytes() const { return ring_->queued_bytes(); }
+int SocketTracer::ring_buffer_fd() const { return bpf_map__fd(skeleton_->maps.events); }
 
 int SocketTracer::Poll(int timeout_ms) {
   // Records submitted without a wake-up (the kernel batches them) do not make epoll

@@ -69,6 +69,9 @@ class SocketTracer {
   // close to full (records lost) it came.
   uint64_t ring_buffer_bytes() const;
   uint64_t ring_buffer_peak_queued_bytes() const;
+  // What waits to be read now (any thread), and the ring's map, for waiting on its wake-ups.
+  uint64_t ring_buffer_queued_bytes() const;
+  int ring_buffer_fd() const;
 
   // Kernel counters summed over CPUs, indexed by enum ft_counter.
   CounterValues ReadCounters() const;

@@ -1,0 +1,104 @@
+#include "agent/loader/reader_priority.h"
+
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace flowtracer::loader {
+namespace {
+
+bool SetPolicy(pid_t tid, int policy) {
+  sched_param param{};
+  param.sched_priority = 0;
+  return sched_setscheduler(tid, policy, &param) == 0;
+}
+
+// Whether a thread of this process may go to SCHED_IDLE and come back, tried on a thread
+// made for the purpose: a reader lowered for good would starve under load.
+bool CanComeBackFromIdle(std::string* why_not) {
+  int error = 0;
+  std::thread probe([&error] {
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    if (!SetPolicy(self, SCHED_IDLE) || !SetPolicy(self, SCHED_OTHER)) error = errno;
+  });
+  probe.join();
+  if (error == 0) return true;
+  *why_not = std::string("the ring reader keeps normal priority: a thread cannot leave SCHED_IDLE here (") +
+             strerror(error) + "; CAP_SYS_NICE or RLIMIT_NICE 20 allows it)";
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
+                                                      std::function<uint64_t()> queued_bytes,
+                                                      std::string* why_not) {
+  if (!CanComeBackFromIdle(why_not)) return nullptr;
+  std::unique_ptr<ReaderPriority> governor(new ReaderPriority());
+  governor->reader_tid_ = reader_tid;
+  governor->ring_bytes_ = ring_bytes;
+  governor->queued_bytes_ = std::move(queued_bytes);
+  governor->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  governor->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // Edge-triggered: only the kernel's wake-ups count, not every record waiting (the
+  // programs queue records without waking anyone until an eighth of the ring waits).
+  epoll_event ring_event{};
+  ring_event.events = EPOLLIN | EPOLLET;
+  ring_event.data.fd = ring_fd;
+  epoll_event stop_event{};
+  stop_event.events = EPOLLIN;
+  stop_event.data.fd = governor->stop_fd_;
+  if (governor->epoll_fd_ < 0 || governor->stop_fd_ < 0 ||
+      epoll_ctl(governor->epoll_fd_, EPOLL_CTL_ADD, ring_fd, &ring_event) ||
+      epoll_ctl(governor->epoll_fd_, EPOLL_CTL_ADD, governor->stop_fd_, &stop_event)) {
+    *why_not = std::string("the ring reader keeps normal priority: cannot watch the ring (") + strerror(errno) + ")";
+    return nullptr;
+  }
+  // Started first: a thread inherits its creator's policy, and the governor must not idle.
+  governor->thread_ = std::thread([raw = governor.get()] { raw->Run(); });
+  if (!governor->SetReaderPolicy(SCHED_IDLE)) {
+    *why_not = std::string("the ring reader keeps normal priority: ") + strerror(errno);
+    return nullptr;  // the destructor stops the governor
+  }
+  return governor;
+}
+
+ReaderPriority::~ReaderPriority() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    if (write(stop_fd_, &one, sizeof(one)) < 0) {
+      // An eventfd write fails only when the counter would overflow: it is already set.
+    }
+    thread_.join();
+  }
+  SetReaderPolicy(SCHED_OTHER);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+bool ReaderPriority::SetReaderPolicy(int policy) { return SetPolicy(reader_tid_, policy); }
+
+void ReaderPriority::Run() {
+  const uint64_t raise_at = ring_bytes_ / 8, lower_at = ring_bytes_ / 32;
+  bool raised = false;
+  while (true) {
+    epoll_event events[2];
+    const int ready = epoll_wait(epoll_fd_, events, 2, raised ? kRaisedCheckMs : kLoweredCheckMs);
+    for (int i = 0; i < ready; ++i)
+      if (events[i].data.fd == stop_fd_) return;
+    const uint64_t queued = queued_bytes_();
+    if (!raised && queued >= raise_at && SetReaderPolicy(SCHED_OTHER)) {
+      raised = true;
+      raises_.fetch_add(1, std::memory_order_relaxed);
+    } else if (raised && queued <= lower_at && SetReaderPolicy(SCHED_IDLE)) {
+      raised = false;
+    }
+  }
+}
+
+}  // namespace flowtracer::loader
