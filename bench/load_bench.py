@@ -390,6 +390,10 @@ def run_paced(flowtracer, port, rate, duration_s, connections):
     if result.returncode != 0 or not int(fields.get("requests", 0)):
         raise RuntimeError(f"paced_client failed: {result.stderr}{result.stdout}")
     requests = int(fields["requests"])
+    if requests < 0.99 * rate * duration_s or int(fields["unanswered"]):
+        # Requests that never came back would leave the slowest out of p99.
+        raise RuntimeError(f"paced_client: {requests} of {rate * duration_s} requests measured, "
+                           f"{fields['unanswered']} unanswered: {result.stdout}")
     return {"requests": requests, "ok": int(fields["ok"]), "rps": requests / duration_s,
             "p50_us": int(fields["p50_us"]), "p99_us": int(fields["p99_us"]),
             "due_p99_us": int(fields["due_p99_us"]), "lateness_p99_us": int(fields["lateness_p99_us"]),

@@ -12,11 +12,13 @@
  *
  * Keep-alive connections to 127.0.0.1:P, GET /, responses with Content-Length (what the
  * bench's nginx sends). Prints one line:
- *   requests=N ok=N errors=N late_sends=N p50_us=X p99_us=X p999_us=X max_us=X
+ *   requests=N ok=N errors=N unanswered=N late_sends=N p50_us=X p99_us=X p999_us=X max_us=X
  *   due_p50_us=X due_p99_us=X lateness_p50_us=X lateness_p99_us=X
  * p50_us..max_us: from each request's send to its response's last byte (as h2load counts);
  * due_*: from the instant it was due, so the client's own lateness counts too (no
- * coordinated omission); lateness_*: send minus due; late_sends: sent over 50 us late.
+ * coordinated omission); lateness_*: send minus due; late_sends: sent over 50 us late;
+ * unanswered: still without a response 2 s after the last was due. Counts leave out the
+ * warm-up.
  * On an idle VM CPU most of the lateness is the CPU waking up for the timer. Exits 1 when
  * it cannot connect, 2 on bad options. */
 #define _GNU_SOURCE
@@ -121,7 +123,7 @@ int main(int argc, char **argv) {
     struct epoll_event event = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     epoll_ctl(epoll, EPOLL_CTL_ADD, conns[i].fd, &event);
   }
-  int timer = timerfd_create(CLOCK_MONOTONIC, 0);
+  int timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
   struct epoll_event timer_event = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
   epoll_ctl(epoll, EPOLL_CTL_ADD, timer, &timer_event);
 
@@ -132,13 +134,14 @@ int main(int argc, char **argv) {
   uint32_t *response_us = calloc(total, sizeof(uint32_t));      /* from the send */
   uint32_t *lateness_us = calloc(total, sizeof(uint32_t));      /* send - due */
   if (!latencies_us || !response_us || !lateness_us) return 1;
-  uint64_t sent = 0, done = 0, measured = 0, ok = 0, errors = 0, late = 0;
+  uint64_t sent = 0, done = 0, measured = 0, ok = 0, errors = 0, late = 0, failed = 0;
   int next_idle = 0;  /* round robin over the connections */
+  uint64_t armed_due = 0;  /* the timer's setting: re-armed only when the next due time moves */
   const uint64_t start = now_ns() + 1000000;
   /* Past the schedule's end, in-flight requests get this long to finish. */
   const uint64_t give_up = start + (uint64_t)((warm_up + seconds) * 1e9) + 2000000000ull;
 
-  while (done + errors < total && now_ns() < give_up) {
+  while (done + failed < total && now_ns() < give_up) {
     uint64_t now = now_ns();
     /* Send every request that is due, on idle connections; one that finds none waits. */
     int waiting_for_connection = 0;
@@ -159,17 +162,17 @@ int main(int argc, char **argv) {
       struct connection *c = &conns[chosen];
       c->busy = 1;
       c->due_ns = start + sent * interval_ns;
-      c->sent_ns = now;
+      c->sent_ns = now_ns();  /* sends in a row after a stall each take their own time */
       c->filled = 0;
-      if (now - c->due_ns > 50000) ++late;
+      if (c->sent_ns - c->due_ns > 50000 && sent >= warm_up_requests) ++late;
       if (send(c->fd, kRequest, sizeof(kRequest) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(kRequest) - 1)) {
         fprintf(stderr, "send: %s\n", strerror(errno));
         return 1;
       }
       ++sent;
     }
-    if (sent < total && !waiting_for_connection) {
-      uint64_t due = start + sent * interval_ns;
+    if (sent < total && !waiting_for_connection && start + sent * interval_ns != armed_due) {
+      const uint64_t due = armed_due = start + sent * interval_ns;
       struct itimerspec at = {.it_value = {.tv_sec = (time_t)(due / 1000000000ull),
                                            .tv_nsec = (long)(due % 1000000000ull)}};
       timerfd_settime(timer, TFD_TIMER_ABSTIME, &at, NULL);
@@ -196,7 +199,9 @@ int main(int argc, char **argv) {
       if (length == 0) continue;
       uint64_t finished = now_ns();
       if (length < 0 || (size_t)length != c->filled || !c->busy) {
-        ++errors;  /* not a response this client can frame: drop the connection's state */
+        /* Not a response this client can frame: drop the connection's state. */
+        if (!c->busy || (c->due_ns - start) / interval_ns >= warm_up_requests) ++errors;
+        failed += c->busy;
         c->filled = 0;
         c->busy = 0;
         continue;
@@ -217,10 +222,11 @@ int main(int argc, char **argv) {
   qsort(latencies_us, measured, sizeof(uint32_t), compare_u32);
   qsort(response_us, measured, sizeof(uint32_t), compare_u32);
   qsort(lateness_us, measured, sizeof(uint32_t), compare_u32);
-  printf("requests=%llu ok=%llu errors=%llu late_sends=%llu p50_us=%u p99_us=%u p999_us=%u max_us=%u "
+  const uint64_t unanswered = total - done - failed;
+  printf("requests=%llu ok=%llu errors=%llu unanswered=%llu late_sends=%llu p50_us=%u p99_us=%u p999_us=%u max_us=%u "
          "due_p50_us=%u due_p99_us=%u lateness_p50_us=%u lateness_p99_us=%u\n",
          (unsigned long long)measured, (unsigned long long)ok, (unsigned long long)errors,
-         (unsigned long long)late, percentile(response_us, measured, 0.50), percentile(response_us, measured, 0.99),
+         (unsigned long long)unanswered, (unsigned long long)late, percentile(response_us, measured, 0.50), percentile(response_us, measured, 0.99),
          percentile(response_us, measured, 0.999), measured ? response_us[measured - 1] : 0,
          percentile(latencies_us, measured, 0.50), percentile(latencies_us, measured, 0.99),
          percentile(lateness_us, measured, 0.50), percentile(lateness_us, measured, 0.99));

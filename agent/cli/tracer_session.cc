@@ -129,7 +129,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   auto priority = loader::ReaderPriority::Start(
       static_cast<pid_t>(syscall(SYS_gettid)), tracer->ring_buffer_fd(), tracer->ring_buffer_bytes(),
       [&tracer] { return tracer->ring_buffer_queued_bytes(); }, &why_not);
-  if (priority) spdlog::debug("ring reader: SCHED_IDLE, raised while an eighth of the ring waits");
+  if (priority) spdlog::debug("ring reader: SCHED_IDLE, raised while an eighth of the ring waits or when it stalls");
   else spdlog::info("{}", why_not);
 
   uint64_t start_ns = MonotonicNowNs();
@@ -142,6 +142,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
       return 1;
     }
     read_interval_ms = polled > 0 ? loader::SocketTracer::kReadIntervalMs : loader::SocketTracer::kIdleReadIntervalMs;
+    if (priority) priority->ReaderAlive();
     if (callbacks.on_batch_end) callbacks.on_batch_end();
     uint64_t now = MonotonicNowNs();
     if (callbacks.on_tick && now >= next_tick_ns) {
@@ -151,7 +152,8 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
     if (duration_ns && now - start_ns >= duration_ns) break;
   }
   if (priority) {
-    spdlog::debug("ring reader: raised to normal priority {} times while the ring filled", priority->raises());
+    spdlog::debug("ring reader: raised to normal priority {} times (the ring filling, or the reader stalled)",
+                  priority->raises());
     priority.reset();  // what is left is read at normal priority
   }
   // Events already queued belong to the capture (bounded: traffic may not stop).

@@ -4,6 +4,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,34 +16,51 @@ namespace {
 bool SetPolicy(pid_t tid, int policy) {
   sched_param param{};
   param.sched_priority = 0;
-  return sched_setscheduler(tid, policy, &param) == 0;
+  return sched_setscheduler(tid, policy, &param) == 0;  // keeps the thread's nice value
 }
 
-// Whether a thread of this process may go to SCHED_IDLE and come back, tried on a thread
-// made for the purpose: a reader lowered for good would starve under load.
-bool CanComeBackFromIdle(std::string* why_not) {
-  int error = 0;
-  std::thread probe([&error] {
-    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
-    if (!SetPolicy(self, SCHED_IDLE) || !SetPolicy(self, SCHED_OTHER)) error = errno;
-  });
-  probe.join();
-  if (error == 0) return true;
-  *why_not = std::string("the ring reader keeps normal priority: a thread cannot leave SCHED_IDLE here (") +
-             strerror(error) + "; CAP_SYS_NICE or RLIMIT_NICE 20 allows it)";
-  return false;
+pid_t CurrentTid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+int64_t MonotonicNs() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
 }
 
 }  // namespace
 
+bool ReaderPriority::Possible(std::string* why_not) {
+  // Tried on a thread made for the purpose: a reader lowered for good would starve.
+  int error = 0;
+  std::thread probe([&error] {
+    if (!SetPolicy(CurrentTid(), SCHED_IDLE) || !SetPolicy(CurrentTid(), SCHED_OTHER)) error = errno;
+  });
+  probe.join();
+  if (error == 0) return true;
+  *why_not = std::string("the ring reader keeps normal priority: a thread cannot leave SCHED_IDLE here (") +
+             strerror(error) + "; CAP_SYS_NICE allows it, or an RLIMIT_NICE of 20 minus the nice value)";
+  return false;
+}
+
 std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
                                                       std::function<uint64_t()> queued_bytes,
-                                                      std::string* why_not) {
-  if (!CanComeBackFromIdle(why_not)) return nullptr;
+                                                      std::string* why_not, Options options) {
+  if (!Possible(why_not)) return nullptr;
+  if (const int policy = sched_getscheduler(reader_tid); policy != SCHED_OTHER) {
+    *why_not = "the ring reader keeps the scheduling policy it was started with (" +
+               std::string(policy == SCHED_BATCH ? "SCHED_BATCH"
+                           : policy == SCHED_IDLE ? "SCHED_IDLE"
+                           : policy < 0           ? strerror(errno)
+                                                  : "real-time") +
+               ")";
+    return nullptr;
+  }
   std::unique_ptr<ReaderPriority> governor(new ReaderPriority());
+  governor->options_ = options;
   governor->reader_tid_ = reader_tid;
   governor->ring_bytes_ = ring_bytes;
   governor->queued_bytes_ = std::move(queued_bytes);
+  governor->reader_alive_ns_ = MonotonicNs();
   governor->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   governor->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   // Edge-triggered: only the kernel's wake-ups count, not every record waiting (the
@@ -59,12 +77,12 @@ std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring
     *why_not = std::string("the ring reader keeps normal priority: cannot watch the ring (") + strerror(errno) + ")";
     return nullptr;
   }
-  // Started first: a thread inherits its creator's policy, and the governor must not idle.
-  governor->thread_ = std::thread([raw = governor.get()] { raw->Run(); });
+  // Lowered before the governor starts, so that the governor's first look sees it lowered.
   if (!governor->SetReaderPolicy(SCHED_IDLE)) {
     *why_not = std::string("the ring reader keeps normal priority: ") + strerror(errno);
-    return nullptr;  // the destructor stops the governor
+    return nullptr;
   }
+  governor->thread_ = std::thread([raw = governor.get()] { raw->Run(); });
   return governor;
 }
 
@@ -76,26 +94,35 @@ ReaderPriority::~ReaderPriority() {
     }
     thread_.join();
   }
-  SetReaderPolicy(SCHED_OTHER);
+  if (reader_tid_) SetReaderPolicy(SCHED_OTHER);
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (stop_fd_ >= 0) close(stop_fd_);
 }
 
+void ReaderPriority::ReaderAlive() { reader_alive_ns_.store(MonotonicNs(), std::memory_order_relaxed); }
+
 bool ReaderPriority::SetReaderPolicy(int policy) { return SetPolicy(reader_tid_, policy); }
 
 void ReaderPriority::Run() {
+  // A thread inherits its creator's policy: the governor itself must never idle. Possible()
+  // showed this process may raise a thread from SCHED_IDLE.
+  SetPolicy(CurrentTid(), SCHED_OTHER);
+  governor_tid_ = CurrentTid();
   const uint64_t raise_at = ring_bytes_ / 8, lower_at = ring_bytes_ / 32;
+  const int64_t stall_ns = int64_t{options_.stall_ms} * 1000000;
   bool raised = false;
   while (true) {
     epoll_event events[2];
-    const int ready = epoll_wait(epoll_fd_, events, 2, raised ? kRaisedCheckMs : kLoweredCheckMs);
+    const int ready =
+        epoll_wait(epoll_fd_, events, 2, raised ? options_.raised_check_ms : options_.lowered_check_ms);
     for (int i = 0; i < ready; ++i)
       if (events[i].data.fd == stop_fd_) return;
     const uint64_t queued = queued_bytes_();
-    if (!raised && queued >= raise_at && SetReaderPolicy(SCHED_OTHER)) {
+    const bool stalled = MonotonicNs() - reader_alive_ns_.load(std::memory_order_relaxed) > stall_ns;
+    if (!raised && (queued >= raise_at || stalled) && SetReaderPolicy(SCHED_OTHER)) {
       raised = true;
       raises_.fetch_add(1, std::memory_order_relaxed);
-    } else if (raised && queued <= lower_at && SetReaderPolicy(SCHED_IDLE)) {
+    } else if (raised && queued <= lower_at && !stalled && SetReaderPolicy(SCHED_IDLE)) {
       raised = false;
     }
   }

@@ -5,10 +5,12 @@
 // (docs/performance.md, ninth round). SCHED_IDLE is preempted at once by any other thread
 // waking on its CPU.
 //
-// SCHED_IDLE alone starves when the CPUs are busy and the ring would overflow, so a
-// governor thread at normal priority raises the reader back to SCHED_OTHER from the
-// moment an eighth of the ring waits (the kernel programs wake the governor then:
-// capture.bpf.h, wakeup_flags) until it has drained to a thirty-second.
+// SCHED_IDLE alone starves when the CPUs are busy, so a governor thread at normal priority
+// raises the reader back to SCHED_OTHER when
+// - an eighth of the ring waits (the kernel programs wake the governor then:
+//   capture.bpf.h, wakeup_flags), until it has drained to a thirty-second; or
+// - the reader has not finished a loop for kStallMs: its once-a-second work (health,
+//   timeouts, the stop request) must not wait for the ring to fill.
 #pragma once
 
 #include <sys/types.h>
@@ -24,34 +26,53 @@ namespace flowtracer::loader {
 
 class ReaderPriority {
  public:
-  static constexpr int kRaisedCheckMs = 5;   // how often a raised reader's backlog is read
-  static constexpr int kLoweredCheckMs = 100;  // a safety net beside the kernel's wake-up
+  struct Options {
+    int raised_check_ms = 5;     // how often a raised reader's backlog is read
+    int lowered_check_ms = 100;  // the stall check, and a safety net beside the wake-up
+    int stall_ms = 500;          // a reader this late is raised
+  };
+
+  // Whether this process may lower a thread to SCHED_IDLE and raise it back (CAP_SYS_NICE,
+  // or RLIMIT_NICE high enough for the thread's nice value); if not, `why_not` says so.
+  static bool Possible(std::string* why_not);
 
   // Lowers thread `reader_tid` and governs it. `ring_fd` is the ring buffer map (waited on
   // for the kernel's wake-ups), `queued_bytes` how much of it waits to be read. Returns
-  // null with `why_not` set when this process could not raise the thread back (no
-  // CAP_SYS_NICE, RLIMIT_NICE below 20): the reader then keeps its normal priority.
+  // null with `why_not` set when the reader keeps its priority: not Possible, a policy
+  // other than SCHED_OTHER chosen by whoever started the agent, or no epoll.
   static std::unique_ptr<ReaderPriority> Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
-                                               std::function<uint64_t()> queued_bytes, std::string* why_not);
+                                               std::function<uint64_t()> queued_bytes, std::string* why_not,
+                                               Options options);
+  static std::unique_ptr<ReaderPriority> Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
+                                               std::function<uint64_t()> queued_bytes, std::string* why_not) {
+    return Start(reader_tid, ring_fd, ring_bytes, std::move(queued_bytes), why_not, Options());
+  }
   // Stops the governor and leaves the reader at normal priority.
   ~ReaderPriority();
   ReaderPriority(const ReaderPriority&) = delete;
   ReaderPriority& operator=(const ReaderPriority&) = delete;
 
-  // Times the reader was raised because the ring was filling.
+  // The reader calls this once per loop: a reader that stops calling it is raised.
+  void ReaderAlive();
+
+  // Times the reader was raised because the ring was filling or it stalled.
   uint64_t raises() const { return raises_.load(std::memory_order_relaxed); }
+  pid_t governor_tid() const { return governor_tid_.load(); }
 
  private:
   ReaderPriority() = default;
   void Run();
   bool SetReaderPolicy(int policy);
 
+  Options options_;
   pid_t reader_tid_ = 0;
   int epoll_fd_ = -1;
   int stop_fd_ = -1;  // an eventfd: the destructor's wake-up
   uint64_t ring_bytes_ = 0;
   std::function<uint64_t()> queued_bytes_;
+  std::atomic<int64_t> reader_alive_ns_{0};  // CLOCK_MONOTONIC
   std::atomic<uint64_t> raises_{0};
+  std::atomic<pid_t> governor_tid_{0};
   std::thread thread_;
 };
 
