@@ -239,8 +239,8 @@ def otlp_available(flowtracer):
 
 
 class Agent:
-    """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10: it
-    yields to the traced programs when the CPUs are saturated) or 'otlp' (agent exporting
+    """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10; the
+    reader idles anyway, so this differs only while it is raised, under saturation) or 'otlp' (agent exporting
     to the sink); 'capture_budget' and 'otlp_budget' are the same with the CPU budget that
     `extra_args` then carries (--max-cpu)."""
 
