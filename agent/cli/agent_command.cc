@@ -118,12 +118,14 @@ void PrintConfig(const AgentConfig& config) {
     return names.empty() ? std::string("none") : Join(names);
   };
   fmt::print("headers: {}\n", header_names(e.headers));
+  if (!e.certificate.empty()) fmt::print("certificate: {}\n", e.certificate);
   // A signal's own settings (OTEL_EXPORTER_OTLP_TRACES_*, ..._METRICS_*), where set.
   for (auto [name, own] : {std::pair{"traces", &e.traces}, std::pair{"metrics", &e.metrics}}) {
     if (own->protocol) fmt::print("{} protocol: {}\n", name, otlp::ProtocolName(*own->protocol));
     if (own->gzip) fmt::print("{} compression: {}\n", name, *own->gzip ? "gzip" : "none");
     if (own->timeout_ms) fmt::print("{} timeout: {}ms\n", name, *own->timeout_ms);
     if (own->headers) fmt::print("{} headers: {}\n", name, header_names(*own->headers));
+    if (own->certificate) fmt::print("{} certificate: {}\n", name, *own->certificate);
   }
   fmt::print("batch: {} spans or {}ms; queue: {} spans; attempts: {}\n", e.max_export_batch_spans,
              e.schedule_delay_ms, e.max_queue_spans, e.max_attempts);
@@ -236,6 +238,10 @@ Runner AddAgentCommand(CLI::App& app) {
     }
     // The proxy variables are read only now that each signal's endpoint and protocol are known.
     if (std::string error = otlp::ProxyError(config.exporter); !error.empty()) {
+      spdlog::error("{}", error);
+      return 2;
+    }
+    if (std::string error = otlp::CertificateError(config.exporter); !error.empty()) {
       spdlog::error("{}", error);
       return 2;
     }

@@ -99,6 +99,10 @@ const std::map<std::string, Section>& Schema() {
               c->exporter.timeout_ms = DurationMs(v);
               if (!c->exporter.timeout_ms) throw BadValue{"must be more than 0"};
             })},
+           {"certificate", One([](Text v, Config* c) {
+              if (v.empty()) throw BadValue{"empty: name a PEM file"};
+              c->exporter.certificate = v;
+            })},
            {"max_queue_spans", One([](Text v, Config* c) { c->exporter.max_queue_spans = Number<uint32_t>(v, 1, 1u << 20); })},
            {"max_export_batch_spans",
             One([](Text v, Config* c) { c->exporter.max_export_batch_spans = Number<uint32_t>(v, 1, 1u << 16); })},

@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <future>
 
 #include "exporters/otlp/transport_modules.h"
@@ -106,8 +108,13 @@ class GrpcTransport : public Transport {
 extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_grpc_transport(
     const flowtracer::exporters::otlp::GrpcChannelSpec* spec) {
   using namespace flowtracer::exporters::otlp;
-  auto credentials =
-      spec->tls ? grpc::SslCredentials(grpc::SslCredentialsOptions()) : grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions tls;
+  if (spec->tls && !spec->options.ca_file.empty()) {
+    // Read at start by the agent (CertificateError); a file gone since fails the handshake.
+    std::ifstream file(spec->options.ca_file);
+    tls.pem_root_certs.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  auto credentials = spec->tls ? grpc::SslCredentials(tls) : grpc::InsecureChannelCredentials();
   grpc::ChannelArguments arguments;
   // Reconnect within a second once the receiver is back (gRPC's default backs off up to 2
   // minutes): a batch waiting for the connection then still fits in its timeout.

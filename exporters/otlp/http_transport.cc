@@ -312,8 +312,14 @@ extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transp
   // not end the agent; OpenSSL writes with write(), which cannot be told not to signal.
   signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<httplib::ClientImpl> client;
-  if (url->tls) client = std::make_unique<httplib::SSLClient>(url->host, url->port);
-  else client = std::make_unique<httplib::ClientImpl>(url->host, url->port);
+  if (url->tls) {
+    auto tls = std::make_unique<httplib::SSLClient>(url->host, url->port);
+    // In place of the system's authorities, as OTEL_EXPORTER_OTLP_CERTIFICATE means.
+    if (!options->ca_file.empty()) tls->set_ca_cert_path(options->ca_file.c_str());
+    client = std::move(tls);
+  } else {
+    client = std::make_unique<httplib::ClientImpl>(url->host, url->port);
+  }
   if (!client->is_valid()) {
     *error = "the TLS client could not start (OpenSSL)";
     return nullptr;

@@ -6,6 +6,8 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "exporters/otlp/retrying_sender.h"
@@ -333,6 +335,10 @@ std::string ReadTransportVariables(const EnvLookup& env, const std::string& pref
       return prefix + "TIMEOUT: '" + *v + "' is not a positive number of milliseconds";
     out->timeout_ms = ms;
   }
+  if (auto v = env(prefix + "CERTIFICATE")) {
+    if (v->empty()) return prefix + "CERTIFICATE: empty: name a PEM file";
+    out->certificate = *v;
+  }
   return "";
 }
 
@@ -355,6 +361,7 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
   if (shared.headers) options->headers = std::move(*shared.headers);
   options->gzip = shared.gzip.value_or(options->gzip);
   options->timeout_ms = shared.timeout_ms.value_or(options->timeout_ms);
+  options->certificate = shared.certificate.value_or(options->certificate);
   if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_TRACES_", &options->traces); !error.empty())
     return error;
   if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_METRICS_", &options->metrics);
@@ -414,6 +421,25 @@ std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {
   return base + (signal == Signal::kTraces ? "/v1/traces" : "/v1/metrics");
 }
 
+std::string CertificateError(const OtlpExporterOptions& options) {
+  for (Signal signal : {Signal::kTraces, Signal::kMetrics}) {
+    const std::string& file = SettingsOf(options, signal).certificate.value_or(options.certificate);
+    if (file.empty()) continue;
+    // Read here, at start, so a wrong path is said once, not as every export failing.
+    std::FILE* opened = std::fopen(file.c_str(), "r");
+    if (!opened)
+      return std::string(signal == Signal::kTraces ? "traces" : "metrics") + " certificate '" + file +
+             "' cannot be read: " + strerror(errno);
+    char head[64] = {};
+    const size_t got = std::fread(head, 1, sizeof(head) - 1, opened);
+    std::fclose(opened);
+    if (got == 0 || !std::strstr(head, "-----BEGIN"))
+      return std::string(signal == Signal::kTraces ? "traces" : "metrics") + " certificate '" + file +
+             "' is not a PEM file (it should start with -----BEGIN CERTIFICATE-----)";
+  }
+  return "";
+}
+
 TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal) {
   TransportOptions transport;
   const OtlpExporterOptions::SignalSettings& own = SettingsOf(options, signal);
@@ -422,6 +448,7 @@ TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal 
   transport.endpoint = ResolveEndpoint(options, signal);
   transport.headers = own.headers.value_or(options.headers);
   transport.gzip = own.gzip.value_or(options.gzip);
+  transport.ca_file = own.certificate.value_or(options.certificate);
   std::string unused;  // ProxyError reports it
   SignalProxy(options, signal, &transport.proxy, &unused);
   return transport;

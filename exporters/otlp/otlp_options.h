@@ -42,6 +42,9 @@ struct OtlpExporterOptions {
   KeyValues headers;
   bool gzip = false;
   uint64_t timeout_ms = 10000;  // per export request
+  // PEM file of the certificate authorities an https endpoint is verified against
+  // (OTEL_EXPORTER_OTLP_CERTIFICATE); empty: the system's (for OTLP/HTTP, SSL_CERT_FILE too).
+  std::string certificate;
   KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: added to every resource
   ProxySettings proxy;            // OTLP/HTTP only: gRPC reads the same variables itself
 
@@ -53,6 +56,7 @@ struct OtlpExporterOptions {
     std::optional<KeyValues> headers;
     std::optional<bool> gzip;
     std::optional<uint64_t> timeout_ms;
+    std::optional<std::string> certificate;
   };
   SignalSettings traces;
   SignalSettings metrics;
@@ -103,6 +107,10 @@ std::string ProxyError(const OtlpExporterOptions& options);
 std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);
 
 TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal);
+
+// "" when the certificate file each signal's https endpoint uses can be read, else what is
+// wrong, naming the file.
+std::string CertificateError(const OtlpExporterOptions& options);
 
 // The signal's protocol and per-request timeout, its own settings first.
 Protocol ProtocolFor(const OtlpExporterOptions& options, Signal signal);

@@ -99,6 +99,9 @@ struct TransportOptions {
   bool gzip = false;
   // OTLP/HTTP only (gRPC reads the proxy variables itself).
   std::optional<HttpProxy> proxy;
+  // PEM file of the authorities an https endpoint is verified against, in place of the
+  // system's; empty: the system's.
+  std::string ca_file;
 };
 
 // Returns nullptr and sets *error when the endpoint cannot be used.

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
@@ -243,6 +244,36 @@ TEST(OtlpOptionsTest, EndpointUrls) {
     EXPECT_FALSE(ParseEndpointUrl(bad, &reason)) << bad;
     EXPECT_NE(reason.find(bad), std::string::npos) << bad << ": the reason names the URL: " << reason;
   }
+}
+
+TEST(OtlpOptionsTest, CertificateVariablesAndTheStartCheck) {
+  OtlpExporterOptions options;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/otel/ca.pem"},
+                                          {"OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/etc/otel/metrics-ca.pem"}}),
+                                 &options),
+            "");
+  EXPECT_EQ(TransportOptionsFor(options, Signal::kTraces).ca_file, "/etc/otel/ca.pem");
+  EXPECT_EQ(TransportOptionsFor(options, Signal::kMetrics).ca_file, "/etc/otel/metrics-ca.pem");
+  EXPECT_EQ(TransportOptionsFor(OtlpExporterOptions(), Signal::kTraces).ca_file, "") << "unset: the system's";
+  EXPECT_NE(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ""}}), &options)
+                .find("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"),
+            std::string::npos);
+
+  // Checked at start: a missing file and one that is not PEM are named; a PEM file passes.
+  const std::string error = CertificateError(options);
+  EXPECT_NE(error.find("traces certificate '/etc/otel/ca.pem' cannot be read"), std::string::npos) << error;
+  char dir[] = "/tmp/flowtracer-ca.XXXXXX";
+  ASSERT_TRUE(mkdtemp(dir));
+  const std::string pem = std::string(dir) + "/ca.pem", der = std::string(dir) + "/ca.der";
+  std::ofstream(pem) << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  std::ofstream(der) << std::string("\x30\x82\x01\x0a", 4);
+  OtlpExporterOptions files;
+  files.certificate = pem;
+  EXPECT_EQ(CertificateError(files), "");
+  files.metrics.certificate = der;
+  EXPECT_NE(CertificateError(files).find("metrics certificate '" + der + "' is not a PEM file"), std::string::npos)
+      << CertificateError(files);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(OtlpOptionsTest, ProxyVariablesAsLibcurlReadsThem) {
@@ -1209,6 +1240,32 @@ TEST(OtlpHttpTransportTest, HttpsVerifiesTheCollectorsCertificateAndName) {
   SendResult wrong_name = send_to(other, bundle, "127.0.0.1");  // trusted, but not this host's
   EXPECT_NE(wrong_name.outcome, SendResult::Outcome::kSuccess);
   EXPECT_NE(wrong_name.error.find("could not be verified"), std::string::npos) << wrong_name.error;
+}
+
+TEST(OtlpHttpTransportTest, ACertificateFileReplacesTheSystemsAuthorities) {
+  Certificate collector("DNS:localhost,IP:127.0.0.1"), other("DNS:localhost,IP:127.0.0.1");
+  ASSERT_FALSE(collector.dir.empty());
+  ASSERT_FALSE(other.dir.empty());
+  httplib::SSLServer server(collector.cert().c_str(), collector.key().c_str());
+  server.Post("/v1/traces", [](const httplib::Request&, httplib::Response& response) { response.status = 200; });
+  Serving serving(server);
+  auto send_with = [&](const std::string& ca_file, const std::string& system_trust) {
+    ScopedEnv trusted("SSL_CERT_FILE", system_trust);
+    TransportOptions options;
+    options.endpoint = "https://127.0.0.1:" + std::to_string(serving.port()) + "/v1/traces";
+    options.ca_file = ca_file;
+    std::string error;
+    auto transport = MakeHttpTransport(options, &error);
+    std::string_view body = "x";
+    return transport ? transport->Send({&body, 1}, 2000) : SendResult{SendResult::Outcome::kFailed, error, {}, {}};
+  };
+  // The collector's authority named in the file: trusted, with nothing in the system's store.
+  SendResult trusted = send_with(collector.cert(), "/nonexistent");
+  EXPECT_EQ(trusted.outcome, SendResult::Outcome::kSuccess) << trusted.error;
+  // Another authority in the file: refused, even though the system's store trusts the collector.
+  SendResult replaced = send_with(other.cert(), collector.cert());
+  EXPECT_NE(replaced.outcome, SendResult::Outcome::kSuccess);
+  EXPECT_NE(replaced.error.find("could not be verified"), std::string::npos) << replaced.error;
 }
 
 // A proxy that takes one CONNECT and relays bytes both ways, as an HTTPS proxy does. The
