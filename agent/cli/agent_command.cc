@@ -119,6 +119,7 @@ void PrintConfig(const AgentConfig& config) {
   };
   fmt::print("headers: {}\n", header_names(e.headers));
   if (!e.certificate.empty()) fmt::print("certificate: {}\n", e.certificate);
+  if (!e.client_certificate.empty()) fmt::print("client certificate: {}\nclient key: {}\n", e.client_certificate, e.client_key);
   // A signal's own settings (OTEL_EXPORTER_OTLP_TRACES_*, ..._METRICS_*), where set.
   for (auto [name, own] : {std::pair{"traces", &e.traces}, std::pair{"metrics", &e.metrics}}) {
     if (own->protocol) fmt::print("{} protocol: {}\n", name, otlp::ProtocolName(*own->protocol));
@@ -126,6 +127,8 @@ void PrintConfig(const AgentConfig& config) {
     if (own->timeout_ms) fmt::print("{} timeout: {}ms\n", name, *own->timeout_ms);
     if (own->headers) fmt::print("{} headers: {}\n", name, header_names(*own->headers));
     if (own->certificate) fmt::print("{} certificate: {}\n", name, *own->certificate);
+    if (own->client_certificate) fmt::print("{} client certificate: {}\n", name, *own->client_certificate);
+    if (own->client_key) fmt::print("{} client key: {}\n", name, *own->client_key);
   }
   fmt::print("batch: {} spans or {}ms; queue: {} spans; attempts: {}\n", e.max_export_batch_spans,
              e.schedule_delay_ms, e.max_queue_spans, e.max_attempts);

@@ -64,6 +64,12 @@ std::string Endpoint(const std::string& url) {
   return url;
 }
 
+// A file named for TLS: read and checked at start (otlp::CertificateError).
+std::string PemFile(const std::string& path) {
+  if (path.empty()) throw BadValue{"empty: name a PEM file"};
+  return path;
+}
+
 // Settings with one value: the same parsing serves the file and the flags.
 using ScalarSetter = std::function<void(const std::string&, AgentConfig*)>;
 // Settings that are lists or maps: file only.
@@ -99,10 +105,9 @@ const std::map<std::string, Section>& Schema() {
               c->exporter.timeout_ms = DurationMs(v);
               if (!c->exporter.timeout_ms) throw BadValue{"must be more than 0"};
             })},
-           {"certificate", One([](Text v, Config* c) {
-              if (v.empty()) throw BadValue{"empty: name a PEM file"};
-              c->exporter.certificate = v;
-            })},
+           {"certificate", One([](Text v, Config* c) { c->exporter.certificate = PemFile(v); })},
+           {"client_certificate", One([](Text v, Config* c) { c->exporter.client_certificate = PemFile(v); })},
+           {"client_key", One([](Text v, Config* c) { c->exporter.client_key = PemFile(v); })},
            {"max_queue_spans", One([](Text v, Config* c) { c->exporter.max_queue_spans = Number<uint32_t>(v, 1, 1u << 20); })},
            {"max_export_batch_spans",
             One([](Text v, Config* c) { c->exporter.max_export_batch_spans = Number<uint32_t>(v, 1, 1u << 16); })},

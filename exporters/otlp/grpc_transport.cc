@@ -108,11 +108,16 @@ class GrpcTransport : public Transport {
 extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_grpc_transport(
     const flowtracer::exporters::otlp::GrpcChannelSpec* spec) {
   using namespace flowtracer::exporters::otlp;
+  // The files were checked at start (CertificateError); one gone since fails the handshake.
+  auto read = [](const std::string& path) {
+    std::ifstream file(path);
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  };
   grpc::SslCredentialsOptions tls;
-  if (spec->tls && !spec->options.ca_file.empty()) {
-    // Read at start by the agent (CertificateError); a file gone since fails the handshake.
-    std::ifstream file(spec->options.ca_file);
-    tls.pem_root_certs.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  if (spec->tls && !spec->options.ca_file.empty()) tls.pem_root_certs = read(spec->options.ca_file);
+  if (spec->tls && !spec->options.client_certificate_file.empty()) {
+    tls.pem_cert_chain = read(spec->options.client_certificate_file);
+    tls.pem_private_key = read(spec->options.client_key_file);
   }
   auto credentials = spec->tls ? grpc::SslCredentials(tls) : grpc::InsecureChannelCredentials();
   grpc::ChannelArguments arguments;

@@ -313,7 +313,10 @@ extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transp
   signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<httplib::ClientImpl> client;
   if (url->tls) {
-    auto tls = std::make_unique<httplib::SSLClient>(url->host, url->port);
+    auto tls = options->client_certificate_file.empty()
+                   ? std::make_unique<httplib::SSLClient>(url->host, url->port)
+                   : std::make_unique<httplib::SSLClient>(url->host, url->port, options->client_certificate_file,
+                                                          options->client_key_file);
     // In place of the system's authorities, as OTEL_EXPORTER_OTLP_CERTIFICATE means.
     if (!options->ca_file.empty()) tls->set_ca_cert_path(options->ca_file.c_str());
     client = std::move(tls);
@@ -321,7 +324,10 @@ extern "C" flowtracer::exporters::otlp::Transport* flowtracer_create_http_transp
     client = std::make_unique<httplib::ClientImpl>(url->host, url->port);
   }
   if (!client->is_valid()) {
-    *error = "the TLS client could not start (OpenSSL)";
+    *error = options->client_certificate_file.empty()
+                 ? "the TLS client could not start (OpenSSL)"
+                 : "the TLS client could not start: the client certificate '" + options->client_certificate_file +
+                       "' and key '" + options->client_key_file + "' could not be loaded, or do not match";
     return nullptr;
   }
   return new HttpTransport(*options, url->target, std::move(client));

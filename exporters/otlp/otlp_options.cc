@@ -335,9 +335,13 @@ std::string ReadTransportVariables(const EnvLookup& env, const std::string& pref
       return prefix + "TIMEOUT: '" + *v + "' is not a positive number of milliseconds";
     out->timeout_ms = ms;
   }
-  if (auto v = env(prefix + "CERTIFICATE")) {
-    if (v->empty()) return prefix + "CERTIFICATE: empty: name a PEM file";
-    out->certificate = *v;
+  for (auto [suffix, field] : {std::pair{"CERTIFICATE", &out->certificate},
+                                std::pair{"CLIENT_CERTIFICATE", &out->client_certificate},
+                                std::pair{"CLIENT_KEY", &out->client_key}}) {
+    if (auto v = env(prefix + suffix)) {
+      if (v->empty()) return prefix + suffix + ": empty: name a PEM file";
+      *field = *v;
+    }
   }
   return "";
 }
@@ -362,6 +366,8 @@ std::string ApplyOtelEnvironment(const EnvLookup& env, OtlpExporterOptions* opti
   options->gzip = shared.gzip.value_or(options->gzip);
   options->timeout_ms = shared.timeout_ms.value_or(options->timeout_ms);
   options->certificate = shared.certificate.value_or(options->certificate);
+  options->client_certificate = shared.client_certificate.value_or(options->client_certificate);
+  options->client_key = shared.client_key.value_or(options->client_key);
   if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_TRACES_", &options->traces); !error.empty())
     return error;
   if (std::string error = ReadTransportVariables(env, "OTEL_EXPORTER_OTLP_METRICS_", &options->metrics);
@@ -423,19 +429,23 @@ std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal) {
 
 std::string CertificateError(const OtlpExporterOptions& options) {
   for (Signal signal : {Signal::kTraces, Signal::kMetrics}) {
-    const std::string& file = SettingsOf(options, signal).certificate.value_or(options.certificate);
-    if (file.empty()) continue;
-    // Read here, at start, so a wrong path is said once, not as every export failing.
-    std::FILE* opened = std::fopen(file.c_str(), "r");
-    if (!opened)
-      return std::string(signal == Signal::kTraces ? "traces" : "metrics") + " certificate '" + file +
-             "' cannot be read: " + strerror(errno);
-    char head[64] = {};
-    const size_t got = std::fread(head, 1, sizeof(head) - 1, opened);
-    std::fclose(opened);
-    if (got == 0 || !std::strstr(head, "-----BEGIN"))
-      return std::string(signal == Signal::kTraces ? "traces" : "metrics") + " certificate '" + file +
-             "' is not a PEM file (it should start with -----BEGIN CERTIFICATE-----)";
+    const std::string name = signal == Signal::kTraces ? "traces" : "metrics";
+    const TransportOptions transport = TransportOptionsFor(options, signal);
+    if (transport.client_certificate_file.empty() != transport.client_key_file.empty())
+      return name + " client certificate and client key: set both or neither";
+    for (auto [what, file] : {std::pair{"certificate", &transport.ca_file},
+                              std::pair{"client certificate", &transport.client_certificate_file},
+                              std::pair{"client key", &transport.client_key_file}}) {
+      if (file->empty()) continue;
+      // Read here, at start, so a wrong path is said once, not as every export failing.
+      std::FILE* opened = std::fopen(file->c_str(), "r");
+      if (!opened) return name + " " + what + " '" + *file + "' cannot be read: " + strerror(errno);
+      char head[64] = {};
+      const size_t got = std::fread(head, 1, sizeof(head) - 1, opened);
+      std::fclose(opened);
+      if (got == 0 || !std::strstr(head, "-----BEGIN"))
+        return name + " " + what + " '" + *file + "' is not a PEM file (it should start with -----BEGIN)";
+    }
   }
   return "";
 }
@@ -449,6 +459,8 @@ TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal 
   transport.headers = own.headers.value_or(options.headers);
   transport.gzip = own.gzip.value_or(options.gzip);
   transport.ca_file = own.certificate.value_or(options.certificate);
+  transport.client_certificate_file = own.client_certificate.value_or(options.client_certificate);
+  transport.client_key_file = own.client_key.value_or(options.client_key);
   std::string unused;  // ProxyError reports it
   SignalProxy(options, signal, &transport.proxy, &unused);
   return transport;

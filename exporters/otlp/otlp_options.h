@@ -45,6 +45,9 @@ struct OtlpExporterOptions {
   // PEM file of the certificate authorities an https endpoint is verified against
   // (OTEL_EXPORTER_OTLP_CERTIFICATE); empty: the system's (for OTLP/HTTP, SSL_CERT_FILE too).
   std::string certificate;
+  // PEM files of the certificate and key the agent presents to an https collector that asks
+  // for one (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, ..._CLIENT_KEY): mutual TLS. Both or neither.
+  std::string client_certificate, client_key;
   KeyValues resource_attributes;  // OTEL_RESOURCE_ATTRIBUTES: added to every resource
   ProxySettings proxy;            // OTLP/HTTP only: gRPC reads the same variables itself
 
@@ -57,6 +60,7 @@ struct OtlpExporterOptions {
     std::optional<bool> gzip;
     std::optional<uint64_t> timeout_ms;
     std::optional<std::string> certificate;
+    std::optional<std::string> client_certificate, client_key;
   };
   SignalSettings traces;
   SignalSettings metrics;
@@ -108,8 +112,9 @@ std::string ResolveEndpoint(const OtlpExporterOptions& options, Signal signal);
 
 TransportOptions TransportOptionsFor(const OtlpExporterOptions& options, Signal signal);
 
-// "" when the certificate file each signal's https endpoint uses can be read, else what is
-// wrong, naming the file.
+// "" when the certificate files each signal uses (authorities, client certificate and key)
+// can be read and are PEM, and a client certificate comes with its key; else what is wrong,
+// naming the file.
 std::string CertificateError(const OtlpExporterOptions& options);
 
 // The signal's protocol and per-request timeout, its own settings first.

@@ -102,6 +102,8 @@ struct TransportOptions {
   // PEM file of the authorities an https endpoint is verified against, in place of the
   // system's; empty: the system's.
   std::string ca_file;
+  // PEM files presented to a collector that asks for a client certificate; both or neither.
+  std::string client_certificate_file, client_key_file;
 };
 
 // Returns nullptr and sets *error when the endpoint cannot be used.

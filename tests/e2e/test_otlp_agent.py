@@ -29,7 +29,7 @@ def area_port():
 class Receiver:
     """The Node OTLP receiver; records() gives what it decoded, one dict per request."""
 
-    def __init__(self, test, http_port=None, grpc_port=None, out=None, grpc_frames_port=None):
+    def __init__(self, test, http_port=None, grpc_port=None, out=None, grpc_frames_port=None, grpc_tls=()):
         if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "otlp-generated-types")):
             raise RuntimeError("tests/node has no node_modules: run scripts/install-deps.sh (npm ci in tests/node)")
         self.http_port = http_port or area_port()
@@ -43,6 +43,8 @@ class Receiver:
             args += ["--grpc-port", str(grpc_port)]
         if grpc_frames_port:
             args += ["--grpc-frames-port", str(grpc_frames_port)]
+        for option, path in zip(("--grpc-tls-cert", "--grpc-tls-key", "--grpc-client-ca"), grpc_tls):
+            args += [option, path]
         self.process = Process(args, ready_line="ready", cwd=NODE_DIR)
         test.addCleanup(self.process.stop)
 
@@ -310,6 +312,34 @@ class OtlpExportTest(E2ETest):
                 self.assertTrue(records and all(r["transport"] == "grpc" for r in records))
                 self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
 
+
+    def test_grpc_over_mutual_tls(self):
+        """A collector with a private authority that asks for the agent's certificate: the
+        certificate variables, for gRPC (the OTLP/HTTP side has unit tests)."""
+        work = tempfile.mkdtemp(prefix="otlp-tls-")
+        self.addCleanup(shutil.rmtree, work, True)
+
+        def certificate(name, san):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+                            "-keyout", f"{work}/{name}-key.pem", "-out", f"{work}/{name}.pem"],
+                           check=True, capture_output=True, timeout=60)
+            return f"{work}/{name}.pem", f"{work}/{name}-key.pem"
+
+        collector_cert, collector_key = certificate("collector", "IP:127.0.0.1")
+        agent_cert, agent_key = certificate("agent", "DNS:agent.example")
+        receiver = Receiver(self, grpc_port=area_port(), grpc_tls=(collector_cert, collector_key, agent_cert))
+        gateway, gateway_port, billing, billing_port = self._two_services()
+        agent = Agent(self, "--protocol", "grpc", "--endpoint", f"https://127.0.0.1:{receiver.grpc_port}",
+                      "--port", str(gateway_port), "--port", str(billing_port),
+                      env={"OTEL_EXPORTER_OTLP_CERTIFICATE": collector_cert,
+                           "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": agent_cert,
+                           "OTEL_EXPORTER_OTLP_CLIENT_KEY": agent_key})
+        self._traffic(gateway_port, billing_port)
+        self._check_chain(receiver, gateway, gateway_port, billing, billing_port)
+        status, log, counters = agent.stop()
+        self.assertEqual(status, 0, log)
+        self.assertEqual(counters["flowtracer.spans.exported"], len(receiver.spans()), log)
 
     def test_grpc_gzip_on_the_wire(self):
         frames_port = area_port()

@@ -8,6 +8,8 @@
 // Fault modes, set with GET /control?mode=ok|unavailable|slow&retry_after=S&delay_ms=MS on the
 // HTTP port: "unavailable" answers 503 (HTTP, with Retry-After) or UNAVAILABLE (gRPC);
 // "slow" answers after delay_ms.
+// --grpc-tls-cert FILE --grpc-tls-key FILE serve gRPC over TLS; with --grpc-client-ca FILE it
+// also requires a client certificate that FILE's authorities signed (mutual TLS).
 'use strict';
 const http = require('http');
 const zlib = require('zlib');
@@ -171,7 +173,13 @@ if (args['grpc-port']) {
       later(() => callback(null, Buffer.from(types[signal].response.encode({}).finish())));
     }});
   }
-  server.bindAsync(`127.0.0.1:${args['grpc-port']}`, grpc.ServerCredentials.createInsecure(), (error) => {
+  const credentials = args['grpc-tls-cert']
+    ? grpc.ServerCredentials.createSsl(
+        args['grpc-client-ca'] ? fs.readFileSync(args['grpc-client-ca']) : null,
+        [{cert_chain: fs.readFileSync(args['grpc-tls-cert']), private_key: fs.readFileSync(args['grpc-tls-key'])}],
+        Boolean(args['grpc-client-ca']))
+    : grpc.ServerCredentials.createInsecure();
+  server.bindAsync(`127.0.0.1:${args['grpc-port']}`, credentials, (error) => {
     if (error) { console.error(String(error)); process.exit(1); }
     listened();
   });

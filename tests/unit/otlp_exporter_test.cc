@@ -246,7 +246,7 @@ TEST(OtlpOptionsTest, EndpointUrls) {
   }
 }
 
-TEST(OtlpOptionsTest, CertificateVariablesAndTheStartCheck) {
+TEST(OtlpOptionsTest, CertificateVariablesAndTheStartCheck) {  // and the client's, for mutual TLS
   OtlpExporterOptions options;
   ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/otel/ca.pem"},
                                           {"OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/etc/otel/metrics-ca.pem"}}),
@@ -273,6 +273,22 @@ TEST(OtlpOptionsTest, CertificateVariablesAndTheStartCheck) {
   files.metrics.certificate = der;
   EXPECT_NE(CertificateError(files).find("metrics certificate '" + der + "' is not a PEM file"), std::string::npos)
       << CertificateError(files);
+  files.metrics.certificate.reset();
+  files.client_certificate = pem;  // without its key
+  EXPECT_NE(CertificateError(files).find("client certificate and client key: set both or neither"), std::string::npos)
+      << CertificateError(files);
+  files.client_key = pem;
+  EXPECT_EQ(CertificateError(files), "");
+
+  OtlpExporterOptions client;
+  ASSERT_EQ(ApplyOtelEnvironment(FakeEnv({{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/otel/agent.pem"},
+                                          {"OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/otel/agent-key.pem"},
+                                          {"OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/etc/otel/metrics-key.pem"}}),
+                                 &client),
+            "");
+  EXPECT_EQ(TransportOptionsFor(client, Signal::kTraces).client_certificate_file, "/etc/otel/agent.pem");
+  EXPECT_EQ(TransportOptionsFor(client, Signal::kTraces).client_key_file, "/etc/otel/agent-key.pem");
+  EXPECT_EQ(TransportOptionsFor(client, Signal::kMetrics).client_key_file, "/etc/otel/metrics-key.pem");
   std::filesystem::remove_all(dir);
 }
 
@@ -1266,6 +1282,36 @@ TEST(OtlpHttpTransportTest, ACertificateFileReplacesTheSystemsAuthorities) {
   SendResult replaced = send_with(other.cert(), collector.cert());
   EXPECT_NE(replaced.outcome, SendResult::Outcome::kSuccess);
   EXPECT_NE(replaced.error.find("could not be verified"), std::string::npos) << replaced.error;
+}
+
+TEST(OtlpHttpTransportTest, AClientCertificateForACollectorThatAsksForOne) {
+  Certificate collector("DNS:localhost,IP:127.0.0.1"), agent("DNS:agent.example"), stranger("DNS:agent.example");
+  ASSERT_FALSE(collector.dir.empty());
+  ASSERT_FALSE(agent.dir.empty());
+  ASSERT_FALSE(stranger.dir.empty());
+  // The collector accepts clients whose certificate its authority file holds: the agent's.
+  httplib::SSLServer server(collector.cert().c_str(), collector.key().c_str(), agent.cert().c_str());
+  server.Post("/v1/traces", [](const httplib::Request&, httplib::Response& response) { response.status = 200; });
+  Serving serving(server);
+  auto send_as = [&](const std::string& cert, const std::string& key) {
+    TransportOptions options;
+    options.endpoint = "https://127.0.0.1:" + std::to_string(serving.port()) + "/v1/traces";
+    options.ca_file = collector.cert();
+    options.client_certificate_file = cert;
+    options.client_key_file = key;
+    std::string error;
+    auto transport = MakeHttpTransport(options, &error);
+    std::string_view body = "x";
+    return transport ? transport->Send({&body, 1}, 2000) : SendResult{SendResult::Outcome::kFailed, error, {}, {}};
+  };
+  SendResult presented = send_as(agent.cert(), agent.key());
+  EXPECT_EQ(presented.outcome, SendResult::Outcome::kSuccess) << presented.error;
+  EXPECT_NE(send_as("", "").outcome, SendResult::Outcome::kSuccess) << "no client certificate: refused";
+  EXPECT_NE(send_as(stranger.cert(), stranger.key()).outcome, SendResult::Outcome::kSuccess)
+      << "a certificate the collector does not trust: refused";
+  SendResult mismatched = send_as(agent.cert(), stranger.key());
+  EXPECT_NE(mismatched.outcome, SendResult::Outcome::kSuccess);
+  EXPECT_NE(mismatched.error.find("could not be loaded, or do not match"), std::string::npos) << mismatched.error;
 }
 
 // A proxy that takes one CONNECT and relays bytes both ways, as an HTTPS proxy does. The
