@@ -11,8 +11,8 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <future>
+#include <iterator>
 
 #include "exporters/otlp/transport_modules.h"
 #include "exporters/otlp/transport.h"
