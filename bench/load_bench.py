@@ -212,14 +212,20 @@ class OtlpSink:
 # ---- The agent
 
 
+def bench_binary(flowtracer, name):
+    """A benchmark helper built beside `flowtracer` (BUILD/bench/NAME)."""
+    binary = os.path.join(os.path.dirname(os.path.abspath(flowtracer)), "bench", name)
+    if not os.path.exists(binary):
+        raise RuntimeError(f"{binary} is missing: build the `benchmarks` target")
+    return binary
+
+
 class NoopHooks:
     """bench/noop_hooks: programs that return at once, on the data hooks the agent prefers
     (the socket tracepoints). Their phase is the floor of hooking alone, in the same run."""
 
     def __init__(self, flowtracer):
-        binary = os.path.join(os.path.dirname(os.path.abspath(flowtracer)), "bench", "noop_hooks")
-        if not os.path.exists(binary):
-            raise RuntimeError(f"{binary} is missing: build the `benchmarks` target")
+        binary = bench_binary(flowtracer, "noop_hooks")
         self.process = subprocess.Popen([binary, "socket"], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         line = self.process.stdout.readline()  # "attached N programs", or why not
@@ -240,9 +246,9 @@ def otlp_available(flowtracer):
 
 class Agent:
     """flowtracer in one phase's mode: 'capture', 'capture_nice' (the same at nice 10; the
-    reader idles anyway, so this differs only while it is raised, under saturation) or 'otlp' (agent exporting
-    to the sink); 'capture_budget' and 'otlp_budget' are the same with the CPU budget that
-    `extra_args` then carries (--max-cpu)."""
+    reader idles anyway, so this differs only while it is raised, under saturation) or
+    'otlp' (agent exporting to the sink); 'capture_budget' and 'otlp_budget' are the same
+    with the CPU budget that `extra_args` then carries (--max-cpu)."""
 
     def __init__(self, flowtracer, mode, extra_args):
         self.mode = mode
@@ -380,9 +386,7 @@ def run_h2load_rate(port, rate, duration_s, clients):
 def run_paced(flowtracer, port, rate, duration_s, connections):
     """HTTP/1.1 at a fixed rate with evenly spaced requests (bench/paced_client.c says why
     beside h2load); p50/p99 from each request's send, as h2load's."""
-    binary = os.path.join(os.path.dirname(os.path.abspath(flowtracer)), "bench", "paced_client")
-    if not os.path.exists(binary):
-        raise RuntimeError(f"{binary} is missing: build the `benchmarks` target")
+    binary = bench_binary(flowtracer, "paced_client")
     result = subprocess.run([binary, "--port", str(port), "--rate", str(rate), "--seconds", str(duration_s),
                              "--connections", str(connections), "--warm-up", "1"],
                             capture_output=True, text=True, timeout=duration_s + 60)

@@ -1,6 +1,5 @@
 #include "agent/cli/tracer_session.h"
 
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,7 +126,7 @@ int RunSession(const SessionOptions& options, SessionCallbacks callbacks, loader
   // programs unless the ring fills (reader_priority.h). Threads started before keep theirs.
   std::string why_not;
   auto priority = loader::ReaderPriority::Start(
-      static_cast<pid_t>(syscall(SYS_gettid)), tracer->ring_buffer_fd(), tracer->ring_buffer_bytes(),
+      gettid(), tracer->ring_buffer_fd(), tracer->ring_buffer_bytes(),
       [&tracer] { return tracer->ring_buffer_queued_bytes(); }, &why_not);
   if (priority) spdlog::debug("ring reader: SCHED_IDLE, raised while an eighth of the ring waits or when it stalls");
   else spdlog::info("{}", why_not);

@@ -3,11 +3,10 @@
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace flowtracer::loader {
@@ -19,12 +18,9 @@ bool SetPolicy(pid_t tid, int policy) {
   return sched_setscheduler(tid, policy, &param) == 0;  // keeps the thread's nice value
 }
 
-pid_t CurrentTid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
-
 int64_t MonotonicNs() {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
@@ -33,7 +29,7 @@ bool ReaderPriority::Possible(std::string* why_not) {
   // Tried on a thread made for the purpose: a reader lowered for good would starve.
   int error = 0;
   std::thread probe([&error] {
-    if (!SetPolicy(CurrentTid(), SCHED_IDLE) || !SetPolicy(CurrentTid(), SCHED_OTHER)) error = errno;
+    if (!SetPolicy(gettid(), SCHED_IDLE) || !SetPolicy(gettid(), SCHED_OTHER)) error = errno;
   });
   probe.join();
   if (error == 0) return true;
@@ -106,8 +102,8 @@ bool ReaderPriority::SetReaderPolicy(int policy) { return SetPolicy(reader_tid_,
 void ReaderPriority::Run() {
   // A thread inherits its creator's policy: the governor itself must never idle. Possible()
   // showed this process may raise a thread from SCHED_IDLE.
-  SetPolicy(CurrentTid(), SCHED_OTHER);
-  governor_tid_ = CurrentTid();
+  SetPolicy(gettid(), SCHED_OTHER);
+  governor_tid_ = gettid();
   const uint64_t raise_at = ring_bytes_ / 8, lower_at = ring_bytes_ / 32;
   const int64_t stall_ns = int64_t{options_.stall_ms} * 1000000;
   bool raised = false;

@@ -1,7 +1,8 @@
 // The boundary between the agent and the OTLP transport modules: flowtracer-otlp-http.so
 // (cpp-httplib) and flowtracer-otlp-grpc.so (grpc++). The agent parses the endpoint URL and
 // loads a module when its protocol is chosen (transport_loader.cc); the module builds the
-// transport from the parts it is handed. Both sides are built from this tree by the same compiler, so C++ types cross.
+// transport from the parts it is handed. Both sides are built from this tree by the same
+// compiler, so C++ types cross.
 #pragma once
 
 #include <string>

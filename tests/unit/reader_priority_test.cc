@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,7 +23,7 @@ constexpr uint64_t kRingBytes = 4 << 20;
 class IdleThread {
  public:
   IdleThread() : thread_([this] {
-      tid_ = static_cast<pid_t>(syscall(SYS_gettid));
+      tid_ = gettid();
       std::unique_lock lock(mutex_);
       started_.notify_all();
       stop_.wait(lock, [this] { return stopping_; });
@@ -102,7 +101,7 @@ TEST_F(ReaderPriorityTest, IdlesRisesWhileTheRingFillsAndIsLeftNormal) {
   auto priority = Govern(reader.tid(), WakeUpOnly());
   ASSERT_TRUE(priority);
   EXPECT_EQ(sched_getscheduler(reader.tid()), SCHED_IDLE);
-  EXPECT_EQ(sched_getscheduler(static_cast<pid_t>(syscall(SYS_gettid))), SCHED_OTHER) << "only the reader idles";
+  EXPECT_EQ(sched_getscheduler(gettid()), SCHED_OTHER) << "only the reader idles";
 
   // An eighth of the ring waits and the kernel wakes the governor.
   ring.queued = kRingBytes / 8;
@@ -169,7 +168,7 @@ TEST_F(ReaderPriorityTest, TheReaderGovernsItselfAndTheGovernorNeverIdles) {
   std::unique_ptr<ReaderPriority> priority;
   pid_t reader_tid = 0;
   std::thread reader([&] {
-    reader_tid = static_cast<pid_t>(syscall(SYS_gettid));
+    reader_tid = gettid();
     priority = Govern(reader_tid, WakeUpOnly());
   });
   reader.join();
@@ -184,7 +183,7 @@ TEST_F(ReaderPriorityTest, APolicyChosenByTheOperatorIsKept) {
   std::thread reader([&] {
     sched_param param{};
     ASSERT_EQ(sched_setscheduler(0, SCHED_BATCH, &param), 0);
-    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    tid = gettid();
     while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   });
   ASSERT_TRUE(Within(kBound, [&] { return tid.load() != 0; }));
