@@ -291,6 +291,12 @@ ProcessInfo ReadProcess(const std::string& proc_root, uint32_t pid, std::string_
   } else {
     environ_entries = ReadEntries(pid_dir + "/environ");
     info.command_args = ReadEntries(pid_dir + "/cmdline");
+    // A process that rewrites its title (nginx, postgres) pads the rest of the old
+    // argument area with NULs: that padding is not arguments. A real trailing empty
+    // argument cannot be told from it and goes too.
+    while (info.command_args.size() > 1 && info.command_args.back().empty()) {
+      info.command_args.pop_back();
+    }
     info.executable_path = ReadExecutablePath(pid_dir);
     if (std::optional<FileBytes> file = ReadFile(pid_dir + "/comm", kMaxCommBytes)) {
       std::string_view proc_comm = file->bytes;

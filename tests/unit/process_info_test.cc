@@ -327,13 +327,16 @@ TEST_F(ProcessRegistryTest, CmdlineEdgeCases) {
   // A rewritten process title without the terminating NUL.
   WriteProcFile(10, "cmdline", "gunicorn: master [billing]");
   LinkExe(10, "/usr/bin/python3.11");
-  // Empty arguments are arguments.
+  // Empty arguments are arguments, except trailing ones (below).
   WriteProcFile(11, "cmdline", std::string("echo\0\0x\0", 8));
+  // nginx's title is followed by the NULs it cleared the old arguments with.
+  WriteProcFile(12, "cmdline", "nginx: worker process" + std::string(40, '\0'));
   ProcessRegistry registry(root_);
   const ProcessInfo& title = registry.Get(10);
   EXPECT_EQ(title.command_args, (Args{"gunicorn: master [billing]"}));
   EXPECT_EQ(title.service_name, "python3.11");
   EXPECT_EQ(registry.Get(11).command_args, (Args{"echo", "", "x"}));
+  EXPECT_EQ(registry.Get(12).command_args, (Args{"nginx: worker process"}));
 }
 
 TEST_F(ProcessRegistryTest, ReadsAtMost64KiBOfEnviron) {
