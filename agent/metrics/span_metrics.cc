@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 
 #include "agent/spans/span_assembler.h"
 
@@ -154,12 +155,19 @@ uint64_t SpanMetrics::Now() const {
       .count();
 }
 
+uint64_t SpanMetrics::CoarseNow() const {
+  if (options_.now_unix_ns) return options_.now_unix_ns();
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec);
+}
+
 std::string SpanMetrics::Cut(std::string_view value) const {
   return text::ValidUtf8(value, options_.max_label_bytes);
 }
 
 void SpanMetrics::Add(const Span& span) {
-  const uint64_t now = Now();
+  const uint64_t now = CoarseNow();
   std::lock_guard lock(mutex_);
   ++stats_.spans;
   const LabelAttributes found = FindLabelAttributes(span);

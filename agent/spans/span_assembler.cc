@@ -420,7 +420,7 @@ void SpanAssembler::Settle(const GroupPtr& group) {
   group->settled = true;
   if (group->held.empty()) return;
   held_span_count_ -= group->held.size();
-  std::vector<std::pair<std::unique_ptr<Span>, bool>> held = std::move(group->held);
+  HeldSpans held = std::move(group->held);
   group->held.clear();
   // Its node is kept for the next group to hold a span (still pointing at this group,
   // which it keeps alive until then).
@@ -431,7 +431,7 @@ void SpanAssembler::Settle(const GroupPtr& group) {
     if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
   held.clear();
-  spare_held_ = std::move(held);  // its storage, for the next group to hold a span
+  if (spare_held_.size() < kMaxSpareHeldLists) spare_held_.push_back(std::move(held));
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {
@@ -463,7 +463,10 @@ void SpanAssembler::Hold(const GroupPtr& group, std::unique_ptr<Span> span, bool
     } else {
       holding_[group.get()] = group;
     }
-    if (group->held.capacity() == 0) group->held = std::move(spare_held_);
+    if (group->held.capacity() == 0 && !spare_held_.empty()) {
+      group->held = std::move(spare_held_.back());
+      spare_held_.pop_back();
+    }
   }
   group->held.emplace_back(std::move(span), trace_from_header);
   ++held_span_count_;

@@ -138,15 +138,18 @@ class SpanAssembler : public conntrack::TrackerSink {
     TraceGroup* group_ = nullptr;
   };
 
+  // Finished spans waiting for their trace id to settle. With: its trace id came from its
+  // own header. Spans are held by pointer: a span is ~200 bytes of strings and vectors,
+  // and each move of one touched them all.
+  using HeldSpans = std::vector<std::pair<std::unique_ptr<Span>, bool>>;
+
   // Spans linked to each other: one trace id, settled once nothing can change it.
   struct TraceGroup {
     TraceId trace_id{};
     bool settled = false;     // from a traceparent, or no request of the group is open
     bool adopted = false;     // the trace id came from a child call's traceparent
     size_t open_requests = 0; // started, exchange not yet ended
-    // With: its trace id came from its own header. Spans are held by pointer: a span is
-    // ~200 bytes of strings and vectors, and each move of one touched them all.
-    std::vector<std::pair<std::unique_ptr<Span>, bool>> held;
+    HeldSpans held;
     uint64_t first_held_ns = 0;
     GroupPtr merged_into;  // set when joined to another group
     uint32_t references = 0;  // GroupPtrs to it
@@ -334,10 +337,12 @@ class SpanAssembler : public conntrack::TrackerSink {
   std::unordered_set<uint32_t> event_loop_pids_;
   // Groups holding finished spans, and how many spans they hold in all.
   std::unordered_map<TraceGroup*, GroupPtr> holding_;
-  // The storage of the last groups released from holding, for the next ones: a same-host
-  // server span is held until its client's response is read, one group per call.
+  // The storage of groups released from holding, for the next ones: a same-host server
+  // span is held until its client's response is read, one group per call, and as many
+  // groups hold at once as calls are in flight.
   decltype(holding_)::node_type spare_holding_node_;
-  std::vector<std::pair<std::unique_ptr<Span>, bool>> spare_held_;
+  static constexpr size_t kMaxSpareHeldLists = 32;
+  std::vector<HeldSpans> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;
   std::function<ThreadParent(uint32_t pid, uint32_t tid)> thread_parent_lookup_;

@@ -144,7 +144,9 @@ class ConnectionHandle {
 };
 
 // cpp-httplib bounds each wait on the socket, not a whole request. This thread stops the
-// request in flight once its time is up or the shutdown deadline has passed.
+// request in flight once its time is up or the shutdown deadline has passed. It sleeps
+// until the earlier of the two and is woken only when that moves earlier: requests sent
+// back to back re-arm it without a wake-up (a request's deadline is later than the last's).
 class RequestWatchdog {
  public:
   enum class Fired { kNo, kTimeout, kShutdown };
@@ -161,13 +163,15 @@ class RequestWatchdog {
   }
 
   void Arm(Clock::time_point until) {
+    bool sooner;
     {
       std::lock_guard lock(mutex_);
       until_ = until;
       armed_ = true;
       fired_ = Fired::kNo;
+      sooner = until < sleeping_until_;
     }
-    wake_.notify_one();
+    if (sooner) wake_.notify_one();
   }
 
   Fired Disarm() {
@@ -176,11 +180,18 @@ class RequestWatchdog {
     return fired_;
   }
 
+  // The shutdown deadline changed.
+  void Recheck() {
+    { std::lock_guard lock(mutex_); }  // orders this with the thread reading the deadline
+    wake_.notify_one();
+  }
+
  private:
   void Run() {
     std::unique_lock lock(mutex_);
     while (!closing_) {
       if (!armed_) {
+        sleeping_until_ = Clock::time_point::max();
         wake_.wait(lock);
         continue;
       }
@@ -189,21 +200,24 @@ class RequestWatchdog {
         fired_ = now >= shutdown ? Fired::kShutdown : Fired::kTimeout;
         // Again until disarmed: the client may be about to create the socket.
         stop_();
-        wake_.wait_for(lock, kPoll);
+        sleeping_until_ = now + kRepeat;
+        wake_.wait_until(lock, sleeping_until_);
         continue;
       }
-      // Polled, not notified: the shutdown deadline is set from another thread at any time.
-      wake_.wait_until(lock, std::min(until_, now + kPoll));
+      // Past a disarm too: the next Arm most likely sets a later deadline.
+      sleeping_until_ = std::min(until_, shutdown);
+      wake_.wait_until(lock, sleeping_until_);
     }
   }
 
-  static constexpr std::chrono::milliseconds kPoll{50};
+  static constexpr std::chrono::milliseconds kRepeat{50};
   std::function<void()> stop_;
   std::function<Clock::time_point()> shutdown_deadline_;
   std::mutex mutex_;
   std::condition_variable wake_;
   bool closing_ = false, armed_ = false;
   Clock::time_point until_;
+  Clock::time_point sleeping_until_ = Clock::time_point::max();  // when the thread wakes by itself
   Fired fired_ = Fired::kNo;
   std::thread thread_;  // last: it starts once the members it reads exist
 };
@@ -285,6 +299,8 @@ class HttpTransport : public Transport {
   }
 
  private:
+  void DeadlineChanged() override { watchdog_.Recheck(); }
+
   // A failure through a proxy names it: the proxy may be what failed.
   SendResult WithProxy(SendResult result) const {
     if (options_.proxy) result.error += " (through proxy " + options_.proxy->host + " from " + options_.proxy->variable + ")";

@@ -59,9 +59,12 @@ class Transport {
   // Callable from any thread.
   void SetDeadline(std::chrono::steady_clock::time_point deadline) {
     deadline_ns_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+    DeadlineChanged();
   }
 
  protected:
+  // For a transport that waits on the deadline rather than polling it.
+  virtual void DeadlineChanged() {}
   std::chrono::steady_clock::time_point Deadline() const {
     return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(deadline_ns_.load(std::memory_order_relaxed)));
   }

@@ -1105,9 +1105,13 @@ struct SilentListener {
 
 TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
   // The answer trickles in a byte every 100 ms for 3 s: each read is quick, the whole is not.
+  // The first request is answered at once, so the watchdog sleeps towards its far deadline
+  // when the slow one, with a nearer one, is sent.
   httplib::Server server;
   std::atomic<bool> closing{false};
+  std::atomic<int> requests{0};
   server.Post("/v1/traces", [&](const httplib::Request&, httplib::Response& response) {
+    if (requests++ == 0) return;
     response.set_chunked_content_provider("application/x-protobuf", [&](size_t offset, httplib::DataSink& sink) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       if (offset >= 30 || closing) sink.done();
@@ -1128,6 +1132,7 @@ TEST(OtlpHttpTransportTest, ARequestIsBoundedAsAWholeNotPerRead) {
   auto transport = MakeHttpTransport(options, &error);
   ASSERT_TRUE(transport) << error;
   std::string_view body = "x";
+  ASSERT_EQ(transport->Send({&body, 1}, 60000).outcome, SendResult::Outcome::kSuccess);
   auto start = Clock::now();
   SendResult slow = transport->Send({&body, 1}, 500);
   auto took = Clock::now() - start;
