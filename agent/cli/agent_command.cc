@@ -391,6 +391,7 @@ Runner AddAgentCommand(CLI::App& app) {
       health.Tick();
       span_metrics.Tick();
       exporter.ReleaseIdleSpans();
+      exporter.RaiseIfStalled();
       if (control.tracer_) CopyCounters(control.tracer_->ReadCounters(), pipeline, &telemetry);
     };
     loader::CounterValues counters{};

@@ -1,5 +1,7 @@
 #include "agent/loader/reader_priority.h"
 
+#include "agent/sched/idle_priority.h"
+
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -12,11 +14,7 @@
 namespace flowtracer::loader {
 namespace {
 
-bool SetPolicy(pid_t tid, int policy) {
-  sched_param param{};
-  param.sched_priority = 0;
-  return sched_setscheduler(tid, policy, &param) == 0;  // keeps the thread's nice value
-}
+constexpr std::string_view kWho = "the ring reader";
 
 int64_t MonotonicNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -25,30 +23,14 @@ int64_t MonotonicNs() {
 
 }  // namespace
 
-bool ReaderPriority::Possible(std::string* why_not) {
-  // Tried on a thread made for the purpose: a reader lowered for good would starve.
-  int error = 0;
-  std::thread probe([&error] {
-    if (!SetPolicy(gettid(), SCHED_IDLE) || !SetPolicy(gettid(), SCHED_OTHER)) error = errno;
-  });
-  probe.join();
-  if (error == 0) return true;
-  *why_not = std::string("the ring reader keeps normal priority: a thread cannot leave SCHED_IDLE here (") +
-             strerror(error) + "; CAP_SYS_NICE allows it, or an RLIMIT_NICE of 20 minus the nice value)";
-  return false;
-}
+bool ReaderPriority::Possible(std::string* why_not) { return sched::CanLowerAndRaise(kWho, why_not); }
 
 std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
                                                       std::function<uint64_t()> queued_bytes,
                                                       std::string* why_not, Options options) {
   if (!Possible(why_not)) return nullptr;
-  if (const int policy = sched_getscheduler(reader_tid); policy != SCHED_OTHER) {
-    *why_not = "the ring reader keeps the scheduling policy it was started with (" +
-               std::string(policy == SCHED_BATCH ? "SCHED_BATCH"
-                           : policy == SCHED_IDLE ? "SCHED_IDLE"
-                           : policy < 0           ? strerror(errno)
-                                                  : "real-time") +
-               ")";
+  if (std::string chosen = sched::KeepsChosenPolicy(reader_tid, kWho); !chosen.empty()) {
+    *why_not = std::move(chosen);
     return nullptr;
   }
   std::unique_ptr<ReaderPriority> governor(new ReaderPriority());
@@ -97,12 +79,12 @@ ReaderPriority::~ReaderPriority() {
 
 void ReaderPriority::ReaderAlive() { reader_alive_ns_.store(MonotonicNs(), std::memory_order_relaxed); }
 
-bool ReaderPriority::SetReaderPolicy(int policy) { return SetPolicy(reader_tid_, policy); }
+bool ReaderPriority::SetReaderPolicy(int policy) { return sched::SetPolicy(reader_tid_, policy); }
 
 void ReaderPriority::Run() {
   // A thread inherits its creator's policy: the governor itself must never idle. Possible()
   // showed this process may raise a thread from SCHED_IDLE.
-  SetPolicy(gettid(), SCHED_OTHER);
+  sched::SetPolicy(gettid(), SCHED_OTHER);
   governor_tid_ = gettid();
   const uint64_t raise_at = ring_bytes_ / 8, lower_at = ring_bytes_ / 32;
   const int64_t stall_ns = int64_t{options_.stall_ms} * 1000000;

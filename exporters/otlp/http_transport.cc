@@ -290,6 +290,9 @@ class HttpTransport : public Transport {
     return WithProxy(std::move(result));
   }
 
+  // Its watchdog thread is started with the transport, by the thread that makes it.
+  bool SendsOnCallingThreadOnly() const override { return true; }
+
   std::string Describe() const override {
     std::string description = options_.endpoint + " (http/protobuf" + (options_.gzip ? ", gzip" : "");
     if (options_.proxy)

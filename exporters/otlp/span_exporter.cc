@@ -51,7 +51,8 @@ OtlpSpanExporter::OtlpSpanExporter(const OtlpExporterOptions& options, std::uniq
       sender_(std::move(transport), RetryPolicyFor(options_, Signal::kTraces)),
       queue_(options_.max_queue_spans),
       free_(FreeRingCapacity(options_)),
-      spare_(options_.max_export_batch_spans) {
+      spare_(options_.max_export_batch_spans),
+      priority_(options_.max_queue_spans / 2, options_.max_queue_spans / 8) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -122,6 +123,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
   }
   const size_t depth = queue_.Size();
   telemetry_->queue_depth_spans.store(depth, std::memory_order_relaxed);
+  priority_.Produced(depth);
   if (pushed && depth == options_.max_export_batch_spans) {
     // A full batch: wake the export thread. Taking the mutex orders this with its check
     // of the queue before it sleeps, so the wake-up cannot fall between the two.
@@ -131,6 +133,7 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
 }
 
 bool OtlpSpanExporter::ForceFlush(uint64_t timeout_ms) {
+  priority_.Raise();
   std::unique_lock lock(mutex_);
   const uint64_t target = queue_.pushed();
   flush_requested_ = true;
@@ -148,11 +151,31 @@ void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
     stopping_.store(true, std::memory_order_relaxed);
   }
   sender_.SetDeadline(RetryingSender::Clock::now() + std::chrono::milliseconds(timeout_ms));
+  priority_.RaiseForGood();
   work_.notify_one();
   if (thread_.joinable()) thread_.join();
+  if (priority_.raises() > 0)
+    spdlog::debug("OTLP span export: raised to normal priority {} times (the queue filling, or a stall)",
+                  priority_.raises());
+}
+
+void OtlpSpanExporter::RaiseIfStalled() {
+  if (!priority_.lowered() || queue_.Size() == 0) return;
+  const auto ran = std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(ran_ns_.load(std::memory_order_relaxed)));
+  if (std::chrono::steady_clock::now() - ran > std::chrono::milliseconds(options_.schedule_delay_ms + 1000))
+    priority_.Raise();
 }
 
 void OtlpSpanExporter::Run() {
+  const auto note_ran = [this] {
+    ran_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  };
+  note_ran();
+  if (sender_.transport().SendsOnCallingThreadOnly()) {
+    std::string why_not;
+    if (!priority_.LowerThisThread("the OTLP span export thread", &why_not)) spdlog::debug("{}", why_not);
+  }
   const size_t batch_spans = options_.max_export_batch_spans;
   batch_.resize(batch_spans);
   auto delay = std::chrono::milliseconds(options_.schedule_delay_ms);
@@ -162,6 +185,7 @@ void OtlpSpanExporter::Run() {
     work_.wait_until(lock, next_send, [&] {
       return stopping_.load(std::memory_order_relaxed) || flush_requested_ || queue_.Size() >= batch_spans;
     });
+    note_ran();
     if (queue_.Size() == 0) {
       flush_requested_ = false;
       if (stopping_.load(std::memory_order_relaxed)) break;
@@ -178,6 +202,7 @@ void OtlpSpanExporter::Run() {
     telemetry_->queue_depth_spans.store(queue_.Size(), std::memory_order_relaxed);
     SendBatch(count);
     for (size_t i = 0; i < count; ++i) free_.Push(batch_[i]);  // never full: see FreeRingCapacity
+    priority_.Worked(queue_.Size());
     lock.lock();
     finished_total_ += count;
     done_.notify_all();

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -21,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "agent/sched/idle_priority.h"
 #include "agent/spans/ids.h"
 #include "exporters/otlp/otlp_options.h"
 #include "exporters/otlp/retrying_sender.h"
@@ -567,6 +569,9 @@ class FakeTransport : public Transport {
     std::deque<SendResult> script;  // results to give, then success
     std::string response;           // on success
     std::atomic<bool> block{false};
+    bool on_calling_thread = false;  // SendsOnCallingThreadOnly
+    std::vector<int> policies;       // the sending thread's, at each attempt
+    std::atomic<pid_t> sender_tid{0};
     size_t SpanCount() {
       std::lock_guard lock(mutex);
       size_t n = 0;
@@ -583,6 +588,8 @@ class FakeTransport : public Transport {
   explicit FakeTransport(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   SendResult Send(RequestPieces pieces, uint64_t timeout_ms) override {
     const std::string request = Join(pieces);
+    const int policy = sched_getscheduler(0);
+    shared_->sender_tid = gettid();
     auto start = Clock::now();
     while (shared_->block && Clock::now() - start < std::chrono::milliseconds(timeout_ms))
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -591,6 +598,7 @@ class FakeTransport : public Transport {
     EXPECT_TRUE(decoded.ParseFromArray(request.data(), static_cast<int>(request.size())));
     shared_->requests.push_back(decoded);
     shared_->times.push_back(Clock::now());
+    shared_->policies.push_back(policy);
     if (shared_->block) return {SendResult::Outcome::kRetryable, "timed out", {}, {}};
     if (!shared_->script.empty()) {
       SendResult result = shared_->script.front();
@@ -600,6 +608,7 @@ class FakeTransport : public Transport {
     return {SendResult::Outcome::kSuccess, "", {}, shared_->response};
   }
   std::string Describe() const override { return "fake"; }
+  bool SendsOnCallingThreadOnly() const override { return shared_->on_calling_thread; }
 
  private:
   std::shared_ptr<Shared> shared_;
@@ -837,6 +846,73 @@ TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
   EXPECT_EQ(telemetry.spans_exported, 0u);
   EXPECT_EQ(Dropped(telemetry), 51u);
   EXPECT_GE(telemetry.spans_dropped_shutdown, 1u);
+}
+
+TEST(OtlpSpanExporterTest, TheExportThreadYieldsUntilHalfTheQueueWaits) {
+  std::string why_not;
+  if (!sched::CanLowerAndRaise("the test", &why_not)) GTEST_SKIP() << why_not;  // the agent says so too
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->on_calling_thread = true;
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();  // batches of 10; raised at 50 queued, lowered at 12
+  options.schedule_delay_ms = 200;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  uint8_t next = 0;
+  auto export_spans = [&](int count) {
+    for (int i = 0; i < count; ++i) exporter.Export(MakeSpan(next++), resource);
+  };
+  auto sender_policy = [&] { return sched_getscheduler(shared->sender_tid); };
+
+  export_spans(10);  // a full batch, sent at idle priority
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10; }));
+  {
+    std::lock_guard lock(shared->mutex);
+    EXPECT_EQ(shared->policies.back(), SCHED_IDLE);
+  }
+  // The collector stalls; spans pile up behind the batch being sent.
+  shared->block = true;
+  export_spans(10);
+  ASSERT_TRUE(WaitFor([&] { return telemetry.queue_depth_spans == 0; }));  // the batch was taken
+  export_spans(49);
+  EXPECT_EQ(sender_policy(), SCHED_IDLE);  // 49 queued: not yet half the queue
+  export_spans(1);
+  EXPECT_EQ(sender_policy(), SCHED_OTHER);
+  // The collector is back: the backlog goes out at normal priority, and once it has the
+  // thread yields again.
+  shared->block = false;
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() >= 70; }));
+  EXPECT_TRUE(WaitFor([&] { return sender_policy() == SCHED_IDLE; }));
+  {
+    std::lock_guard lock(shared->mutex);
+    EXPECT_EQ(shared->policies[2], SCHED_OTHER);  // the first batch sent after the raise
+  }
+
+  // Stuck in a send (as a starved thread would be) for a second past the schedule delay
+  // with spans queued: raised by the once-a-second check, not before.
+  shared->block = true;
+  export_spans(10);
+  ASSERT_TRUE(WaitFor([&] { return telemetry.queue_depth_spans == 0; }));  // the batch was taken
+  export_spans(5);
+  exporter.RaiseIfStalled();
+  EXPECT_EQ(sender_policy(), SCHED_IDLE);
+  std::this_thread::sleep_for(std::chrono::milliseconds(options.schedule_delay_ms + 1300));
+  exporter.RaiseIfStalled();
+  EXPECT_EQ(sender_policy(), SCHED_OTHER);
+  shared->block = false;
+  exporter.Shutdown(5000);
+  EXPECT_EQ(Dropped(telemetry), 0u);
+}
+
+TEST(OtlpSpanExporterTest, ATransportThatStartsThreadsKeepsTheExportThreadsPriority) {
+  auto shared = std::make_shared<FakeTransport::Shared>();  // on_calling_thread false, as gRPC
+  telemetry::SelfTelemetry telemetry;
+  OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10; }));
+  std::lock_guard lock(shared->mutex);
+  EXPECT_EQ(shared->policies.back(), SCHED_OTHER);
 }
 
 TEST(RetryingSenderTest, BackoffDoublesUpToTheCap) {
