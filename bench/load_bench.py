@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """End-to-end load benchmarks: nginx on loopback under wrk and h2load, with no agent,
 with `flowtracer capture`, and with capture plus OTLP export to a local sink, phases
-interleaved and repeated in one run; and the scale run (10 000 keep-alive connections,
-100 000 connections churned). Entry points: bench/nginx_wrk.sh, bench/scale.sh.
+interleaved and repeated in one run; the scale run (10 000 keep-alive connections,
+100 000 connections churned); and cpu-ab, two builds attached at once to one load. Entry
+points: bench/nginx_wrk.sh, bench/scale.sh.
 
 Only ratios between phases of one run mean anything on a shared machine: each phase is
 measured right beside the others and the phase order rotates every round.
 """
 import argparse
-import http.server
 import json
 import os
 import re
@@ -178,35 +178,49 @@ class Nginx:
 
 # ---- OTLP sink: accepts OTLP/HTTP exports and answers 200 with an empty response.
 
+SINK_CODE = """
+import http.server, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
 
 class OtlpSink:
-    def __init__(self):
-        sink = self
-        self.requests = 0
-        self.bytes = 0
+    """A process of its own, as a collector is. It reads every request on the same two CPUs
+    as nginx: at 20 000 evenly spaced requests/s that alone added 140-180 µs to nginx's p99
+    (docs/performance.md, tenth round). `idle` runs it at SCHED_IDLE, so that what the agent
+    itself adds can be read apart from it."""
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                sink.requests += 1
-                sink.bytes += len(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", OTLP_SINK_PORT), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __init__(self, port=OTLP_SINK_PORT, idle=False):
+        command = [sys.executable, "-c", SINK_CODE, str(port)]
+        if idle:
+            command = ["chrt", "--idle", "0"] + command
+        self.process = subprocess.Popen(command)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the OTLP sink did not start on port {port}")
+                time.sleep(0.05)
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        stop_process(self.process, signal.SIGTERM, 10)
 
 
 # ---- The agent
@@ -250,7 +264,7 @@ class Agent:
     'otlp' (agent exporting to the sink); 'capture_budget' and 'otlp_budget' are the same
     with the CPU budget that `extra_args` then carries (--max-cpu)."""
 
-    def __init__(self, flowtracer, mode, extra_args):
+    def __init__(self, flowtracer, mode, extra_args, sink_port=OTLP_SINK_PORT):
         self.mode = mode
         self.log_path = tempfile.mktemp(prefix=f"ft-bench-{mode}.", suffix=".log")
         self.log = open(self.log_path, "w")
@@ -261,7 +275,7 @@ class Agent:
             env = os.environ.copy()
         else:
             command = [flowtracer, "agent"] + extra_args
-            env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{OTLP_SINK_PORT}",
+            env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
                        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
@@ -487,7 +501,7 @@ def nginx_main(args):
         modes.append("otlp")
         if args.budget_phase:
             modes.append("otlp_budget")
-        sink = OtlpSink()
+        sink = OtlpSink(idle=args.sink_idle)
     else:
         log("# capture+OTLP phase: not available (this build has no `flowtracer agent`)")
     if args.baseline:
@@ -793,6 +807,47 @@ def scale_main(args):
                        "runs": {label: r for label, r in results}}, f, indent=1)
 
 
+def cpu_ab_main(args):
+    """Both builds' agents attached at once to the same load, each exporting to a sink of its
+    own: each one's CPU over the same seconds, so that the host's speed, which drifts by
+    ±10% between phases of an interleaved run, cancels. Each agent also pays the other's
+    kernel hooks in the traced calls, so only the ratio means anything."""
+    builds = [("new", args.flowtracer), ("base", args.baseline)]
+    extra = args.agent_args.split() if args.agent_args else []
+    sinks = [OtlpSink(OTLP_SINK_PORT + i) for i in range(len(builds))] if args.mode == "otlp" else []
+    nginx = Nginx(args.workers)
+    ratios = []
+    try:
+        for round_index in range(args.rounds):
+            # Started in turn, the first alternating: the later one starts on a busier host.
+            order = list(range(len(builds)))
+            if round_index % 2:
+                order.reverse()
+            agents = {}
+            try:
+                for i in order:
+                    own = ["--health-listen", f"127.0.0.1:{NGINX_PORT + 100 + i}", "--prometheus-port", "0"]
+                    agents[i] = Agent(builds[i][1], args.mode, extra + (own if args.mode == "otlp" else []),
+                                      sink_port=OTLP_SINK_PORT + i)
+                before = {i: cpu_seconds(agent.pid) for i, agent in agents.items()}
+                stats = run_h2load_rate(NGINX_PORT, args.rate, args.duration, args.rate_clients)
+                after = {i: cpu_seconds(agent.pid) for i, agent in agents.items()}
+            finally:
+                lost = {i: agent.stop()[0] for i, agent in agents.items()}
+            used = [after[i] - before[i] for i in range(len(builds))]
+            ratios.append(used[0] / used[1] if used[1] else float("nan"))
+            log(f"round {round_index + 1}: {stats['rps']:.0f} req/s; CPU % of a core: "
+                + ", ".join(f"{name} {100 * used[i] / args.duration:.2f}" for i, (name, _) in enumerate(builds))
+                + f"; new/base {ratios[-1]:.3f}; events lost {events_lost(lost[0])} / {events_lost(lost[1])}")
+    finally:
+        nginx.stop()
+        for sink in sinks:
+            sink.stop()
+    ratios.sort()
+    log(f"# new/base CPU: median {statistics.median(ratios):.3f} of {len(ratios)} rounds "
+        f"(range {ratios[0]:.3f}..{ratios[-1]:.3f}; CPU time is read in {1000 // CLK_TCK} ms ticks)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--flowtracer", required=True)
@@ -816,6 +871,8 @@ def main():
                        help="also measure capture and the agent with --max-cpu PERCENT (load shedding)")
     nginx.add_argument("--nice-phase", action="store_true",
                        help="also measure capture at nice 10 (yields the CPU at saturation)")
+    nginx.add_argument("--sink-idle", action="store_true",
+                       help="run the OTLP sink at SCHED_IDLE: the agent's own cost, apart from the sink's")
     scale = sub.add_parser("scale")
     scale.add_argument("--concurrent", type=int, default=10000)
     scale.add_argument("--keepalive-steps", type=int, default=3)
@@ -830,10 +887,16 @@ def main():
                        "right after, in the same session (reported as base)")
     scale.add_argument("--mode", choices=("capture", "otlp"), default="capture",
                        help="what runs: flowtracer capture, or the agent exporting OTLP/HTTP to a local sink")
+    cpu_ab = sub.add_parser("cpu-ab", help="two builds attached at once to one load: their CPU side by side")
+    cpu_ab.add_argument("--baseline", required=True, help="the other flowtracer build")
+    cpu_ab.add_argument("--rounds", type=int, default=6)
+    cpu_ab.add_argument("--rate", type=int, default=10000, help="requests/s (h2load)")
+    cpu_ab.add_argument("--rate-clients", type=int, default=20)
+    cpu_ab.add_argument("--mode", choices=("capture", "otlp"), default="otlp")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loads eBPF programs)")
-    nginx_main(args) if args.command == "nginx" else scale_main(args)
+    {"nginx": nginx_main, "scale": scale_main, "cpu-ab": cpu_ab_main}[args.command](args)
 
 
 if __name__ == "__main__":
