@@ -56,16 +56,27 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def runqueue_wait_seconds(pid):
-    """Time the process's threads were runnable but waiting for a CPU (/proc/PID/schedstat)."""
+def schedstat_seconds(pid, field):
+    """A /proc/PID/task/*/schedstat field summed over the live threads, in seconds."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
+                total += int(f.read().split()[field])
         except OSError:
             pass
     return total / 1e9
+
+
+def runqueue_wait_seconds(pid):
+    """Time the process's threads were runnable but waiting for a CPU."""
+    return schedstat_seconds(pid, 1)
+
+
+def run_seconds(pid):
+    """Time the process's live threads ran, in nanoseconds' precision (cpu_seconds counts
+    10 ms ticks)."""
+    return schedstat_seconds(pid, 0)
 
 
 def memory_kb(pid):
@@ -211,12 +222,14 @@ class OtlpSink:
         self.process = subprocess.Popen(command)
         deadline = time.monotonic() + 10
         while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the OTLP sink did not start on port {port} (is the port taken?)")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
+                time.sleep(0.2)
+                if self.process.poll() is None:  # not another run's sink answering
+                    break
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the OTLP sink did not start on port {port}")
                 time.sleep(0.05)
 
     def stop(self):
@@ -829,13 +842,15 @@ def cpu_ab_main(args):
                     own = ["--health-listen", f"127.0.0.1:{NGINX_PORT + 100 + i}", "--prometheus-port", "0"]
                     agents[i] = Agent(builds[i][1], args.mode, extra + (own if args.mode == "otlp" else []),
                                       sink_port=OTLP_SINK_PORT + i)
-                before = {i: cpu_seconds(agent.pid) for i, agent in agents.items()}
+                before = {i: run_seconds(agent.pid) for i, agent in agents.items()}
                 stats = run_h2load_rate(NGINX_PORT, args.rate, args.duration, args.rate_clients)
-                after = {i: cpu_seconds(agent.pid) for i, agent in agents.items()}
+                after = {i: run_seconds(agent.pid) for i, agent in agents.items()}
             finally:
                 lost = {i: agent.stop()[0] for i, agent in agents.items()}
             used = [after[i] - before[i] for i in range(len(builds))]
-            ratios.append(used[0] / used[1] if used[1] else float("nan"))
+            if not used[1]:
+                raise RuntimeError("the baseline agent used no CPU: it is not tracing")
+            ratios.append(used[0] / used[1])
             log(f"round {round_index + 1}: {stats['rps']:.0f} req/s; CPU % of a core: "
                 + ", ".join(f"{name} {100 * used[i] / args.duration:.2f}" for i, (name, _) in enumerate(builds))
                 + f"; new/base {ratios[-1]:.3f}; events lost {events_lost(lost[0])} / {events_lost(lost[1])}")
@@ -845,7 +860,7 @@ def cpu_ab_main(args):
             sink.stop()
     ratios.sort()
     log(f"# new/base CPU: median {statistics.median(ratios):.3f} of {len(ratios)} rounds "
-        f"(range {ratios[0]:.3f}..{ratios[-1]:.3f}; CPU time is read in {1000 // CLK_TCK} ms ticks)")
+        f"(range {ratios[0]:.3f}..{ratios[-1]:.3f})")
 
 
 def main():

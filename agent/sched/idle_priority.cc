@@ -46,43 +46,33 @@ bool BacklogPriority::LowerThisThread(std::string_view who, std::string* why_not
     *why_not = std::move(chosen);
     return false;
   }
-  std::lock_guard lock(mutex_);
-  if (raised_for_good_) return true;  // stopping already
-  if (!SetPolicy(tid, SCHED_IDLE)) {
-    *why_not = std::string(who) + " keeps normal priority: " + strerror(errno);
-    return false;
-  }
-  worker_tid_ = tid;
-  lowered_.store(true, std::memory_order_relaxed);
+  worker_tid_.store(tid);
+  LowerWorker();
   return true;
 }
 
 void BacklogPriority::Worked(size_t backlog) {
-  if (backlog > lower_at_ || lowered_.load(std::memory_order_relaxed)) return;
-  std::lock_guard lock(mutex_);
-  // A producer that saw it raised and the backlog high in between raises it at its next
-  // report: a backlog at raise_at grows until then.
-  if (worker_tid_ && !raised_for_good_ && SetPolicy(worker_tid_, SCHED_IDLE))
-    lowered_.store(true, std::memory_order_relaxed);
+  if (backlog <= lower_at_ && !lowered_.load(std::memory_order_relaxed)) LowerWorker();
+}
+
+void BacklogPriority::LowerWorker() {
+  const pid_t tid = worker_tid_.load();  // 0 would name the calling thread
+  if (tid == 0 || raised_for_good_.load() || !SetPolicy(tid, SCHED_IDLE)) return;
+  lowered_.store(true);
+  // RaiseForGood sets its flag before it reads lowered_: one of the two sees the other.
+  if (raised_for_good_.load()) Raise();
 }
 
 void BacklogPriority::Raise() {
-  std::lock_guard lock(mutex_);
-  RaiseLocked();
+  const pid_t tid = worker_tid_.load();
+  if (tid == 0 || !lowered_.exchange(false)) return;
+  if (SetPolicy(tid, SCHED_OTHER)) raises_.fetch_add(1, std::memory_order_relaxed);
+  else lowered_.store(true);  // it is still idle
 }
 
 void BacklogPriority::RaiseForGood() {
-  std::lock_guard lock(mutex_);
-  RaiseLocked();
-  raised_for_good_ = true;
-}
-
-void BacklogPriority::RaiseLocked() {
-  if (!lowered_.load(std::memory_order_relaxed)) return;
-  if (SetPolicy(worker_tid_, SCHED_OTHER)) {
-    lowered_.store(false, std::memory_order_relaxed);
-    raises_.fetch_add(1, std::memory_order_relaxed);
-  }
+  raised_for_good_.store(true);
+  Raise();
 }
 
 }  // namespace flowtracer::sched

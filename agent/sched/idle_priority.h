@@ -13,7 +13,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -33,7 +32,8 @@ std::string KeepsChosenPolicy(pid_t tid, std::string_view who);
 
 // A worker thread at SCHED_IDLE while its backlog is small. Producers report the backlog
 // they leave and raise the worker once it reaches `raise_at`; the worker reports what is
-// left after each piece of work and lowers itself once that is at most `lower_at`.
+// left after each piece of work and lowers itself once that is at most `lower_at`. No
+// lock: a worker preempted at SCHED_IDLE while holding one would hold up the producer.
 class BacklogPriority {
  public:
   BacklogPriority(size_t raise_at, size_t lower_at) : raise_at_(raise_at), lower_at_(lower_at) {}
@@ -59,13 +59,16 @@ class BacklogPriority {
   uint64_t raises() const { return raises_.load(std::memory_order_relaxed); }
 
  private:
-  void RaiseLocked();
+  void LowerWorker();
 
   const size_t raise_at_, lower_at_;
-  std::mutex mutex_;  // orders a producer's raise with the worker's lowering
-  pid_t worker_tid_ = 0;  // 0: not governed
-  bool raised_for_good_ = false;
+  std::atomic<pid_t> worker_tid_{0};  // 0: not governed
+  // Set after the worker is lowered and cleared before it is raised: once the calls in
+  // progress end, the worker is not idle while this says raised. A raise that misses a
+  // lowering in progress (it reads false) falls to the next report, and the backlog that
+  // called for it is still there.
   std::atomic<bool> lowered_{false};
+  std::atomic<bool> raised_for_good_{false};
   std::atomic<uint64_t> raises_{0};
 };
 

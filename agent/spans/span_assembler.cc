@@ -431,7 +431,9 @@ void SpanAssembler::Settle(const GroupPtr& group) {
     if (spare.size() < kMaxSpareSpans) spare.push_back(std::move(span));
   }
   held.clear();
-  if (spare_held_.size() < kMaxSpareHeldLists) spare_held_.push_back(std::move(held));
+  // A list a burst grew is let go: kept, it would hold its memory for good.
+  if (spare_held_.size() < kMaxSpareHeldLists && held.capacity() <= kMaxSpareHeldListSpans)
+    spare_held_.push_back(std::move(held));
 }
 
 void SpanAssembler::CloseRequest(const GroupPtr& any) {

@@ -342,6 +342,7 @@ class SpanAssembler : public conntrack::TrackerSink {
   // groups hold at once as calls are in flight.
   decltype(holding_)::node_type spare_holding_node_;
   static constexpr size_t kMaxSpareHeldLists = 32;
+  static constexpr size_t kMaxSpareHeldListSpans = 16;
   std::vector<HeldSpans> spare_held_;
   size_t held_span_count_ = 0;
   uint64_t last_open_sweep_ns_ = 0;

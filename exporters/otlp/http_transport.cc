@@ -181,7 +181,7 @@ class RequestWatchdog {
   }
 
   // The shutdown deadline changed.
-  void Recheck() {
+  void DeadlineMoved() {
     { std::lock_guard lock(mutex_); }  // orders this with the thread reading the deadline
     wake_.notify_one();
   }
@@ -204,7 +204,8 @@ class RequestWatchdog {
         wake_.wait_until(lock, sleeping_until_);
         continue;
       }
-      // Past a disarm too: the next Arm most likely sets a later deadline.
+      // Also after a disarm: waking at a deadline no request has any more only costs a
+      // look, and the next Arm, with a later deadline, then needs no wake-up.
       sleeping_until_ = std::min(until_, shutdown);
       wake_.wait_until(lock, sleeping_until_);
     }
@@ -290,8 +291,8 @@ class HttpTransport : public Transport {
     return WithProxy(std::move(result));
   }
 
-  // Its watchdog thread is started with the transport, by the thread that makes it.
-  bool SendsOnCallingThreadOnly() const override { return true; }
+  // Its watchdog thread starts with the transport, on the thread that makes it.
+  bool StartsNoThreadsWhenSending() const override { return true; }
 
   std::string Describe() const override {
     std::string description = options_.endpoint + " (http/protobuf" + (options_.gzip ? ", gzip" : "");
@@ -302,7 +303,7 @@ class HttpTransport : public Transport {
   }
 
  private:
-  void DeadlineChanged() override { watchdog_.Recheck(); }
+  void DeadlineChanged() override { watchdog_.DeadlineMoved(); }
 
   // A failure through a proxy names it: the proxy may be what failed.
   SendResult WithProxy(SendResult result) const {

@@ -124,10 +124,13 @@ void OtlpSpanExporter::Export(const spans::Span& span, const ResourcePtr& resour
   const size_t depth = queue_.Size();
   telemetry_->queue_depth_spans.store(depth, std::memory_order_relaxed);
   priority_.Produced(depth);
-  if (pushed && depth == options_.max_export_batch_spans) {
-    // A full batch: wake the export thread. Taking the mutex orders this with its check
-    // of the queue before it sleeps, so the wake-up cannot fall between the two.
-    { std::lock_guard lock(mutex_); }
+  if (depth >= options_.max_export_batch_spans) {
+    // A full batch: wake the export thread. Holding the mutex orders this with its check
+    // of the queue before it sleeps; only tried, because at SCHED_IDLE the export thread
+    // may hold it for long, preempted. A wake-up that fell between its check and its sleep
+    // is made again by the next span (and the queue is only above a batch while the export
+    // thread is behind).
+    std::unique_lock lock(mutex_, std::try_to_lock);
     work_.notify_one();
   }
 }
@@ -160,19 +163,19 @@ void OtlpSpanExporter::Shutdown(uint64_t timeout_ms) {
 }
 
 void OtlpSpanExporter::RaiseIfStalled() {
-  if (!priority_.lowered() || queue_.Size() == 0) return;
-  const auto ran = std::chrono::steady_clock::time_point(
-      std::chrono::steady_clock::duration(ran_ns_.load(std::memory_order_relaxed)));
-  if (std::chrono::steady_clock::now() - ran > std::chrono::milliseconds(options_.schedule_delay_ms + 1000))
+  if (!priority_.lowered() || (queue_.Size() == 0 && !sending_.load(std::memory_order_relaxed))) return;
+  const auto woke = std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(woke_ns_.load(std::memory_order_relaxed)));
+  if (std::chrono::steady_clock::now() - woke > std::chrono::milliseconds(options_.schedule_delay_ms + 1000))
     priority_.Raise();
 }
 
 void OtlpSpanExporter::Run() {
-  const auto note_ran = [this] {
-    ran_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  const auto note_woke = [this] {
+    woke_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   };
-  note_ran();
-  if (sender_.transport().SendsOnCallingThreadOnly()) {
+  note_woke();
+  if (sender_.transport().StartsNoThreadsWhenSending()) {
     std::string why_not;
     if (!priority_.LowerThisThread("the OTLP span export thread", &why_not)) spdlog::debug("{}", why_not);
   }
@@ -185,13 +188,14 @@ void OtlpSpanExporter::Run() {
     work_.wait_until(lock, next_send, [&] {
       return stopping_.load(std::memory_order_relaxed) || flush_requested_ || queue_.Size() >= batch_spans;
     });
-    note_ran();
+    note_woke();
     if (queue_.Size() == 0) {
       flush_requested_ = false;
       if (stopping_.load(std::memory_order_relaxed)) break;
       next_send = std::chrono::steady_clock::now() + delay;
       continue;
     }
+    const bool flushing = flush_requested_;
     lock.unlock();
     // Taken at once: the queue has room for new spans while this batch is sent.
     const size_t count = queue_.Take(batch_.data(), batch_spans);
@@ -200,9 +204,11 @@ void OtlpSpanExporter::Run() {
       continue;
     }
     telemetry_->queue_depth_spans.store(queue_.Size(), std::memory_order_relaxed);
+    sending_.store(true, std::memory_order_relaxed);
     SendBatch(count);
+    sending_.store(false, std::memory_order_relaxed);
     for (size_t i = 0; i < count; ++i) free_.Push(batch_[i]);  // never full: see FreeRingCapacity
-    priority_.Worked(queue_.Size());
+    if (!flushing) priority_.Worked(queue_.Size());  // a flush raised it: it ends raised
     lock.lock();
     finished_total_ += count;
     done_.notify_all();

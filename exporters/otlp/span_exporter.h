@@ -41,9 +41,10 @@ class OtlpSpanExporter {
   // burst grew, each keeping a page of it resident (5 MB after a burst of 10 000
   // connections). In steady traffic every buffer is reused within the interval.
   void ReleaseIdleSpans();
-  // Raises the export thread to normal priority when it has spans queued and has not run
-  // for a second past the schedule delay: at SCHED_IDLE it waits for a free CPU, and with
-  // few spans the queue never fills enough to raise it. About once a second, any thread.
+  // Raises the export thread to normal priority when spans are queued or being sent and it
+  // has not woken for a second past the schedule delay: at SCHED_IDLE it waits for a free
+  // CPU, and with few spans the queue never fills enough to raise it (a slow collector
+  // looks the same, and raising then does no harm). About once a second, any thread.
   void RaiseIfStalled();
   // Span buffers in existence (queued, being sent, or kept for reuse). The capture thread's.
   size_t span_buffers() const { return span_buffers_; }
@@ -125,7 +126,8 @@ class OtlpSpanExporter {
   // half the queue's spans wait, when its transport starts no threads (they would inherit
   // the policy). The capture thread raises it from Export.
   sched::BacklogPriority priority_;
-  std::atomic<int64_t> ran_ns_{0};  // steady clock: when the export thread last woke
+  std::atomic<int64_t> woke_ns_{0};  // steady clock: when the export thread last woke
+  std::atomic<bool> sending_{false};
   std::thread thread_;
 
   // The export thread's own: the batch being sent and the request's buffers.

@@ -54,10 +54,9 @@ class Transport {
   // pieces stay valid until it returns.
   virtual SendResult Send(RequestPieces request, uint64_t timeout_ms) = 0;
   virtual std::string Describe() const = 0;  // "http://collector:4318/v1/traces (gzip)"
-  // Whether Send does all its work on the calling thread and starts no thread: the span
-  // exporter's thread may then run at SCHED_IDLE, a policy new threads inherit (gRPC
-  // starts helpers from the thread that sends).
-  virtual bool SendsOnCallingThreadOnly() const { return false; }
+  // Whether Send starts no thread: the span exporter's thread may then run at SCHED_IDLE,
+  // a policy new threads inherit (gRPC starts helpers from the thread that sends).
+  virtual bool StartsNoThreadsWhenSending() const { return false; }
 
   // Shutdown: a request still running at `deadline` is abandoned (Send returns kRetryable).
   // Callable from any thread.

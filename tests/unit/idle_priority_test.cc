@@ -89,6 +89,16 @@ TEST_F(BacklogPriorityTest, RaisedForGoodStaysRaised) {
   EXPECT_EQ(late.policy(), SCHED_OTHER);
 }
 
+TEST_F(BacklogPriorityTest, AWorkerNeverLoweredIsLeftAlone) {
+  BacklogPriority priority(100, 10);
+  Worker worker([&] { priority.Worked(0); });  // as a worker whose LowerThisThread was not called
+  EXPECT_EQ(worker.policy(), SCHED_OTHER);
+  priority.Worked(0);  // nor is whoever else reports
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
+  priority.Produced(1000);
+  EXPECT_EQ(priority.raises(), 0u);
+}
+
 TEST_F(BacklogPriorityTest, APolicyChosenByTheOperatorIsKept) {
   BacklogPriority priority(100, 10);
   bool lowered = true;

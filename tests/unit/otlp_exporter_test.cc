@@ -569,7 +569,8 @@ class FakeTransport : public Transport {
     std::deque<SendResult> script;  // results to give, then success
     std::string response;           // on success
     std::atomic<bool> block{false};
-    bool on_calling_thread = false;  // SendsOnCallingThreadOnly
+    bool starts_no_threads = false;  // StartsNoThreadsWhenSending
+    std::atomic<bool> in_send{false};
     std::vector<int> policies;       // the sending thread's, at each attempt
     std::atomic<pid_t> sender_tid{0};
     size_t SpanCount() {
@@ -590,9 +591,11 @@ class FakeTransport : public Transport {
     const std::string request = Join(pieces);
     const int policy = sched_getscheduler(0);
     shared_->sender_tid = gettid();
+    shared_->in_send = true;
     auto start = Clock::now();
     while (shared_->block && Clock::now() - start < std::chrono::milliseconds(timeout_ms))
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    shared_->in_send = false;
     std::lock_guard lock(shared_->mutex);
     ExportTraceServiceRequest decoded;
     EXPECT_TRUE(decoded.ParseFromArray(request.data(), static_cast<int>(request.size())));
@@ -608,7 +611,7 @@ class FakeTransport : public Transport {
     return {SendResult::Outcome::kSuccess, "", {}, shared_->response};
   }
   std::string Describe() const override { return "fake"; }
-  bool SendsOnCallingThreadOnly() const override { return shared_->on_calling_thread; }
+  bool StartsNoThreadsWhenSending() const override { return shared_->starts_no_threads; }
 
  private:
   std::shared_ptr<Shared> shared_;
@@ -848,14 +851,17 @@ TEST(OtlpSpanExporterTest, ShutdownIsBoundedAndCountsWhatIsLeft) {
   EXPECT_GE(telemetry.spans_dropped_shutdown, 1u);
 }
 
+// Steps that wait for a thread at SCHED_IDLE to run: long limits, for a busy machine.
+constexpr int kIdleThreadWaitMs = 30000;
+
 TEST(OtlpSpanExporterTest, TheExportThreadYieldsUntilHalfTheQueueWaits) {
   std::string why_not;
   if (!sched::CanLowerAndRaise("the test", &why_not)) GTEST_SKIP() << why_not;  // the agent says so too
   auto shared = std::make_shared<FakeTransport::Shared>();
-  shared->on_calling_thread = true;
+  shared->starts_no_threads = true;
   telemetry::SelfTelemetry telemetry;
   OtlpExporterOptions options = FastOptions();  // batches of 10; raised at 50 queued, lowered at 12
-  options.schedule_delay_ms = 200;
+  options.schedule_delay_ms = 600000;            // batches go by size only
   OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
   ResourcePtr resource = MakeResource(1, "a");
   uint8_t next = 0;
@@ -865,7 +871,7 @@ TEST(OtlpSpanExporterTest, TheExportThreadYieldsUntilHalfTheQueueWaits) {
   auto sender_policy = [&] { return sched_getscheduler(shared->sender_tid); };
 
   export_spans(10);  // a full batch, sent at idle priority
-  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10; }));
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10; }, kIdleThreadWaitMs));
   {
     std::lock_guard lock(shared->mutex);
     EXPECT_EQ(shared->policies.back(), SCHED_IDLE);
@@ -873,7 +879,7 @@ TEST(OtlpSpanExporterTest, TheExportThreadYieldsUntilHalfTheQueueWaits) {
   // The collector stalls; spans pile up behind the batch being sent.
   shared->block = true;
   export_spans(10);
-  ASSERT_TRUE(WaitFor([&] { return telemetry.queue_depth_spans == 0; }));  // the batch was taken
+  ASSERT_TRUE(WaitFor([&] { return shared->in_send.load(); }, kIdleThreadWaitMs));
   export_spans(49);
   EXPECT_EQ(sender_policy(), SCHED_IDLE);  // 49 queued: not yet half the queue
   export_spans(1);
@@ -881,38 +887,54 @@ TEST(OtlpSpanExporterTest, TheExportThreadYieldsUntilHalfTheQueueWaits) {
   // The collector is back: the backlog goes out at normal priority, and once it has the
   // thread yields again.
   shared->block = false;
-  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() >= 70; }));
-  EXPECT_TRUE(WaitFor([&] { return sender_policy() == SCHED_IDLE; }));
+  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 70; }, kIdleThreadWaitMs));
+  EXPECT_TRUE(WaitFor([&] { return sender_policy() == SCHED_IDLE; }, kIdleThreadWaitMs));
   {
     std::lock_guard lock(shared->mutex);
+    ASSERT_GE(shared->policies.size(), 3u);
     EXPECT_EQ(shared->policies[2], SCHED_OTHER);  // the first batch sent after the raise
   }
+  exporter.Shutdown(5000);
+  EXPECT_EQ(Dropped(telemetry), 0u);
+}
 
-  // Stuck in a send (as a starved thread would be) for a second past the schedule delay
-  // with spans queued: raised by the once-a-second check, not before.
-  shared->block = true;
-  export_spans(10);
-  ASSERT_TRUE(WaitFor([&] { return telemetry.queue_depth_spans == 0; }));  // the batch was taken
-  export_spans(5);
+TEST(OtlpSpanExporterTest, AnExportThreadThatDoesNotComeBackIsRaised) {
+  std::string why_not;
+  if (!sched::CanLowerAndRaise("the test", &why_not)) GTEST_SKIP() << why_not;
+  auto shared = std::make_shared<FakeTransport::Shared>();
+  shared->starts_no_threads = true;
+  shared->block = true;  // stuck in a send, as a starved thread would be
+  telemetry::SelfTelemetry telemetry;
+  OtlpExporterOptions options = FastOptions();
+  options.schedule_delay_ms = 200;
+  options.timeout_ms = 60000;
+  OtlpSpanExporter exporter(options, std::make_unique<FakeTransport>(shared), &telemetry);
+  ResourcePtr resource = MakeResource(1, "a");
+  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+  ASSERT_TRUE(WaitFor([&] { return shared->in_send.load(); }, kIdleThreadWaitMs));
+  const auto sending_since = Clock::now();
   exporter.RaiseIfStalled();
-  EXPECT_EQ(sender_policy(), SCHED_IDLE);
-  std::this_thread::sleep_for(std::chrono::milliseconds(options.schedule_delay_ms + 1300));
+  EXPECT_EQ(sched_getscheduler(shared->sender_tid), SCHED_IDLE);
+  // A second past the schedule delay: raised by the once-a-second check.
+  std::this_thread::sleep_until(sending_since + std::chrono::milliseconds(options.schedule_delay_ms + 1300));
   exporter.RaiseIfStalled();
-  EXPECT_EQ(sender_policy(), SCHED_OTHER);
+  EXPECT_EQ(sched_getscheduler(shared->sender_tid), SCHED_OTHER);
   shared->block = false;
   exporter.Shutdown(5000);
   EXPECT_EQ(Dropped(telemetry), 0u);
 }
 
 TEST(OtlpSpanExporterTest, ATransportThatStartsThreadsKeepsTheExportThreadsPriority) {
-  auto shared = std::make_shared<FakeTransport::Shared>();  // on_calling_thread false, as gRPC
+  auto shared = std::make_shared<FakeTransport::Shared>();  // starts_no_threads false, as gRPC
   telemetry::SelfTelemetry telemetry;
   OtlpSpanExporter exporter(FastOptions(), std::make_unique<FakeTransport>(shared), &telemetry);
   ResourcePtr resource = MakeResource(1, "a");
-  for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
-  ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10; }));
-  std::lock_guard lock(shared->mutex);
-  EXPECT_EQ(shared->policies.back(), SCHED_OTHER);
+  for (int round = 1; round <= 2; ++round) {  // and after a batch
+    for (int i = 0; i < 10; ++i) exporter.Export(MakeSpan(static_cast<uint8_t>(i)), resource);
+    ASSERT_TRUE(WaitFor([&] { return shared->SpanCount() == 10u * round; }));
+    std::lock_guard lock(shared->mutex);
+    EXPECT_EQ(shared->policies.back(), SCHED_OTHER);
+  }
 }
 
 TEST(RetryingSenderTest, BackoffDoublesUpToTheCap) {

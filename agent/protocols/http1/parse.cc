@@ -747,13 +747,13 @@ class HeadParser {
 namespace {
 // Texts of destroyed messages, taken by messages parsed later: a message's text is its
 // only allocation, and a message is made and destroyed for every request and response.
-// Per thread and bounded (32 x 1 KiB at most): enough for a message per side of the
-// calls in flight on a busy host (with 8, 40 connections' messages took 1% of the
+// Per thread and bounded (32 x 4 KiB at most): enough for a message per side of the
+// calls in flight on a busy host (with 8, 40 connections' messages took about 1% of the
 // agent's CPU in malloc and free), while many more, filled during a burst and kept, held
-// scattered heap pages that no trim could give back (64 of up to 4 KiB and the trace
-// groups' free list: ~2 MB). A message's text is typically a few hundred bytes.
+// scattered heap pages that no trim could give back (64 of them and the trace groups'
+// free list: ~2 MB).
 constexpr size_t kMaxSpareTexts = 32;
-constexpr size_t kMaxSpareTextBytes = 1024;
+constexpr size_t kMaxSpareTextBytes = 4096;
 const size_t kInlineTextBytes = std::string().capacity();  // short strings live in the object
 thread_local std::vector<std::string> spare_texts;
 }  // namespace
