@@ -1,7 +1,5 @@
 #include "agent/loader/reader_priority.h"
 
-#include "agent/sched/idle_priority.h"
-
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -28,15 +26,8 @@ bool ReaderPriority::Possible(std::string* why_not) { return sched::CanLowerAndR
 std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring_fd, uint64_t ring_bytes,
                                                       std::function<uint64_t()> queued_bytes,
                                                       std::string* why_not, Options options) {
-  if (!Possible(why_not)) return nullptr;
-  if (std::string chosen = sched::KeepsChosenPolicy(reader_tid, kWho); !chosen.empty()) {
-    *why_not = std::move(chosen);
-    return nullptr;
-  }
-  std::unique_ptr<ReaderPriority> governor(new ReaderPriority());
+  std::unique_ptr<ReaderPriority> governor(new ReaderPriority(ring_bytes));
   governor->options_ = options;
-  governor->reader_tid_ = reader_tid;
-  governor->ring_bytes_ = ring_bytes;
   governor->queued_bytes_ = std::move(queued_bytes);
   governor->reader_alive_ns_ = MonotonicNs();
   governor->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -52,14 +43,11 @@ std::unique_ptr<ReaderPriority> ReaderPriority::Start(pid_t reader_tid, int ring
   if (governor->epoll_fd_ < 0 || governor->stop_fd_ < 0 ||
       epoll_ctl(governor->epoll_fd_, EPOLL_CTL_ADD, ring_fd, &ring_event) ||
       epoll_ctl(governor->epoll_fd_, EPOLL_CTL_ADD, governor->stop_fd_, &stop_event)) {
-    *why_not = std::string("the ring reader keeps normal priority: cannot watch the ring (") + strerror(errno) + ")";
+    *why_not = std::string(kWho) + " keeps normal priority: cannot watch the ring (" + strerror(errno) + ")";
     return nullptr;
   }
   // Lowered before the governor starts, so that the governor's first look sees it lowered.
-  if (!governor->SetReaderPolicy(SCHED_IDLE)) {
-    *why_not = std::string("the ring reader keeps normal priority: ") + strerror(errno);
-    return nullptr;
-  }
+  if (!governor->priority_.Lower(reader_tid, kWho, why_not)) return nullptr;
   governor->thread_ = std::thread([raw = governor.get()] { raw->Run(); });
   return governor;
 }
@@ -72,37 +60,32 @@ ReaderPriority::~ReaderPriority() {
     }
     thread_.join();
   }
-  if (reader_tid_) SetReaderPolicy(SCHED_OTHER);
+  priority_.RaiseForGood();
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (stop_fd_ >= 0) close(stop_fd_);
 }
 
 void ReaderPriority::ReaderAlive() { reader_alive_ns_.store(MonotonicNs(), std::memory_order_relaxed); }
 
-bool ReaderPriority::SetReaderPolicy(int policy) { return sched::SetPolicy(reader_tid_, policy); }
-
 void ReaderPriority::Run() {
-  // A thread inherits its creator's policy: the governor itself must never idle. Possible()
+  // A thread inherits its creator's policy: the governor itself must never idle. Lower()
   // showed this process may raise a thread from SCHED_IDLE.
   sched::SetPolicy(gettid(), SCHED_OTHER);
   governor_tid_ = gettid();
-  const uint64_t raise_at = ring_bytes_ / 8, lower_at = ring_bytes_ / 32;
   const int64_t stall_ns = int64_t{options_.stall_ms} * 1000000;
-  bool raised = false;
   while (true) {
     epoll_event events[2];
-    const int ready =
-        epoll_wait(epoll_fd_, events, 2, raised ? options_.raised_check_ms : options_.lowered_check_ms);
+    const int ready = epoll_wait(epoll_fd_, events, 2,
+                                 priority_.lowered() ? options_.lowered_check_ms : options_.raised_check_ms);
     for (int i = 0; i < ready; ++i)
       if (events[i].data.fd == stop_fd_) return;
-    const uint64_t queued = queued_bytes_();
-    const bool stalled = MonotonicNs() - reader_alive_ns_.load(std::memory_order_relaxed) > stall_ns;
-    if (!raised && (queued >= raise_at || stalled) && SetReaderPolicy(SCHED_OTHER)) {
-      raised = true;
-      raises_.fetch_add(1, std::memory_order_relaxed);
-    } else if (raised && queued <= lower_at && !stalled && SetReaderPolicy(SCHED_IDLE)) {
-      raised = false;
+    if (MonotonicNs() - reader_alive_ns_.load(std::memory_order_relaxed) > stall_ns) {
+      priority_.Raise();  // and not lowered while it stays stalled
+      continue;
     }
+    const uint64_t queued = queued_bytes_();
+    priority_.Produced(queued);
+    priority_.Worked(queued);
   }
 }
 

@@ -9,8 +9,9 @@
 // raises the reader back to SCHED_OTHER when
 // - an eighth of the ring waits (the kernel programs wake the governor then:
 //   capture.bpf.h, wakeup_flags), until it has drained to a thirty-second; or
-// - the reader has not finished a loop for kStallMs: its once-a-second work (health,
-//   timeouts, the stop request) must not wait for the ring to fill.
+// - the reader has not finished a loop for Options::stall_ms: its once-a-second work
+//   (health, timeouts, the stop request) must not wait for the ring to fill.
+// The policy changes themselves are sched::BacklogPriority's, the ring's bytes its backlog.
 #pragma once
 
 #include <sys/types.h>
@@ -21,6 +22,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+
+#include "agent/sched/idle_priority.h"
 
 namespace flowtracer::loader {
 
@@ -56,22 +59,19 @@ class ReaderPriority {
   void ReaderAlive();
 
   // Times the reader was raised because the ring was filling or it stalled.
-  uint64_t raises() const { return raises_.load(std::memory_order_relaxed); }
+  uint64_t raises() const { return priority_.raises(); }
   pid_t governor_tid() const { return governor_tid_.load(); }
 
  private:
-  ReaderPriority() = default;
+  explicit ReaderPriority(uint64_t ring_bytes) : priority_(ring_bytes / 8, ring_bytes / 32) {}
   void Run();
-  bool SetReaderPolicy(int policy);
 
   Options options_;
-  pid_t reader_tid_ = 0;
+  sched::BacklogPriority priority_;  // raised at an eighth of the ring, lowered at a thirty-second
   int epoll_fd_ = -1;
   int stop_fd_ = -1;  // an eventfd: the destructor's wake-up
-  uint64_t ring_bytes_ = 0;
   std::function<uint64_t()> queued_bytes_;
   std::atomic<int64_t> reader_alive_ns_{0};  // CLOCK_MONOTONIC
-  std::atomic<uint64_t> raises_{0};
   std::atomic<pid_t> governor_tid_{0};
   std::thread thread_;
 };

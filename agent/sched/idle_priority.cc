@@ -39,28 +39,32 @@ std::string KeepsChosenPolicy(pid_t tid, std::string_view who) {
          ")";
 }
 
-bool BacklogPriority::LowerThisThread(std::string_view who, std::string* why_not) {
+bool BacklogPriority::Lower(pid_t worker_tid, std::string_view who, std::string* why_not) {
   if (!CanLowerAndRaise(who, why_not)) return false;
-  const pid_t tid = gettid();
-  if (std::string chosen = KeepsChosenPolicy(tid, who); !chosen.empty()) {
+  if (std::string chosen = KeepsChosenPolicy(worker_tid, who); !chosen.empty()) {
     *why_not = std::move(chosen);
     return false;
   }
-  worker_tid_.store(tid);
-  LowerWorker();
-  return true;
+  worker_tid_.store(worker_tid);
+  if (LowerWorker()) return true;
+  *why_not = std::string(who) + " keeps normal priority: " + strerror(errno);
+  worker_tid_.store(0);
+  return false;
 }
 
 void BacklogPriority::Worked(size_t backlog) {
   if (backlog <= lower_at_ && !lowered_.load(std::memory_order_relaxed)) LowerWorker();
 }
 
-void BacklogPriority::LowerWorker() {
+bool BacklogPriority::LowerWorker() {
   const pid_t tid = worker_tid_.load();  // 0 would name the calling thread
-  if (tid == 0 || raised_for_good_.load() || !SetPolicy(tid, SCHED_IDLE)) return;
+  if (tid == 0) return false;
+  if (raised_for_good_.load()) return true;  // stopping already
+  if (!SetPolicy(tid, SCHED_IDLE)) return false;
   lowered_.store(true);
   // RaiseForGood sets its flag before it reads lowered_: one of the two sees the other.
   if (raised_for_good_.load()) Raise();
+  return true;
 }
 
 void BacklogPriority::Raise() {

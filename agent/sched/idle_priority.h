@@ -40,9 +40,9 @@ class BacklogPriority {
   BacklogPriority(const BacklogPriority&) = delete;
   BacklogPriority& operator=(const BacklogPriority&) = delete;
 
-  // On the worker thread, once. False, with `why_not`, when the worker keeps its priority
-  // (then every other call does nothing).
-  bool LowerThisThread(std::string_view who, std::string* why_not);
+  // Lowers thread `worker_tid`, once, and governs it from then on. False, with `why_not`,
+  // when the worker keeps its priority (then every other call does nothing).
+  bool Lower(pid_t worker_tid, std::string_view who, std::string* why_not);
 
   // By a producer: one relaxed load unless the worker must be raised.
   void Produced(size_t backlog) {
@@ -59,7 +59,7 @@ class BacklogPriority {
   uint64_t raises() const { return raises_.load(std::memory_order_relaxed); }
 
  private:
-  void LowerWorker();
+  bool LowerWorker();  // false when the policy could not be set (errno says why)
 
   const size_t raise_at_, lower_at_;
   std::atomic<pid_t> worker_tid_{0};  // 0: not governed

@@ -3,6 +3,8 @@
 #include <opentelemetry/proto/collector/trace/v1/trace_service.pb.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace flowtracer::exporters::otlp {
@@ -177,7 +179,7 @@ void OtlpSpanExporter::Run() {
   note_woke();
   if (sender_.transport().StartsNoThreadsWhenSending()) {
     std::string why_not;
-    if (!priority_.LowerThisThread("the OTLP span export thread", &why_not)) spdlog::debug("{}", why_not);
+    if (!priority_.Lower(gettid(), "the OTLP span export thread", &why_not)) spdlog::debug("{}", why_not);
   }
   const size_t batch_spans = options_.max_export_batch_spans;
   batch_.resize(batch_spans);

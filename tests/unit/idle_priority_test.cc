@@ -57,7 +57,7 @@ TEST_F(BacklogPriorityTest, RaisedAtTheBacklogThatCountsAndLoweredWhenItHasGone)
   BacklogPriority priority(/*raise_at=*/100, /*lower_at=*/10);
   bool lowered = false;
   std::string why_not;
-  Worker worker([&] { lowered = priority.LowerThisThread("the worker", &why_not); });
+  Worker worker([&] { lowered = priority.Lower(gettid(), "the worker", &why_not); });
   ASSERT_TRUE(lowered) << why_not;
   EXPECT_EQ(worker.policy(), SCHED_IDLE);
   priority.Produced(99);
@@ -77,7 +77,7 @@ TEST_F(BacklogPriorityTest, RaisedAtTheBacklogThatCountsAndLoweredWhenItHasGone)
 TEST_F(BacklogPriorityTest, RaisedForGoodStaysRaised) {
   BacklogPriority priority(100, 10);
   std::string why_not;
-  Worker worker([&] { priority.LowerThisThread("the worker", &why_not); });
+  Worker worker([&] { priority.Lower(gettid(), "the worker", &why_not); });
   priority.RaiseForGood();
   EXPECT_EQ(worker.policy(), SCHED_OTHER);
   priority.Worked(0);
@@ -85,13 +85,13 @@ TEST_F(BacklogPriorityTest, RaisedForGoodStaysRaised) {
   // A worker that starts after the stop is not lowered at all.
   BacklogPriority stopped(100, 10);
   stopped.RaiseForGood();
-  Worker late([&] { EXPECT_TRUE(stopped.LowerThisThread("the late worker", &why_not)); });
+  Worker late([&] { EXPECT_TRUE(stopped.Lower(gettid(), "the late worker", &why_not)); });
   EXPECT_EQ(late.policy(), SCHED_OTHER);
 }
 
 TEST_F(BacklogPriorityTest, AWorkerNeverLoweredIsLeftAlone) {
   BacklogPriority priority(100, 10);
-  Worker worker([&] { priority.Worked(0); });  // as a worker whose LowerThisThread was not called
+  Worker worker([&] { priority.Worked(0); });  // as a worker that was never lowered
   EXPECT_EQ(worker.policy(), SCHED_OTHER);
   priority.Worked(0);  // nor is whoever else reports
   EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
@@ -106,7 +106,7 @@ TEST_F(BacklogPriorityTest, APolicyChosenByTheOperatorIsKept) {
   Worker worker([&] {
     sched_param param{};
     ASSERT_EQ(sched_setscheduler(0, SCHED_BATCH, &param), 0);  // as under `chrt --batch`
-    lowered = priority.LowerThisThread("the worker", &why_not);
+    lowered = priority.Lower(gettid(), "the worker", &why_not);
   });
   EXPECT_FALSE(lowered);
   EXPECT_EQ(why_not, "the worker keeps the scheduling policy it was started with (SCHED_BATCH)");
